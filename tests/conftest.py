@@ -1,0 +1,107 @@
+"""Shared fixtures: one loopback Ray for the whole session, tiny configs, on-disk data set writers."""
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Keep BLAS/torch from oversubscribing the 2-core CI machine alongside Ray workers.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance on 127.0.0.2 with token auth, shared by every test that needs Ray."""
+    from study.cluster import LOOPBACK_NODE_IP, ensure_ray
+
+    import ray
+
+    info = ensure_ray(num_cpus=2, num_gpus=0)
+    assert ray.get_runtime_context().gcs_address.startswith(LOOPBACK_NODE_IP + ":")
+    yield info
+    ray.shutdown()
+
+
+def tiny_config(**sections) -> dict:
+    """A digits config that trains in a couple of seconds; sections override keys."""
+    base = {
+        "dataset": {"name": "digits"},
+        "model": {"type": "simple_cnn", "channels": [16, 32], "hidden_dim": 32, "dropout": 0.0},
+        "train": {"epochs": 3, "batch_size": 64, "lr": 0.003, "num_threads": 1},
+        "logging": {"save_umap": False},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    return base
+
+
+# ---------------------------------------------------------------------------
+# writers of real on-disk formats
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """IDX file as MNIST ships it (magic: 0x0000 | type 0x08 = uint8 | ndim)."""
+    header = struct.pack(">I", 0x0800 | array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist(root: Path, folder: str = "MNIST", n_train: int = 60, n_test: int = 20, seed: int = 0) -> tuple:
+    rng = np.random.default_rng(seed)
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    train_x = rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8)
+    train_y = np.arange(n_train) % 10
+    test_x = rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8)
+    test_y = np.arange(n_test) % 10
+    write_idx(raw / "train-images-idx3-ubyte", train_x)
+    write_idx(raw / "train-labels-idx1-ubyte", train_y)
+    write_idx(raw / "t10k-images-idx3-ubyte", test_x)
+    write_idx(raw / "t10k-labels-idx1-ubyte", test_y)
+    return train_x, train_y, test_x, test_y
+
+
+def write_cifar(root: Path, hundred: bool = False, per_batch: int = 40, seed: int = 0) -> dict:
+    """CIFAR python pickled batches (data: N x 3072 uint8, labels list, meta with class names)."""
+    rng = np.random.default_rng(seed)
+    n_classes = 100 if hundred else 10
+    folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
+    folder.mkdir(parents=True)
+    label_key = "fine_labels" if hundred else "labels"
+    names = [f"class{i}" for i in range(n_classes)]
+    written = {}
+    batches = ["train"] if hundred else [f"data_batch_{i}" for i in range(1, 6)]
+    for i, name in enumerate(batches + ["test"]):
+        n = per_batch * (5 if hundred and name == "train" else 1)
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in (np.arange(n) + i) % n_classes]
+        entry = {"data": data, label_key: labels, "batch_label": name}
+        if hundred:
+            entry["coarse_labels"] = [lab // 5 for lab in labels]
+        file = "test" if (hundred and name == "test") else ("test_batch" if name == "test" else name)
+        with open(folder / file, "wb") as fh:
+            pickle.dump(entry, fh)
+        written[file] = (data, labels)
+    meta = {"fine_label_names": names, "coarse_label_names": [f"super{i}" for i in range(20)]} if hundred \
+        else {"label_names": names, "num_cases_per_batch": per_batch}
+    with open(folder / ("meta" if hundred else "batches.meta"), "wb") as fh:
+        pickle.dump(meta, fh)
+    return written
+
+
+def write_image_folder(root: Path, classes: dict[str, int], size: int = 20, seed: int = 0) -> None:
+    """root/<class>/*.png|jpg with a distinct mean colour per class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c, (name, count) in enumerate(classes.items()):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(count):
+            base = np.full((size, size, 3), 40 + 60 * c, dtype=np.int64)
+            pixels = np.clip(base + rng.integers(-20, 21, base.shape), 0, 255).astype(np.uint8)
+            suffix = ".png" if i % 2 == 0 else ".jpg"
+            Image.fromarray(pixels).save(folder / f"img{i:03d}{suffix}")

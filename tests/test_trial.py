@@ -1,0 +1,204 @@
+"""One trial end to end: through the CLI and Ray Tune, bit-for-bit reproducibility, resume."""
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from study.config import TrialConfig, load_config
+from trainables.trial import run_trial
+
+REPO = Path(__file__).parents[1]
+ARTIFACTS = ["config.yaml", "metrics.json", "training_history.json", "classification_report.json",
+             "confusion_matrix.png", "train_val_loss.png", "train_val_accuracy.png", "grad_norms.png",
+             "latents.npz", "model.pt", "model.onnx"]
+
+
+class Interrupted(Exception):
+    pass
+
+
+class MemorySession:
+    """Keeps the checkpoint the way Tune would (serialised, reloaded weights_only); can crash after an epoch."""
+
+    def __init__(self, checkpoint: bytes | None = None, crash_after_epoch: int | None = None):
+        self.checkpoint = checkpoint
+        self.crash_after_epoch = crash_after_epoch
+        self.reports: list[dict] = []
+
+    def restore(self):
+        if self.checkpoint is None:
+            return None
+        return torch.load(io.BytesIO(self.checkpoint), weights_only=True)
+
+    def report(self, metrics, state):
+        self.reports.append(metrics)
+        if state is not None:
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            self.checkpoint = buffer.getvalue()
+        if self.crash_after_epoch is not None and metrics["epoch"] == self.crash_after_epoch:
+            raise Interrupted
+
+    def persist(self, artifact_dir):
+        pass
+
+
+def comparable(history):
+    """History rows without wall-clock times, which differ run to run."""
+    return [{k: v for k, v in row.items() if k not in ("epoch_time", "train_time")} for row in history]
+
+
+def test_train_cli_end_to_end(ray_session, tmp_path, capsys):
+    from study.cli import main
+
+    out = tmp_path / "digits"
+    rc = main(["train", str(REPO / "configs" / "digits.yaml"), str(out), "--cpus", "2",
+               "--set", "train.epochs=8", "--set", "logging.export_onnx=true", "--set", "logging.save_umap=false"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    trial = out / "trial"
+    assert f"artifacts: {trial}" in printed and "val_accuracy" in printed
+    for name in ARTIFACTS:
+        assert (trial / name).is_file() and (trial / name).stat().st_size > 0, name
+
+    metrics = json.loads((trial / "metrics.json").read_text())
+    assert metrics["val_accuracy"] >= 0.90
+    assert metrics["test_accuracy"] >= 0.85
+    assert metrics["epochs_run"] == 8 and metrics["onnx_matches"] is True
+
+    cfg = load_config(REPO / "configs" / "digits.yaml",
+                      ["train.epochs=8", "logging.export_onnx=true", "logging.save_umap=false"])
+    assert load_config(trial / "config.yaml") == cfg  # the resolved config sits next to the results
+
+    history = json.loads((trial / "training_history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, 9))
+    for row in history:
+        assert set(row) >= {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "reg_loss", "lr",
+                            "epoch_time", "grad_norms"}
+        assert row["reg_loss"] == 0.0
+        assert set(row["grad_norms"]) == {"body.block1.conv", "body.block1.bn", "body.block2.conv",
+                                          "body.block2.bn", "embedding.linear", "head"}
+        assert all(v > 0 for v in row["grad_norms"].values())
+    assert history[0]["lr"] > history[-1]["lr"]  # cosine schedule
+
+    report = json.loads((trial / "classification_report.json").read_text())
+    assert {str(d) for d in range(10)} <= set(report["test"])
+    assert set(report["test"]["3"]) >= {"precision", "recall", "f1-score", "support"}
+
+    for png in ("confusion_matrix.png", "train_val_loss.png", "train_val_accuracy.png", "grad_norms.png"):
+        assert (trial / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # model.pt reloads with weights_only and reproduces the saved validation logits
+    from trainables.data import load_data
+    from trainables.models import build_model
+
+    latents = np.load(trial / "latents.npz")
+    data = load_data(cfg.dataset)
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    model.load_state_dict(torch.load(trial / "model.pt", weights_only=True))
+    model.eval()
+    with torch.no_grad():
+        logits = model(data.normalize(data.val.images))
+        embeddings = model.embed(data.normalize(data.val.images))
+    assert latents["embeddings"].shape == (len(data.val), cfg.model.hidden_dim)
+    assert np.array_equal(latents["labels"], data.val.labels.numpy())
+    assert np.allclose(latents["logits"], logits.numpy(), atol=1e-4)
+    assert np.allclose(latents["embeddings"], embeddings.numpy(), atol=1e-4)
+    assert (latents["logits"].argmax(1) == latents["labels"]).mean() == pytest.approx(metrics["val_accuracy"])
+
+    # the ONNX file gives PyTorch's logits on a test batch
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(trial / "model.onnx"), providers=["CPUExecutionProvider"])
+    batch = data.normalize(data.test.images[:32])
+    with torch.no_grad():
+        expected = model(batch).numpy()
+    assert np.allclose(session.run(None, {"images": batch.numpy()})[0], expected, atol=1e-4)
+
+
+def test_same_seed_is_bitwise_reproducible(tmp_path):
+    cfg = TrialConfig.from_dict(tiny_config(dataset={"augment": True}, model={"dropout": 0.2}))
+    first, second = MemorySession(), MemorySession()
+    run_trial(cfg, first, tmp_path / "a", verbose=False)
+    run_trial(cfg, second, tmp_path / "b", verbose=False)
+    h1 = json.loads((tmp_path / "a" / "training_history.json").read_text())
+    h2 = json.loads((tmp_path / "b" / "training_history.json").read_text())
+    assert comparable(h1) == comparable(h2)
+    w1, w2 = (torch.load(tmp_path / d / "model.pt", weights_only=True) for d in "ab")
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    # and another seed really is another run
+    other = TrialConfig.from_dict(tiny_config(dataset={"augment": True}, model={"dropout": 0.2}, train={"seed": 1}))
+    run_trial(other, MemorySession(), tmp_path / "c", verbose=False)
+    h3 = json.loads((tmp_path / "c" / "training_history.json").read_text())
+    assert comparable(h3) != comparable(h1)
+
+
+def test_resume_from_checkpoint_continues_the_history(tmp_path):
+    cfg = TrialConfig.from_dict(tiny_config(dataset={"augment": True}, model={"dropout": 0.2},
+                                            train={"epochs": 5, "patience": 0}))
+    reference = MemorySession()
+    run_trial(cfg, reference, tmp_path / "ref", verbose=False)
+
+    crashed = MemorySession(crash_after_epoch=2)
+    with pytest.raises(Interrupted):
+        run_trial(cfg, crashed, tmp_path / "run", verbose=False)
+    assert [r["epoch"] for r in crashed.reports] == [1, 2]
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+    resumed = MemorySession(checkpoint=crashed.checkpoint)
+    run_trial(cfg, resumed, tmp_path / "run", verbose=False)
+    assert [r["epoch"] for r in resumed.reports] == [3, 4, 5]  # continues, does not restart
+    h_ref = json.loads((tmp_path / "ref" / "training_history.json").read_text())
+    h_run = json.loads((tmp_path / "run" / "training_history.json").read_text())
+    assert [h["epoch"] for h in h_run] == [1, 2, 3, 4, 5]
+    assert comparable(h_run) == comparable(h_ref)
+
+
+def test_resume_through_ray_tune_after_a_crash(ray_session, tmp_path):
+    """Tune restarts a crashed trial; the trainable restores from tune.get_checkpoint() and continues."""
+    from ray import tune
+
+    from trainables.trainable import TuneSession, train_trial
+
+    marker = tmp_path / "crashed-once"
+
+    def crash_once_after_epoch_2(config):
+        import tempfile
+
+        from study.config import TrialConfig as Config
+        from trainables.trial import run_trial as run
+
+        class CrashingSession(TuneSession):
+            def report(self, metrics, state):
+                super().report(metrics, state)
+                if metrics["epoch"] == 2 and not marker.exists():
+                    marker.write_text("crashed")
+                    raise RuntimeError("simulated crash after epoch 2")
+
+        torch.set_num_threads(1)
+        with tempfile.TemporaryDirectory() as folder:
+            run(Config.from_dict(config), CrashingSession(), Path(folder))
+
+    config = tiny_config(dataset={"augment": True}, model={"dropout": 0.2}, train={"epochs": 5, "patience": 0})
+
+    def fit(trainable, name, failures):
+        tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": 1}), param_space=config,
+                           run_config=tune.RunConfig(storage_path=str(tmp_path), name=name, verbose=0,
+                                                     failure_config=tune.FailureConfig(max_failures=failures)))
+        result = tuner.fit()[0]
+        assert result.error is None
+        return Path(result.path)
+
+    crashed_dir = fit(crash_once_after_epoch_2, "crashed", 1)
+    reference_dir = fit(train_trial, "reference", 0)
+    assert marker.exists()
+
+    reported = [json.loads(line)["epoch"] for line in (crashed_dir / "result.json").read_text().splitlines()]
+    assert reported == [1, 2, 3, 4, 5], "epochs 1-2 must not be trained twice"
+    h_crashed = json.loads((crashed_dir / "training_history.json").read_text())
+    h_reference = json.loads((reference_dir / "training_history.json").read_text())
+    assert comparable(h_crashed) == comparable(h_reference)

@@ -1,0 +1,112 @@
+"""Everything a finished trial leaves in its directory.
+
+``config.yaml`` (resolved), ``metrics.json``, ``training_history.json``,
+``classification_report.json``, ``confusion_matrix.png``, ``train_val_loss.png``,
+``train_val_accuracy.png``, ``grad_norms.png``, ``latents.npz`` (validation
+embeddings, labels, logits), ``model.pt`` (state dict) and, when asked,
+``model.onnx`` checked against PyTorch.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from analysis.figures import (draw_confusion_matrix, draw_grad_norms, draw_training_curves, grad_norm_table,
+                              save_figure)
+from study.config import TrialConfig, save_config
+from trainables.loop import EarlyStopping, Evaluation, evaluate
+
+if TYPE_CHECKING:
+    from trainables.trial import TrialParts
+
+
+def write_json(path: Path, data) -> None:
+    def clean(value):
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        if isinstance(value, (np.floating, float)):
+            return float(value) if math.isfinite(value) else None
+        if isinstance(value, np.integer):
+            return int(value)
+        if isinstance(value, np.ndarray):
+            return clean(value.tolist())
+        return value
+
+    path.write_text(json.dumps(clean(data), indent=2))
+
+
+def classification_summary(evaluation: Evaluation, class_names: list[str]) -> tuple[dict, np.ndarray]:
+    """(per-class precision/recall/F1 report, confusion matrix) of one evaluated split."""
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    labels = list(range(len(class_names)))
+    y_true, y_pred = evaluation.labels.numpy(), evaluation.predictions.numpy()
+    report = classification_report(y_true, y_pred, labels=labels, target_names=class_names, output_dict=True,
+                                   zero_division=0)
+    return report, confusion_matrix(y_true, y_pred, labels=labels)
+
+
+def write_trial_artifacts(artifact_dir: Path, cfg: TrialConfig, parts: "TrialParts", history: list[dict],
+                          early: EarlyStopping, stopped: bool, elapsed: float, stop_reason: str | None = None) -> dict:
+    """Evaluate the final model on val and test, write every artifact, return the final metrics."""
+    artifact_dir = Path(artifact_dir)
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, artifact_dir / "config.yaml")
+    data, t = parts.data, cfg.train
+    val = evaluate(parts.model, parts.output, data, data.val, precision=t.precision, channels_last=t.channels_last)
+    test = evaluate(parts.model, parts.output, data, data.test, precision=t.precision, channels_last=t.channels_last)
+    val_report, _ = classification_summary(val, data.class_names)
+    test_report, test_matrix = classification_summary(test, data.class_names)
+
+    last = history[-1] if history else {}
+    if stop_reason is None:
+        stop_reason = (f"early stop: val_loss did not improve for {cfg.train.patience} epochs" if stopped
+                       else "completed all epochs")
+    metrics = {
+        "val_loss": val.loss, "val_accuracy": val.accuracy, "val_macro_f1": val_report["macro avg"]["f1-score"],
+        "test_loss": test.loss, "test_accuracy": test.accuracy, "test_macro_f1": test_report["macro avg"]["f1-score"],
+        "train_loss": last.get("train_loss"), "train_accuracy": last.get("train_accuracy"),
+        "overfit_gap": (last["train_accuracy"] - val.accuracy) if history else None,
+        "reg_loss": last.get("reg_loss", 0.0),
+        "best_val_loss": early.best if history else None,
+        "best_val_accuracy": max((h["val_accuracy"] for h in history), default=None),
+        "best_epoch": early.best_epoch,
+        "epochs_run": len(history),
+        "stop_reason": stop_reason,
+        "wall_time_s": elapsed,
+        "num_parameters": sum(p.numel() for p in parts.model.parameters()),
+        "device": str(parts.device),
+        "train_size": len(data.train), "val_size": len(data.val), "test_size": len(data.test),
+    }
+
+    write_json(artifact_dir / "training_history.json", history)
+    write_json(artifact_dir / "classification_report.json", {"test": test_report, "val": val_report})
+    save_figure(draw_confusion_matrix(test_matrix, data.class_names,
+                                      f"test confusion matrix (accuracy {test.accuracy:.3f})"),
+                artifact_dir / "confusion_matrix.png")
+    if history:
+        save_figure(draw_training_curves(history, ["train_loss", "val_loss"], "loss", "training and validation loss"),
+                    artifact_dir / "train_val_loss.png")
+        save_figure(draw_training_curves(history, ["train_accuracy", "val_accuracy"], "accuracy",
+                                         "training and validation accuracy"), artifact_dir / "train_val_accuracy.png")
+        save_figure(draw_grad_norms(grad_norm_table(history)), artifact_dir / "grad_norms.png")
+    if cfg.logging.save_latents:
+        np.savez_compressed(artifact_dir / "latents.npz", embeddings=val.embeddings.numpy(),
+                            labels=val.labels.numpy(), logits=val.logits.numpy(),
+                            class_names=np.asarray(data.class_names))
+    torch.save({k: v.detach().cpu() for k, v in parts.model.state_dict().items()}, artifact_dir / "model.pt")
+
+    if cfg.logging.export_onnx:
+        from trainables.export import export_onnx
+
+        example = data.normalize(data.test.images[:64]).cpu()
+        metrics.update(export_onnx(parts.model, example, artifact_dir / "model.onnx"))
+    write_json(artifact_dir / "metrics.json", metrics)
+    return metrics

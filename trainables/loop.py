@@ -1,0 +1,198 @@
+"""One epoch of training, one evaluation pass, and the bookkeeping around them.
+
+The loop never calls ``.item()`` inside the batch loop: losses, correct counts and
+gradient norms accumulate as device tensors and are read once per epoch, so a
+GPU is never stalled waiting for the host.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+
+from trainables.data import Augmentation, DataSplits, Split, evaluation_batches, training_batches
+from trainables.heads import OutputLayer
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the trial cannot continue."""
+
+
+def autocast_context(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class GradientNormTracker:
+    """Per-layer gradient L2 norms, averaged over the batches of an epoch.
+
+    A layer is a module that owns parameters directly (a conv, a BatchNorm, a
+    Linear). The per-parameter squared norms are summed per layer with a fixed 0/1
+    matrix rather than ``index_add_``, which is non-deterministic on CUDA.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.names: list[str] = []
+        self.params: list[nn.Parameter] = []
+        owner: list[int] = []
+        for name, module in model.named_modules():
+            own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+            if own:
+                self.names.append(name)
+                self.params.extend(own)
+                owner.extend([len(self.names) - 1] * len(own))
+        device = self.params[0].device
+        self.assign = torch.zeros(len(self.names), len(self.params), device=device)
+        self.assign[owner, range(len(self.params))] = 1.0
+        self.reset()
+
+    def reset(self) -> None:
+        self.total = torch.zeros(len(self.names), device=self.assign.device)
+        self.batches = 0
+
+    def update(self) -> None:
+        squares = torch.stack([p.grad.detach().float().pow(2).sum() if p.grad is not None
+                               else torch.zeros((), device=self.assign.device) for p in self.params])
+        self.total += (self.assign @ squares).sqrt()
+        self.batches += 1
+
+    def epoch_means(self) -> dict[str, float]:
+        means = (self.total / max(1, self.batches)).tolist()
+        self.reset()
+        return dict(zip(self.names, means))
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after ``patience`` epochs without a lower validation loss (0 disables)."""
+    patience: int
+    best: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+    def step(self, value: float, epoch: int) -> bool:
+        """Record one epoch's value; True when training should stop."""
+        if value < self.best:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+        else:
+            self.bad_epochs += 1
+        return self.patience > 0 and self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+
+
+# A regularizer takes (embeddings, labels, epoch, step) and returns (penalty or None, stats).
+RegularizerFn = Callable[[torch.Tensor, torch.Tensor, int, int], tuple[Optional[torch.Tensor], dict]]
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    accuracy: float
+    reg_loss: float
+    grad_norms: dict[str, float] = field(default_factory=dict)
+    reg_stats: dict[str, float] = field(default_factory=dict)
+
+
+def train_one_epoch(model: nn.Module, output: OutputLayer, optimizer: torch.optim.Optimizer, data: DataSplits,
+                    batch_size: int, generator: torch.Generator, epoch: int, *,
+                    augmentation: Optional[Augmentation] = None, regularizer: Optional[RegularizerFn] = None,
+                    grad_tracker: Optional[GradientNormTracker] = None, precision: str = "fp32",
+                    channels_last: bool = False, step_offset: int = 0) -> EpochStats:
+    """One pass over the shuffled training split; returns epoch means."""
+    model.train()
+    device = data.train.images.device
+    zero = torch.zeros((), device=device)
+    task_sum, reg_sum, correct, seen = zero.clone(), zero.clone(), zero.clone(), 0
+    reg_totals: dict[str, torch.Tensor] = {}
+    reg_steps = 0
+    for step, (x, y) in enumerate(training_batches(data, batch_size, generator, augmentation), start=step_offset):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_context(device, precision):
+            z, logits = model.embed_and_classify(x)
+        task = output.loss(logits, y)
+        loss = task
+        if regularizer is not None:
+            penalty, stats = regularizer(z.float(), y, epoch, step)
+            if penalty is not None:
+                loss = loss + penalty
+                reg_sum += penalty.detach()
+                reg_steps += 1
+                for key, value in stats.items():
+                    reg_totals[key] = reg_totals.get(key, zero) + value
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_tracker is not None:
+            grad_tracker.update()
+        optimizer.step()
+        n = len(y)
+        task_sum += task.detach() * n
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += n
+    # One host sync per epoch: here, where the numbers are needed anyway.
+    task_mean = (task_sum / seen).item()
+    if not math.isfinite(task_mean) or (reg_steps and not math.isfinite(reg_sum.item())):
+        raise NonFiniteLossError(f"training loss became {task_mean if not math.isfinite(task_mean) else 'non-finite in the regularizer'} "
+                                 f"in epoch {epoch}; lower train.lr or the regularizer's lambda_reg")
+    return EpochStats(
+        loss=task_mean,
+        accuracy=(correct / seen).item(),
+        reg_loss=(reg_sum / reg_steps).item() if reg_steps else 0.0,
+        grad_norms=grad_tracker.epoch_means() if grad_tracker is not None else {},
+        reg_stats={k: (v / reg_steps).item() for k, v in reg_totals.items()},
+    )
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    logits: torch.Tensor       # (N, classes), on the CPU
+    embeddings: torch.Tensor   # (N, hidden_dim), on the CPU
+    labels: torch.Tensor       # (N,), on the CPU
+
+    @property
+    def predictions(self) -> torch.Tensor:
+        return self.logits.argmax(1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, output: OutputLayer, data: DataSplits, split: Split, *, precision: str = "fp32",
+             channels_last: bool = False, batch_size: int = 1024) -> Evaluation:
+    """Loss, accuracy, logits and embeddings of one split, in eval mode."""
+    model.eval()
+    device = split.images.device
+    loss_sum = torch.zeros((), device=device)
+    logits_all, z_all = [], []
+    for x, y in evaluation_batches(data, split, batch_size):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_context(device, precision):
+            z, logits = model.embed_and_classify(x)
+        loss_sum += output.loss(logits, y, reduction="sum")
+        logits_all.append(logits.float())
+        z_all.append(z.float())
+    logits = torch.cat(logits_all)
+    accuracy = (logits.argmax(1) == split.labels).float().mean()
+    return Evaluation((loss_sum / len(split)).item(), accuracy.item(), logits.cpu(), torch.cat(z_all).cpu(),
+                      split.labels.cpu())
+
+
+def timed(fn: Callable, *args, device: torch.device, **kwargs):
+    """Run fn and return (result, seconds), waiting for queued GPU work so the time is real."""
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return result, time.perf_counter() - start

@@ -1,0 +1,241 @@
+"""One trial from config to artifacts, independent of Ray.
+
+``run_trial`` builds data, model and optimiser from a :class:`TrialConfig`,
+restores from the session's checkpoint when there is one, trains epoch by epoch
+(reporting each), and at the end evaluates on the test split and writes every
+artifact into a local folder that the session then persists. The Ray trainable
+(``trainables.trainable``) is a thin adapter around it; tests and the study's
+finalisation of early-stopped trials use other sessions.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Protocol
+
+import numpy as np
+import torch
+
+from study.config import ConfigError, TrialConfig
+from trainables.data import Augmentation, DataSplits, check_dataset_available, describe_input, load_data
+from trainables.heads import OutputLayer
+from trainables.loop import EarlyStopping, GradientNormTracker, evaluate, train_one_epoch
+from trainables.models import LatentModel, build_model
+from trainables.regularizers import build_regularizer
+
+
+class TrialSession(Protocol):
+    """Where a trial reports to and checkpoints into (Ray Tune, or a plain folder)."""
+
+    def restore(self) -> Optional[dict]: ...
+
+    def report(self, metrics: dict, state: Optional[dict]) -> None: ...
+
+    def persist(self, artifact_dir: Path) -> None: ...
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if name == "cuda":
+        raise ConfigError("config key 'train.device' = 'cuda': no GPU is visible to this trial "
+                          "(give trials GPUs with --gpus-per-trial, or use device auto/cpu)")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int, deterministic: bool, device: torch.device) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        if device.type == "cuda":
+            # cuBLAS needs a fixed workspace to give the same sums every run.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def build_optimizer(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+
+def build_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer):
+    t = cfg.train
+    if t.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
+    if t.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.lr_step_size, gamma=t.lr_gamma)
+    if t.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=t.lr_gamma, patience=t.lr_step_size)
+    return None
+
+
+def check_config(cfg: TrialConfig) -> None:
+    """Catch what the schema cannot: model shapes against the data set, missing files.
+
+    Cheap (no images are decoded beyond listing folders), so it runs before Ray
+    starts and a bad config fails in the terminal rather than inside a worker.
+    """
+    check_dataset_available(cfg.dataset)
+    shape, n_classes = describe_input(cfg.dataset)
+    build_model(cfg.model, shape, n_classes)
+
+
+@dataclass
+class TrialParts:
+    data: DataSplits
+    model: LatentModel
+    output: OutputLayer
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    device: torch.device
+
+
+def build_trial(cfg: TrialConfig) -> TrialParts:
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed, cfg.train.deterministic, device)
+    data = load_data(cfg.dataset, device)
+    model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model)
+    return TrialParts(data, model, OutputLayer(cfg.model.output), optimizer, build_scheduler(cfg, optimizer), device)
+
+
+def trial_state(parts: TrialParts, generator: torch.Generator, epoch: int, step: int, history: list,
+                early: EarlyStopping, stopped: bool, elapsed: float) -> dict:
+    """Everything needed to continue bit for bit; loadable with ``torch.load(weights_only=True)``."""
+    state = {
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
+        "epoch": epoch,
+        "step": step,
+        "history": history,
+        "early_stopping": early.state_dict(),
+        "stopped": stopped,
+        "elapsed": elapsed,
+        "torch_rng": torch.get_rng_state(),
+        "data_rng": generator.get_state(),
+    }
+    if parts.device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(parts.device)
+    return state
+
+
+def load_trial_state(parts: TrialParts, generator: torch.Generator, state: dict, early: EarlyStopping) -> None:
+    parts.model.load_state_dict(state["model"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    if parts.scheduler is not None and state["scheduler"] is not None:
+        parts.scheduler.load_state_dict(state["scheduler"])
+    early.load_state_dict(state["early_stopping"])
+    torch.set_rng_state(state["torch_rng"])
+    generator.set_state(state["data_rng"])
+    if parts.device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], parts.device)
+
+
+def epoch_metrics(history: list[dict], early: EarlyStopping) -> dict:
+    """What Tune sees after each epoch: the last history row (without per-layer norms) and bests."""
+    last = {k: v for k, v in history[-1].items() if k != "grad_norms"}
+    best = history[early.best_epoch - 1] if early.best_epoch else history[-1]
+    last.update(best_val_loss=best["val_loss"], best_val_accuracy=max(h["val_accuracy"] for h in history),
+                best_epoch=early.best_epoch)
+    return last
+
+
+def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, verbose: bool = True) -> dict:
+    """Train and evaluate one trial; returns the final metrics (also written to metrics.json)."""
+    from trainables.artifacts import write_trial_artifacts
+
+    start = time.perf_counter()
+    parts = build_trial(cfg)
+    generator = torch.Generator(device=parts.device).manual_seed(cfg.train.seed)
+    early = EarlyStopping(cfg.train.patience)
+    regularizer = build_regularizer(cfg.regularizer, num_classes=parts.data.num_classes)
+    grad_tracker = GradientNormTracker(parts.model)
+    augmentation = Augmentation.from_config(cfg.dataset)
+    history: list[dict] = []
+    first_epoch, step, stopped, elapsed_before = 1, 0, False, 0.0
+
+    state = session.restore()
+    if state is not None:
+        load_trial_state(parts, generator, state, early)
+        history, step, stopped = list(state["history"]), state["step"], state["stopped"]
+        first_epoch, elapsed_before = state["epoch"] + 1, state["elapsed"]
+        if verbose:
+            print(f"resuming from the checkpoint of epoch {state['epoch']}", flush=True)
+
+    steps_per_epoch = max(1, len(parts.data.train) // cfg.train.batch_size)
+    epoch = first_epoch - 1
+    for epoch in range(first_epoch, cfg.train.epochs + 1 if not stopped else first_epoch):
+        lr = parts.optimizer.param_groups[0]["lr"]
+        t0 = time.perf_counter()
+        stats = train_one_epoch(parts.model, parts.output, parts.optimizer, parts.data, cfg.train.batch_size,
+                                generator, epoch, augmentation=augmentation, regularizer=regularizer,
+                                grad_tracker=grad_tracker, precision=cfg.train.precision,
+                                channels_last=cfg.train.channels_last, step_offset=step)
+        train_time = time.perf_counter() - t0
+        step += steps_per_epoch
+        val = evaluate(parts.model, parts.output, parts.data, parts.data.val, precision=cfg.train.precision,
+                       channels_last=cfg.train.channels_last)
+        if isinstance(parts.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            parts.scheduler.step(val.loss)
+        elif parts.scheduler is not None:
+            parts.scheduler.step()
+        row = {"epoch": epoch, "train_loss": stats.loss, "train_accuracy": stats.accuracy,
+               "val_loss": val.loss, "val_accuracy": val.accuracy, "reg_loss": stats.reg_loss, "lr": lr,
+               "epoch_time": time.perf_counter() - t0, "train_time": train_time}
+        row.update({f"reg_{k}": v for k, v in stats.reg_stats.items()})
+        every = cfg.logging.embedding_metrics_every
+        if every and epoch % every == 0 and epoch != cfg.train.epochs:
+            from analysis.latent import epoch_geometry
+
+            row.update(epoch_geometry(val.embeddings.numpy(), val.labels.numpy()))
+        row["grad_norms"] = stats.grad_norms
+        history.append(row)
+        stopped = early.step(val.loss, epoch)
+        finished = stopped or epoch == cfg.train.epochs
+        elapsed = elapsed_before + time.perf_counter() - start
+        metrics = epoch_metrics(history, early)
+        if verbose:
+            print(f"epoch {epoch:3d}/{cfg.train.epochs}  train_loss {stats.loss:.4f}  val_loss {val.loss:.4f}  "
+                  f"val_acc {val.accuracy:.4f}  reg {stats.reg_loss:.4f}  {row['epoch_time']:.2f}s"
+                  + ("  (early stop)" if stopped else ""), flush=True)
+        if finished:
+            break
+        session.report(metrics, trial_state(parts, generator, epoch, step, history, early, stopped, elapsed)
+                       if cfg.logging.save_checkpoint else None)
+
+    # The last report comes after the artifacts are persisted, so a finished trial always has them.
+    elapsed = elapsed_before + time.perf_counter() - start
+    final = write_trial_artifacts(artifact_dir, cfg, parts, history, early, stopped, elapsed)
+    session.persist(artifact_dir)
+    metrics = epoch_metrics(history, early) if history else {}
+    metrics.update({k: v for k, v in final.items() if isinstance(v, (int, float, str, bool))})
+    session.report(metrics, trial_state(parts, generator, epoch, step, history, early, True, elapsed)
+                   if cfg.logging.save_checkpoint else None)
+    return final
+
+
+def finalize_from_state(cfg: TrialConfig, state: dict, artifact_dir: Path) -> dict:
+    """Write the artifacts of a trial stopped from outside (e.g. by ASHA) from its last checkpoint."""
+    from trainables.artifacts import write_trial_artifacts
+
+    parts = build_trial(cfg)
+    generator = torch.Generator(device=parts.device)
+    early = EarlyStopping(cfg.train.patience)
+    load_trial_state(parts, generator, state, early)
+    return write_trial_artifacts(artifact_dir, cfg, parts, list(state["history"]), early, True,
+                                 state["elapsed"], stop_reason="stopped by the scheduler")
+
