@@ -204,7 +204,8 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
             row.update(epoch_geometry(val.embeddings.numpy(), val.labels.numpy()))
         row["grad_norms"] = stats.grad_norms
         history.append(row)
-        stopped = early.step(val.loss, epoch)
+        # Patience running out on the last epoch is not an early stop: the run was complete anyway.
+        stopped = early.step(val.loss, epoch) and epoch < cfg.train.epochs
         finished = stopped or epoch == cfg.train.epochs
         elapsed = elapsed_before + time.perf_counter() - start
         metrics = epoch_metrics(history, early)
