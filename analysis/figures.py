@@ -104,3 +104,64 @@ def draw_grad_norms(table: GradNormTable, title: str = "gradient L2 norm per lay
     ax.set_xlabel("epoch")
     ax.set_title(title)
     return fig
+
+
+# ---------------------------------------------------------------------------
+# latent space
+
+
+def draw_embedding_scatter(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
+    """2-D projection of embeddings, one colour per class."""
+    from matplotlib import colormaps
+
+    fig = Figure(figsize=(6.2, 5.4))
+    ax = fig.add_subplot()
+    n = len(class_names)
+    cmap = colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "turbo"]
+    for c in range(n):
+        mask = labels == c
+        if mask.any():
+            colour = cmap(c if n <= 20 else c / max(1, n - 1))
+            ax.scatter(points[mask, 0], points[mask, 1], s=9, alpha=0.8, color=colour,
+                       label=class_names[c][:16] if n <= 20 else None)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if n <= 20:
+        ax.legend(markerscale=2, fontsize=7, loc="best", frameon=True)
+    return fig
+
+
+def scatter_html(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str) -> str:
+    """A self-contained interactive SVG scatter: hover shows index and class, clicking a legend entry hides it."""
+    import html
+
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    n = len(class_names)
+    cmap = colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "turbo"]
+    colours = [to_hex(cmap(c if n <= 20 else c / max(1, n - 1))) for c in range(n)]
+    lo, hi = points.min(0), points.max(0)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    xy = 20 + (points - lo) / span * 560
+    circles = "\n".join(
+        f'<circle class="c{lab}" cx="{x:.1f}" cy="{600 - y:.1f}" r="3.5" fill="{colours[lab]}">'
+        f"<title>#{i}: {html.escape(class_names[lab])}</title></circle>"
+        for i, ((x, y), lab) in enumerate(zip(xy, labels.astype(int))))
+    legend = "\n".join(
+        f'<li data-c="{c}"><span style="background:{colours[c]}"></span>{html.escape(name)}</li>'
+        for c, name in enumerate(class_names))
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;display:flex;gap:1em}} circle{{opacity:.8}} circle:hover{{r:6;opacity:1}}
+ul{{list-style:none;padding:0}} li{{cursor:pointer;margin:.2em 0}} li.off{{opacity:.3}}
+li span{{display:inline-block;width:.9em;height:.9em;margin-right:.4em;border-radius:50%}}</style></head>
+<body><div><h3>{html.escape(title)}</h3><svg width="600" height="620" viewBox="0 0 600 620">{circles}</svg></div>
+<div><h4>classes (click to hide)</h4><ul>{legend}</ul></div>
+<script>document.querySelectorAll('li').forEach(li => li.onclick = () => {{
+  li.classList.toggle('off');
+  document.querySelectorAll('circle.c' + li.dataset.c).forEach(
+    c => c.style.display = li.classList.contains('off') ? 'none' : '');
+}});</script></body></html>
+"""

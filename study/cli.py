@@ -1,8 +1,9 @@
 """The ``geotune`` command line.
 
 Verbs:
-  train   one trial of a YAML config through Ray Tune
-  config  print the default (or resolved) config with every key explained
+  train     one trial of a YAML config through Ray Tune
+  geometry  latent-geometry metrics of any saved embeddings
+  config    print the default (or resolved) config with every key explained
 """
 from __future__ import annotations
 
@@ -49,6 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="GPUs for the trial, fractions allowed (default: 1 if a GPU is visible, else 0)")
     train.set_defaults(handler=cmd_train)
 
+    geometry = verbs.add_parser(
+        "geometry", help="measure the latent geometry of saved embeddings (any latents.npz)",
+        description="Compute geodesic flatness (raw and calibrated against a flat reference), intrinsic "
+                    "dimension (TwoNN, MLE), silhouette, linear separability, kNN accuracy, PCA dimensions and "
+                    "trustworthiness for an .npz file with arrays 'embeddings' (N x D) and, optionally, 'labels' "
+                    "(N); per class too when labels are present. Works for models trained anywhere.")
+    geometry.add_argument("latents", help=".npz file with 'embeddings' and optionally 'labels' (and 'class_names')")
+    geometry.add_argument("--n-neighbors", type=int, default=10, help="k of the kNN graph (default 10)")
+    geometry.add_argument("--umap", action="store_true",
+                          help="judge trustworthiness of a UMAP projection instead of PCA (slower)")
+    geometry.add_argument("--seed", type=int, default=0, help="seed of sampling and projections (default 0)")
+    geometry.add_argument("--json", action="store_true", help="print the full summary as JSON")
+    geometry.set_defaults(handler=cmd_geometry)
+
     config = verbs.add_parser(
         "config", help="print the default config, or the resolved one, as commented YAML",
         description="Print every config key with its default and meaning. With --config/--set, print the "
@@ -71,6 +86,60 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(load_config(args.config, args.overrides).to_yaml(), end="")
     else:
         print(commented_defaults(), end="")
+    return 0
+
+
+def load_latents(path: str) -> tuple:
+    """(embeddings, labels or None, class names or None) from an .npz file; errors name the file."""
+    import numpy as np
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"latents file '{file}' does not exist")
+    try:
+        archive = np.load(file, allow_pickle=False)
+        arrays = {name: archive[name] for name in archive.files}
+    except Exception as exc:
+        raise ConfigError(f"latents file '{file}' is not a readable .npz archive ({type(exc).__name__})") from None
+    if "embeddings" not in arrays:
+        raise ConfigError(f"latents file '{file}' has no array 'embeddings' (it has: {', '.join(arrays) or 'none'})")
+    x = arrays["embeddings"]
+    if x.ndim != 2 or len(x) < 3 or not np.issubdtype(x.dtype, np.number):
+        raise ConfigError(f"latents file '{file}': 'embeddings' must be a numeric (N, D) array with N >= 3, "
+                          f"got shape {x.shape} of {x.dtype}")
+    if not np.isfinite(x).all():
+        raise ConfigError(f"latents file '{file}': 'embeddings' contains NaN or infinite values")
+    labels = arrays.get("labels")
+    if labels is not None:
+        if labels.shape != (len(x),) or not np.issubdtype(labels.dtype, np.integer):
+            raise ConfigError(f"latents file '{file}': 'labels' must be N={len(x)} integers, got shape "
+                              f"{labels.shape} of {labels.dtype}")
+        if labels.min() < 0:
+            raise ConfigError(f"latents file '{file}': 'labels' must be >= 0")
+    names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else None
+    return x, labels, names
+
+
+def cmd_geometry(args: argparse.Namespace) -> int:
+    import json
+
+    from analysis.latent import geometry_summary, pca_projection, umap_projection
+
+    if args.n_neighbors < 2:
+        raise ConfigError(f"--n-neighbors {args.n_neighbors}: must be >= 2")
+    x, labels, names = load_latents(args.latents)
+    if args.n_neighbors >= len(x):
+        raise ConfigError(f"--n-neighbors {args.n_neighbors}: must be < the number of embeddings ({len(x)})")
+    projection = umap_projection(x, args.n_neighbors, args.seed) if args.umap else pca_projection(x)
+    summary = geometry_summary(x, labels, n_neighbors=args.n_neighbors, class_names=names, projection=projection,
+                               projection_name="umap" if args.umap else "pca", seed=args.seed)
+    if args.json:
+        print(json.dumps({"metrics": summary.flat_metrics(), "summary": summary.to_dict()}, indent=2,
+                         default=float))
+        return 0
+    from analysis.tables import geometry_text
+
+    print(geometry_text(summary, args.latents))
     return 0
 
 
@@ -99,10 +168,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     m = outcome.metrics
     print(f"\nfinished: {m.get('epochs_run')} epochs ({m.get('stop_reason')}), {m.get('wall_time_s', 0):.1f} s")
     for key in ("val_accuracy", "test_accuracy", "val_loss", "test_loss", "test_macro_f1", "overfit_gap",
-                "best_val_accuracy", "geodesic_ratio_mean", "flatness_calibrated", "intrinsic_dim_twonn",
-                "silhouette"):
+                "best_val_accuracy", "geodesic_ratio_mean", "flatness_calibrated", "flatness_calibrated_per_class",
+                "intrinsic_dim_twonn", "silhouette"):
         if m.get(key) is not None:
-            print(f"  {key:20s} {m[key]:.4f}")
+            print(f"  {key:30s} {m[key]:.4f}")
     print(f"artifacts: {outcome.trial_dir}")
     return 0
 

@@ -113,7 +113,7 @@ class TrainConfig:
 class GeodesicConfig:
     lambda_reg: float = param(0.1, "strength of the geodesic-flatness penalty", ge=0)
     target_ratio: float = param(1.0, "geodesic/Euclidean ratio the penalty pulls towards", ge=1)
-    n_neighbors: int = param(10, "k of the symmetric kNN graph whose shortest paths are the geodesics", ge=1)
+    n_neighbors: int = param(5, "k of the batch's symmetric kNN graph; keep well below batch_size / classes", ge=1)
     start_epoch: int = param(1, "first epoch (1-based) in which the penalty is applied", ge=1)
     every_n_steps: int = param(1, "apply the penalty on every n-th training step only", ge=1)
     per_class: bool = param(True, "build one graph per class in the batch instead of one for the whole batch")
@@ -148,6 +148,7 @@ class RegularizerConfig:
 @dataclass
 class LoggingConfig:
     embedding_metrics_every: int = param(0, "measure latent geometry of the val set every n epochs; 0 only at the end", ge=0)
+    metrics_n_neighbors: int = param(10, "k of the kNN graph the geometry metrics use (fixed, so trials compare)", ge=2)
     save_latents: bool = param(True, "write latents.npz (val embeddings, labels, logits)")
     save_umap: bool = param(True, "project latents with UMAP for umap.png (off: PCA, stated in the figure)")
     save_checkpoint: bool = param(True, "checkpoint every epoch, so trials resume where they stopped")

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from analysis.figures import (draw_confusion_matrix, draw_grad_norms, draw_training_curves, grad_norm_table,
-                              save_figure)
+from analysis.figures import (draw_confusion_matrix, draw_embedding_scatter, draw_grad_norms,
+                              draw_training_curves, grad_norm_table, save_figure, scatter_html)
+from analysis.latent import geometry_summary, pca_projection, umap_projection
 from study.config import TrialConfig, save_config
 from trainables.loop import EarlyStopping, Evaluation, evaluate
 
@@ -103,6 +104,8 @@ def write_trial_artifacts(artifact_dir: Path, cfg: TrialConfig, parts: "TrialPar
                             class_names=np.asarray(data.class_names))
     torch.save({k: v.detach().cpu() for k, v in parts.model.state_dict().items()}, artifact_dir / "model.pt")
 
+    metrics.update(write_geometry_artifacts(artifact_dir, cfg, val.embeddings.numpy(), val.labels.numpy(),
+                                            data.class_names))
     if cfg.logging.export_onnx:
         from trainables.export import export_onnx
 
@@ -110,3 +113,33 @@ def write_trial_artifacts(artifact_dir: Path, cfg: TrialConfig, parts: "TrialPar
         metrics.update(export_onnx(parts.model, example, artifact_dir / "model.onnx"))
     write_json(artifact_dir / "metrics.json", metrics)
     return metrics
+
+
+def write_geometry_artifacts(artifact_dir: Path, cfg: TrialConfig, embeddings: np.ndarray, labels: np.ndarray,
+                             class_names: list[str]) -> dict:
+    """geometry_summary.json, geodesic_summary.json, umap.png (and the HTML scatter); returns headline metrics."""
+    k = cfg.logging.metrics_n_neighbors
+    if cfg.logging.save_umap:
+        projection, name = umap_projection(embeddings, k, seed=cfg.train.seed), "umap"
+    else:
+        projection, name = pca_projection(embeddings), "pca"
+    summary = geometry_summary(embeddings, labels, n_neighbors=k, class_names=class_names, projection=projection,
+                               projection_name=name, seed=cfg.train.seed)
+    write_json(artifact_dir / "geometry_summary.json", summary.to_dict())
+    write_json(artifact_dir / "geodesic_summary.json", {
+        "definition": "graph geodesic / Euclidean distance over connected pairs of the symmetric kNN graph "
+                      "(Euclidean edge weights, as scikit-learn Isomap's dist_matrix_)",
+        "n_neighbors": k,
+        "overall": {**summary.to_dict()["geodesic"], "flatness_reference": summary.flatness.reference,
+                    "flatness_calibrated": summary.flatness.calibrated,
+                    "reference_dim": summary.flatness.reference_dim},
+        "per_class": {c: {**v["geodesic"], "flatness_reference": v["flatness_reference"],
+                          "flatness_calibrated": v["flatness_calibrated"]} for c, v in summary.per_class.items()},
+    })
+    flat = summary.flat_metrics()
+    title = ("UMAP" if name == "umap" else "PCA (UMAP off: logging.save_umap = false)") + \
+        f" of validation embeddings; trustworthiness {flat['trustworthiness']:.3f}"
+    save_figure(draw_embedding_scatter(projection, labels, class_names, title), artifact_dir / "umap.png")
+    if cfg.logging.interactive_scatter:
+        (artifact_dir / "latent_scatter.html").write_text(scatter_html(projection, labels, class_names, title))
+    return flat

@@ -115,6 +115,7 @@ def train_one_epoch(model: nn.Module, output: OutputLayer, optimizer: torch.opti
     zero = torch.zeros((), device=device)
     task_sum, reg_sum, correct, seen = zero.clone(), zero.clone(), zero.clone(), 0
     reg_totals: dict[str, torch.Tensor] = {}
+    reg_counts: dict[str, int] = {}
     reg_steps = 0
     for step, (x, y) in enumerate(training_batches(data, batch_size, generator, augmentation), start=step_offset):
         if channels_last:
@@ -129,8 +130,9 @@ def train_one_epoch(model: nn.Module, output: OutputLayer, optimizer: torch.opti
                 loss = loss + penalty
                 reg_sum += penalty.detach()
                 reg_steps += 1
-                for key, value in stats.items():
-                    reg_totals[key] = reg_totals.get(key, zero) + value
+                for key, value in stats.items():  # terms of a combined regularizer may fire on different steps
+                    reg_totals[key] = reg_totals.get(key, zero) + torch.as_tensor(value, device=device)
+                    reg_counts[key] = reg_counts.get(key, 0) + 1
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_tracker is not None:
@@ -142,15 +144,17 @@ def train_one_epoch(model: nn.Module, output: OutputLayer, optimizer: torch.opti
         seen += n
     # One host sync per epoch: here, where the numbers are needed anyway.
     task_mean = (task_sum / seen).item()
-    if not math.isfinite(task_mean) or (reg_steps and not math.isfinite(reg_sum.item())):
-        raise NonFiniteLossError(f"training loss became {task_mean if not math.isfinite(task_mean) else 'non-finite in the regularizer'} "
-                                 f"in epoch {epoch}; lower train.lr or the regularizer's lambda_reg")
+    reg_mean = (reg_sum / reg_steps).item() if reg_steps else 0.0
+    for name, value in (("task loss", task_mean), ("regularizer loss", reg_mean)):
+        if not math.isfinite(value):
+            raise NonFiniteLossError(f"the {name} became {value} in epoch {epoch}; "
+                                     "lower train.lr or the regularizer's lambda_reg")
     return EpochStats(
         loss=task_mean,
         accuracy=(correct / seen).item(),
-        reg_loss=(reg_sum / reg_steps).item() if reg_steps else 0.0,
+        reg_loss=reg_mean,
         grad_norms=grad_tracker.epoch_means() if grad_tracker is not None else {},
-        reg_stats={k: (v / reg_steps).item() for k, v in reg_totals.items()},
+        reg_stats={k: (v / reg_counts[k]).item() for k, v in reg_totals.items()},
     )
 
 

@@ -1,0 +1,82 @@
+"""Plain-text and Markdown tables of metrics."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from analysis.latent import GeometrySummary
+
+
+def fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if value == value else "nan"
+    return str(value)
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """Fixed-width table: numbers right-aligned, text left-aligned."""
+    numeric = [[isinstance(v, (int, float)) and not isinstance(v, bool) for v in row] for row in rows]
+    cells = [[str(h) for h in headers]] + [[fmt(v) for v in row] for row in rows]
+    flags = [[False] * len(headers)] + numeric
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, (row, nums) in enumerate(zip(cells, flags)):
+        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, nums)]
+        lines.append("  ".join(parts))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence], digits: int = 3) -> str:
+    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(v, digits) for v in row) + " |")
+    return "\n".join(lines)
+
+
+GEOMETRY_ROWS = [
+    ("geodesic_ratio_mean", "mean geodesic/Euclidean ratio over connected pairs"),
+    ("geodesic_ratio_median", "median ratio"),
+    ("geodesic_ratio_mean_indirect", "mean ratio without pairs joined by one edge"),
+    ("flatness_reference", "same statistic on a flat Gaussian reference (same sizes, k, dimension)"),
+    ("flatness_calibrated", "raw / reference: about 1 = flat, larger = curved or folded"),
+    ("flatness_calibrated_per_class", "calibrated flatness within classes (pair-weighted)"),
+    ("geodesic_components", "connected components of the kNN graph"),
+    ("geodesic_pairs_fraction", "share of pairs that are connected"),
+    ("intrinsic_dim_twonn", "intrinsic dimension, TwoNN"),
+    ("intrinsic_dim_mle", "intrinsic dimension, Levina-Bickel MLE (k=20)"),
+    ("pca_dims_90", "principal components for 90% of the variance"),
+    ("silhouette", "silhouette score"),
+    ("linear_separability", "one-vs-rest perceptron macro-F1 (train = test)"),
+    ("knn_accuracy", "leave-one-out kNN accuracy"),
+    ("trustworthiness", "trustworthiness of the 2-D projection"),
+]
+
+
+def geometry_text(summary: GeometrySummary, source: Optional[str] = None) -> str:
+    """Human-readable report of a geometry summary: headline metrics, then one row per class."""
+    flat = summary.flat_metrics()
+    g = summary.geodesic
+    head = [f"{source}: " if source else "",
+            f"{summary.n_points} embeddings of dimension {summary.dim}, k = {summary.n_neighbors}",
+            f" (geodesics from {g.sampled_sources} sampled sources)" if g.sampled_sources else " (exact)"]
+    rows = [(key, flat.get(key), meaning) for key, meaning in GEOMETRY_ROWS
+            if key != "trustworthiness" or summary.projection]
+    if summary.projection:
+        rows[-1] = ("trustworthiness", flat["trustworthiness"], f"trustworthiness of the 2-D {summary.projection.upper()}")
+    out = ["".join(head), "", text_table(["metric", "value", "meaning"], rows)]
+    if summary.per_class:
+        out += ["", "per class:", text_table(
+            ["class", "n", "ratio", "reference", "calibrated", "ID twonn", "ID mle"],
+            [(name, c["n_points"], c["geodesic_ratio_mean"], c["flatness_reference"], c["flatness_calibrated"],
+              c["intrinsic_dim_twonn"], c["intrinsic_dim_mle"]) for name, c in summary.per_class.items()])]
+        trivial = [name for name, c in summary.per_class.items() if c["geodesic"]["trivial"]]
+        if trivial:
+            out.append(f"note: classes {', '.join(trivial)} have <= k+1 points: their ratio is 1 by construction")
+    return "\n".join(out)

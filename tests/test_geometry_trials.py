@@ -1,0 +1,125 @@
+"""Regularized trials end to end, their geometry artifacts, and `geotune geometry`."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from study.config import TrialConfig
+from test_trial import MemorySession
+from trainables.trial import run_trial
+
+REPO = Path(__file__).parents[1]
+
+
+@pytest.mark.parametrize("name", ["geodesic", "geometry", "combined"])
+def test_digits_trial_with_each_regularizer(tmp_path, name):
+    cfg = TrialConfig.from_dict(tiny_config(
+        train={"epochs": 8, "batch_size": 128},
+        regularizer={"name": name, "geodesic": {"n_neighbors": 5, "lambda_reg": 0.5, "start_epoch": 2}},
+        logging={"embedding_metrics_every": 4}))
+    session = MemorySession()
+    metrics = run_trial(cfg, session, tmp_path, verbose=False)
+    assert metrics["val_accuracy"] >= 0.85
+
+    history = json.loads((tmp_path / "training_history.json").read_text())
+    assert all(row["reg_loss"] > 0 for row in history[1:])
+    if name in ("geodesic", "combined"):
+        assert "reg_geodesic_ratio" not in history[0]  # the geodesic term starts at epoch 2
+        assert all(row["reg_geodesic_ratio"] >= 1.0 for row in history[1:])
+        assert all(row["reg_geodesic_pairs"] > 0 for row in history[1:])
+    if name == "geodesic":
+        assert history[0]["reg_loss"] == 0.0
+    if name in ("geometry", "combined"):
+        assert history[0]["reg_loss"] > 0
+        assert all("reg_geometry_dim_estimate" in row for row in history)
+    assert "geodesic_ratio_mean" in history[3] and "flatness_calibrated" in history[3]  # every 4 epochs
+    assert "geodesic_ratio_mean" not in history[2]
+    assert session.reports[-1]["reg_loss"] == pytest.approx(history[-1]["reg_loss"])  # reported to Tune too
+
+    geometry = json.loads((tmp_path / "geometry_summary.json").read_text())
+    geodesic = json.loads((tmp_path / "geodesic_summary.json").read_text())
+    assert geometry["n_points"] == metrics["val_size"] and len(geometry["per_class"]) == 10
+    assert geodesic["overall"]["mean"] == pytest.approx(metrics["geodesic_ratio_mean"])
+    assert geodesic["overall"]["flatness_calibrated"] == pytest.approx(metrics["flatness_calibrated"])
+    assert set(geodesic["per_class"]) == {str(d) for d in range(10)}
+    for key in ("geodesic_ratio_mean", "flatness_calibrated", "flatness_reference", "intrinsic_dim_twonn",
+                "intrinsic_dim_mle", "silhouette", "linear_separability", "knn_accuracy", "pca_dims_90",
+                "trustworthiness"):
+        assert metrics[key] is not None, key
+    assert (tmp_path / "umap.png").is_file()
+
+
+def test_regularized_trial_through_ray_with_umap_and_scatter(ray_session, tmp_path):
+    from study.cli import main
+
+    config = tmp_path / "c.yaml"
+    import yaml
+
+    config.write_text(yaml.safe_dump(tiny_config(
+        train={"epochs": 4, "batch_size": 128}, regularizer={"name": "combined", "geodesic": {"n_neighbors": 5}},
+        logging={"save_umap": True, "interactive_scatter": True})))
+    assert main(["train", str(config), str(tmp_path / "out"), "--cpus", "1"]) == 0
+    trial = tmp_path / "out" / "trial"
+    for name in ("geometry_summary.json", "geodesic_summary.json", "umap.png", "latent_scatter.html"):
+        assert (trial / name).is_file(), name
+    summary = json.loads((trial / "geometry_summary.json").read_text())
+    assert summary["projection"] == "umap" and 0.5 < summary["trustworthiness"] <= 1.0
+    page = (trial / "latent_scatter.html").read_text()
+    assert page.count("<circle") == summary["n_points"] and "<script>" in page and "http" not in page
+
+
+def write_latents(path: Path, with_labels: bool = True) -> None:
+    from sklearn.datasets import make_swiss_roll
+
+    roll = make_swiss_roll(300, random_state=0)[0]
+    blob = np.random.default_rng(0).standard_normal((300, 3)) + 40
+    arrays = {"embeddings": np.vstack([roll, blob])}
+    if with_labels:
+        arrays.update(labels=np.repeat([0, 1], 300), class_names=np.array(["roll", "blob"]))
+    np.savez(path, **arrays)
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "study", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_geometry_cli_text_and_json(tmp_path):
+    path = tmp_path / "latents.npz"
+    write_latents(path)
+    text = run_cli("geometry", str(path), "--n-neighbors", "8")
+    assert text.returncode == 0, text.stderr
+    assert "600 embeddings of dimension 3, k = 8" in text.stdout
+    assert "flatness_calibrated" in text.stdout and "roll" in text.stdout and "blob" in text.stdout
+    js = run_cli("geometry", str(path), "--json")
+    data = json.loads(js.stdout)
+    assert data["metrics"]["geodesic_components"] == 2
+    per_class = data["summary"]["per_class"]
+    assert per_class["roll"]["flatness_calibrated"] > per_class["blob"]["flatness_calibrated"] + 0.15
+    assert data["metrics"]["linear_separability"] == pytest.approx(1.0)
+
+
+def test_geometry_cli_without_labels(tmp_path):
+    path = tmp_path / "latents.npz"
+    write_latents(path, with_labels=False)
+    data = json.loads(run_cli("geometry", str(path), "--json").stdout)
+    assert data["metrics"]["silhouette"] is None and data["metrics"]["geodesic_ratio_mean"] > 1.0
+
+
+@pytest.mark.parametrize("arrays, fragment", [
+    (None, "does not exist"),
+    ({"z": np.zeros((5, 2))}, "has no array 'embeddings' (it has: z)"),
+    ({"embeddings": np.zeros(5)}, "(N, D) array"),
+    ({"embeddings": np.ones((5, 2)), "labels": np.zeros(4, dtype=int)}, "'labels' must be N=5 integers"),
+    ({"embeddings": np.full((5, 2), np.nan)}, "NaN"),
+])
+def test_geometry_cli_bad_input(tmp_path, arrays, fragment):
+    path = tmp_path / "latents.npz"
+    if arrays is not None:
+        np.savez(path, **arrays)
+    proc = run_cli("geometry", str(path))
+    assert proc.returncode == 2
+    assert fragment in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

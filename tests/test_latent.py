@@ -1,0 +1,143 @@
+"""Latent-geometry metrics against ground truths with known answers."""
+import numpy as np
+import pytest
+
+from analysis.latent import (geodesic_stats, geometry_summary, graph_geodesics, intrinsic_dim_mle,
+                             intrinsic_dim_twonn, knn_accuracy, knn_graph, linear_separability, nearest_neighbors,
+                             pca_dims, silhouette)
+
+RNG = np.random.default_rng(0)
+
+
+def embed(points: np.ndarray, dim: int = 64, seed: int = 0) -> np.ndarray:
+    """Isometric embedding into R^dim by a random orthonormal frame."""
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, points.shape[1])))
+    return points @ q.T
+
+
+def unit_square(n=1000, seed=1):
+    return embed(np.random.default_rng(seed).uniform(0, 1, (n, 2)))
+
+
+def unit_sphere(n=1000, seed=2):
+    p = np.random.default_rng(seed).standard_normal((n, 3))
+    return embed(p / np.linalg.norm(p, axis=1, keepdims=True))
+
+
+def swiss_roll(n=1000, seed=3):
+    from sklearn.datasets import make_swiss_roll
+
+    return embed(make_swiss_roll(n, random_state=seed)[0])
+
+
+def test_collinear_points_have_ratio_one():
+    line = np.outer(RNG.uniform(-3, 3, 300), RNG.standard_normal(64))
+    stats = geodesic_stats(line, 10)
+    assert stats.mean == pytest.approx(1.0, abs=1e-6) and stats.max == pytest.approx(1.0, abs=1e-6)
+    assert stats.n_components == 1 and stats.fraction_pairs_counted == 1.0
+
+
+def test_geodesics_equal_isomap_dist_matrix():
+    from sklearn.manifold import Isomap
+
+    x = swiss_roll(400)
+    for k in (6, 10):
+        ours = graph_geodesics(x, k)
+        iso = Isomap(n_neighbors=k).fit(x).dist_matrix_
+        assert np.isfinite(ours).all()
+        assert np.allclose(ours, iso, rtol=1e-9, atol=1e-9)
+
+
+def test_flat_square_sphere_swiss_roll_order():
+    square, sphere, roll = (geodesic_stats(x, 10).mean for x in (unit_square(), unit_sphere(), swiss_roll()))
+    assert 1.0 <= square <= 1.1
+    assert sphere > square + 0.05
+    assert roll > sphere + 0.3
+
+
+def test_calibrated_flatness_is_near_one_for_flat_data_and_above_for_curved():
+    square = geometry_summary(unit_square(), n_neighbors=10).flatness
+    gauss = geometry_summary(RNG.standard_normal((800, 12)), n_neighbors=10).flatness
+    roll = geometry_summary(swiss_roll(), n_neighbors=10).flatness
+    assert square.reference_dim == 2 and abs(square.calibrated - 1) < 0.05
+    assert gauss.raw > 1.4, "a flat 12-D Gaussian has a large raw ratio ..."
+    assert abs(gauss.calibrated - 1) < 0.08, "... that calibration explains"
+    assert roll.calibrated > 1.5
+
+
+def test_disconnected_components_count_only_connected_pairs():
+    a = RNG.standard_normal((100, 5))
+    x = np.vstack([a, a + 1000.0])
+    stats = geodesic_stats(x, 5)
+    assert stats.n_components == 2
+    assert stats.fraction_pairs_counted == pytest.approx(2 * (100 * 99 / 2) / (200 * 199 / 2))
+    assert np.isfinite(stats.mean)
+
+
+def test_duplicate_points_do_not_break_the_graph_or_ratio():
+    x = RNG.standard_normal((50, 4))
+    x = np.vstack([x, x[:10]])  # exact duplicates
+    graph = knn_graph(x, 5)
+    assert (graph.data > 0).all()
+    stats = geodesic_stats(x, 5)
+    assert np.isfinite(stats.mean) and stats.n_components == 1
+
+
+def test_sampled_sources_estimate_the_exact_mean():
+    x = unit_sphere(1500)
+    exact = geodesic_stats(x, 10)
+    sampled = geodesic_stats(x, 10, max_exact=1000, n_sources=300)
+    assert exact.sampled_sources is None and sampled.sampled_sources == 300
+    assert sampled.mean == pytest.approx(exact.mean, rel=0.02)
+    assert sampled.n_pairs == pytest.approx(exact.n_pairs, rel=0.01)
+
+
+def test_complete_small_classes_are_flagged_trivial():
+    stats = geodesic_stats(RNG.standard_normal((8, 3)), 10)
+    assert stats.trivial and stats.mean == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("d, lo, hi", [(5, 4.0, 6.0), (2, 1.7, 2.4)])
+def test_intrinsic_dimension(d, lo, hi):
+    if d == 2:
+        x = embed(np.random.default_rng(4).uniform(0, 1, (1000, 2)))
+    else:
+        x = embed(np.random.default_rng(5).standard_normal((1000, 5)))
+    assert lo <= intrinsic_dim_twonn(x) <= hi
+    assert lo <= intrinsic_dim_mle(x, 20) <= hi
+
+
+def test_silhouette_equals_scikit_learn():
+    from sklearn.metrics import silhouette_score
+
+    x = np.vstack([RNG.standard_normal((60, 8)) + c for c in (0, 3, 6)])
+    y = np.repeat([0, 1, 2], 60)
+    assert silhouette(x, y) == pytest.approx(silhouette_score(x, y), abs=1e-12)
+
+
+def test_separability_knn_accuracy_and_pca_dims():
+    y = np.repeat([0, 1, 2], 80)
+    # centroids on a simplex (10 e_c), so each class has a one-vs-rest linear boundary
+    separated = np.vstack([RNG.standard_normal((80, 6)) + 10 * np.eye(6)[c] for c in range(3)])
+    mixed = RNG.standard_normal((240, 6))
+    assert linear_separability(separated, y) == pytest.approx(1.0)
+    assert linear_separability(mixed, y) < 0.8
+    _, idx = nearest_neighbors(separated, 5)
+    assert knn_accuracy(y, idx) == 1.0
+    _, idx = nearest_neighbors(mixed, 5)
+    assert knn_accuracy(y, idx) < 0.6
+    plane = embed(RNG.standard_normal((500, 3)) * [10.0, 5.0, 0.01])
+    assert pca_dims(plane) == 2
+
+
+def test_geometry_summary_per_class_and_headline_names():
+    x = np.vstack([unit_square(300, seed=7), swiss_roll(300, seed=8) + 100])
+    y = np.repeat([0, 1], 300)
+    summary = geometry_summary(x, y, n_neighbors=10, class_names=["square", "roll"])
+    flat = summary.flat_metrics()
+    for key in ("geodesic_ratio_mean", "flatness_calibrated", "intrinsic_dim_twonn", "intrinsic_dim_mle",
+                "silhouette", "linear_separability", "knn_accuracy", "pca_dims_90"):
+        assert flat[key] is not None, key
+    assert set(summary.per_class) == {"square", "roll"}
+    assert summary.per_class["roll"]["flatness_calibrated"] > summary.per_class["square"]["flatness_calibrated"] + 0.15
+    assert summary.geodesic.n_components == 2

@@ -1,0 +1,153 @@
+import numpy as np
+import pytest
+import torch
+
+from analysis.latent import geodesic_stats, intrinsic_dim_mle, intrinsic_dim_twonn
+from study.config import TrialConfig
+from trainables.regularizers import (build_regularizer, class_structure_term, geodesic_penalty, geodesic_ratios,
+                                     intrinsic_dim_estimate, pairwise_distances)
+
+
+def arc(n=120, dim=8, seed=0, angle=1.6 * np.pi):
+    """Points on a circular arc (strongly curved), embedded in R^dim with a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.uniform(0, angle, n))
+    p = np.stack([np.cos(t), np.sin(t)], 1)
+    q, _ = np.linalg.qr(rng.standard_normal((dim, 2)))
+    return p @ q.T + 0.01 * rng.standard_normal((n, dim))
+
+
+def reg_config(**kw):
+    return TrialConfig.from_dict({"regularizer": kw}).regularizer
+
+
+def test_batch_ratios_match_the_scipy_metric():
+    x = arc(150)
+    z = torch.tensor(x, dtype=torch.float64)
+    ratios, paths = geodesic_ratios(z, 6)
+    measured = geodesic_stats(x, 6)
+    assert len(ratios) == measured.n_pairs
+    assert ratios.mean().item() == pytest.approx(measured.mean, rel=1e-6)
+
+
+def test_gradients_are_finite_and_flow_only_where_they_should():
+    rng = np.random.default_rng(1)
+    big = rng.standard_normal((40, 5))               # class 0: large enough for indirect paths
+    tiny = rng.standard_normal((4, 5)) + 20.0        # class 1: 4 points, k=5: complete graph, ratio 1
+    z = torch.tensor(np.vstack([big, big[:3], tiny]), dtype=torch.float32, requires_grad=True)  # with duplicates
+    labels = torch.tensor([0] * 43 + [1] * 4)
+    penalty, stats = geodesic_penalty(z, 5, 1.0, labels)
+    penalty.backward()
+    assert torch.isfinite(penalty) and penalty.item() > 0
+    assert torch.isfinite(z.grad).all()
+    assert z.grad[:40].abs().sum(1).gt(0).float().mean() > 0.9   # points on paths of counted pairs move
+    assert torch.equal(z.grad[43:], torch.zeros_like(z.grad[43:]))  # the trivially flat class does not
+    assert stats["geodesic_pairs"].item() > 0 and 0 < stats["geodesic_connected_fraction"].item() < 1
+
+
+def test_zero_distances_give_no_nan():
+    z = torch.zeros(10, 3, requires_grad=True)  # every pair coincides
+    penalty, stats = geodesic_penalty(z, 3, 1.0)
+    penalty.backward()
+    assert torch.isfinite(penalty) and torch.isfinite(z.grad).all()
+    d = pairwise_distances(torch.zeros(4, 2, requires_grad=True))
+    d.sum().backward()
+
+
+def test_exclude_direct_edges():
+    z = torch.tensor(arc(80), dtype=torch.float64)
+    all_ratios, paths = geodesic_ratios(z, 5)
+    indirect, _ = geodesic_ratios(z, 5, exclude_direct=True)
+    n_direct = int((paths.hops == 1).sum())
+    assert len(indirect) == len(all_ratios) - n_direct
+    assert indirect.mean() > all_ratios.mean()
+    assert torch.allclose(all_ratios[torch.as_tensor(paths.hops == 1)], torch.ones(n_direct, dtype=torch.float64))
+
+
+def test_optimising_the_geodesic_loss_flattens_a_curved_cloud():
+    x = arc(100)
+    before = geodesic_stats(x, 6).mean
+    z = torch.tensor(x, dtype=torch.float32, requires_grad=True)
+    optimizer = torch.optim.Adam([z], lr=0.01)
+    for _ in range(150):
+        penalty, _ = geodesic_penalty(z, 6, 1.0)
+        optimizer.zero_grad()
+        penalty.backward()
+        optimizer.step()
+    after = geodesic_stats(z.detach().numpy().astype(np.float64), 6).mean
+    assert before > 1.3
+    assert after < before - 0.2, (before, after)
+
+
+def test_intrinsic_dimension_estimate_matches_the_metric():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((400, 4)) @ np.linalg.qr(rng.standard_normal((16, 4)))[0].T
+    z = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    mle = intrinsic_dim_estimate(z, 20, "mle")
+    assert mle.item() == pytest.approx(intrinsic_dim_mle(x, 20), rel=1e-6)
+    twonn = intrinsic_dim_estimate(z, 20, "twonn")
+    assert 3.0 < twonn.item() < 5.5 and 3.0 < intrinsic_dim_twonn(x) < 5.5
+    (mle + twonn).backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_class_structure_term_rewards_separation_and_is_scale_free():
+    rng = np.random.default_rng(3)
+    base = torch.tensor(rng.standard_normal((60, 4)), dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2] * 20)
+    offsets = torch.eye(4, dtype=torch.float64)[labels][:, :4]
+    close = class_structure_term(base + 1.0 * offsets, labels)
+    apart = class_structure_term(base + 10.0 * offsets, labels)
+    assert apart < close
+    assert class_structure_term(3.0 * (base + offsets), labels).item() == pytest.approx(
+        class_structure_term(base + offsets, labels).item())
+    assert class_structure_term(base, torch.zeros(60, dtype=torch.long)) is None
+
+
+def test_geometry_penalty_lowers_under_optimisation():
+    rng = np.random.default_rng(4)
+    labels = torch.tensor([0, 1, 2, 3] * 32)
+    z = torch.tensor(rng.standard_normal((128, 16)), dtype=torch.float32, requires_grad=True)
+    reg = build_regularizer(reg_config(name="geometry", geometry={"target_dim": 3.0, "dim_weight": 1.0}), 4, 128)
+    optimizer = torch.optim.Adam([z], lr=0.02)
+    first = None
+    for step in range(100):
+        penalty, stats = reg(z, labels, 1, step)
+        first = first if first is not None else (penalty.item(), stats["geometry_dim_estimate"].item())
+        optimizer.zero_grad()
+        penalty.backward()
+        optimizer.step()
+    assert penalty.item() < 0.5 * first[0]
+    assert abs(stats["geometry_dim_estimate"].item() - 3.0) < abs(first[1] - 3.0)
+
+
+def test_schedule_start_epoch_and_every_n_steps():
+    reg = build_regularizer(reg_config(name="combined", geodesic={"start_epoch": 3, "every_n_steps": 2},
+                                       geometry={"start_epoch": 1, "every_n_steps": 3}), 3, 128)
+    z = torch.randn(64, 8)
+    y = torch.arange(64) % 3
+    assert reg(z, y, 1, 1) == (None, {})                          # neither due
+    _, stats = reg(z, y, 1, 3)
+    assert "geometry_penalty" in stats and "geodesic_pairs" not in stats   # geodesic starts at epoch 3
+    _, stats = reg(z, y, 3, 6)
+    assert "geometry_penalty" in stats and "geodesic_pairs" in stats      # both due
+    assert build_regularizer(reg_config(name="geodesic", enabled=False), 3, 128) is None
+    assert build_regularizer(reg_config(name="geodesic", weight=0.0), 3, 128) is None
+    assert build_regularizer(reg_config(name="none"), 3, 128) is None
+
+
+def test_weight_and_lambda_scale_the_penalty():
+    z = torch.tensor(arc(90), dtype=torch.float32)
+    y = torch.zeros(90, dtype=torch.long)
+    one, _ = build_regularizer(reg_config(name="geodesic", geodesic={"lambda_reg": 1.0, "n_neighbors": 5}), 1, 90)(z, y, 1, 0)
+    scaled, _ = build_regularizer(reg_config(name="geodesic", weight=0.5,
+                                             geodesic={"lambda_reg": 0.2, "n_neighbors": 5}), 1, 90)(z, y, 1, 0)
+    assert scaled.item() == pytest.approx(0.1 * one.item(), rel=1e-6)
+
+
+def test_trivial_graph_warning(capsys):
+    build_regularizer(reg_config(name="geodesic", geodesic={"n_neighbors": 10}), 10, 64)
+    err = capsys.readouterr().err
+    assert "regularizer.geodesic.n_neighbors = 10" in err and "trivially 1" in err
+    build_regularizer(reg_config(name="geodesic", geodesic={"n_neighbors": 5}), 10, 256)
+    assert capsys.readouterr().err == ""
