@@ -165,3 +165,24 @@ li span{{display:inline-block;width:.9em;height:.9em;margin-right:.4em;border-ra
     c => c.style.display = li.classList.contains('off') ? 'none' : '');
 }});</script></body></html>
 """
+
+
+def draw_curves_comparison(runs: Sequence[tuple[str, Sequence[dict]]], title: str) -> Figure:
+    """Loss, accuracy and regularizer loss per epoch for several runs (train dashed, validation solid)."""
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    panels = [("loss", ("train_loss", "val_loss")), ("accuracy", ("train_accuracy", "val_accuracy")),
+              ("regularizer loss", ("reg_loss",))]
+    for i, (ylabel, keys) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, i + 1)
+        for j, (label, history) in enumerate(runs):
+            epochs = [row["epoch"] for row in history]
+            for key in keys:
+                style = "--" if key.startswith("train") else "-"
+                ax.plot(epochs, [row.get(key, math.nan) for row in history], style, color=f"C{j}",
+                        label=f"{label} {key.split('_')[0] if len(keys) > 1 else ''}".strip())
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return fig

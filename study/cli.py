@@ -1,6 +1,10 @@
 """The ``geotune`` command line.
 
 Verbs:
+  run       a search space as a Ray Tune study (grid or Optuna, ASHA, local or cluster)
+  resume    finish an interrupted study
+  compare   a regularized config against the same config without regularizer
+  spaces    list the built-in search spaces
   train     one trial of a YAML config through Ray Tune
   geometry  latent-geometry metrics of any saved embeddings
   config    print the default (or resolved) config with every key explained
@@ -8,6 +12,7 @@ Verbs:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -50,6 +55,57 @@ def build_parser() -> argparse.ArgumentParser:
                        help="GPUs for the trial, fractions allowed (default: 1 if a GPU is visible, else 0)")
     train.set_defaults(handler=cmd_train)
 
+    run = verbs.add_parser(
+        "run", help="run a named search space (or your own module) as a Ray Tune study",
+        description="Run every trial a search space plans (grid or Optuna), with ASHA early stopping where the "
+                    "space declares it, on this machine or on a Ray cluster (--address). Prints Ray's trial table "
+                    "and one line per finished trial, writes each trial's artifacts into the study directory, "
+                    "and ends with a summary (failed trials included).")
+    run.add_argument("space", help="name of a built-in space (see 'geotune spaces') or path to a .py defining SPACE")
+    _add_config_args(run, config_required=False)
+    run.add_argument("--storage", default="runs", help="folder or URI (s3://, gs://) holding study directories "
+                                                       "(default: runs); on a cluster it must be shared by all nodes")
+    run.add_argument("--name", help="study directory name under --storage (default: SPACE-date-time)")
+    run.add_argument("--num-samples", type=int, help="Optuna spaces: trials to sample; grid spaces: seeds per variant")
+    run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    run.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default from the space); torch threads follow")
+    run.add_argument("--gpus-per-trial", type=float,
+                     help="GPUs per trial, fractions such as 0.25 share one GPU (default from the space; "
+                          "0 with a notice where there is no GPU)")
+    run.add_argument("--address", help="join this Ray cluster (host:port; default $RAY_ADDRESS) instead of a "
+                                       "private local Ray")
+    run.add_argument("--no-asha", action="store_true", help="do not stop trials early, even where the space uses ASHA")
+    run.add_argument("--max-failures", type=int, default=2, help="retries of a trial after a crash (default 2)")
+    run.add_argument("--dry-run", action="store_true", help="print the trial plan and resources; train nothing")
+    run.set_defaults(handler=cmd_run)
+
+    resume = verbs.add_parser(
+        "resume", help="finish an interrupted study",
+        description="Resume STUDY_DIR: finished trials are kept as they are, interrupted ones continue from their "
+                    "last checkpoint, errored ones are retried, and an Optuna searcher continues from its state.")
+    resume.add_argument("study_dir", help="the study directory of an interrupted 'geotune run'")
+    resume.add_argument("--address", help="join this Ray cluster (default $RAY_ADDRESS) instead of a local Ray")
+    resume.set_defaults(handler=cmd_resume)
+
+    compare = verbs.add_parser(
+        "compare", help="run CONFIG and the same config without regularizer side by side, and compare them",
+        description="Run the config as given and the same config with regularizer 'none' (same seed, same data) "
+                    "as one small study in OUT_DIR, then write OUT_DIR/comparison_report.json (final metrics of "
+                    "both, absolute and percent differences, geometry and geodesic summaries side by side, the "
+                    "train/val gap) and OUT_DIR/training_curves_comparison.png.")
+    _add_config_args(compare, config_required=True)
+    compare.add_argument("out_dir", help="new folder for both runs and the comparison")
+    compare.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per run (default 1)")
+    compare.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per run, fractions allowed")
+    compare.add_argument("--address", help="join this Ray cluster instead of a private local Ray")
+    compare.set_defaults(handler=cmd_compare)
+
+    spaces = verbs.add_parser(
+        "spaces", help="list the built-in search spaces with their questions and trial counts",
+        description="List the built-in search spaces: the question each answers, how many trials it plans and "
+                    "whether ASHA stops trials early. 'geotune run SPACE --dry-run' shows one space's plan.")
+    spaces.set_defaults(handler=cmd_spaces)
+
     geometry = verbs.add_parser(
         "geometry", help="measure the latent geometry of saved embeddings (any latents.npz)",
         description="Compute geodesic flatness (raw and calibrated against a flat reference), intrinsic "
@@ -87,6 +143,143 @@ def cmd_config(args: argparse.Namespace) -> int:
     else:
         print(commented_defaults(), end="")
     return 0
+
+
+def cmd_spaces(args: argparse.Namespace) -> int:
+    from analysis.tables import text_table
+    from search_spaces.spec import builtin_space_names, load_space
+
+    rows = []
+    for name in builtin_space_names():
+        space = load_space(name)
+        rows.append((name, space.trial_count, "optuna" if space.is_optuna else "grid",
+                     "asha" if space.asha else "-", space.question))
+    print(text_table(["space", "trials", "search", "stopping", "question"], rows))
+    print("\nrun one with 'geotune run SPACE' (add --dry-run to see its trials first); a path to your own "
+          "module defining SPACE works too")
+    return 0
+
+
+def _user_overrides(args: argparse.Namespace) -> dict:
+    from study.config import apply_overrides, read_yaml
+
+    return apply_overrides(read_yaml(args.config) if args.config else {}, args.overrides)
+
+
+def _start_ray_for(plan, address: str | None):
+    from study.cluster import check_storage_shared, ensure_ray, notice
+
+    info = ensure_ray(address=address)
+    if plan.gpus_per_trial and not info.gpus:
+        notice(f"--gpus-per-trial {plan.gpus_per_trial:g}: the Ray cluster has no GPU, so trials run on CPUs "
+               "(gpus per trial set to 0)")
+        plan.gpus_per_trial = 0.0
+    if plan.cpus_per_trial > info.cpus:
+        raise ConfigError(f"--cpus-per-trial {plan.cpus_per_trial:g}: the Ray cluster has only {info.cpus:g} CPUs")
+    if not info.started_here:
+        check_storage_shared(plan.study_dir)
+    return info
+
+
+def _finish_study(plan, results) -> int:
+    from study.finalize import finalize_stopped
+    from study.progress import summarize_results, summary_text
+
+    finalize_stopped(results, plan)
+    rows = summarize_results(results, plan.metric)
+    print("\n" + summary_text(rows, plan.metric, plan.mode))
+    print(f"study directory: {plan.study_dir}")
+    return EXIT_FAILED if any(r.status == "failed" for r in rows) else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from search_spaces.spec import load_space
+    from study.cluster import local_gpu_count, shutdown_if_started
+    from study.tuner import RunOptions, make_plan, plan_text, refuse_existing_results, run_study
+
+    spec = load_space(args.space)
+    options = RunOptions(storage=args.storage, name=args.name, num_samples=args.num_samples,
+                         max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
+                         gpus_per_trial=args.gpus_per_trial, asha=not args.no_asha, max_failures=args.max_failures)
+    plan = make_plan(spec, _user_overrides(args), options)
+    if args.dry_run:
+        if plan.gpus_per_trial and not (args.address or os.environ.get("RAY_ADDRESS")) and not local_gpu_count():
+            print(f"note: no GPU on this machine: trials would get 0 GPUs instead of {plan.gpus_per_trial:g}")
+            plan.gpus_per_trial = 0.0
+        print(plan_text(plan, spec))
+        return 0
+    refuse_existing_results(plan.study_dir, "study directory")
+    info = _start_ray_for(plan, args.address)
+    try:
+        results = run_study(plan, spec)
+        return _finish_study(plan, results)
+    finally:
+        shutdown_if_started(info)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from analysis.compare import TrialRecord, paired_comparison
+    from analysis.figures import draw_curves_comparison, save_figure
+    from search_spaces.spec import StudySpec
+    from study.cluster import shutdown_if_started
+    from study.config import load_config
+    from study.tuner import RunOptions, make_plan, refuse_existing_results, run_study, write_text
+
+    cfg = load_config(args.config, args.overrides)
+    if not cfg.regularizer.active:
+        raise ConfigError(f"config key 'regularizer.name' = {cfg.regularizer.name}"
+                          + ("" if cfg.regularizer.name == "none" else " (disabled or weight 0)")
+                          + ": nothing to compare against the unregularized run; choose geodesic, geometry or "
+                            "combined")
+    refuse_existing_results(args.out_dir)
+    user = cfg.to_dict()
+    name = user["regularizer"].pop("name")
+    spec = StudySpec(name="compare", question=f"What does the {name} regularizer change against no regularizer?",
+                     base={}, grid=[{"regularizer.name": [name, "none"]}], seeds=[user["train"].pop("seed")],
+                     metric="val_accuracy", mode="max", cpus_per_trial=args.cpus_per_trial,
+                     gpus_per_trial=args.gpus_per_trial, module="geotune compare")
+    out = Path(args.out_dir).expanduser().resolve()
+    plan = make_plan(spec, user, RunOptions(storage=str(out.parent), name=out.name, max_failures=1))
+    info = _start_ray_for(plan, args.address)
+    try:
+        results = run_study(plan, spec)
+        code = _finish_study(plan, results)
+    finally:
+        shutdown_if_started(info)
+    by_name = {r.config["variant"].split(",")[0]: r.path for r in results}
+    regularized = TrialRecord.load(by_name[f"name={name}"], name)
+    baseline = TrialRecord.load(by_name["name=none"], "none")
+    if not regularized.metrics or not baseline.metrics:
+        print("geotune: a run failed, so there is no comparison to write", file=sys.stderr)
+        return EXIT_FAILED
+    report = paired_comparison(regularized, baseline, cfg.to_dict())
+    write_text(str(out), "comparison_report.json", json.dumps(report, indent=2, default=float))
+    save_figure(draw_curves_comparison([(name, regularized.history), ("none", baseline.history)],
+                                       f"{name} vs no regularizer (seed {cfg.train.seed})"),
+                out / "training_curves_comparison.png")
+    from analysis.tables import text_table
+
+    rows = [(key, d["regularized"], d["baseline"], d["absolute"], d["percent"])
+            for key, d in report["differences"].items()
+            if key in ("val_accuracy", "test_accuracy", "overfit_gap", "geodesic_ratio_mean", "flatness_calibrated",
+                       "intrinsic_dim_twonn", "silhouette", "linear_separability")]
+    print("\n" + text_table(["metric", name, "none", "difference", "percent"], rows))
+    print(f"comparison: {out / 'comparison_report.json'}")
+    return code
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from study.cluster import shutdown_if_started
+    from study.tuner import StudyPlan, resume_study
+
+    study_dir = args.study_dir if "://" in args.study_dir else str(Path(args.study_dir).expanduser().resolve())
+    plan = StudyPlan.load(study_dir)
+    info = _start_ray_for(plan, args.address)
+    try:
+        plan, results = resume_study(study_dir, gpus_per_trial=plan.gpus_per_trial)
+        return _finish_study(plan, results)
+    finally:
+        shutdown_if_started(info)
 
 
 def load_latents(path: str) -> tuple:

@@ -8,8 +8,10 @@ through (``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 
 LOOPBACK_NODE_IP = "127.0.0.2"
@@ -44,12 +46,18 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, num_gpus
         address = address or os.environ.get("RAY_ADDRESS") or None
         try:
             if address:
-                ray.init(address=address, _node_ip_address=_driver_ip_for(address), log_to_driver=True,
-                         logging_level="WARNING")
+                with captured_stderr() as captured:
+                    try:
+                        ray.init(address=address, _node_ip_address=_driver_ip_for(address), log_to_driver=True,
+                                 logging_level="WARNING")
+                    except Exception as exc:
+                        raise ClusterError(_explain_init_failure(exc, address, captured())) from None
             else:
                 ray.init(_node_ip_address=LOOPBACK_NODE_IP, num_cpus=num_cpus, num_gpus=num_gpus,
                          include_dashboard=False, logging_level="WARNING", log_to_driver=True)
                 started = True
+        except ClusterError:
+            raise
         except Exception as exc:  # Ray raises many types here; all mean "no cluster for you"
             raise ClusterError(_explain_init_failure(exc, address)) from None
     resources = ray.cluster_resources()
@@ -79,9 +87,40 @@ def _driver_ip_for(address: str) -> str | None:
     return LOOPBACK_NODE_IP if host.startswith("127.") else None
 
 
-def _explain_init_failure(exc: Exception, address: str | None) -> str:
+@contextlib.contextmanager
+def captured_stderr():
+    """Collect what Ray's C++ core writes to file descriptor 2 (one warning a second while it retries).
+
+    Yields a function returning the text so far. On success the text is replayed to
+    the real stderr; on failure the caller turns it into one line.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        failed = False
+
+        def text() -> str:
+            sink.flush()
+            sink.seek(0)
+            return sink.read().decode(errors="replace")
+
+        try:
+            yield text
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed:
+                sys.stderr.write(text())
+
+
+def _explain_init_failure(exc: Exception, address: str | None, stderr_text: str = "") -> str:
     text = " ".join(str(exc).split())
-    if "auth" in text.lower() or "token" in text.lower() or "Unauthenticated" in type(exc).__name__:
+    auth_words = ("InvalidAuthToken", "Unauthenticated", "AuthenticationError", "authentication token")
+    if any(word in text or word in stderr_text for word in auth_words) or "Unauthenticated" in type(exc).__name__:
         if not address:
             return f"cannot start a local Ray instance: authentication failed ({text[:160]})"
         return (f"cannot join the Ray cluster at {address}: authentication failed; set RAY_AUTH_MODE=token and "
@@ -109,3 +148,48 @@ def local_gpu_count() -> int:
 
 def notice(message: str) -> None:
     print(f"geotune: {message}", file=sys.stderr, flush=True)
+
+
+def check_storage_shared(study_dir: str) -> None:
+    """On a cluster, every node must be able to write the study directory: check each alive node.
+
+    Object-store URIs are reachable by construction; a local path must be a shared
+    file system (Ray Tune needs it for checkpoints since Ray 2.7).
+    """
+    import ray
+
+    if "://" in study_dir:
+        return
+    from pathlib import Path
+
+    folder = Path(study_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / ".geotune_storage_check"
+    token = os.urandom(8).hex()
+    marker.write_text(token)
+    try:
+        missing = [ip for ip, ok in probe_nodes(str(marker), token) if not ok]
+    finally:
+        marker.unlink(missing_ok=True)
+    if missing:
+        raise ClusterError(f"storage '{study_dir}' is not visible from Ray node(s) {', '.join(missing)}: use a "
+                           "folder on a file system shared by every node, or an object-store URI (s3://, gs://)")
+
+
+def probe_nodes(marker: str, token: str) -> list[tuple[str, bool]]:
+    """(node address, whether it reads ``token`` from ``marker``) for every alive node of the cluster."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=0)
+    def reads_marker(path: str, expected: str) -> bool:
+        try:
+            with open(path) as fh:
+                return fh.read() == expected
+        except OSError:
+            return False
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    refs = [reads_marker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+                                 ).remote(marker, token) for n in nodes]
+    return [(n["NodeManagerAddress"], ok) for n, ok in zip(nodes, ray.get(refs, timeout=120))]

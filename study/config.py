@@ -410,6 +410,43 @@ def merge(base: dict, update: dict) -> dict:
     return out
 
 
+def nest(dotted: dict) -> dict:
+    """{"a.b": 1} -> {"a": {"b": 1}}"""
+    out: dict = {}
+    for key, value in dotted.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def flatten(nested: dict, prefix: str = "", sep: str = ".") -> dict:
+    out = {}
+    for key, value in nested.items():
+        path = f"{prefix}{sep}{key}" if prefix else key
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path, sep))
+        else:
+            out[path] = value
+    return out
+
+
+def assemble_trial_config(config: dict, base: dict | None = None, variants: dict | None = None) -> dict:
+    """The nested trial config from what Tune passes.
+
+    ``config`` is either a whole nested config (one trial), or a grid ``variant``
+    label that ``variants`` maps to dotted overrides, or dotted keys sampled by a
+    searcher; either is applied over ``base``.
+    """
+    config = dict(config)
+    label = config.pop("variant", None)
+    overrides = dict(variants[label]) if label is not None else {}
+    overrides.update({k: config.pop(k) for k in list(config) if "." in k})
+    return merge(merge(base or {}, config), nest(overrides))
+
+
 def save_config(config: TrialConfig, path: str | Path) -> None:
     Path(path).write_text(config.to_yaml())
 

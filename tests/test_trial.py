@@ -71,7 +71,8 @@ def test_train_cli_end_to_end(ray_session, tmp_path, capsys):
     assert metrics["epochs_run"] == 8 and metrics["onnx_matches"] is True
 
     cfg = load_config(REPO / "configs" / "digits.yaml",
-                      ["train.epochs=8", "logging.export_onnx=true", "logging.save_umap=false"])
+                      ["train.epochs=8", "logging.export_onnx=true", "logging.save_umap=false",
+                       f"dataset.root={Path('data').resolve()}"])  # trials see an absolute data root
     assert load_config(trial / "config.yaml") == cfg  # the resolved config sits next to the results
 
     history = json.loads((trial / "training_history.json").read_text())

@@ -8,6 +8,8 @@ system or an object store alike).
 """
 from __future__ import annotations
 
+import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -15,10 +17,12 @@ from typing import Optional
 import torch
 from ray import tune
 
-from study.config import TrialConfig
-from trainables.trial import run_trial
+from study.config import TrialConfig, assemble_trial_config
+from trainables.loop import NonFiniteLossError
+from trainables.trial import final_tune_metrics, finalize_from_state, run_trial
 
 STATE_FILE = "state.pt"
+DIVERGED_FILE = "diverged.txt"
 
 
 class TuneSession:
@@ -40,12 +44,32 @@ class TuneSession:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     def persist(self, artifact_dir: Path) -> None:
+        storage = tune.get_context().get_storage()
+        copy_to_storage(artifact_dir, storage.trial_fs_path, storage.storage_filesystem)
+
+    def read_artifact(self, name: str) -> Optional[str]:
+        """A file already in this trial's storage folder (from an earlier attempt), or None."""
         import pyarrow.fs
 
         storage = tune.get_context().get_storage()
-        pyarrow.fs.copy_files(str(artifact_dir), storage.trial_fs_path,
-                              source_filesystem=pyarrow.fs.LocalFileSystem(),
-                              destination_filesystem=storage.storage_filesystem)
+        path = f"{storage.trial_fs_path}/{name}"
+        if storage.storage_filesystem.get_file_info(path).type != pyarrow.fs.FileType.File:
+            return None
+        with storage.storage_filesystem.open_input_stream(path) as src:
+            return src.readall().decode()
+
+    def write_artifact(self, name: str, text: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="geotune-marker-") as folder:
+            (Path(folder) / name).write_text(text)
+            self.persist(Path(folder))
+
+
+def copy_to_storage(local_dir: Path, destination: str, filesystem) -> None:
+    import pyarrow.fs
+
+    filesystem.create_dir(destination, recursive=True)  # a trial that never reported has no folder yet
+    pyarrow.fs.copy_files(str(local_dir), destination, source_filesystem=pyarrow.fs.LocalFileSystem(),
+                          destination_filesystem=filesystem)
 
 
 def assigned_cpus() -> int:
@@ -55,10 +79,44 @@ def assigned_cpus() -> int:
     return max(1, int(round(cpus)))
 
 
-def train_trial(config: dict) -> None:
-    """Ray Tune entry point: build everything from ``config`` and run one trial."""
-    cfg = TrialConfig.from_dict(config)
+def train_trial(config: dict, base: Optional[dict] = None, variants: Optional[dict] = None,
+                verbose: bool = True) -> None:
+    """Ray Tune entry point: build everything from ``config`` (over a study's ``base``) and run one trial.
+
+    Studies pass ``verbose=False``: their progress is Ray's table and one line per finished trial.
+    """
+    if not verbose:
+        logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" per epoch
+    cfg = TrialConfig.from_dict(assemble_trial_config(config, base, variants))
     # Threads follow the CPUs Ray reserved for this trial, so parallel trials share cores instead of fighting.
     torch.set_num_threads(cfg.train.num_threads or assigned_cpus())
+    session = TuneSession()
+    finished = session.read_artifact("metrics.json")
+    if finished is not None:
+        # Tune's saved state can lag behind a trial that finished just before an interruption:
+        # report its final metrics again rather than train it a second time.
+        history = json.loads(session.read_artifact("training_history.json") or "[]")
+        tune.report(final_tune_metrics(history[-1] if history else {}, json.loads(finished)))
+        return
+    diverged = session.read_artifact(DIVERGED_FILE)
+    if diverged is not None:
+        raise NonFiniteLossError(diverged)  # retrying a deterministic divergence would diverge again
     with tempfile.TemporaryDirectory(prefix="geotune-artifacts-") as folder:
-        run_trial(cfg, TuneSession(), Path(folder))
+        try:
+            run_trial(cfg, session, Path(folder), verbose=verbose)
+        except NonFiniteLossError as exc:
+            session.write_artifact(DIVERGED_FILE, str(exc))
+            raise
+
+
+def finalize_stopped_trial(config: dict, checkpoint: "tune.Checkpoint", trial_path: str, filesystem,
+                           base: Optional[dict] = None, variants: Optional[dict] = None) -> str:
+    """Write the artifacts of a trial the scheduler stopped, from its last checkpoint (run as a Ray task)."""
+    cfg = TrialConfig.from_dict(assemble_trial_config(config, base, variants))
+    torch.set_num_threads(cfg.train.num_threads or assigned_cpus())
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+    with tempfile.TemporaryDirectory(prefix="geotune-artifacts-") as folder:
+        finalize_from_state(cfg, state, Path(folder))
+        copy_to_storage(Path(folder), trial_path, filesystem)
+    return trial_path

@@ -145,6 +145,13 @@ def load_trial_state(parts: TrialParts, generator: torch.Generator, state: dict,
         torch.cuda.set_rng_state(state["cuda_rng"], parts.device)
 
 
+def final_tune_metrics(last_epoch: dict, final: dict) -> dict:
+    """The last report of a trial: its last epoch's row plus every scalar of metrics.json."""
+    metrics = {k: v for k, v in last_epoch.items() if k != "grad_norms"}
+    metrics.update({k: v for k, v in final.items() if isinstance(v, (int, float, str, bool))})
+    return metrics
+
+
 def epoch_metrics(history: list[dict], early: EarlyStopping) -> dict:
     """What Tune sees after each epoch: the last history row (without per-layer norms) and bests."""
     last = {k: v for k, v in history[-1].items() if k != "grad_norms"}
@@ -222,8 +229,7 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
     elapsed = elapsed_before + time.perf_counter() - start
     final = write_trial_artifacts(artifact_dir, cfg, parts, history, early, stopped, elapsed)
     session.persist(artifact_dir)
-    metrics = epoch_metrics(history, early) if history else {}
-    metrics.update({k: v for k, v in final.items() if isinstance(v, (int, float, str, bool))})
+    metrics = final_tune_metrics(epoch_metrics(history, early) if history else {}, final)
     session.report(metrics, trial_state(parts, generator, epoch, step, history, early, True, elapsed)
                    if cfg.logging.save_checkpoint else None)
     return final

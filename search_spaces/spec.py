@@ -1,0 +1,180 @@
+"""What a named study is: its question, base config, the trials it plans, how it ranks and stops them.
+
+A search-space module defines ``SPACE = StudySpec(...)``. Grid spaces list *arms*:
+each arm maps dotted config keys to lists of values and contributes the cartesian
+product of its lists; the plan is the union of the arms, times the seeds. This
+expresses "a baseline plus a grid of the regularized variants" without running
+the baseline once per grid point. Optuna spaces give a define-by-run function
+instead, which samples dotted keys through an ``optuna.Trial``.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import itertools
+import pkgutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from study.config import ConfigError, TrialConfig, merge, nest
+
+
+@dataclass
+class Asha:
+    """Asynchronous successive halving, on the trial's epoch counter."""
+    grace_period: int = 2        # epochs every trial trains before it may be stopped
+    reduction_factor: int = 2    # at each rung only the best 1/reduction_factor go on
+
+
+@dataclass
+class StudySpec:
+    name: str
+    question: str                                   # the research question the study answers
+    base: dict                                      # trial config shared by every trial (over the defaults)
+    grid: list[dict] = field(default_factory=list)  # arms: {dotted key: [values]}; union of cartesian products
+    seeds: list[int] = field(default_factory=lambda: [0])  # train.seed of every planned variant
+    optuna: Optional[Callable[[Any], None]] = None  # define-by-run sampler of dotted keys (Optuna spaces)
+    num_samples: int = 1                            # Optuna: trials to sample (grid spaces use seeds)
+    metric: str = "val_accuracy"                    # what the scheduler and searcher rank by
+    mode: str = "max"                               # "max" or "min"
+    asha: Optional[Asha] = None                     # None: every trial trains to the end (fair comparisons)
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0                     # fractional GPUs share one device (memory is not isolated)
+    max_concurrent: Optional[int] = None            # None: as many as resources allow
+    module: str = ""                                # where the spec came from (set on loading)
+
+    @property
+    def is_optuna(self) -> bool:
+        return self.optuna is not None
+
+    def variants(self) -> list[dict]:
+        """The planned trials (grid spaces): dotted-key overrides, seeds included."""
+        if self.is_optuna:
+            return []
+        arms = self.grid or [{}]
+        planned: list[dict] = []
+        for arm in arms:
+            keys = list(arm)
+            for values in itertools.product(*(arm[k] for k in keys)):
+                for seed in self.seeds:
+                    variant = dict(zip(keys, values))
+                    variant["train.seed"] = seed
+                    if variant not in planned:
+                        planned.append(variant)
+        return planned
+
+    @property
+    def trial_count(self) -> int:
+        return self.num_samples if self.is_optuna else len(self.variants())
+
+    def varied_keys(self) -> list[str]:
+        keys: list[str] = []
+        for arm in self.grid:
+            keys.extend(k for k in arm if k not in keys)
+        if self.is_optuna:
+            keys.extend(k for k in sample_optuna_keys(self) if k not in keys)
+        if len(self.seeds) > 1 or self.is_optuna:
+            keys.append("train.seed")
+        return keys
+
+
+def variant_label(variant: dict, full_keys: bool = False) -> str:
+    """Short, filesystem-safe description of a variant, e.g. 'name=geodesic,lambda_reg=0.1,seed=0'."""
+    parts = []
+    for key, value in variant.items():
+        short = key if full_keys else "seed" if key == "train.seed" else key.rsplit(".", 1)[-1]
+        text = f"{value:g}" if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
+        parts.append(f"{short}={text}")
+    return ",".join(parts).replace("/", "-").replace(" ", "")
+
+
+def variant_labels(variants: list[dict]) -> list[str]:
+    """One distinct label per variant (full dotted keys where the short ones would collide)."""
+    labels = [variant_label(v) for v in variants]
+    if len(set(labels)) < len(labels):
+        labels = [variant_label(v, full_keys=True) for v in variants]
+    return labels
+
+
+def sample_optuna_keys(spec: StudySpec) -> list[str]:
+    """The dotted keys an Optuna space samples, found by running it once on a throwaway study."""
+    return list(_sample_optuna(spec).keys())
+
+
+def _sample_optuna(spec: StudySpec) -> dict:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    spec.optuna(trial)
+    return dict(trial.params)
+
+
+def planned_configs(spec: StudySpec, base: dict) -> list[TrialConfig]:
+    """Validate every planned trial's full config now, before anything starts (one sample for Optuna)."""
+    if spec.is_optuna:
+        variants = [{**_sample_optuna(spec), "train.seed": spec.seeds[0]}]
+    else:
+        variants = spec.variants()
+    configs = []
+    for variant in variants:
+        try:
+            configs.append(TrialConfig.from_dict(merge(base, nest(variant))))
+        except ConfigError as exc:
+            raise ConfigError(f"space '{spec.name}', trial {variant_label(variant)}: {exc}") from None
+    return configs
+
+
+# The base of the built-in studies: the embedded digits, upsampled once to 16 px so
+# two conv blocks keep a 4x4 map; batches of 128 hold about 13 images per class,
+# room for the 5-NN per-class graphs of the geodesic regularizer.
+DIGITS_CNN = {
+    "dataset": {"name": "digits", "image_size": 16, "augment": True, "augment_translate": 1,
+                "augment_rotate": 8.0},
+    "model": {"type": "simple_cnn", "channels": [32, 64], "hidden_dim": 64},
+    "train": {"epochs": 12, "batch_size": 128, "lr": 0.002, "patience": 0},
+    "regularizer": {"geodesic": {"lambda_reg": 0.5, "n_neighbors": 5, "start_epoch": 2},
+                    "geometry": {"lambda_reg": 0.1, "target_dim": 8.0}},
+}
+
+
+# ---------------------------------------------------------------------------
+# finding spaces
+
+
+def builtin_space_names() -> list[str]:
+    import search_spaces
+
+    return sorted(m.name for m in pkgutil.iter_modules(search_spaces.__path__) if m.name != "spec")
+
+
+def load_space(name_or_path: str) -> StudySpec:
+    """A built-in space by name, or a user's module by file path (it must define SPACE)."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"search-space file '{path}' does not exist")
+        module_name = f"geotune_user_space_{path.stem}"
+        module_spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise ConfigError(f"search-space file '{path}' failed to import: {type(exc).__name__}: {exc}") from None
+        where = str(path.resolve())
+    else:
+        if name_or_path not in builtin_space_names():
+            raise ConfigError(f"unknown search space '{name_or_path}'; built-in spaces: "
+                              f"{', '.join(builtin_space_names())} (or pass a path to a .py file defining SPACE)")
+        module = importlib.import_module(f"search_spaces.{name_or_path}")
+        where = f"search_spaces.{name_or_path}"
+    space = getattr(module, "SPACE", None)
+    if not isinstance(space, StudySpec):
+        raise ConfigError(f"search space '{name_or_path}' does not define SPACE = StudySpec(...)")
+    if space.mode not in ("max", "min"):
+        raise ConfigError(f"search space '{space.name}': mode = {space.mode!r}; allowed values are max, min")
+    space.module = where
+    return space

@@ -1,0 +1,27 @@
+"""After a study: give trials that the scheduler stopped their artifacts, in parallel on the cluster."""
+from __future__ import annotations
+
+from study.tuner import StudyPlan, read_text
+
+
+def stopped_without_artifacts(results) -> list:
+    """Trials that ended without error but also without metrics.json: ASHA stopped them mid-way."""
+    return [r for r in results if r.error is None and r.checkpoint is not None
+            and read_text(r.path, "metrics.json") is None]
+
+
+def finalize_stopped(results, plan: StudyPlan) -> int:
+    """Evaluate each early-stopped trial's last checkpoint and write its artifacts; returns how many."""
+    import ray
+
+    from trainables.trainable import finalize_stopped_trial
+
+    todo = stopped_without_artifacts(results)
+    if not todo:
+        return 0
+    print(f"writing the artifacts of {len(todo)} trial(s) stopped early by the scheduler ...", flush=True)
+    task = ray.remote(num_cpus=plan.cpus_per_trial, num_gpus=plan.gpus_per_trial, max_retries=1)(
+        finalize_stopped_trial)
+    base, variants = ray.put(plan.base), ray.put(plan.variants_by_label())
+    ray.get([task.remote(r.config, r.checkpoint, r.path, r.filesystem, base, variants) for r in todo])
+    return len(todo)

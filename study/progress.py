@@ -1,0 +1,100 @@
+"""What a running study prints: one line per finished trial, and a summary at the end."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from ray import tune
+
+
+def _number(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
+
+
+class TrialLines(tune.Callback):
+    """Prints '[done/total] trial: metric ...' when a trial completes, stops early or fails."""
+
+    def __init__(self, total: int, metric: str):
+        self.total = total
+        self.metric = metric
+        self.done = 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        r = trial.last_result or {}
+        if "test_accuracy" in r:
+            how = f"{r.get('stop_reason', 'completed')}, {r.get('epochs_run', r.get('epoch'))} epochs"
+        else:
+            how = f"stopped by ASHA after epoch {r.get('epoch')}"
+        print(f"[{self.done}/{self.total}] {Path(trial.path).name}: {self.metric} {_number(r.get(self.metric))}"
+              f", test_accuracy {_number(r.get('test_accuracy'))} ({how})", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        from study.tuner import summarize_error
+
+        self.done += 1
+        error = trial_error_text(trial)
+        print(f"[{self.done}/{self.total}] {Path(trial.path).name}: FAILED: "
+              f"{summarize_error(error) if error else 'unknown error'}", flush=True)
+
+
+def trial_error_text(trial) -> Optional[str]:
+    """The error trace of a failed trial: from the driver's staging copy (written first), else from storage."""
+    local = trial.error_file
+    if local and Path(local).is_file():
+        return Path(local).read_text()
+    return trial.get_error()
+
+
+@dataclass
+class TrialSummary:
+    name: str
+    status: str            # completed | early stop | stopped by ASHA | failed
+    epochs: Optional[int]
+    metric: Optional[float]
+    test_accuracy: Optional[float]
+    error: Optional[str]
+    path: str
+
+
+def summarize_results(results, metric: str) -> list[TrialSummary]:
+    """One row per trial from Tune's ResultGrid and the trials' metrics.json files."""
+    from study.tuner import read_text, summarize_error
+
+    rows = []
+    for result in results:
+        name = Path(result.path).name
+        if result.error is not None:
+            rows.append(TrialSummary(name, "failed", (result.metrics or {}).get("epoch"), None, None,
+                                     summarize_error(result.error), result.path))
+            continue
+        text = read_text(result.path, "metrics.json")
+        final = json.loads(text) if text else {}
+        reason = final.get("stop_reason", "")
+        status = ("stopped by ASHA" if "scheduler" in reason else "early stop" if reason.startswith("early")
+                  else "completed" if final else "unfinished")
+        rows.append(TrialSummary(name, status, final.get("epochs_run"), final.get(metric),
+                                 final.get("test_accuracy"), None, result.path))
+    return rows
+
+
+def summary_text(rows: list[TrialSummary], metric: str, mode: str) -> str:
+    from analysis.tables import text_table
+
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    lines = [f"{len(rows)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())]
+    ok = [r for r in rows if r.metric is not None]
+    if ok:
+        best = (max if mode == "max" else min)(ok, key=lambda r: r.metric)
+        lines.append(f"best by {metric}: {best.name} ({metric} {best.metric:.4f}, test_accuracy "
+                     f"{_number(best.test_accuracy)})")
+    failed = [r for r in rows if r.status == "failed"]
+    if failed:
+        lines.append("failed trials:")
+        lines.append(text_table(["trial", "epochs", "reason"], [(r.name, r.epochs, r.error) for r in failed]))
+    return "\n".join(lines)

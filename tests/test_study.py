@@ -1,0 +1,155 @@
+"""Studies through Ray Tune: ASHA, failures, Optuna storage, paired comparison."""
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_config
+
+TINY = tiny_config()
+
+
+def write_space(path: Path, body: str) -> Path:
+    path.write_text("from search_spaces.spec import Asha, StudySpec\n"
+                    f"TINY = {TINY!r}\n" + textwrap.dedent(body))
+    return path
+
+
+def trial_dirs(study: Path) -> list[Path]:
+    return sorted(p for p in study.iterdir() if (p / "params.json").is_file())
+
+
+def epochs_reported(trial_dir: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in (trial_dir / "result.json").read_text().splitlines()]
+
+
+def test_grid_study_with_asha_a_diverging_trial_and_no_gpu(ray_session, tmp_path, capsys):
+    from study.cli import main
+
+    space = write_space(tmp_path / "asha_space.py", """
+        SPACE = StudySpec(
+            name="tiny_asha", question="Which learning rate?", base=TINY,
+            grid=[{"train.lr": [0.003, 0.00003, 0.00001]},
+                  {"train.optimizer": ["sgd"], "train.lr": [1.0e6]}],   # diverges to NaN in epoch 1
+            seeds=[0], asha=Asha(grace_period=1, reduction_factor=2), max_concurrent=1)
+    """)
+    rc = main(["run", str(space), "--storage", str(tmp_path / "runs"), "--name", "s", "--gpus-per-trial", "0.5",
+               "--set", "train.epochs=4"])
+    out, err = capsys.readouterr()
+    assert rc == 1, "a failed trial makes the run exit non-zero"
+    assert "the Ray cluster has no GPU, so trials run on CPUs" in err
+
+    study = tmp_path / "runs" / "s"
+    plan = json.loads((study / "study.json").read_text())
+    assert plan["space"] == "tiny_asha" and len(plan["variants"]) == 4 and plan["gpus_per_trial"] == 0
+    trials = trial_dirs(study)
+    assert len(trials) == 4
+
+    # one line per finished trial, and the summary lists the failure with its reason
+    lines = [line for line in out.splitlines() if line.startswith("[") and "/4]" in line]
+    assert len(lines) == 4
+    failed_line = next(line for line in lines if "lr=1e+06" in line)
+    assert "FAILED" in failed_line and "became nan" in failed_line
+    assert "failed trials:" in out and "became nan" in out.split("failed trials:")[1]
+
+    diverged = next(t for t in trials if "lr=1e+06" in t.name)
+    assert "became nan in epoch 1" in (diverged / "diverged.txt").read_text()
+    assert epochs_reported(diverged) == [] if (diverged / "result.json").exists() else True
+
+    good = [t for t in trials if t != diverged]
+    best = next(t for t in good if "lr=0.003" in t.name)
+    assert epochs_reported(best) == [1, 2, 3, 4]
+    stopped = [t for t in good if t != best]
+    for trial in good:  # completed and ASHA-stopped trials alike have every artifact
+        for name in ("metrics.json", "training_history.json", "geometry_summary.json", "latents.npz",
+                     "confusion_matrix.png", "config.yaml"):
+            assert (trial / name).is_file(), (trial.name, name)
+    for trial in stopped:
+        metrics = json.loads((trial / "metrics.json").read_text())
+        assert metrics["stop_reason"] == "stopped by the scheduler"
+        assert metrics["epochs_run"] == len(epochs_reported(trial)) < 4
+    total_epochs = sum(len(epochs_reported(t)) for t in good)
+    assert total_epochs < 3 * 4, "ASHA stopped the worse learning rates early"
+
+
+def test_optuna_study_keeps_its_study_in_sqlite(ray_session, tmp_path, capsys):
+    import optuna
+
+    from study.cli import main
+
+    space = write_space(tmp_path / "optuna_space.py", """
+        def sample(trial):
+            trial.suggest_float("regularizer.geodesic.lambda_reg", 1e-3, 1.0, log=True)
+            trial.suggest_int("regularizer.geodesic.n_neighbors", 3, 6)
+
+        SPACE = StudySpec(name="tiny_optuna", question="Which lambda and k?",
+                          base={**TINY, "regularizer": {"name": "geodesic"}}, optuna=sample, num_samples=3,
+                          seeds=[0], max_concurrent=2)
+    """)
+    rc = main(["run", str(space), "--storage", str(tmp_path), "--name", "o", "--set", "train.epochs=2"])
+    assert rc == 0
+    study_dir = tmp_path / "o"
+    study = optuna.load_study(study_name="tiny_optuna", storage=f"sqlite:///{study_dir / 'optuna.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3
+    trials = trial_dirs(study_dir)
+    assert len(trials) == 3
+    seen = set()
+    for trial in trials:
+        from study.config import load_config
+
+        cfg = load_config(trial / "config.yaml")
+        metrics = json.loads((trial / "metrics.json").read_text())
+        key = (round(cfg.regularizer.geodesic.lambda_reg, 10), cfg.regularizer.geodesic.n_neighbors)
+        match = [t for t in complete if (round(t.params["regularizer.geodesic.lambda_reg"], 10),
+                                         t.params["regularizer.geodesic.n_neighbors"]) == key]
+        assert len(match) == 1, "each trial ran exactly the configuration Optuna sampled"
+        assert match[0].value == pytest.approx(metrics["val_accuracy"], abs=1e-6)
+        assert cfg.regularizer.name == "geodesic" and cfg.train.epochs == 2
+        seen.add(key)
+    assert len(seen) == 3
+
+
+def test_compare_writes_the_paired_report(ray_session, tmp_path, capsys):
+    import yaml
+
+    from study.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(train={"epochs": 3, "seed": 4},
+                                                 regularizer={"name": "geodesic", "geodesic": {"lambda_reg": 1.0}})))
+    out = tmp_path / "cmp"
+    assert main(["compare", str(config), str(out)]) == 0
+    report = json.loads((out / "comparison_report.json").read_text())
+    assert (out / "training_curves_comparison.png").read_bytes()[:4] == b"\x89PNG"
+    reg = json.loads(Path(report["runs"]["regularized"]["trial"], "metrics.json").read_text())
+    base = json.loads(Path(report["runs"]["baseline"]["trial"], "metrics.json").read_text())
+    assert reg["reg_loss"] > 0 and base["reg_loss"] == 0
+    assert load_seed(report["runs"]["regularized"]["trial"]) == load_seed(report["runs"]["baseline"]["trial"]) == 4
+    for key in ("val_accuracy", "test_accuracy", "geodesic_ratio_mean", "flatness_calibrated", "overfit_gap"):
+        d = report["differences"][key]
+        assert d["regularized"] == pytest.approx(reg[key]) and d["baseline"] == pytest.approx(base[key])
+        assert d["absolute"] == pytest.approx(reg[key] - base[key])
+        if base[key]:
+            assert d["percent"] == pytest.approx((reg[key] - base[key]) / abs(base[key]) * 100)
+    assert report["overfitting"]["regularized_gap"] == pytest.approx(reg["overfit_gap"])
+    assert report["geometry"]["regularized"]["n_points"] == reg["val_size"]
+    assert set(report["geodesic"]["baseline"]) >= {"overall", "per_class"}
+    printed = capsys.readouterr().out
+    assert "comparison:" in printed and "flatness_calibrated" in printed
+
+
+def load_seed(trial_dir: str) -> int:
+    from study.config import load_config
+
+    return load_config(Path(trial_dir) / "config.yaml").train.seed
+
+
+def test_compare_refuses_a_config_without_regularizer(tmp_path, capsys):
+    from study.cli import main
+
+    empty = tmp_path / "c.yaml"
+    empty.write_text("")
+    assert main(["compare", str(empty), str(tmp_path / "out")]) == 2
+    assert "regularizer.name' = none: nothing to compare" in capsys.readouterr().err
