@@ -186,3 +186,160 @@ def draw_curves_comparison(runs: Sequence[tuple[str, Sequence[dict]]], title: st
         ax.legend(fontsize=7)
     fig.suptitle(title)
     return fig
+
+
+# ---------------------------------------------------------------------------
+# study figures (data objects from analysis.figure_data)
+
+
+def _pretty(name: str) -> str:
+    return name.rsplit(".", 1)[-1].replace("_", " ")
+
+
+def draw_curve_bands(curves, title: str = "") -> Figure:
+    """Mean per epoch with a +/- 1 std band over each group's trials; one panel per history key."""
+    fig = Figure(figsize=(6 * len(curves.keys), 4.2), layout="constrained")
+    for i, key in enumerate(curves.keys):
+        ax = fig.add_subplot(1, len(curves.keys), i + 1)
+        for j, band in enumerate(curves.groups[key]):
+            colour = f"C{j % 10}"
+            ax.plot(band.x, band.mean, color=colour, label=f"{band.label} (n={max(band.n) if band.n else 0})")
+            ax.fill_between(band.x, band.low, band.high, color=colour, alpha=0.15)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(_pretty(key))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title or f"training curves by {curves.grouped_by}: mean over trials, band = +/- 1 std")
+    return fig
+
+
+def draw_factor_lines(panels: Sequence) -> Figure:
+    """Metric vs a numeric factor with 95% CIs, one line per value of a second factor, baseline as a band."""
+    fig = Figure(figsize=(6 * len(panels), 4.2), layout="constrained")
+    for i, data in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for j, (label, band) in enumerate(sorted(data.lines.items())):
+            yerr = [np.subtract(band.mean, band.low), np.subtract(band.high, band.mean)]
+            ax.errorbar(band.x, band.mean, yerr=yerr, marker="o", capsize=3, color=f"C{j % 10}", label=label)
+        if data.baseline is not None:
+            ax.axhline(data.baseline.mean[0], color="black", linestyle="--", label="no regularizer")
+            ax.axhspan(data.baseline.low[0], data.baseline.high[0], color="black", alpha=0.08)
+        if all(x > 0 for band in data.lines.values() for x in band.x):
+            ax.set_xscale("log")
+        ax.set_xlabel(_pretty(data.x_name))
+        ax.set_ylabel(_pretty(data.metric))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("mean and 95% confidence interval over seeds")
+    return fig
+
+
+def draw_heatmaps(maps: Sequence, columns: int = 2) -> Figure:
+    rows = math.ceil(len(maps) / columns)
+    fig = Figure(figsize=(5.2 * columns, 3.8 * rows), layout="constrained")
+    for i, hm in enumerate(maps):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        image = ax.imshow(hm.values, cmap="viridis", aspect="auto")
+        fig.colorbar(image, ax=ax)
+        for r in range(len(hm.rows)):
+            for c in range(len(hm.cols)):
+                if not np.isnan(hm.values[r, c]):
+                    ax.text(c, r, f"{hm.values[r, c]:.3f}\nn={hm.counts[r, c]}", ha="center", va="center",
+                            fontsize=8, color="white")
+        ax.set_xticks(range(len(hm.cols)), hm.cols)
+        ax.set_yticks(range(len(hm.rows)), hm.rows)
+        ax.set_xlabel(_pretty(hm.col_name))
+        ax.set_ylabel(_pretty(hm.row_name))
+        ax.set_title(hm.title, fontsize=10)
+    return fig
+
+
+def draw_scatter(data, title: str) -> Figure:
+    fig = Figure(figsize=(6.5, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    for j, (label, (x, y, _)) in enumerate(data.groups.items()):
+        ax.scatter(x, y, s=28, alpha=0.8, color=f"C{j % 10}", label=label)
+    ax.set_xlabel(_pretty(data.x_name))
+    ax.set_ylabel(_pretty(data.y_name))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    return fig
+
+
+def draw_grad_norm_groups(tables: dict, columns: int = 2) -> Figure:
+    """One layers x epochs log10 heatmap per group, on a shared colour scale."""
+    items = list(tables.items())
+    rows = math.ceil(len(items) / columns)
+    height = max(3.0, 0.25 * max(len(t.layers) for _, t in items) + 1.5)
+    fig = Figure(figsize=(6.5 * min(columns, len(items)), height * rows), layout="constrained")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = {label: np.log10(t.values) for label, t in items}
+    finite = np.concatenate([v[np.isfinite(v)] for v in logs.values()]) if logs else np.array([0.0])
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    for i, (label, table) in enumerate(items):
+        ax = fig.add_subplot(rows, min(columns, len(items)), i + 1)
+        image = ax.imshow(logs[label], aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_yticks(range(len(table.layers)), table.layers, fontsize=6)
+        step = max(1, len(table.epochs) // 10)
+        ax.set_xticks(range(0, len(table.epochs), step), table.epochs[::step])
+        ax.set_xlabel("epoch")
+        ax.set_title(label, fontsize=9)
+        fig.colorbar(image, ax=ax, label="log10 ||grad||")
+    fig.suptitle("mean per-layer gradient L2 norm over each group's trials")
+    return fig
+
+
+def draw_image_grid(panels: Sequence, columns: int = 3) -> Figure:
+    """PNG files (e.g. each group's best UMAP) side by side with their titles."""
+    from matplotlib.image import imread
+
+    rows = math.ceil(len(panels) / columns)
+    fig = Figure(figsize=(4.6 * min(columns, len(panels)), 4.4 * rows), layout="constrained")
+    for i, panel in enumerate(panels):
+        ax = fig.add_subplot(rows, min(columns, len(panels)), i + 1)
+        ax.imshow(imread(panel.image))
+        ax.set_title(panel.title, fontsize=8)
+        ax.axis("off")
+    return fig
+
+
+def draw_optuna(views) -> Figure:
+    """Parameter importances, optimisation history and parallel coordinates of an Optuna study."""
+    fig = Figure(figsize=(18, 4.8), layout="constrained")
+    ax = fig.add_subplot(1, 3, 1)
+    if views.importances:
+        names = list(views.importances)[::-1]
+        ax.barh([_pretty(n) for n in names], [views.importances[n] for n in names], color="C0")
+        ax.set_xlabel(f"importance: {views.evaluator}")
+    else:
+        ax.text(0.5, 0.5, "too few complete trials for importances", ha="center", transform=ax.transAxes)
+    ax.set_title("parameter importances")
+    ax = fig.add_subplot(1, 3, 2)
+    ax.scatter(views.numbers, views.values, s=16, color="C0", label="trial")
+    ax.step(views.numbers, views.best_so_far, where="post", color="C3", label="best so far")
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("objective")
+    ax.set_title(f"optimisation history ({views.direction})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax = fig.add_subplot(1, 3, 3)
+    names = list(views.params)
+    values = np.asarray(views.values)
+    lo, hi = values.min(), values.max()
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    for t in range(len(values)):
+        ys = []
+        for name in names:
+            column = np.asarray(views.params[name], dtype=float)
+            if views.log_scale.get(name) and (column > 0).all():
+                column = np.log10(column)
+            span = column.max() - column.min()
+            ys.append((column[t] - column.min()) / span if span > 0 else 0.5)
+        ax.plot(range(len(names)), ys, color=cmap((values[t] - lo) / (hi - lo) if hi > lo else 0.5), alpha=0.7)
+    ax.set_xticks(range(len(names)), [_pretty(n) for n in names], rotation=20, fontsize=7)
+    ax.set_yticks([0, 1], ["min", "max"])
+    ax.set_title("parallel coordinates (colour = objective)")
+    return fig

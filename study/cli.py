@@ -3,6 +3,7 @@
 Verbs:
   run       a search space as a Ray Tune study (grid or Optuna, ASHA, local or cluster)
   resume    finish an interrupted study
+  report    tables, figures and a browser page of a study
   compare   a regularized config against the same config without regularizer
   spaces    list the built-in search spaces
   train     one trial of a YAML config through Ray Tune
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-asha", action="store_true", help="do not stop trials early, even where the space uses ASHA")
     run.add_argument("--max-failures", type=int, default=2, help="retries of a trial after a crash (default 2)")
     run.add_argument("--dry-run", action="store_true", help="print the trial plan and resources; train nothing")
+    run.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     run.set_defaults(handler=cmd_run)
 
     resume = verbs.add_parser(
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "last checkpoint, errored ones are retried, and an Optuna searcher continues from its state.")
     resume.add_argument("study_dir", help="the study directory of an interrupted 'geotune run'")
     resume.add_argument("--address", help="join this Ray cluster (default $RAY_ADDRESS) instead of a local Ray")
+    resume.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     resume.set_defaults(handler=cmd_resume)
 
     compare = verbs.add_parser(
@@ -98,7 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per run (default 1)")
     compare.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per run, fractions allowed")
     compare.add_argument("--address", help="join this Ray cluster instead of a private local Ray")
+    compare.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     compare.set_defaults(handler=cmd_compare)
+
+    report = verbs.add_parser(
+        "report", help="write STUDY_DIR/report/: tables, figures, REPORT.md and a self-contained index.html",
+        description="Aggregate a study (finished, partial, interrupted or with failed trials) into "
+                    "STUDY_DIR/report/: summary.csv (a row per trial), Markdown tables, group comparisons with "
+                    "95%% confidence intervals, paired effects of each regularizer against its baseline "
+                    "(comparison_report.json), figures, REPORT.md and index.html for a browser. Trains nothing.")
+    report.add_argument("study_dir", help="a study directory (from 'geotune run', 'resume' or 'compare')")
+    report.add_argument("--out", help="write the report here instead of STUDY_DIR/report")
+    report.set_defaults(handler=cmd_report)
 
     spaces = verbs.add_parser(
         "spaces", help="list the built-in search spaces with their questions and trial counts",
@@ -181,7 +195,7 @@ def _start_ray_for(plan, address: str | None):
     return info
 
 
-def _finish_study(plan, results) -> int:
+def _finish_study(plan, results, write_report: bool = True) -> int:
     from study.finalize import finalize_stopped
     from study.progress import summarize_results, summary_text
 
@@ -189,7 +203,37 @@ def _finish_study(plan, results) -> int:
     rows = summarize_results(results, plan.metric)
     print("\n" + summary_text(rows, plan.metric, plan.mode))
     print(f"study directory: {plan.study_dir}")
-    return EXIT_FAILED if any(r.status == "failed" for r in rows) else 0
+    code = EXIT_FAILED if any(r.status == "failed" for r in rows) else 0
+    if write_report:
+        code = max(code, _report(plan.study_dir))
+    return code
+
+
+def _report(study_dir: str, out: str | None = None) -> int:
+    """Write the report; a failure is one line and leaves the study's results untouched."""
+    from analysis.report import write_report
+
+    if "://" in study_dir:
+        print(f"geotune: the report is written for local study directories; copy {study_dir} here and run "
+              "'geotune report' on it", file=sys.stderr)
+        return 0
+    try:
+        index = write_report(study_dir, out)
+    except ConfigError:
+        raise
+    except Exception as exc:  # the study itself is complete: say why the report is missing, keep going
+        print(f"geotune: the report could not be written ({type(exc).__name__}: {exc}); the study's results "
+              f"are complete in {study_dir}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"report: {index}  (open it in a browser; REPORT.md beside it)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    folder = Path(args.study_dir).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"study directory '{folder}' does not exist")
+    return _report(str(folder.resolve()), args.out)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -212,7 +256,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     info = _start_ray_for(plan, args.address)
     try:
         results = run_study(plan, spec)
-        return _finish_study(plan, results)
+        return _finish_study(plan, results, not args.no_report)
     finally:
         shutdown_if_started(info)
 
@@ -243,7 +287,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     info = _start_ray_for(plan, args.address)
     try:
         results = run_study(plan, spec)
-        code = _finish_study(plan, results)
+        code = _finish_study(plan, results, write_report=False)
     finally:
         shutdown_if_started(info)
     by_name = {r.config["variant"].split(",")[0]: r.path for r in results}
@@ -265,6 +309,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                        "intrinsic_dim_twonn", "silhouette", "linear_separability")]
     print("\n" + text_table(["metric", name, "none", "difference", "percent"], rows))
     print(f"comparison: {out / 'comparison_report.json'}")
+    if not args.no_report:
+        code = max(code, _report(str(out)))
     return code
 
 
@@ -277,7 +323,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     info = _start_ray_for(plan, args.address)
     try:
         plan, results = resume_study(study_dir, gpus_per_trial=plan.gpus_per_trial)
-        return _finish_study(plan, results)
+        return _finish_study(plan, results, not args.no_report)
     finally:
         shutdown_if_started(info)
 

@@ -293,7 +293,9 @@ def build_tuner(plan: StudyPlan, spec: StudySpec, callbacks: list):
         storage_path=storage, name=name, verbose=1, callbacks=callbacks,
         progress_reporter=progress_reporter(plan, spec.varied_keys()),
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # Local studies: study.recovery.StateKeeper deletes old checkpoints, only once a durable snapshot of
+        # Ray's state no longer names them (Ray's own num_to_keep can leave a state naming a deleted one).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2 if is_uri(plan.study_dir) else None),
     )
     return tune.Tuner(trainable_for(plan), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
@@ -329,24 +331,24 @@ class OptunaSpace:
 def quiet_tune_environment() -> None:
     # Save the experiment state at least every 5 s (Ray's default waits >= 10 s), so an interrupted
     # study redoes little. Each save copies the driver's whole staging folder, so saving at every
-    # event would cost large studies dearly; Tune also forces a save after every num_to_keep
-    # checkpoints of a trial. A trial that finished inside the window is not retrained on resume
-    # (the trainable finds its metrics.json and only reports it again).
+    # event would cost large studies dearly. A trial that finished inside the window is not retrained
+    # on resume (the trainable finds its metrics.json and only reports it again).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
     # Ray's classic trial table (CLIReporter) lets us choose its columns; the newer output engine
     # prints a box with every metric of every finished trial instead.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Short epochs force frequent state snapshots (one per num_to_keep checkpoints); ours are small and cheap.
+    # Short epochs force frequent state saves on object-store studies (one per num_to_keep checkpoints).
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 def run_study(plan: StudyPlan, spec: StudySpec):
     """Fit the planned study; returns Tune's ResultGrid (trials stopped by ASHA are finalized after)."""
     from study.progress import TrialLines
+    from study.recovery import StateKeeper
 
     quiet_tune_environment()
     plan.save()
-    tuner = build_tuner(plan, spec, [TrialLines(plan.trial_count, plan.metric)])
+    tuner = build_tuner(plan, spec, [TrialLines(plan.trial_count, plan.metric), StateKeeper(plan.study_dir)])
     return tuner.fit()
 
 
@@ -362,6 +364,13 @@ def resume_study(study_dir: str, cpus_per_trial: Optional[float] = None, gpus_pe
         plan.gpus_per_trial = gpus_per_trial
     if not tune.Tuner.can_restore(study_dir):
         raise ConfigError(f"'{study_dir}' holds no Ray Tune experiment state to resume (was it started?)")
+    if not is_uri(study_dir):
+        from study.cluster import notice
+        from study.recovery import install_snapshot
+
+        repaired = install_snapshot(study_dir)
+        if repaired:
+            notice(repaired)
     if plan.optuna:
         # The saved searcher refers to the space's sampler function by module: import that module again.
         from search_spaces.spec import load_space

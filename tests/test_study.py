@@ -52,6 +52,8 @@ def test_grid_study_with_asha_a_diverging_trial_and_no_gpu(ray_session, tmp_path
     failed_line = next(line for line in lines if "lr=1e+06" in line)
     assert "FAILED" in failed_line and "became nan" in failed_line
     assert "failed trials:" in out and "became nan" in out.split("failed trials:")[1]
+    assert f"report: {study / 'report' / 'index.html'}" in out  # written at the end of the run
+    assert "became nan" in (study / "report" / "REPORT.md").read_text()
 
     diverged = next(t for t in trials if "lr=1e+06" in t.name)
     assert "became nan in epoch 1" in (diverged / "diverged.txt").read_text()
@@ -89,6 +91,8 @@ def test_optuna_study_keeps_its_study_in_sqlite(ray_session, tmp_path, capsys):
     """)
     rc = main(["run", str(space), "--storage", str(tmp_path), "--name", "o", "--set", "train.epochs=2"])
     assert rc == 0
+    page = (tmp_path / "o" / "report" / "REPORT.md").read_text()
+    assert "Optuna search" in page and (tmp_path / "o" / "report" / "figures" / "optuna.png").is_file()
     study_dir = tmp_path / "o"
     study = optuna.load_study(study_name="tiny_optuna", storage=f"sqlite:///{study_dir / 'optuna.db'}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -138,6 +142,7 @@ def test_compare_writes_the_paired_report(ray_session, tmp_path, capsys):
     assert set(report["geodesic"]["baseline"]) >= {"overall", "per_class"}
     printed = capsys.readouterr().out
     assert "comparison:" in printed and "flatness_calibrated" in printed
+    assert (out / "report" / "index.html").is_file() and "report:" in printed
 
 
 def load_seed(trial_dir: str) -> int:

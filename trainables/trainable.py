@@ -29,11 +29,35 @@ class TuneSession:
     """TrialSession backed by Ray Tune's checkpoints and storage."""
 
     def restore(self) -> Optional[dict]:
+        state = None
         checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as folder:
-            return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+        # Tune saves its own state every few seconds, so after an interruption it can name an older checkpoint
+        # than the trial wrote (or none, for a trial it had not yet recorded): continue from the newest.
+        newer = self._newest_own_state(after_epoch=state["epoch"] if state is not None else 0)
+        return newer if newer is not None else state
+
+    def _newest_own_state(self, after_epoch: int) -> Optional[dict]:
+        """The newest readable checkpoint in this trial's folder, if it is past ``after_epoch``."""
+        import io
+
+        import pyarrow.fs
+
+        storage = tune.get_context().get_storage()
+        fs, base = storage.storage_filesystem, storage.trial_fs_path
+        entries = fs.get_file_info(pyarrow.fs.FileSelector(base, allow_not_found=True))
+        folders = sorted((e.path for e in entries if e.type == pyarrow.fs.FileType.Directory
+                          and e.base_name.startswith("checkpoint_")), reverse=True)
+        for folder in folders:
+            try:
+                with fs.open_input_stream(f"{folder}/{STATE_FILE}") as src:
+                    state = torch.load(io.BytesIO(src.readall()), map_location="cpu", weights_only=True)
+            except Exception:  # cut short by the interruption: try the one before
+                continue
+            return state if state["epoch"] > after_epoch else None
+        return None
 
     def report(self, metrics: dict, state: Optional[dict]) -> None:
         if state is None:

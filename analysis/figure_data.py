@@ -1,0 +1,244 @@
+"""The numbers behind each report figure, as plain data objects (drawn by ``analysis.figures``)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.figures import GradNormTable, grad_norm_table
+from analysis.stats import group_label, mean_ci, regularizer_label
+
+MAX_LINES = 10  # more groups than this in one panel stop being readable
+
+
+@dataclass
+class Band:
+    label: str
+    x: list
+    mean: list
+    low: list
+    high: list
+    n: list
+
+
+@dataclass
+class CurveBands:
+    """Per-epoch mean over a group's trials with a +/- 1 std band, for each history key."""
+    keys: list[str]
+    groups: dict[str, list[Band]]  # key -> one band per group
+    grouped_by: str
+
+
+def plot_groups(frame: pd.DataFrame, factors: Sequence[str]) -> tuple[pd.Series, str]:
+    """How trials are grouped in figures: by full variant when few, else by regularizer (or the first factor)."""
+    labels = frame.apply(lambda row: group_label(row, factors), axis=1) if factors else \
+        pd.Series("all", index=frame.index)
+    if labels.nunique() <= MAX_LINES:
+        return labels, ", ".join(f.rsplit(".", 1)[-1] for f in factors) or "all trials"
+    if "regularizer.name" in frame:
+        return regularizer_label(frame), "regularizer"
+    first = factors[0]
+    return frame[first].map(lambda v: f"{first.rsplit('.', 1)[-1]}={v}"), first
+
+
+def curve_bands(frame: pd.DataFrame, histories: dict[str, list[dict]], factors: Sequence[str],
+                keys: Sequence[str] = ("val_accuracy", "val_loss")) -> CurveBands:
+    labels, grouped_by = plot_groups(frame, factors)
+    out: dict[str, list[Band]] = {k: [] for k in keys}
+    for label in sorted(labels.unique()):
+        trials = [t for t in frame.loc[labels == label, "trial"] if t in histories]
+        if not trials:
+            continue
+        for key in keys:
+            by_epoch: dict[int, list[float]] = {}
+            for t in trials:
+                for row in histories[t]:
+                    if row.get(key) is not None:
+                        by_epoch.setdefault(row["epoch"], []).append(row[key])
+            epochs = sorted(by_epoch)
+            means = [float(np.mean(by_epoch[e])) for e in epochs]
+            stds = [float(np.std(by_epoch[e], ddof=1)) if len(by_epoch[e]) > 1 else 0.0 for e in epochs]
+            out[key].append(Band(label, epochs, means, [m - s for m, s in zip(means, stds)],
+                                 [m + s for m, s in zip(means, stds)], [len(by_epoch[e]) for e in epochs]))
+    return CurveBands(list(keys), out, grouped_by)
+
+
+@dataclass
+class FactorLines:
+    """Metric against a numeric factor, one line per value of another factor, with 95% CIs; optional baseline."""
+    metric: str
+    x_name: str
+    line_name: str
+    lines: dict[str, Band]
+    baseline: Optional[Band] = None
+
+
+def factor_lines(frame: pd.DataFrame, x: str, line: str, metric: str, baseline_mask: pd.Series) -> FactorLines:
+    treated = frame[~baseline_mask]
+    lines = {}
+    for value, part in treated.groupby(line, sort=True):
+        xs, means, lows, highs, ns = [], [], [], [], []
+        for xv, cell in part.groupby(x, sort=True):
+            summary = mean_ci(cell[metric].tolist())
+            if summary.mean is None:
+                continue
+            xs.append(float(xv))
+            means.append(summary.mean)
+            lows.append(summary.ci_low if summary.ci_low is not None else summary.mean)
+            highs.append(summary.ci_high if summary.ci_high is not None else summary.mean)
+            ns.append(summary.n)
+        lines[f"{line.rsplit('.', 1)[-1]}={value}"] = Band(str(value), xs, means, lows, highs, ns)
+    base = mean_ci(frame.loc[baseline_mask, metric].tolist())
+    baseline = None
+    if base.mean is not None:
+        baseline = Band("no regularizer", [], [base.mean], [base.ci_low if base.ci_low is not None else base.mean],
+                        [base.ci_high if base.ci_high is not None else base.mean], [base.n])
+    return FactorLines(metric, x, line, lines, baseline)
+
+
+@dataclass
+class Heatmap:
+    title: str
+    row_name: str
+    col_name: str
+    rows: list[str]
+    cols: list[str]
+    values: np.ndarray   # mean per cell (NaN where empty)
+    counts: np.ndarray
+
+
+def heatmaps(frame: pd.DataFrame, row: str, col: str, metric: str, facet: Optional[str] = None) -> list[Heatmap]:
+    """Mean of ``metric`` on a row x col grid, one grid per value of ``facet``."""
+    out = []
+    facets = [(None, frame)] if facet is None or facet not in frame else list(frame.groupby(facet, sort=True))
+    rows = [str(v) for v in sorted(frame[row].dropna().unique(), key=str)]
+    cols = [str(v) for v in sorted(frame[col].dropna().unique(), key=str)]
+    for value, part in facets:
+        values = np.full((len(rows), len(cols)), np.nan)
+        counts = np.zeros((len(rows), len(cols)), dtype=int)
+        for (rv, cv), cell in part.groupby([row, col]):
+            i, j = rows.index(str(rv)), cols.index(str(cv))
+            numbers = cell[metric].dropna()
+            if len(numbers):
+                values[i, j], counts[i, j] = numbers.mean(), len(numbers)
+        title = metric + (f" ({facet.rsplit('.', 1)[-1]}={value})" if facet is not None and value is not None else "")
+        out.append(Heatmap(title, row, col, rows, cols, values, counts))
+    return out
+
+
+@dataclass
+class Scatter:
+    x_name: str
+    y_name: str
+    groups: dict[str, tuple[list, list, list]]  # label -> (x, y, trial names)
+
+
+def metric_scatter(frame: pd.DataFrame, x: str, y: str, colour_by: pd.Series) -> Scatter:
+    groups: dict[str, tuple[list, list, list]] = {}
+    for label in sorted(colour_by.unique()):
+        part = frame[(colour_by == label) & frame[x].notna() & frame[y].notna()]
+        if len(part):
+            groups[label] = (part[x].tolist(), part[y].tolist(), part["trial"].tolist())
+    return Scatter(x, y, groups)
+
+
+def mean_grad_norms(histories: Sequence[list[dict]]) -> Optional[GradNormTable]:
+    """Average of several trials' layer x epoch gradient-norm tables (same layers; epochs that all reached)."""
+    tables = [grad_norm_table(h) for h in histories if h]
+    if not tables:
+        return None
+    layers = tables[0].layers
+    tables = [t for t in tables if t.layers == layers]
+    n_epochs = min(len(t.epochs) for t in tables)
+    stack = np.stack([t.values[:, :n_epochs] for t in tables])
+    return GradNormTable(layers, tables[0].epochs[:n_epochs], np.nanmean(stack, axis=0))
+
+
+def grad_norm_groups(frame: pd.DataFrame, histories: dict[str, list[dict]], factors: Sequence[str]
+                     ) -> dict[str, GradNormTable]:
+    """Mean gradient-norm tables per group: by BatchNorm on/off when the study varies it, else per plot group."""
+    if "model.batch_norm" in factors:
+        labels = frame["model.batch_norm"].map(lambda v: "with BatchNorm" if v else "without BatchNorm")
+    else:
+        labels, _ = plot_groups(frame, factors)
+    out = {}
+    for label in sorted(labels.unique()):
+        table = mean_grad_norms([histories[t] for t in frame.loc[labels == label, "trial"] if t in histories])
+        if table is not None:
+            out[label] = table
+    return out
+
+
+@dataclass
+class Panel:
+    title: str
+    image: str   # path of a PNG
+
+
+def best_trial_panels(frame: pd.DataFrame, factors: Sequence[str], metric: str, mode: str,
+                      image: str = "umap.png") -> list[Panel]:
+    """The best trial (by ``metric``) of each plot group, with the path of its ``image``."""
+    labels, _ = plot_groups(frame, factors)
+    panels = []
+    for label in sorted(labels.unique()):
+        part = frame[(labels == label) & frame[metric].notna()]
+        if part.empty:
+            continue
+        best = part.loc[part[metric].idxmax() if mode == "max" else part[metric].idxmin()]
+        path = Path(str(best["path"])) / image
+        if path.is_file():
+            panels.append(Panel(f"{label}\n{metric} {best[metric]:.3f} ({best['trial'][:30]})", str(path)))
+    return panels
+
+
+# ---------------------------------------------------------------------------
+# Optuna
+
+
+@dataclass
+class OptunaViews:
+    importances: dict[str, float]      # parameter -> importance (sums to 1)
+    evaluator: str
+    numbers: list[int]                 # trial numbers of complete trials
+    values: list[float]
+    best_so_far: list[float]
+    params: dict[str, list[float]]     # parameter -> value per complete trial
+    log_scale: dict[str, bool]
+    direction: str
+
+
+def optuna_views(storage_url: str, study_name: str) -> Optional[OptunaViews]:
+    """Importances (fANOVA with a fixed seed), optimisation history and parameter values from Optuna's storage."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage_url)
+    except (KeyError, ValueError):
+        return None
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    if not complete:
+        return None
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    values = [t.value for t in complete]
+    best = list(np.maximum.accumulate(values) if maximize else np.minimum.accumulate(values))
+    importances: dict[str, float] = {}
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    if len(complete) >= 2:
+        try:
+            importances = dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
+        except (RuntimeError, ValueError):
+            importances = {}
+    names = sorted({k for t in complete for k in t.params})
+    dists = {k: next(t.distributions[k] for t in complete if k in t.distributions) for k in names}
+    return OptunaViews(
+        importances=importances, evaluator="fANOVA (FanovaImportanceEvaluator, seed 0)",
+        numbers=[t.number for t in complete], values=values, best_so_far=[float(v) for v in best],
+        params={k: [float(t.params.get(k, math.nan)) for t in complete] for k in names},
+        log_scale={k: bool(getattr(d, "log", False)) for k, d in dists.items()},
+        direction="maximize" if maximize else "minimize",
+    )

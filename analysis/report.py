@@ -1,0 +1,371 @@
+"""A study's report: what each regularizer did to accuracy and latent geometry, and how sure we are.
+
+``build_report`` turns a loaded study into a plain ``Report`` (tables, findings,
+figure data); ``write_report`` renders it into ``STUDY_DIR/report/``:
+``summary.csv`` (one row per trial), ``tables.md``, ``comparison_report.json``
+(paired effects), ``figures/*.png``, ``REPORT.md`` and a self-contained
+``index.html`` (figures embedded, no network access needed).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pandas as pd
+
+from analysis import figure_data as fd
+from analysis import figures
+from analysis.load import USABLE, StudyData, load_histories, load_study
+from analysis.stats import (SUMMARY_METRICS, factor_tables, group_summary, is_baseline, pair_with_baselines,
+                            paired_effects, regularizer_label)
+from analysis.tables import fmt, markdown_table
+
+
+@dataclass
+class Table:
+    key: str
+    title: str
+    headers: list[str]
+    rows: list[list]
+    caption: str = ""
+
+
+@dataclass
+class FigureSpec:
+    key: str
+    title: str
+    caption: str
+    draw: Callable[[Any], Any]
+    data: Any
+
+
+@dataclass
+class Report:
+    title: str
+    question: str
+    plan: list[tuple[str, str]]
+    status: dict[str, int]
+    problems: Table
+    best: Optional[dict]
+    findings: list[str]
+    tables: list[Table] = field(default_factory=list)
+    figures: list[FigureSpec] = field(default_factory=list)
+    paired: dict = field(default_factory=dict)
+    summary: Optional[pd.DataFrame] = None
+
+
+def _ci_cell(mean, std, low, high, digits: int = 3) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    text = f"{mean:.{digits}f}"
+    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+        text += f" ± {std:.{digits}f}"
+    if low is not None and not (isinstance(low, float) and math.isnan(low)):
+        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+    return text
+
+
+def summary_table(key: str, title: str, summary: pd.DataFrame, metrics: list[str], caption: str) -> Table:
+    rows = []
+    for _, r in summary.iterrows():
+        rows.append([r["group"], int(r["n"])] + [
+            _ci_cell(r.get(f"{m}_mean"), r.get(f"{m}_std"), r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high"))
+            for m in metrics])
+    return Table(key, title, ["group", "n"] + [SUMMARY_METRICS[m] for m in metrics], rows, caption)
+
+
+PERFORMANCE = ["test_accuracy", "val_loss", "overfit_gap"]
+GEOMETRY = ["geodesic_ratio_mean", "flatness_calibrated", "intrinsic_dim_twonn", "silhouette", "linear_separability"]
+CI_CAPTION = "mean ± std over the group's trials [95% confidence interval of the mean, t distribution]"
+
+
+def _plan_lines(study: StudyData) -> list[tuple[str, str]]:
+    p = study.plan
+    if not p:
+        return [("study directory", study.study_dir), ("trials", str(len(study.frame)))]
+    base = p.get("base", {})
+    epochs = base.get("train", {}).get("epochs", "default")
+    return [
+        ("space", f"{p['space']} ({p.get('module', '')})"),
+        ("trials planned", f"{len(p['variants']) if not p['optuna'] else p['num_samples']} "
+                           f"({'Optuna TPE' if p['optuna'] else 'grid'}), seeds {p['seeds']}"),
+        ("varied", ", ".join(study.factors) or "-"),
+        ("ranked by", f"{p['metric']} ({p['mode']})"),
+        ("early stopping", f"ASHA, grace period {p['asha']['grace_period']}, reduction factor "
+                           f"{p['asha']['reduction_factor']}" if p.get("asha") else "none (every trial to the end)"),
+        ("epochs", str(epochs)),
+        ("resources per trial", f"{p['cpus_per_trial']:g} CPU, {p['gpus_per_trial']:g} GPU"),
+        ("started", f"{p.get('created', '')}: geotune {' '.join(p.get('command', []))}"),
+        ("study directory", study.study_dir),
+    ]
+
+
+def _best(study: StudyData) -> Optional[dict]:
+    usable = study.usable
+    if usable.empty or study.metric not in usable or usable[study.metric].isna().all():
+        return None
+    row = usable.loc[usable[study.metric].idxmax() if study.mode == "max" else usable[study.metric].idxmin()]
+    folder = Path(row["path"])
+    checkpoints = sorted(folder.glob("checkpoint_*"))
+    return {"trial": row["trial"], "metric": study.metric, "value": float(row[study.metric]),
+            "test_accuracy": row.get("test_accuracy"),
+            "config": {k: row[k] for k in study.factors + ["train.seed"] if k in row},
+            "checkpoint": str(checkpoints[-1]) if checkpoints else None,
+            "weights": str(folder / "model.pt") if (folder / "model.pt").is_file() else None,
+            "config_file": str(folder / "config.yaml")}
+
+
+def _findings(effects: list, pairing) -> list[str]:
+    """One sentence per regularizer: its paired effect on accuracy and latent geometry, with its uncertainty."""
+    out = []
+    by_label: dict[str, dict] = {}
+    for e in effects:
+        by_label.setdefault(e.regularizer, {})[e.metric] = e
+    for label, metrics in by_label.items():
+        n = max((m.n_pairs for m in metrics.values()), default=0)
+        first = next(iter(metrics.values()))
+        how = first.test if first.test else (first.note.split(": ", 1)[-1] + ", 95% CIs only")
+        parts = []
+        for metric, scale, unit, digits in (("test_accuracy", 100.0, " points", 2), ("flatness_calibrated", 1.0, "", 3),
+                                            ("geodesic_ratio_mean", 1.0, "", 3), ("intrinsic_dim_twonn", 1.0, "", 2)):
+            e = metrics.get(metric)
+            if e is None or e.mean_diff is None:
+                continue
+            text = f"{SUMMARY_METRICS[metric]} {e.mean_diff * scale:+.{digits}f}{unit}"
+            if e.ci_low is not None:
+                text += f" [{e.ci_low * scale:+.{digits}f}, {e.ci_high * scale:+.{digits}f}]"
+                text += ", excludes 0" if (e.ci_low > 0 or e.ci_high < 0) else ""
+            if e.p_value is not None:
+                text += f", p = {e.p_value:.3g}"
+            parts.append(text)
+        out.append(f"**{label}** vs no regularizer ({n} pair{'s' if n != 1 else ''}; {how}): " + "; ".join(parts) + ".")
+    if by_label:
+        out.append("Differences are regularized minus baseline; brackets are 95% confidence intervals of the mean "
+                   "difference. An interval that includes 0 means no effect is detectable at this number of seeds.")
+    if pairing.unpaired:
+        out.append(f"{len(pairing.unpaired)} regularized trial(s) had no baseline with an identical config "
+                   "(apart from the regularizer) and are left out of the paired comparison.")
+    if not out:
+        out.append("This study has no regularized trials paired with unregularized ones, so it measures no "
+                   "regularizer effect; see the group tables.")
+    return out
+
+
+def build_report(study: StudyData) -> Report:
+    """Everything the report shows, computed (no drawing, no files written)."""
+    frame, usable = study.frame, study.usable
+    plan = study.plan
+    status = {s: int(n) for s, n in frame["status"].value_counts(sort=False).items() if n}
+    problems = frame[frame["status"].isin(["failed", "interrupted", "pending", "missing"])]
+    problem_table = Table("problems", "Trials without final results", ["trial", "status", "epochs", "reason"],
+                          [[r["trial"], r["status"], r.get("epochs"), r.get("error") or ""]
+                           for _, r in problems.iterrows()],
+                          "failed trials keep their reason; interrupted and missing ones can be finished "
+                          "with `geotune resume STUDY_DIR`")
+    pairing = pair_with_baselines(usable)
+    effects = paired_effects(pairing)
+    report = Report(
+        title=f"geotune study: {plan.get('space', Path(study.study_dir).name)}",
+        question=plan.get("question", ""), plan=_plan_lines(study), status=status, problems=problem_table,
+        best=_best(study), findings=_findings(effects, pairing), summary=frame)
+
+    factors = study.factors
+    if factors and not plan.get("optuna"):
+        cells = group_summary(usable, factors)
+        report.tables.append(summary_table("groups_performance", "Accuracy and loss per variant", cells,
+                                           PERFORMANCE, CI_CAPTION))
+        report.tables.append(summary_table("groups_geometry", "Latent geometry per variant", cells, GEOMETRY,
+                                           CI_CAPTION))
+        if len(factors) > 1:
+            for factor, table in factor_tables(usable, factors).items():
+                report.tables.append(summary_table(
+                    f"factor_{factor}", f"By {factor} (averaged over the other factors)", table,
+                    ["test_accuracy", "overfit_gap", "flatness_calibrated", "intrinsic_dim_twonn"], CI_CAPTION))
+    if effects:
+        report.tables.append(Table(
+            "paired", "Paired effect of regularization (regularized minus its baseline)",
+            ["regularizer", "metric", "pairs", "mean difference", "95% CI", "test", "p-value"],
+            [[e.regularizer, SUMMARY_METRICS[e.metric], e.n_pairs, fmt(e.mean_diff, 4),
+              f"[{e.ci_low:.4f}, {e.ci_high:.4f}]" if e.ci_low is not None else "-",
+              e.test or e.note, f"{e.p_value:.3g}" if e.p_value is not None else "-"] for e in effects],
+            "each regularized trial is matched with the unregularized trial that equals it in every other "
+            "config key (seed and data included); tests: paired t-test below 10 pairs, Wilcoxon signed-rank "
+            "from 10, none below 3"))
+    report.paired = {
+        "definition": "difference = regularized trial minus its baseline (same config except regularizer.*)",
+        "effects": [e.to_dict() for e in effects],
+        "pairs": pairing.pairs.to_dict(orient="records") if not pairing.pairs.empty else [],
+        "unpaired": pairing.unpaired,
+    }
+    report.figures = _figure_specs(study, usable)
+    return report
+
+
+def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
+    specs: list[FigureSpec] = []
+    if usable.empty:
+        return specs
+    factors = study.factors
+    histories = load_histories(usable)
+    if histories:
+        specs.append(FigureSpec("training_curves", "Training curves", "validation accuracy and loss per epoch; "
+                                "line = mean over the group's trials (seeds), band = +/- 1 std",
+                                figures.draw_curve_bands, fd.curve_bands(usable, histories, factors)))
+    lam, k = "regularizer.geodesic.lambda_reg", "regularizer.geodesic.n_neighbors"
+    if lam in factors:
+        base = is_baseline(usable)
+        line = k if k in factors else lam
+        panels = [fd.factor_lines(usable, lam, line, m, base) for m in ("test_accuracy", "flatness_calibrated")]
+        specs.append(FigureSpec("metric_vs_lambda", "Accuracy and flatness against lambda",
+                                "one line per n_neighbors, 95% CI over seeds; dashed: no regularizer",
+                                figures.draw_factor_lines, panels))
+    if "model.pooling" in factors and "model.batch_norm" in factors:
+        facet = "regularizer.name" if "regularizer.name" in factors else None
+        maps = fd.heatmaps(usable, "model.pooling", "model.batch_norm", "test_accuracy", facet) + \
+            fd.heatmaps(usable, "model.pooling", "model.batch_norm", "flatness_calibrated", facet)
+        specs.append(FigureSpec("pooling_bn_heatmaps", "Pooling x BatchNorm", "mean over seeds per cell",
+                                figures.draw_heatmaps, maps))
+    if "flatness_calibrated" in usable and usable["flatness_calibrated"].notna().any():
+        colour = regularizer_label(usable) if "regularizer.name" in usable else pd.Series("all", index=usable.index)
+        specs.append(FigureSpec("accuracy_vs_flatness", "Accuracy against calibrated flatness",
+                                "one point per trial, coloured by regularizer; calibrated flatness ~1 = as flat "
+                                "as flat data of the same size and dimension",
+                                lambda d: figures.draw_scatter(d, "test accuracy vs calibrated flatness"),
+                                fd.metric_scatter(usable, "flatness_calibrated", "test_accuracy", colour)))
+    if histories:
+        groups = fd.grad_norm_groups(usable, histories, factors)
+        if groups:
+            specs.append(FigureSpec("grad_norms", "Gradient norms per layer",
+                                    "log10 of the mean per-layer gradient L2 norm, layers x epochs, shared scale",
+                                    figures.draw_grad_norm_groups, groups))
+    panels = fd.best_trial_panels(usable, factors, study.metric, study.mode)
+    if panels:
+        specs.append(FigureSpec("latent_projections", "Latent space of each group's best trial",
+                                f"2-D projection of validation embeddings of the best trial (by {study.metric}) "
+                                "per group", figures.draw_image_grid, panels))
+    if study.plan.get("optuna"):
+        db = Path(study.study_dir) / "optuna.db"
+        views = fd.optuna_views(f"sqlite:///{db}", study.plan["space"]) if db.is_file() else None
+        if views is not None:
+            specs.append(FigureSpec("optuna", "Optuna search", f"importances by {views.evaluator}; history; "
+                                    "parallel coordinates of the sampled parameters", figures.draw_optuna, views))
+    return specs
+
+
+# ---------------------------------------------------------------------------
+# rendering
+
+
+def _markdown(report: Report, figure_files: dict[str, str]) -> str:
+    lines = [f"# {report.title}", ""]
+    if report.question:
+        lines += [f"**Question:** {report.question}", ""]
+    lines += ["## Findings", ""] + [f"- {f}" for f in report.findings] + [""]
+    lines += ["## Plan", "", markdown_table(["", ""], report.plan), ""]
+    lines += ["## Trials", "", ", ".join(f"{n} {s}" for s, n in report.status.items()), ""]
+    if report.problems.rows:
+        lines += [f"### {report.problems.title}", "", markdown_table(report.problems.headers, report.problems.rows),
+                  "", f"_{report.problems.caption}_", ""]
+    if report.best:
+        b = report.best
+        lines += ["## Best configuration", "", f"`{b['trial']}`: {b['metric']} {b['value']:.4f}, test accuracy "
+                  f"{fmt(b['test_accuracy'], 4)}; " + ", ".join(f"`{k}` = {v}" for k, v in b["config"].items()), "",
+                  f"- checkpoint: `{b['checkpoint']}`", f"- weights: `{b['weights']}`",
+                  f"- config: `{b['config_file']}`", ""]
+    for table in report.tables:
+        lines += [f"## {table.title}", "", markdown_table(table.headers, table.rows), "", f"_{table.caption}_", ""]
+    for spec in report.figures:
+        lines += [f"## {spec.title}", "", f"![{spec.title}]({figure_files[spec.key]})", "", f"_{spec.caption}_", ""]
+    return "\n".join(lines)
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}th,td{border:1px solid #ccc;padding:.3em .6em;
+text-align:left}th{background:#f0f3f7}img{max-width:100%;border:1px solid #eee}.caption{color:#555;font-size:.85em}
+nav a{margin-right:1em}code{background:#f4f4f4;padding:0 .2em}"""
+
+
+def _html_table(table_headers, rows) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in table_headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _inline(text: str) -> str:
+    """Markdown **bold** and `code` of the findings, escaped."""
+    import re
+
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def _html(report: Report, figure_files: dict[str, Path]) -> str:
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>"
+             f"<style>{CSS}</style></head><body><h1>{html.escape(report.title)}</h1>"]
+    if report.question:
+        parts.append(f"<p><strong>Question:</strong> {html.escape(report.question)}</p>")
+    nav = ["findings", "plan", "trials"] + (["best"] if report.best else []) + [t.key for t in report.tables] + \
+        [f.key for f in report.figures]
+    parts.append("<nav>" + "".join(f"<a href='#{k}'>{k.replace('_', ' ')}</a>" for k in nav) + "</nav>")
+    parts.append("<h2 id='findings'>Findings</h2><ul>" + "".join(f"<li>{_inline(f)}</li>" for f in report.findings)
+                 + "</ul>")
+    parts.append("<h2 id='plan'>Plan</h2>" + _html_table(["", ""], report.plan))
+    parts.append("<h2 id='trials'>Trials</h2><p>" + html.escape(", ".join(f"{n} {s}" for s, n in report.status.items()))
+                 + "</p>")
+    if report.problems.rows:
+        parts.append(f"<h3>{html.escape(report.problems.title)}</h3>"
+                     + _html_table(report.problems.headers, report.problems.rows)
+                     + f"<p class='caption'>{_inline(report.problems.caption)}</p>")
+    if report.best:
+        b = report.best
+        config = ", ".join(f"<code>{html.escape(k)}</code> = {html.escape(str(v))}" for k, v in b["config"].items())
+        parts.append(f"<h2 id='best'>Best configuration</h2><p><code>{html.escape(b['trial'])}</code>: "
+                     f"{html.escape(b['metric'])} {b['value']:.4f}, test accuracy {fmt(b['test_accuracy'], 4)}; "
+                     f"{config}</p><ul><li>checkpoint: <code>{html.escape(str(b['checkpoint']))}</code></li>"
+                     f"<li>weights: <code>{html.escape(str(b['weights']))}</code></li>"
+                     f"<li>config: <code>{html.escape(b['config_file'])}</code></li></ul>")
+    for table in report.tables:
+        parts.append(f"<h2 id='{table.key}'>{html.escape(table.title)}</h2>" + _html_table(table.headers, table.rows)
+                     + f"<p class='caption'>{html.escape(table.caption)}</p>")
+    for spec in report.figures:
+        data = base64.b64encode(figure_files[spec.key].read_bytes()).decode()
+        parts.append(f"<h2 id='{spec.key}'>{html.escape(spec.title)}</h2>"
+                     f"<img alt='{html.escape(spec.title)}' src='data:image/png;base64,{data}'>"
+                     f"<p class='caption'>{html.escape(spec.caption)}</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Load a study, build its report and write it; returns the path of index.html."""
+    from analysis.figures import save_figure
+
+    study = load_study(study_dir)
+    report = build_report(study)
+    out = Path(out_dir) if out_dir else Path(study_dir) / "report"
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    report.summary.to_csv(out / "summary.csv", index=False)
+    (out / "tables.md").write_text("\n\n".join(
+        [f"## {t.title}\n\n{markdown_table(t.headers, t.rows)}\n\n_{t.caption}_" for t in report.tables]) + "\n")
+    (out / "comparison_report.json").write_text(json.dumps(report.paired, indent=2, default=_json_default))
+    files: dict[str, Path] = {}
+    for spec in report.figures:
+        files[spec.key] = save_figure(spec.draw(spec.data), out / "figures" / f"{spec.key}.png")
+    (out / "REPORT.md").write_text(_markdown(report, {k: f"figures/{p.name}" for k, p in files.items()}))
+    index = out / "index.html"
+    index.write_text(_html(report, files))
+    return index
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)

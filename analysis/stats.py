@@ -1,0 +1,214 @@
+"""Statistics of a study: group summaries with confidence intervals, paired regularizer effects.
+
+Pure functions of DataFrames (as ``analysis.load`` builds them), so they are
+tested on synthetic trials. Confidence intervals are two-sided 95% intervals of a
+mean from the t distribution with n-1 degrees of freedom; a single value has none.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+# What the group and paired tables report, with how to read each.
+SUMMARY_METRICS = {
+    "test_accuracy": "test accuracy",
+    "val_loss": "validation loss",
+    "overfit_gap": "train minus val accuracy",
+    "geodesic_ratio_mean": "raw geodesic ratio",
+    "flatness_calibrated": "calibrated flatness",
+    "intrinsic_dim_twonn": "intrinsic dimension (TwoNN)",
+    "silhouette": "silhouette",
+    "linear_separability": "linear separability",
+}
+MIN_PAIRS_FOR_TEST = 3     # below this a paired test says nothing: report the differences only
+MIN_PAIRS_FOR_WILCOXON = 10  # below this Wilcoxon's exact p-value cannot reach small values: use the t-test
+
+
+@dataclass
+class MeanCI:
+    n: int
+    mean: Optional[float]
+    std: Optional[float]
+    ci_low: Optional[float]
+    ci_high: Optional[float]
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> MeanCI:
+    """Mean, sample std (ddof=1) and the t-based confidence interval of the mean; NaNs are dropped."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))],
+                   dtype=float)
+    n = len(x)
+    if n == 0:
+        return MeanCI(0, None, None, None, None)
+    mean = float(x.mean())
+    if n == 1:
+        return MeanCI(1, mean, None, None, None)
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n))
+    return MeanCI(n, mean, std, mean - half, mean + half)
+
+
+def group_label(row: pd.Series, keys: Sequence[str]) -> str:
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(row[k])}" for k in keys) or "all"
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def group_summary(frame: pd.DataFrame, by: Sequence[str], metrics: Sequence[str] = tuple(SUMMARY_METRICS)
+                  ) -> pd.DataFrame:
+    """One row per group of ``by`` values: n and, per metric, mean, std, ci_low, ci_high over the group's trials."""
+    rows = []
+    if frame.empty:
+        return pd.DataFrame(columns=["group", "n", *by])
+    for values, part in frame.groupby(list(by), sort=True, dropna=False, observed=True) if by else [((), frame)]:
+        values = values if isinstance(values, tuple) else (values,)
+        row = {"group": group_label(part.iloc[0], by), "n": len(part)}
+        row.update(dict(zip(by, values)))
+        for metric in metrics:
+            summary = mean_ci(part[metric].tolist() if metric in part else [])
+            row.update({f"{metric}_mean": summary.mean, f"{metric}_std": summary.std,
+                        f"{metric}_ci_low": summary.ci_low, f"{metric}_ci_high": summary.ci_high})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def factor_tables(frame: pd.DataFrame, factors: Sequence[str], metrics: Sequence[str] = tuple(SUMMARY_METRICS)
+                  ) -> dict[str, pd.DataFrame]:
+    """For each varied factor, its groups averaged over seeds and over the other factors."""
+    return {factor: group_summary(frame, [factor], metrics) for factor in factors}
+
+
+# ---------------------------------------------------------------------------
+# pairing regularized trials with their baselines
+
+
+def is_baseline(frame: pd.DataFrame) -> pd.Series:
+    """Trials without an active regularizer (name none, disabled, or weight 0)."""
+    name = frame.get("regularizer.name", pd.Series("none", index=frame.index))
+    enabled = frame.get("regularizer.enabled", pd.Series(True, index=frame.index)).astype(bool)
+    weight = frame.get("regularizer.weight", pd.Series(1.0, index=frame.index)).astype(float)
+    return (name == "none") | ~enabled | (weight <= 0)
+
+
+def regularizer_label(frame: pd.DataFrame) -> pd.Series:
+    """'geodesic' or 'geodesic, lambda_reg=0.2, n_neighbors=5': the name plus the regularizer settings that vary."""
+    reg_cols = [c for c in frame.columns if c.startswith("regularizer.") and c != "regularizer.name"]
+    active = frame[~is_baseline(frame)]
+    varying = []
+    for col in reg_cols:
+        for _, part in active.groupby("regularizer.name", observed=True):
+            if part[col].astype(str).nunique() > 1:
+                varying.append(col)
+                break
+    labels = []
+    for _, row in frame.iterrows():
+        parts = [str(row.get("regularizer.name", "none"))]
+        section = f"regularizer.{row.get('regularizer.name')}."
+        parts += [f"{c.rsplit('.', 1)[-1]}={_short(row[c])}" for c in varying
+                  if c.startswith(section) or not c.startswith(("regularizer.geodesic.", "regularizer.geometry."))]
+        labels.append(", ".join(parts))
+    return pd.Series(labels, index=frame.index)
+
+
+def pair_key_columns(frame: pd.DataFrame) -> list[str]:
+    """Everything that must be equal for two trials to be a pair: every config key outside regularizer.*"""
+    return [c for c in frame.columns if "." in c and not c.startswith("regularizer.")]
+
+
+@dataclass
+class Pairing:
+    pairs: pd.DataFrame        # one row per regularized trial with its baseline: trial, baseline, label, key, diffs
+    unpaired: list[str]        # regularized trials without exactly one matching baseline
+
+
+def pair_with_baselines(frame: pd.DataFrame, metrics: Sequence[str] = tuple(SUMMARY_METRICS)) -> Pairing:
+    """Match each regularized trial with the baseline that equals it in every config key but the regularizer."""
+    keys = pair_key_columns(frame)
+    frame = frame.copy()
+    frame["_key"] = frame[keys].map(repr).agg("|".join, axis=1) if keys else ""
+    frame["_baseline"] = is_baseline(frame)
+    frame["_label"] = regularizer_label(frame)
+    rows, unpaired = [], []
+    baselines = frame[frame["_baseline"]]
+    by_key = {key: part for key, part in baselines.groupby("_key")}
+    for _, trial in frame[~frame["_baseline"]].iterrows():
+        match = by_key.get(trial["_key"])
+        if match is None or len(match) != 1:
+            unpaired.append(trial["trial"])
+            continue
+        base = match.iloc[0]
+        row = {"trial": trial["trial"], "baseline": base["trial"], "regularizer": trial["_label"],
+               "seed": trial.get("train.seed")}
+        for metric in metrics:
+            a, b = trial.get(metric), base.get(metric)
+            row[f"{metric}_regularized"], row[f"{metric}_baseline"] = a, b
+            row[f"{metric}_diff"] = (a - b) if _finite(a) and _finite(b) else None
+        rows.append(row)
+    return Pairing(pd.DataFrame(rows), unpaired)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) \
+        and math.isfinite(float(value))
+
+
+@dataclass
+class PairedEffect:
+    regularizer: str
+    metric: str
+    n_pairs: int
+    mean_diff: Optional[float]
+    ci_low: Optional[float]
+    ci_high: Optional[float]
+    test: Optional[str]        # "paired t-test" or "Wilcoxon signed-rank"; None when no test is meaningful
+    statistic: Optional[float]
+    p_value: Optional[float]
+    note: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired_test(diffs: Sequence[float]) -> tuple[Optional[str], Optional[float], Optional[float], str]:
+    """(test name, statistic, p-value, note) for paired differences; no test below MIN_PAIRS_FOR_TEST."""
+    from scipy import stats
+
+    d = np.asarray(diffs, dtype=float)
+    n = len(d)
+    if n < MIN_PAIRS_FOR_TEST:
+        return None, None, None, f"{n} pair{'s' if n != 1 else ''}: too few for a test (need {MIN_PAIRS_FOR_TEST})"
+    if np.allclose(d, 0):
+        return None, None, None, "all differences are zero: no test"
+    if n < MIN_PAIRS_FOR_WILCOXON:
+        result = stats.ttest_1samp(d, 0.0)
+        note = f"paired t-test on {n} pairs (Wilcoxon needs >= {MIN_PAIRS_FOR_WILCOXON} to be informative)"
+        return "paired t-test", float(result.statistic), float(result.pvalue), note
+    result = stats.wilcoxon(d, zero_method="wilcox")
+    return "Wilcoxon signed-rank", float(result.statistic), float(result.pvalue), f"Wilcoxon signed-rank on {n} pairs"
+
+
+def paired_effects(pairing: Pairing, metrics: Sequence[str] = tuple(SUMMARY_METRICS)) -> list[PairedEffect]:
+    """Per regularizer variant and metric: mean paired difference, its CI and a paired test."""
+    effects = []
+    if pairing.pairs.empty:
+        return effects
+    for label, part in pairing.pairs.groupby("regularizer", sort=True):
+        for metric in metrics:
+            diffs = [v for v in part[f"{metric}_diff"] if _finite(v)]
+            summary = mean_ci(diffs)
+            test, statistic, p, note = paired_test(diffs)
+            effects.append(PairedEffect(label, metric, summary.n, summary.mean, summary.ci_low, summary.ci_high,
+                                        test, statistic, p, note))
+    return effects

@@ -1,0 +1,194 @@
+"""Analysis on synthetic studies: loading, group statistics, pairing, paired tests, the report."""
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from analysis.load import load_study
+from analysis.report import build_report, write_report
+from analysis.stats import (mean_ci, group_summary, pair_with_baselines, paired_effects, paired_test)
+from synthetic import make_study
+
+REG_GRID = [{"regularizer.name": r, "train.seed": s} for r in ("none", "geodesic") for s in (0, 1, 2)]
+
+
+def reg_study(tmp_path: Path, **extra) -> Path:
+    accs = {("none", 0): 0.90, ("none", 1): 0.92, ("none", 2): 0.94,
+            ("geodesic", 0): 0.91, ("geodesic", 1): 0.94, ("geodesic", 2): 0.97}
+    flat = {("none", 0): 1.30, ("none", 1): 1.32, ("none", 2): 1.28,
+            ("geodesic", 0): 1.10, ("geodesic", 1): 1.15, ("geodesic", 2): 1.12}
+    trials = [{"variant": i, "metrics": {"test_accuracy": accs[(v["regularizer.name"], v["train.seed"])],
+                                         "val_accuracy": accs[(v["regularizer.name"], v["train.seed"])],
+                                         "flatness_calibrated": flat[(v["regularizer.name"], v["train.seed"])]}}
+              for i, v in enumerate(REG_GRID)]
+    return make_study(tmp_path / "study", REG_GRID, trials, **extra)
+
+
+def test_mean_ci_matches_hand_computation():
+    s = mean_ci([0.90, 0.92, 0.94])
+    half = 4.302652729911275 * 0.02 / math.sqrt(3)   # t(0.975, df=2) * std / sqrt(n)
+    assert s.n == 3 and s.mean == pytest.approx(0.92) and s.std == pytest.approx(0.02)
+    assert s.ci_low == pytest.approx(0.92 - half) and s.ci_high == pytest.approx(0.92 + half)
+    one = mean_ci([0.5])
+    assert one.mean == 0.5 and one.std is None and one.ci_low is None
+    assert mean_ci([float("nan"), 1.0, 3.0]).mean == pytest.approx(2.0)
+
+
+def test_load_group_means_and_cis(tmp_path):
+    study = load_study(reg_study(tmp_path))
+    assert len(study.frame) == 6 and set(study.frame["status"]) == {"completed"}
+    assert study.factors == ["regularizer.name"]
+    assert study.frame["model.pooling"].iloc[0] == "max", "config columns carry resolved defaults"
+    table = group_summary(study.usable, study.factors).set_index("group")
+    geo = table.loc["name=geodesic"]
+    assert geo["n"] == 3 and geo["test_accuracy_mean"] == pytest.approx((0.91 + 0.94 + 0.97) / 3)
+    assert geo["test_accuracy_std"] == pytest.approx(0.03)
+    half = 4.302652729911275 * 0.03 / math.sqrt(3)
+    assert geo["test_accuracy_ci_low"] == pytest.approx(0.94 - half)
+    assert table.loc["name=none", "flatness_calibrated_mean"] == pytest.approx(1.30)
+
+
+def test_pairing_and_paired_t_test(tmp_path):
+    study = load_study(reg_study(tmp_path))
+    pairing = pair_with_baselines(study.usable)
+    assert len(pairing.pairs) == 3 and not pairing.unpaired
+    for _, pair in pairing.pairs.iterrows():  # same seed on both sides
+        assert pair["trial"].split("seed=")[1] == pair["baseline"].split("seed=")[1]
+    effects = {e.metric: e for e in paired_effects(pairing)}
+    acc = effects["test_accuracy"]
+    diffs = [0.01, 0.02, 0.03]
+    t = 0.02 / (0.01 / math.sqrt(3))
+    assert acc.n_pairs == 3 and acc.mean_diff == pytest.approx(0.02) and acc.test == "paired t-test"
+    assert acc.statistic == pytest.approx(t)
+    assert acc.p_value == pytest.approx(2 * sps.t.sf(t, df=2))
+    flat = effects["flatness_calibrated"]
+    assert flat.mean_diff == pytest.approx(((1.10 - 1.30) + (1.15 - 1.32) + (1.12 - 1.28)) / 3)
+    assert flat.ci_high < 0
+
+
+def test_pairing_refuses_trials_that_differ_in_more_than_the_regularizer(tmp_path):
+    variants = [{"regularizer.name": "none", "train.lr": 0.001, "train.seed": 0},
+                {"regularizer.name": "geodesic", "train.lr": 0.002, "train.seed": 0},   # other lr: no pair
+                {"regularizer.name": "geodesic", "train.lr": 0.001, "train.seed": 1},   # other seed: no pair
+                {"regularizer.name": "geometry", "train.lr": 0.001, "train.seed": 0}]   # a real pair
+    folder = make_study(tmp_path / "s", variants, [{"variant": i} for i in range(4)])
+    pairing = pair_with_baselines(load_study(folder).usable)
+    assert pairing.pairs["trial"].tolist() == ["00003_name=geometry,lr=0.001,seed=0"]
+    assert sorted(pairing.unpaired) == ["00001_name=geodesic,lr=0.002,seed=0", "00002_name=geodesic,lr=0.001,seed=1"]
+
+
+def test_geodesic_settings_pair_with_the_plain_baseline(tmp_path):
+    variants = [{"regularizer.name": "none", "train.seed": 0}] + [
+        {"regularizer.name": "geodesic", "regularizer.geodesic.lambda_reg": lam, "train.seed": 0} for lam in (0.1, 1.0)]
+    folder = make_study(tmp_path / "s", variants, [{"variant": i} for i in range(3)])
+    pairing = pair_with_baselines(load_study(folder).usable)
+    assert sorted(pairing.pairs["regularizer"]) == ["geodesic, lambda_reg=0.1", "geodesic, lambda_reg=1"]
+    assert set(pairing.pairs["baseline"]) == {"00000_name=none,seed=0"}
+
+
+def test_paired_test_choice():
+    assert paired_test([0.1, 0.2])[0] is None and "too few" in paired_test([0.1, 0.2])[3]
+    assert paired_test([0.0, 0.0, 0.0])[0] is None
+    name, statistic, p, _ = paired_test([0.1, 0.2, 0.15, 0.05])
+    assert name == "paired t-test" and p == pytest.approx(sps.ttest_1samp([0.1, 0.2, 0.15, 0.05], 0).pvalue)
+    diffs = [0.01 * i for i in range(1, 13)]
+    name, statistic, p, note = paired_test(diffs)
+    assert name == "Wilcoxon signed-rank" and p == pytest.approx(sps.wilcoxon(diffs).pvalue)
+
+
+def test_partial_study_with_failed_interrupted_asha_and_missing_trials(tmp_path):
+    variants = [{"regularizer.name": r, "train.seed": s} for r in ("none", "geodesic") for s in (0, 1, 2)]
+    trials = [{"variant": 0}, {"variant": 1, "status": "asha", "epochs": 2}, {"variant": 2, "status": "failed"},
+              {"variant": 3}, {"variant": 4, "status": "interrupted", "epochs": 4}]   # variant 5 never started
+    study = load_study(make_study(tmp_path / "s", variants, trials))
+    status = dict(zip(study.frame["variant"], study.frame["status"]))
+    assert list(study.frame["status"].astype(str)) == ["completed", "stopped by ASHA", "failed", "completed",
+                                                       "interrupted", "missing"]
+    failed = study.frame[study.frame["status"] == "failed"].iloc[0]
+    assert "became nan in epoch 2" in failed["error"]
+    assert study.frame.loc[study.frame["status"] == "interrupted", "epochs"].iloc[0] == 2
+    assert len(study.usable) == 3 and status["name=geodesic,seed=2"] == "missing"
+    report = build_report(study)
+    assert report.status == {"completed": 2, "stopped by ASHA": 1, "failed": 1, "interrupted": 1, "missing": 1}
+    assert {row[1] for row in report.problems.rows} == {"failed", "interrupted", "missing"}
+    assert any("became nan" in str(row[3]) for row in report.problems.rows)
+    # only the completed pair (seed 0) is paired; the interrupted/missing trials are not
+    assert len(pair_with_baselines(study.usable).pairs) == 1
+
+
+def test_report_files_and_content(tmp_path):
+    folder = reg_study(tmp_path)
+    index = write_report(folder)
+    out = folder / "report"
+    for name in ("summary.csv", "tables.md", "comparison_report.json", "REPORT.md", "index.html"):
+        assert (out / name).is_file(), name
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 6 and {"trial", "status", "test_accuracy", "regularizer.name"} <= set(summary.columns)
+    paired = json.loads((out / "comparison_report.json").read_text())
+    acc = next(e for e in paired["effects"] if e["metric"] == "test_accuracy")
+    assert acc["mean_diff"] == pytest.approx(0.02) and acc["test"] == "paired t-test" and len(paired["pairs"]) == 3
+    md = (out / "REPORT.md").read_text()
+    assert "Does it work?" in md and "**geodesic** vs no regularizer (3 pairs; paired t-test)" in md
+    assert "test accuracy +2.00 points" in md
+    for image in re.findall(r"\]\((figures/[^)]+)\)", md):
+        assert (out / image).is_file()
+    assert "Best configuration" in md and "name=geodesic,seed=2" in md.split("Best configuration")[1][:200]
+    page = index.read_text()
+    assert "http://" not in page and "https://" not in page, "no network resources"
+    assert page.count("<img") == len(list((out / "figures").glob("*.png"))) >= 4
+    assert all(src.startswith("data:image/png;base64,") for src in re.findall(r"src='([^']+)'", page))
+
+
+def test_report_with_fewer_than_three_seeds_gives_no_p_value(tmp_path):
+    variants = [{"regularizer.name": r, "train.seed": s} for r in ("none", "geodesic") for s in (0, 1)]
+    folder = make_study(tmp_path / "s", variants, [{"variant": i} for i in range(4)])
+    paired = build_report(load_study(folder)).paired
+    assert all(e["p_value"] is None and "too few for a test" in e["note"] for e in paired["effects"])
+
+
+def test_pooling_bn_and_lambda_figures(tmp_path):
+    pooling = [{"model.pooling": p, "model.batch_norm": bn, "regularizer.name": r, "train.seed": 0}
+               for p in ("max", "avg") for bn in (True, False) for r in ("none", "geodesic")]
+    report = build_report(load_study(make_study(tmp_path / "p", pooling, [{"variant": i} for i in range(8)])))
+    keys = [f.key for f in report.figures]
+    assert "pooling_bn_heatmaps" in keys and "grad_norms" in keys
+    heat = next(f for f in report.figures if f.key == "pooling_bn_heatmaps").data
+    assert len(heat) == 4 and heat[0].values.shape == (2, 2)
+    grads = next(f for f in report.figures if f.key == "grad_norms").data
+    assert set(grads) == {"with BatchNorm", "without BatchNorm"}
+
+    grid = [{"regularizer.name": "none", "train.seed": 0}] + [
+        {"regularizer.name": "geodesic", "regularizer.geodesic.lambda_reg": lam,
+         "regularizer.geodesic.n_neighbors": k, "train.seed": 0} for lam in (0.1, 1.0) for k in (3, 5)]
+    trials = [{"variant": i, "metrics": {"test_accuracy": 0.8 + 0.01 * i}} for i in range(5)]
+    report = build_report(load_study(make_study(tmp_path / "g", grid, trials)))
+    lines = next(f for f in report.figures if f.key == "metric_vs_lambda").data
+    acc = lines[0]
+    assert set(acc.lines) == {"n_neighbors=3", "n_neighbors=5"} and acc.baseline.mean == [0.8]
+    assert acc.lines["n_neighbors=5"].x == [0.1, 1.0] and acc.lines["n_neighbors=5"].mean == pytest.approx([0.82, 0.84])
+
+
+def test_report_cli_on_a_study_and_errors(tmp_path):
+    folder = reg_study(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "study", "report", str(folder)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "report:" in proc.stdout and (folder / "report" / "index.html").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "study", "report", str(empty)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "holds no trials" in proc.stderr
+
+
+def test_loading_500_trials_is_fast_enough_to_use(tmp_path):
+    """Functional check on a large study (timing goals live in benchmarks/)."""
+    variants = [{"regularizer.geodesic.lambda_reg": 0.001 * (i + 1), "train.seed": 0} for i in range(500)]
+    folder = make_study(tmp_path / "big", variants, [{"variant": i} for i in range(500)],
+                        base={"regularizer": {"name": "geodesic"}})
+    study = load_study(folder)
+    assert len(study.frame) == 500 and study.frame["test_accuracy"].notna().all()
