@@ -33,23 +33,37 @@ class CurveBands:
     grouped_by: str
 
 
-def plot_groups(frame: pd.DataFrame, factors: Sequence[str]) -> tuple[pd.Series, str]:
-    """How trials are grouped in figures: by full variant when few, else by regularizer (or the first factor)."""
+def plot_groups(frame: pd.DataFrame, factors: Sequence[str], metric: str = "val_accuracy",
+                mode: str = "max") -> tuple[pd.Series, str]:
+    """How trials are grouped in figures (a label per trial; None = not drawn) and how to say so.
+
+    By full variant when there are few; else by regularizer (or the first factor); and if that still
+    leaves more than MAX_LINES groups, only the MAX_LINES best by ``metric`` (plus the baseline) are drawn.
+    """
     labels = frame.apply(lambda row: group_label(row, factors), axis=1) if factors else \
         pd.Series("all", index=frame.index)
-    if labels.nunique() <= MAX_LINES:
-        return labels, ", ".join(f.rsplit(".", 1)[-1] for f in factors) or "all trials"
-    if "regularizer.name" in frame:
-        return regularizer_label(frame), "regularizer"
-    first = factors[0]
-    return frame[first].map(lambda v: f"{first.rsplit('.', 1)[-1]}={v}"), first
+    how = ", ".join(f.rsplit(".", 1)[-1] for f in factors) or "all trials"
+    if labels.nunique() > MAX_LINES:
+        if "regularizer.name" in frame:
+            labels, how = regularizer_label(frame), "regularizer"
+        else:
+            first = factors[0]
+            labels, how = frame[first].map(lambda v: f"{first.rsplit('.', 1)[-1]}={v}"), first
+    if labels.nunique() > MAX_LINES and metric in frame:
+        means = frame.groupby(labels)[metric].mean().sort_values(ascending=(mode == "min"))
+        keep = set(means.index[:MAX_LINES])
+        keep |= {label for label in means.index if str(label).split(",")[0] in ("none", "name=none")}
+        labels = labels.where(labels.isin(keep), None)
+        how += f" (the {MAX_LINES} best by {metric}, and the baseline)"
+    return labels, how
 
 
 def curve_bands(frame: pd.DataFrame, histories: dict[str, list[dict]], factors: Sequence[str],
-                keys: Sequence[str] = ("val_accuracy", "val_loss")) -> CurveBands:
-    labels, grouped_by = plot_groups(frame, factors)
+                keys: Sequence[str] = ("val_accuracy", "val_loss"), metric: str = "val_accuracy",
+                mode: str = "max") -> CurveBands:
+    labels, grouped_by = plot_groups(frame, factors, metric, mode)
     out: dict[str, list[Band]] = {k: [] for k in keys}
-    for label in sorted(labels.unique()):
+    for label in sorted(labels.dropna().unique()):
         trials = [t for t in frame.loc[labels == label, "trial"] if t in histories]
         if not trials:
             continue
@@ -158,15 +172,15 @@ def mean_grad_norms(histories: Sequence[list[dict]]) -> Optional[GradNormTable]:
     return GradNormTable(layers, tables[0].epochs[:n_epochs], np.nanmean(stack, axis=0))
 
 
-def grad_norm_groups(frame: pd.DataFrame, histories: dict[str, list[dict]], factors: Sequence[str]
-                     ) -> dict[str, GradNormTable]:
+def grad_norm_groups(frame: pd.DataFrame, histories: dict[str, list[dict]], factors: Sequence[str],
+                     metric: str = "val_accuracy", mode: str = "max") -> dict[str, GradNormTable]:
     """Mean gradient-norm tables per group: by BatchNorm on/off when the study varies it, else per plot group."""
     if "model.batch_norm" in factors:
         labels = frame["model.batch_norm"].map(lambda v: "with BatchNorm" if v else "without BatchNorm")
     else:
-        labels, _ = plot_groups(frame, factors)
+        labels, _ = plot_groups(frame, factors, metric, mode)
     out = {}
-    for label in sorted(labels.unique()):
+    for label in sorted(labels.dropna().unique()):
         table = mean_grad_norms([histories[t] for t in frame.loc[labels == label, "trial"] if t in histories])
         if table is not None:
             out[label] = table
@@ -182,9 +196,9 @@ class Panel:
 def best_trial_panels(frame: pd.DataFrame, factors: Sequence[str], metric: str, mode: str,
                       image: str = "umap.png") -> list[Panel]:
     """The best trial (by ``metric``) of each plot group, with the path of its ``image``."""
-    labels, _ = plot_groups(frame, factors)
+    labels, _ = plot_groups(frame, factors, metric, mode)
     panels = []
-    for label in sorted(labels.unique()):
+    for label in sorted(labels.dropna().unique()):
         part = frame[(labels == label) & frame[metric].notna()]
         if part.empty:
             continue

@@ -32,12 +32,39 @@ QUANTILES = (0.05, 0.25, 0.75, 0.95)
 
 
 def nearest_neighbors(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(distances, indices) of the k nearest other points of every point, nearest first."""
+    """(distances, indices) of the k nearest other points of every point, nearest first.
+
+    Many points in many dimensions: blocked float32 distance matrices in torch pick
+    the neighbours (2-3x faster than scikit-learn's brute force on 2 cores), then
+    their distances are recomputed exactly in float64. Otherwise scikit-learn.
+    """
+    k = min(k, len(x) - 1)
+    if len(x) > 2000 and x.shape[1] > 16:
+        return _blocked_neighbors(x, k)
     from sklearn.neighbors import NearestNeighbors
 
-    k = min(k, len(x) - 1)
     nn = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(x)
     return nn.kneighbors(return_distance=True)
+
+
+def _blocked_neighbors(x: np.ndarray, k: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    sq = (xt * xt).sum(1)
+    dist = np.empty((len(x), k))
+    idx = np.empty((len(x), k), dtype=np.int64)
+    for start in range(0, len(x), block):
+        stop = min(start + block, len(x))
+        d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (xt[start:stop] @ xt.T)
+        d2[torch.arange(stop - start), torch.arange(start, stop)] = float("inf")  # not itself
+        chosen = torch.topk(d2, k, dim=1, largest=False).indices.numpy()
+        # float32 only picks the neighbours; their lengths are recomputed in float64 (per block, to bound memory)
+        exact = np.linalg.norm(x[chosen] - x[start:stop, None, :], axis=2)
+        order = np.argsort(exact, axis=1, kind="stable")
+        dist[start:stop] = np.take_along_axis(exact, order, 1)
+        idx[start:stop] = np.take_along_axis(chosen, order, 1)
+    return dist, idx
 
 
 def knn_graph(x: np.ndarray, k: int, neighbors: Optional[tuple[np.ndarray, np.ndarray]] = None) -> sparse.csr_matrix:
@@ -78,19 +105,24 @@ class GeodesicStats:
     n_components: int = 0
     sampled_sources: Optional[int] = None  # None: exact over all pairs
     trivial: bool = False                  # every component is complete (k >= component size - 1): ratio 1
+    component_sizes: list = field(default_factory=list)  # largest first
 
 
-def geodesic_stats(x: np.ndarray, k: int, *, max_exact: int = 3000, n_sources: int = 1000,
-                   seed: int = 0) -> GeodesicStats:
-    """Ratio statistics over connected pairs i<j; exact up to ``max_exact`` points, else from sampled sources."""
+def geodesic_stats(x: np.ndarray, k: int, *, max_exact: int = 3000, n_sources: int = 300, seed: int = 0,
+                   neighbors: Optional[tuple[np.ndarray, np.ndarray]] = None) -> GeodesicStats:
+    """Ratio statistics over connected pairs i<j; exact up to ``max_exact`` points, else from sampled sources.
+
+    ``neighbors`` (distances, indices of at least k neighbours) avoids a second neighbour search.
+    """
     n = len(x)
     stats = GeodesicStats(n_points=n, n_neighbors=k)
     if n < 3:
         return stats
-    graph = knn_graph(x, k)
+    graph = knn_graph(x, k, (neighbors[0][:, :k], neighbors[1][:, :k]) if neighbors is not None else None)
     n_comp, comp = connected_components(graph, directed=False)
     stats.n_components = int(n_comp)
     sizes = np.bincount(comp)
+    stats.component_sizes = sorted(sizes.tolist(), reverse=True)
     stats.trivial = bool(np.all(sizes - 1 <= k))
     if n <= max_exact:
         sources = np.arange(n)
@@ -114,8 +146,9 @@ def geodesic_stats(x: np.ndarray, k: int, *, max_exact: int = 3000, n_sources: i
     if ratios.size == 0:
         return stats
     stats.mean, stats.std = float(ratios.mean()), float(ratios.std())
-    stats.median, stats.max = float(np.median(ratios)), float(ratios.max())
-    stats.quantiles = {f"q{int(q * 100):02d}": float(v) for q, v in zip(QUANTILES, np.quantile(ratios, QUANTILES))}
+    values = np.quantile(ratios, (*QUANTILES, 0.5))  # one partition of the ratios for all of them
+    stats.median, stats.max = float(values[-1]), float(ratios.max())
+    stats.quantiles = {f"q{int(q * 100):02d}": float(v) for q, v in zip(QUANTILES, values)}
     # Pairs joined by one edge have ratio exactly 1 (a straight segment is the shortest path).
     direct = graph[sources].toarray() > 0
     indirect = mask & ~direct
@@ -125,35 +158,42 @@ def geodesic_stats(x: np.ndarray, k: int, *, max_exact: int = 3000, n_sources: i
 
 
 def _euclidean_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    from sklearn.metrics import pairwise_distances
+    """Euclidean distances from x[rows] to every point: |a|^2 + |b|^2 - 2ab in float64 BLAS, clipped at 0.
 
-    return pairwise_distances(x[rows], x, metric="euclidean")
+    The same formula as scikit-learn's euclidean_distances, without its per-call overhead (about 1 s
+    here for 300 x 10,000 rows, 60x the arithmetic).
+    """
+    a = x[rows]
+    d2 = (a * a).sum(1)[:, None] + (x * x).sum(1)[None, :] - 2.0 * (a @ x.T)
+    np.maximum(d2, 0.0, out=d2)
+    return np.sqrt(d2, out=d2)
 
 
 # ---------------------------------------------------------------------------
 # flat reference (calibration)
 
 
-@lru_cache(maxsize=256)
-def reference_ratio(sizes: tuple[int, ...], k: int, dim: int, max_exact: int = 3000, n_sources: int = 1000,
-                    seed: int = 12345) -> Optional[float]:
-    """Mean geodesic ratio of flat isotropic Gaussian clouds, one per component size, pair-weighted."""
-    rng = np.random.default_rng(seed)
+@lru_cache(maxsize=512)
+def reference_component(size: int, k: int, dim: int, max_exact: int = 3000, n_sources: int = 300,
+                        seed: int = 12345) -> tuple[Optional[float], int]:
+    """(mean ratio, connected pairs) of one flat isotropic Gaussian cloud; cached, as sizes repeat."""
+    rng = np.random.default_rng([seed, size, k, dim])
+    stats = geodesic_stats(rng.standard_normal((size, dim)), k, max_exact=max_exact, n_sources=n_sources, seed=seed)
+    return stats.mean, stats.n_pairs
+
+
+def reference_ratio(sizes: tuple[int, ...], k: int, dim: int, max_exact: int = 3000,
+                    n_sources: int = 300) -> Optional[float]:
+    """Mean geodesic ratio of flat Gaussian clouds, one per component size, weighted by connected pairs."""
     total, weight = 0.0, 0.0
     for size in sizes:
         if size < 3:
             continue
-        stats = geodesic_stats(rng.standard_normal((size, dim)), k, max_exact=max_exact, n_sources=n_sources,
-                               seed=seed)
-        if stats.mean is not None and stats.n_pairs:
-            total += stats.mean * stats.n_pairs
-            weight += stats.n_pairs
+        mean, pairs = reference_component(size, k, dim, max_exact, n_sources)
+        if mean is not None and pairs:
+            total += mean * pairs
+            weight += pairs
     return total / weight if weight else None
-
-
-def component_sizes(x: np.ndarray, k: int) -> tuple[int, ...]:
-    _, comp = connected_components(knn_graph(x, k), directed=False)
-    return tuple(sorted(np.bincount(comp).tolist(), reverse=True))
 
 
 @dataclass
@@ -164,15 +204,15 @@ class Flatness:
     reference_dim: int
 
 
-def calibrated_flatness(x: np.ndarray, k: int, raw_mean: Optional[float], dim_estimate: Optional[float],
-                        max_exact: int = 3000, n_sources: int = 1000) -> Flatness:
-    """Raw mean ratio, the flat reference's, and their quotient (about 1 = as flat as flat data)."""
-    dim = int(min(max(1, round(dim_estimate)) if dim_estimate and math.isfinite(dim_estimate) else x.shape[1],
-                  x.shape[1]))
-    if raw_mean is None or len(x) < 3:
-        return Flatness(raw_mean, None, None, dim)
-    reference = reference_ratio(component_sizes(x, k), k, dim, max_exact, n_sources)
-    return Flatness(raw_mean, reference, raw_mean / reference if reference else None, dim)
+def calibrated_flatness(geo: GeodesicStats, ambient_dim: int, dim_estimate: Optional[float],
+                        max_exact: int = 3000, n_sources: int = 300) -> Flatness:
+    """Raw mean ratio, the flat reference's (same component sizes, k, dimension), and their quotient."""
+    dim = int(min(max(1, round(dim_estimate)) if dim_estimate and math.isfinite(dim_estimate) else ambient_dim,
+                  ambient_dim))
+    if geo.mean is None:
+        return Flatness(geo.mean, None, None, dim)
+    reference = reference_ratio(tuple(geo.component_sizes), geo.n_neighbors, dim, max_exact, n_sources)
+    return Flatness(geo.mean, reference, geo.mean / reference if reference else None, dim)
 
 
 # ---------------------------------------------------------------------------
@@ -186,7 +226,7 @@ def intrinsic_dim_twonn(x: np.ndarray, discard_fraction: float = 0.1,
     The largest ``discard_fraction`` of mu values (most affected by noise and
     boundaries) is left out of the fit, as in the paper.
     """
-    dist, _ = neighbors if neighbors is not None else nearest_neighbors(x, 2)
+    dist = neighbors[0] if neighbors is not None else nearest_neighbors(x, 2)[0]
     r1, r2 = dist[:, 0], dist[:, 1]
     keep = r1 > 1e-12  # duplicates have no defined ratio
     mu = np.sort(r2[keep] / r1[keep])
@@ -338,18 +378,19 @@ def _pair_weighted(per_class: dict, key: str) -> Optional[float]:
 
 
 def class_summary(x: np.ndarray, k: int, max_exact: int, n_sources: int, seed: int) -> dict:
-    geo = geodesic_stats(x, k, max_exact=max_exact, n_sources=n_sources, seed=seed)
-    twonn = intrinsic_dim_twonn(x) if len(x) >= 3 else None
-    flat = calibrated_flatness(x, k, geo.mean, twonn, max_exact, n_sources)
+    neighbors = nearest_neighbors(x, max(k, min(20, len(x) - 1)))
+    geo = geodesic_stats(x, k, max_exact=max_exact, n_sources=n_sources, seed=seed, neighbors=neighbors)
+    twonn = intrinsic_dim_twonn(x, neighbors=neighbors)
+    flat = calibrated_flatness(geo, x.shape[1], twonn, max_exact, n_sources)
     return {"n_points": len(x), "geodesic": asdict(geo), "geodesic_ratio_mean": geo.mean,
             "flatness_reference": flat.reference, "flatness_calibrated": flat.calibrated,
             "intrinsic_dim_twonn": twonn,
-            "intrinsic_dim_mle": intrinsic_dim_mle(x, min(20, len(x) - 1)) if len(x) >= 3 else None}
+            "intrinsic_dim_mle": intrinsic_dim_mle(x, min(20, len(x) - 1), neighbors=neighbors)}
 
 
 def geometry_summary(embeddings: np.ndarray, labels: Optional[np.ndarray] = None, *, n_neighbors: int = 10,
                      class_names: Optional[list[str]] = None, projection: Optional[np.ndarray] = None,
-                     projection_name: Optional[str] = None, max_exact: int = 3000, n_sources: int = 1000,
+                     projection_name: Optional[str] = None, max_exact: int = 3000, n_sources: int = 300,
                      seed: int = 0) -> GeometrySummary:
     """Every latent-geometry metric of one set of embeddings (labels optional)."""
     x = np.asarray(embeddings, dtype=np.float64)
@@ -357,11 +398,11 @@ def geometry_summary(embeddings: np.ndarray, labels: Optional[np.ndarray] = None
         raise ValueError(f"embeddings must be an (N, D) array with N >= 3, got shape {x.shape}")
     k = n_neighbors
     neighbors = nearest_neighbors(x, max(k, 20))
-    geo = geodesic_stats(x, k, max_exact=max_exact, n_sources=n_sources, seed=seed)
-    twonn = intrinsic_dim_twonn(x, neighbors=(neighbors[0][:, :2], neighbors[1][:, :2]))
+    geo = geodesic_stats(x, k, max_exact=max_exact, n_sources=n_sources, seed=seed, neighbors=neighbors)
+    twonn = intrinsic_dim_twonn(x, neighbors=neighbors)
     summary = GeometrySummary(
         n_points=len(x), dim=x.shape[1], n_neighbors=k, geodesic=geo,
-        flatness=calibrated_flatness(x, k, geo.mean, twonn, max_exact, n_sources),
+        flatness=calibrated_flatness(geo, x.shape[1], twonn, max_exact, n_sources),
         intrinsic_dim_twonn=twonn, intrinsic_dim_mle=intrinsic_dim_mle(x, 20, neighbors=neighbors),
         pca_dims_90=pca_dims(x),
     )
@@ -384,8 +425,9 @@ def geometry_summary(embeddings: np.ndarray, labels: Optional[np.ndarray] = None
 def epoch_geometry(embeddings: np.ndarray, labels: np.ndarray, n_neighbors: int = 10) -> dict:
     """The cheap subset logged every few epochs: geodesic ratio, calibrated flatness, TwoNN, silhouette."""
     x = np.asarray(embeddings, dtype=np.float64)
-    geo = geodesic_stats(x, n_neighbors)
-    twonn = intrinsic_dim_twonn(x)
-    flat = calibrated_flatness(x, n_neighbors, geo.mean, twonn)
+    neighbors = nearest_neighbors(x, n_neighbors)
+    geo = geodesic_stats(x, n_neighbors, neighbors=neighbors)
+    twonn = intrinsic_dim_twonn(x, neighbors=neighbors)
+    flat = calibrated_flatness(geo, x.shape[1], twonn)
     return {"geodesic_ratio_mean": geo.mean, "flatness_calibrated": flat.calibrated,
             "intrinsic_dim_twonn": twonn, "silhouette": silhouette(x, np.asarray(labels))}

@@ -213,9 +213,10 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
     factors = study.factors
     histories = load_histories(usable)
     if histories:
-        specs.append(FigureSpec("training_curves", "Training curves", "validation accuracy and loss per epoch; "
-                                "line = mean over the group's trials (seeds), band = +/- 1 std",
-                                figures.draw_curve_bands, fd.curve_bands(usable, histories, factors)))
+        curves = fd.curve_bands(usable, histories, factors, metric=study.metric, mode=study.mode)
+        specs.append(FigureSpec("training_curves", "Training curves", "validation accuracy and loss per epoch, "
+                                f"grouped by {curves.grouped_by}; line = mean over the group's trials (seeds), "
+                                "band = +/- 1 std", figures.draw_curve_bands, curves))
     lam, k = "regularizer.geodesic.lambda_reg", "regularizer.geodesic.n_neighbors"
     if lam in factors:
         base = is_baseline(usable)
@@ -238,7 +239,7 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
                                 lambda d: figures.draw_scatter(d, "test accuracy vs calibrated flatness"),
                                 fd.metric_scatter(usable, "flatness_calibrated", "test_accuracy", colour)))
     if histories:
-        groups = fd.grad_norm_groups(usable, histories, factors)
+        groups = fd.grad_norm_groups(usable, histories, factors, study.metric, study.mode)
         if groups:
             specs.append(FigureSpec("grad_norms", "Gradient norms per layer",
                                     "log10 of the mean per-layer gradient L2 norm, layers x epochs, shared scale",

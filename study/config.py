@@ -104,7 +104,8 @@ class TrainConfig:
     patience: int = param(5, "stop after this many epochs without a lower val_loss; 0 never stops early", ge=0)
     precision: str = param("fp32", "autocast precision for forward passes (bf16 on GPU or recent CPUs)",
                            choices=("fp32", "bf16"))
-    channels_last: bool = param(False, "store conv activations channels-last (faster with bf16 on GPUs)")
+    channels_last: bool = param(True, "store conv activations channels-last (1.3-1.8x faster CNN steps on CPU, "
+                                      "faster with bf16 on GPUs)")
     deterministic: bool = param(True, "use deterministic kernels, so a seed reproduces a run bit for bit on CPU")
     num_threads: Optional[int] = param(None, "torch CPU threads; null follows the CPUs Ray gives the trial", ge=1)
 
@@ -118,6 +119,8 @@ class GeodesicConfig:
     every_n_steps: int = param(1, "apply the penalty on every n-th training step only", ge=1)
     per_class: bool = param(True, "build one graph per class in the batch instead of one for the whole batch")
     exclude_direct: bool = param(False, "leave out pairs joined by one edge (their ratio is 1 by construction)")
+    max_sources: int = param(0, "geodesics from at most this many random points per batch (a cheaper estimate); 0 = all",
+                             ge=0)
 
 
 @dataclass

@@ -34,6 +34,29 @@ def test_conv_models_shapes(kind, pooling, batch_norm, kernel):
         assert any(m.kernel_size == (kernel, kernel) for m in convs)
 
 
+@pytest.mark.parametrize("kind, pooling", [("simple_cnn", "max"), ("simple_cnn", "avg"), ("resnet_basic", "stride"),
+                                           ("resnet_bottleneck", "max"), ("fc", "max")])
+def test_channels_last_changes_the_memory_layout_not_the_function(kind, pooling):
+    """train.channels_last (on by default) must give the same embeddings, logits and gradients."""
+    import copy
+
+    torch.manual_seed(0)
+    model = build_model(model_config(type=kind, pooling=pooling, channels=[8, 16]), (3, 16, 16), num_classes=5)
+    other = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x = torch.randn(6, 3, 16, 16)
+    for m in (model, other):
+        m.train()
+    torch.manual_seed(1)  # the same dropout masks on both sides
+    z, logits = model.embed_and_classify(x)
+    torch.manual_seed(1)
+    z_cl, logits_cl = other.embed_and_classify(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(z, z_cl, atol=1e-5) and torch.allclose(logits, logits_cl, atol=1e-5)
+    logits.square().sum().backward()
+    logits_cl.square().sum().backward()
+    for (name, p), p_cl in zip(model.named_parameters(), other.parameters()):
+        assert torch.allclose(p.grad, p_cl.grad, atol=1e-4), name
+
+
 def test_pooling_choice_changes_the_downsampling_layers():
     def kinds(pooling):
         model = build_model(model_config(pooling=pooling), (1, 16, 16), 10)

@@ -151,3 +151,15 @@ def test_trivial_graph_warning(capsys):
     assert "regularizer.geodesic.n_neighbors = 10" in err and "trivially 1" in err
     build_regularizer(reg_config(name="geodesic", geodesic={"n_neighbors": 5}), 10, 256)
     assert capsys.readouterr().err == ""
+
+
+def test_sampled_sources_estimate_the_all_pairs_ratio():
+    z = torch.tensor(arc(200), dtype=torch.float64)
+    full, _ = geodesic_ratios(z, 6)
+    torch.manual_seed(0)
+    estimates = [geodesic_ratios(z, 6, max_sources=40)[0].mean().item() for _ in range(20)]
+    assert np.mean(estimates) == pytest.approx(full.mean().item(), rel=0.02)
+    sampled, paths = geodesic_ratios(z, 6, max_sources=40)
+    assert paths.total_pairs == 40 * 199 and len(sampled) <= paths.total_pairs
+    # every sampled pair starts at one of the 40 sources
+    assert len(np.unique(paths.i)) == 40

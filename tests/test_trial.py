@@ -203,3 +203,12 @@ def test_resume_through_ray_tune_after_a_crash(ray_session, tmp_path):
     h_crashed = json.loads((crashed_dir / "training_history.json").read_text())
     h_reference = json.loads((reference_dir / "training_history.json").read_text())
     assert comparable(h_crashed) == comparable(h_reference)
+
+
+def test_bf16_channels_last_trial_on_cpu(tmp_path):
+    """The GPU speed switches (bf16 autocast, channels_last) also run, and learn, on the CPU."""
+    cfg = TrialConfig.from_dict(tiny_config(train={"epochs": 4, "precision": "bf16", "channels_last": True}))
+    metrics = run_trial(cfg, MemorySession(), tmp_path, verbose=False)
+    assert metrics["val_accuracy"] >= 0.8
+    latents = np.load(tmp_path / "latents.npz")
+    assert latents["embeddings"].dtype == np.float32 and np.isfinite(latents["embeddings"]).all()

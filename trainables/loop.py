@@ -10,12 +10,12 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 import torch.nn as nn
 
-from trainables.data import Augmentation, DataSplits, Split, evaluation_batches, training_batches
+from trainables.data import DataSplits, Split, evaluation_batches
 from trainables.heads import OutputLayer
 
 
@@ -104,20 +104,19 @@ class EpochStats:
     reg_stats: dict[str, float] = field(default_factory=dict)
 
 
-def train_one_epoch(model: nn.Module, output: OutputLayer, optimizer: torch.optim.Optimizer, data: DataSplits,
-                    batch_size: int, generator: torch.Generator, epoch: int, *,
-                    augmentation: Optional[Augmentation] = None, regularizer: Optional[RegularizerFn] = None,
-                    grad_tracker: Optional[GradientNormTracker] = None, precision: str = "fp32",
-                    channels_last: bool = False, step_offset: int = 0) -> EpochStats:
-    """One pass over the shuffled training split; returns epoch means."""
+def train_one_epoch(model: nn.Module, output: OutputLayer, optimizer: torch.optim.Optimizer,
+                    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], epoch: int, *,
+                    regularizer: Optional[RegularizerFn] = None, grad_tracker: Optional[GradientNormTracker] = None,
+                    precision: str = "fp32", channels_last: bool = False, step_offset: int = 0) -> EpochStats:
+    """One pass over ``batches`` (normalised inputs, labels); returns epoch means."""
     model.train()
-    device = data.train.images.device
+    device = next(model.parameters()).device
     zero = torch.zeros((), device=device)
     task_sum, reg_sum, correct, seen = zero.clone(), zero.clone(), zero.clone(), 0
     reg_totals: dict[str, torch.Tensor] = {}
     reg_counts: dict[str, int] = {}
     reg_steps = 0
-    for step, (x, y) in enumerate(training_batches(data, batch_size, generator, augmentation), start=step_offset):
+    for step, (x, y) in enumerate(batches, start=step_offset):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, precision):

@@ -71,22 +71,35 @@ class ShortestPaths:
     total_pairs: int
 
 
-def shortest_paths(nbr_dist: np.ndarray, nbr_idx: np.ndarray) -> ShortestPaths:
-    """All-pairs Dijkstra on the symmetric kNN graph, paths unrolled hop by hop (no gradient)."""
+def shortest_paths(nbr_dist: np.ndarray, nbr_idx: np.ndarray, sources: Optional[np.ndarray] = None) -> ShortestPaths:
+    """Dijkstra on the symmetric kNN graph, paths unrolled hop by hop (no gradient).
+
+    All pairs i<j by default; with ``sources``, the pairs (s, j), j != s, of those sources only.
+    """
     n, k = nbr_idx.shape
     valid = np.isfinite(nbr_dist)
-    rows = np.repeat(np.arange(n), k)[valid.ravel()]
-    cols = nbr_idx.ravel()[valid.ravel()]
-    weights = np.maximum(nbr_dist.ravel()[valid.ravel()], EPS)
-    graph = sparse.csr_matrix((weights, (rows, cols)), shape=(n, n))
-    graph = graph.maximum(graph.T)
-    dist, pred = dijkstra(graph, directed=False, return_predecessors=True)
-    i, j = np.nonzero(np.isfinite(dist) & np.triu(np.ones((n, n), dtype=bool), k=1))
+    # Row i of the CSR matrix holds i's valid neighbours; no symmetrised copy is built, as directed=False
+    # lets Dijkstra walk every edge both ways (the union graph). This runs every step: it is kept lean.
+    indptr = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(valid.sum(1), out=indptr[1:])
+    graph = sparse.csr_matrix((np.maximum(nbr_dist[valid], EPS), nbr_idx[valid].astype(np.int32), indptr),
+                              shape=(n, n))
+    dist, pred = dijkstra(graph, directed=False, return_predecessors=True, indices=sources)
+    if sources is None:
+        row, j = np.nonzero(np.isfinite(dist))
+        upper = row < j
+        row, j = row[upper], j[upper]
+        i = row
+    else:
+        reachable = np.isfinite(dist)
+        reachable[np.arange(len(sources)), sources] = False
+        row, j = np.nonzero(reachable)
+        i = sources[row]
     cur = j.copy()
     hop_a, hop_b, hop_mask = [], [], []
     active = np.ones(len(i), dtype=bool)
     while active.any():
-        prev = np.where(active, pred[i, cur], 0)
+        prev = np.where(active, pred[row, cur], 0)
         hop_a.append(prev)
         hop_b.append(np.where(active, cur, 0))
         hop_mask.append(active.astype(np.float32))
@@ -94,17 +107,26 @@ def shortest_paths(nbr_dist: np.ndarray, nbr_idx: np.ndarray) -> ShortestPaths:
         active = active & (cur != i)
     hops = np.sum(hop_mask, axis=0).astype(np.int64) if hop_mask else np.zeros(0, dtype=np.int64)
     empty = np.zeros((0, len(i)))
+    total = n * (n - 1) // 2 if sources is None else len(sources) * (n - 1)
     return ShortestPaths(i, j, np.array(hop_a) if hop_a else empty.astype(np.int64),
                          np.array(hop_b) if hop_b else empty.astype(np.int64),
-                         np.array(hop_mask) if hop_mask else empty.astype(np.float32), hops, n * (n - 1) // 2)
+                         np.array(hop_mask) if hop_mask else empty.astype(np.float32), hops, total)
 
 
-def geodesic_ratios(z: torch.Tensor, k: int, labels: Optional[torch.Tensor] = None,
-                    exclude_direct: bool = False) -> tuple[torch.Tensor, ShortestPaths]:
-    """Differentiable geodesic/Euclidean ratios of the connected pairs of a batch."""
+def geodesic_ratios(z: torch.Tensor, k: int, labels: Optional[torch.Tensor] = None, exclude_direct: bool = False,
+                    max_sources: int = 0) -> tuple[torch.Tensor, ShortestPaths]:
+    """Differentiable geodesic/Euclidean ratios of the connected pairs of a batch.
+
+    ``max_sources`` > 0 measures only the pairs starting at that many random points (drawn from
+    torch's seeded generator): an estimate of the all-pairs mean, unbiased when the graph is
+    connected, for a fraction of Dijkstra's cost.
+    """
     dist = pairwise_distances(z)
     nbr_dist, nbr_idx = knn_indices(dist, k, labels)
-    paths = shortest_paths(nbr_dist.double().cpu().numpy(), nbr_idx.cpu().numpy())
+    sources = None
+    if 0 < max_sources < len(z):
+        sources = np.sort(torch.randperm(len(z))[:max_sources].numpy())
+    paths = shortest_paths(nbr_dist.double().cpu().numpy(), nbr_idx.cpu().numpy(), sources)
     device = z.device
 
     def t(a):
@@ -121,9 +143,9 @@ def geodesic_ratios(z: torch.Tensor, k: int, labels: Optional[torch.Tensor] = No
 
 
 def geodesic_penalty(z: torch.Tensor, k: int, target: float, labels: Optional[torch.Tensor] = None,
-                     exclude_direct: bool = False) -> tuple[torch.Tensor, dict]:
+                     exclude_direct: bool = False, max_sources: int = 0) -> tuple[torch.Tensor, dict]:
     """Mean squared deviation of the ratio from ``target`` over counted pairs, and batch statistics."""
-    ratios, paths = geodesic_ratios(z, k, labels, exclude_direct)
+    ratios, paths = geodesic_ratios(z, k, labels, exclude_direct, max_sources)
     stats = {"geodesic_pairs": torch.tensor(float(len(ratios))),
              "geodesic_connected_fraction": torch.tensor(len(paths.i) / max(1, paths.total_pairs))}
     if len(ratios) == 0:
@@ -211,7 +233,7 @@ class LatentRegularizer:
         g, m = self.cfg.geodesic, self.cfg.geometry
         if self.use_geodesic and _due(g.start_epoch, g.every_n_steps, epoch, step):
             value, s = geodesic_penalty(z, g.n_neighbors, g.target_ratio, labels if g.per_class else None,
-                                        g.exclude_direct)
+                                        g.exclude_direct, g.max_sources)
             total = g.lambda_reg * value
             stats.update(s)
         if self.use_geometry and _due(m.start_epoch, m.every_n_steps, epoch, step):

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from study.config import ConfigError, TrialConfig
-from trainables.data import Augmentation, DataSplits, check_dataset_available, describe_input, load_data
+from trainables.data import (Augmentation, DataSplits, check_dataset_available, describe_input, load_data,
+                             training_batches)
 from trainables.heads import OutputLayer
 from trainables.loop import EarlyStopping, GradientNormTracker, evaluate, train_one_epoch
 from trainables.models import LatentModel, build_model
@@ -188,8 +189,8 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
     for epoch in range(first_epoch, cfg.train.epochs + 1 if not stopped else first_epoch):
         lr = parts.optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
-        stats = train_one_epoch(parts.model, parts.output, parts.optimizer, parts.data, cfg.train.batch_size,
-                                generator, epoch, augmentation=augmentation, regularizer=regularizer,
+        batches = training_batches(parts.data, cfg.train.batch_size, generator, augmentation)
+        stats = train_one_epoch(parts.model, parts.output, parts.optimizer, batches, epoch, regularizer=regularizer,
                                 grad_tracker=grad_tracker, precision=cfg.train.precision,
                                 channels_last=cfg.train.channels_last, step_offset=step)
         train_time = time.perf_counter() - t0

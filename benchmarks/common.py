@@ -1,0 +1,40 @@
+"""What every benchmark script shares: how it names the machine, how it writes its result,
+and a trial session that reports nowhere (for timing trials outside Ray)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from typing import Optional
+
+
+def machine(extra: str = "") -> str:
+    """The CPU and core count, plus ``extra`` (library versions, threads)."""
+    text = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    return f"{text}, {extra}" if extra else text
+
+
+def today() -> str:
+    return time.strftime("%Y-%m-%d")
+
+
+def emit(result: dict, json_path: Optional[str]) -> None:
+    """Print the result, and write it to ``json_path`` when given (benchmarks/results/ keeps the recorded run)."""
+    print(json.dumps(result, indent=2))
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(result, fh, indent=2)
+
+
+class NoSession:
+    """A trial session with nothing to report to and nothing to resume from: a plain-loop trial."""
+
+    def restore(self):
+        return None
+
+    def report(self, metrics, state):
+        pass
+
+    def persist(self, folder):
+        pass
