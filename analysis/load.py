@@ -70,12 +70,17 @@ def _error_reason(folder: Path) -> Optional[str]:
     return None
 
 
+def finished_status(metrics: dict) -> str:
+    """completed, early stop (patience) or stopped by ASHA: from a finished trial's metrics.json."""
+    reason = str(metrics.get("stop_reason", ""))
+    if "scheduler" in reason:
+        return "stopped by ASHA"
+    return "early stop" if reason.startswith("early") else "completed"
+
+
 def trial_status(folder: Path, metrics: Optional[dict]) -> tuple[str, Optional[str]]:
     if metrics:
-        reason = str(metrics.get("stop_reason", ""))
-        if "scheduler" in reason:
-            return "stopped by ASHA", None
-        return ("early stop" if reason.startswith("early") else "completed"), None
+        return finished_status(metrics), None
     reason = _error_reason(folder)
     if reason is not None:
         return "failed", reason
@@ -83,8 +88,8 @@ def trial_status(folder: Path, metrics: Optional[dict]) -> tuple[str, Optional[s
     return ("interrupted" if result.is_file() and result.stat().st_size else "pending"), None
 
 
-def _config_columns(params: dict, plan: dict) -> dict:
-    variants = dict(zip(_labels(plan), plan.get("variants", []))) if plan else {}
+def _config_columns(params: dict, plan: dict, variants: dict[str, dict]) -> dict:
+    """Every config key of one trial, dotted; ``variants`` is the plan's variants by label."""
     try:
         config = TrialConfig.from_dict(assemble_trial_config(params, plan.get("base"), variants))
     except (ConfigError, KeyError, TypeError):
@@ -92,10 +97,11 @@ def _config_columns(params: dict, plan: dict) -> dict:
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in flatten(config.to_dict()).items()}
 
 
-def _labels(plan: dict) -> list[str]:
+def _variants_by_label(plan: dict) -> dict[str, dict]:
     from search_spaces.spec import variant_labels
 
-    return variant_labels(plan.get("variants", []))
+    variants = plan.get("variants", [])
+    return dict(zip(variant_labels(variants), variants))
 
 
 def load_study(study_dir: str | Path) -> StudyData:
@@ -104,6 +110,7 @@ def load_study(study_dir: str | Path) -> StudyData:
     if not folder.is_dir():
         raise ConfigError(f"study directory '{folder}' does not exist")
     plan = _read_json(folder / "study.json") or {}
+    variants = _variants_by_label(plan)
     rows = []
     seen_labels = set()
     for trial in sorted(p for p in folder.iterdir() if (p / "params.json").is_file()):
@@ -113,7 +120,7 @@ def load_study(study_dir: str | Path) -> StudyData:
         row = {"trial": trial.name, "path": str(trial), "status": status, "error": error,
                "variant": params.get("variant")}
         seen_labels.add(params.get("variant"))
-        row.update(_config_columns(params, plan))
+        row.update(_config_columns(params, plan, variants))
         if metrics:
             row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None})
             row["epochs"] = metrics.get("epochs_run")
@@ -126,11 +133,11 @@ def load_study(study_dir: str | Path) -> StudyData:
                     row[key] = last[key]
         rows.append(row)
     if plan and not plan.get("optuna"):
-        for label, variant in zip(_labels(plan), plan.get("variants", [])):
+        for label in variants:
             if label not in seen_labels:
                 row = {"trial": f"(not started) {label}", "path": None, "status": "missing", "error": None,
                        "variant": label}
-                row.update(_config_columns({"variant": label}, plan))
+                row.update(_config_columns({"variant": label}, plan, variants))
                 rows.append(row)
     if not rows:
         raise ConfigError(f"study directory '{folder}' holds no trials (no */params.json)")
@@ -142,14 +149,12 @@ def load_study(study_dir: str | Path) -> StudyData:
 
 def study_factors(frame: pd.DataFrame, plan: Optional[dict] = None) -> list[str]:
     """Config keys the study varies (seed excluded): from the plan, else the config columns that differ."""
-    keys: list[str] = []
+    from search_spaces.spec import keys_of
+
     if plan and plan.get("variants"):
-        for variant in plan["variants"]:
-            keys.extend(k for k in variant if k not in keys)
+        keys = keys_of(plan["variants"])
     else:
-        for column in frame.columns:
-            if "." in column and column in frame and frame[column].astype(str).nunique(dropna=True) > 1:
-                keys.append(column)
+        keys = [c for c in frame.columns if "." in c and frame[c].astype(str).nunique(dropna=True) > 1]
     return [k for k in keys if k != "train.seed" and k in frame.columns]
 
 

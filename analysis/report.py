@@ -20,7 +20,7 @@ import pandas as pd
 
 from analysis import figure_data as fd
 from analysis import figures
-from analysis.load import USABLE, StudyData, load_histories, load_study
+from analysis.load import StudyData, load_histories, load_study
 from analysis.stats import (SUMMARY_METRICS, factor_tables, group_summary, is_baseline, pair_with_baselines,
                             paired_effects, regularizer_label)
 from analysis.tables import fmt, markdown_table
@@ -59,13 +59,17 @@ class Report:
     summary: Optional[pd.DataFrame] = None
 
 
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _ci_cell(mean, std, low, high, digits: int = 3) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+    if _missing(mean):
         return "-"
     text = f"{mean:.{digits}f}"
-    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+    if not _missing(std):
         text += f" ± {std:.{digits}f}"
-    if low is not None and not (isinstance(low, float) and math.isnan(low)):
+    if not _missing(low):
         text += f" [{low:.{digits}f}, {high:.{digits}f}]"
     return text
 
@@ -345,8 +349,6 @@ def _html(report: Report, figure_files: dict[str, Path]) -> str:
 
 def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Load a study, build its report and write it; returns the path of index.html."""
-    from analysis.figures import save_figure
-
     study = load_study(study_dir)
     report = build_report(study)
     out = Path(out_dir) if out_dir else Path(study_dir) / "report"
@@ -357,7 +359,7 @@ def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
     (out / "comparison_report.json").write_text(json.dumps(report.paired, indent=2, default=_json_default))
     files: dict[str, Path] = {}
     for spec in report.figures:
-        files[spec.key] = save_figure(spec.draw(spec.data), out / "figures" / f"{spec.key}.png")
+        files[spec.key] = figures.save_figure(spec.draw(spec.data), out / "figures" / f"{spec.key}.png")
     (out / "REPORT.md").write_text(_markdown(report, {k: f"figures/{p.name}" for k, p in files.items()}))
     index = out / "index.html"
     index.write_text(_html(report, files))
@@ -367,6 +369,6 @@ def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
 def _json_default(value):
     if hasattr(value, "item"):
         return value.item()
-    if isinstance(value, float) and math.isnan(value):
+    if _missing(value):
         return None
     return str(value)

@@ -70,14 +70,17 @@ class StudySpec:
         return self.num_samples if self.is_optuna else len(self.variants())
 
     def varied_keys(self) -> list[str]:
-        keys: list[str] = []
-        for arm in self.grid:
-            keys.extend(k for k in arm if k not in keys)
+        keys = keys_of(self.grid)
         if self.is_optuna:
             keys.extend(k for k in sample_optuna_keys(self) if k not in keys)
         if len(self.seeds) > 1 or self.is_optuna:
             keys.append("train.seed")
         return keys
+
+
+def keys_of(dicts: list[dict]) -> list[str]:
+    """The keys of several dicts (grid arms, variants), each once, in order of first appearance."""
+    return list(dict.fromkeys(k for d in dicts for k in d))
 
 
 def variant_label(variant: dict, full_keys: bool = False) -> str:

@@ -33,6 +33,12 @@ def _add_config_args(parser: argparse.ArgumentParser, config_required: bool) -> 
                         help="override one config key, e.g. --set train.lr=0.01 (repeatable; wins over the file)")
 
 
+def _add_study_args(parser: argparse.ArgumentParser, address_help: str) -> None:
+    """What every verb that runs a study takes: where Ray is, and whether to write the report at the end."""
+    parser.add_argument("--address", help=address_help)
+    parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geotune",
@@ -73,12 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus-per-trial", type=float,
                      help="GPUs per trial, fractions such as 0.25 share one GPU (default from the space; "
                           "0 with a notice where there is no GPU)")
-    run.add_argument("--address", help="join this Ray cluster (host:port; default $RAY_ADDRESS) instead of a "
-                                       "private local Ray")
+    _add_study_args(run, "join this Ray cluster (host:port; default $RAY_ADDRESS) instead of a private local Ray")
     run.add_argument("--no-asha", action="store_true", help="do not stop trials early, even where the space uses ASHA")
     run.add_argument("--max-failures", type=int, default=2, help="retries of a trial after a crash (default 2)")
     run.add_argument("--dry-run", action="store_true", help="print the trial plan and resources; train nothing")
-    run.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     run.set_defaults(handler=cmd_run)
 
     resume = verbs.add_parser(
@@ -86,8 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Resume STUDY_DIR: finished trials are kept as they are, interrupted ones continue from their "
                     "last checkpoint, errored ones are retried, and an Optuna searcher continues from its state.")
     resume.add_argument("study_dir", help="the study directory of an interrupted 'geotune run'")
-    resume.add_argument("--address", help="join this Ray cluster (default $RAY_ADDRESS) instead of a local Ray")
-    resume.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    _add_study_args(resume, "join this Ray cluster (default $RAY_ADDRESS) instead of a local Ray")
     resume.set_defaults(handler=cmd_resume)
 
     compare = verbs.add_parser(
@@ -100,8 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("out_dir", help="new folder for both runs and the comparison")
     compare.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per run (default 1)")
     compare.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per run, fractions allowed")
-    compare.add_argument("--address", help="join this Ray cluster instead of a private local Ray")
-    compare.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    _add_study_args(compare, "join this Ray cluster instead of a private local Ray")
     compare.set_defaults(handler=cmd_compare)
 
     report = verbs.add_parser(
@@ -212,8 +214,9 @@ def _finish_study(plan, results, write_report: bool = True) -> int:
 def _report(study_dir: str, out: str | None = None) -> int:
     """Write the report; a failure is one line and leaves the study's results untouched."""
     from analysis.report import write_report
+    from study.tuner import is_uri
 
-    if "://" in study_dir:
+    if is_uri(study_dir):
         print(f"geotune: the report is written for local study directories; copy {study_dir} here and run "
               "'geotune report' on it", file=sys.stderr)
         return 0
@@ -264,6 +267,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from analysis.compare import TrialRecord, paired_comparison
     from analysis.figures import draw_curves_comparison, save_figure
+    from analysis.tables import text_table
     from search_spaces.spec import StudySpec
     from study.cluster import shutdown_if_started
     from study.config import load_config
@@ -301,8 +305,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     save_figure(draw_curves_comparison([(name, regularized.history), ("none", baseline.history)],
                                        f"{name} vs no regularizer (seed {cfg.train.seed})"),
                 out / "training_curves_comparison.png")
-    from analysis.tables import text_table
-
     rows = [(key, d["regularized"], d["baseline"], d["absolute"], d["percent"])
             for key, d in report["differences"].items()
             if key in ("val_accuracy", "test_accuracy", "overfit_gap", "geodesic_ratio_mean", "flatness_calibrated",
@@ -316,13 +318,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from study.cluster import shutdown_if_started
-    from study.tuner import StudyPlan, resume_study
+    from study.tuner import StudyPlan, is_uri, resume_study
 
-    study_dir = args.study_dir if "://" in args.study_dir else str(Path(args.study_dir).expanduser().resolve())
+    study_dir = args.study_dir if is_uri(args.study_dir) else str(Path(args.study_dir).expanduser().resolve())
     plan = StudyPlan.load(study_dir)
-    info = _start_ray_for(plan, args.address)
+    info = _start_ray_for(plan, args.address)  # may set gpus_per_trial to 0 where the cluster has no GPU
     try:
-        plan, results = resume_study(study_dir, gpus_per_trial=plan.gpus_per_trial)
+        results = resume_study(plan)
         return _finish_study(plan, results, not args.no_report)
     finally:
         shutdown_if_started(info)
@@ -360,8 +362,6 @@ def load_latents(path: str) -> tuple:
 
 
 def cmd_geometry(args: argparse.Namespace) -> int:
-    import json
-
     from analysis.latent import geometry_summary, pca_projection, umap_projection
 
     if args.n_neighbors < 2:

@@ -165,8 +165,6 @@ def check_storage_shared(study_dir: str) -> None:
     Object-store URIs are reachable by construction; a local path must be a shared
     file system (Ray Tune needs it for checkpoints since Ray 2.7).
     """
-    import ray
-
     if "://" in study_dir:
         return
     from pathlib import Path

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -62,6 +63,7 @@ class TrialSummary:
 
 def summarize_results(results, metric: str) -> list[TrialSummary]:
     """One row per trial from Tune's ResultGrid and the trials' metrics.json files."""
+    from analysis.load import finished_status
     from study.tuner import read_text, summarize_error
 
     rows = []
@@ -73,9 +75,7 @@ def summarize_results(results, metric: str) -> list[TrialSummary]:
             continue
         text = read_text(result.path, "metrics.json")
         final = json.loads(text) if text else {}
-        reason = final.get("stop_reason", "")
-        status = ("stopped by ASHA" if "scheduler" in reason else "early stop" if reason.startswith("early")
-                  else "completed" if final else "unfinished")
+        status = finished_status(final) if final else "unfinished"
         rows.append(TrialSummary(name, status, final.get("epochs_run"), final.get(metric),
                                  final.get("test_accuracy"), None, result.path))
     return rows
@@ -84,9 +84,7 @@ def summarize_results(results, metric: str) -> list[TrialSummary]:
 def summary_text(rows: list[TrialSummary], metric: str, mode: str) -> str:
     from analysis.tables import text_table
 
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row.status] = counts.get(row.status, 0) + 1
+    counts = Counter(row.status for row in rows)
     lines = [f"{len(rows)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())]
     ok = [r for r in rows if r.metric is not None]
     if ok:

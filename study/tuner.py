@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from search_spaces.spec import StudySpec, planned_configs, variant_label, variant_labels
+from search_spaces.spec import StudySpec, keys_of, planned_configs, variant_label, variant_labels
 from study.config import ConfigError, TrialConfig, merge
 
 STUDY_FILE = "study.json"
@@ -193,9 +193,7 @@ def plan_text(plan: StudyPlan, spec: Optional[StudySpec] = None) -> str:
             for key, dist in trial.distributions.items():
                 lines.append(f"  {key}: {dist}")
         return "\n".join(lines)
-    keys = []
-    for variant in plan.variants:
-        keys.extend(k for k in variant if k not in keys)
+    keys = keys_of(plan.variants)
     rows = [[i] + [v.get(k, "") for k in keys] for i, v in enumerate(plan.variants)]
     lines.append(text_table(["#"] + keys, rows))
     return "\n".join(lines)
@@ -352,16 +350,13 @@ def run_study(plan: StudyPlan, spec: StudySpec):
     return tuner.fit()
 
 
-def resume_study(study_dir: str, cpus_per_trial: Optional[float] = None, gpus_per_trial: Optional[float] = None):
-    """Finish an interrupted study: finished trials stay, interrupted ones continue, errored ones retry."""
+def resume_study(plan: StudyPlan):
+    """Finish an interrupted study (``StudyPlan.load`` of its directory, resources as Ray can give them):
+    finished trials stay, interrupted ones continue, errored ones retry. Returns Tune's ResultGrid."""
     from ray import tune
 
     quiet_tune_environment()
-    plan = StudyPlan.load(study_dir)
-    if cpus_per_trial is not None:
-        plan.cpus_per_trial = cpus_per_trial
-    if gpus_per_trial is not None:
-        plan.gpus_per_trial = gpus_per_trial
+    study_dir = plan.study_dir
     if not tune.Tuner.can_restore(study_dir):
         raise ConfigError(f"'{study_dir}' holds no Ray Tune experiment state to resume (was it started?)")
     if not is_uri(study_dir):
@@ -383,7 +378,7 @@ def resume_study(study_dir: str, cpus_per_trial: Optional[float] = None, gpus_pe
                               f"({exc})") from None
     tuner = tune.Tuner.restore(study_dir, trainable=trainable_for(plan), resume_unfinished=True,
                                resume_errored=True)
-    return plan, tuner.fit()
+    return tuner.fit()
 
 
 # ---------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 import json
 import math
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,8 +62,8 @@ def test_pairing_and_paired_t_test(tmp_path):
         assert pair["trial"].split("seed=")[1] == pair["baseline"].split("seed=")[1]
     effects = {e.metric: e for e in paired_effects(pairing)}
     acc = effects["test_accuracy"]
-    diffs = [0.01, 0.02, 0.03]
-    t = 0.02 / (0.01 / math.sqrt(3))
+    diffs = [0.01, 0.02, 0.03]  # regularized minus baseline test accuracy, per seed
+    t = sps.tmean(diffs) / (sps.tstd(diffs) / math.sqrt(len(diffs)))
     assert acc.n_pairs == 3 and acc.mean_diff == pytest.approx(0.02) and acc.test == "paired t-test"
     assert acc.statistic == pytest.approx(t)
     assert acc.p_value == pytest.approx(2 * sps.t.sf(t, df=2))

@@ -25,7 +25,7 @@ import torch
 from scipy import sparse
 from scipy.sparse.csgraph import dijkstra
 
-from study.config import GeodesicConfig, GeometryConfig, RegularizerConfig
+from study.config import GeometryConfig, RegularizerConfig
 
 EPS = 1e-12
 

@@ -103,6 +103,14 @@ def assigned_cpus() -> int:
     return max(1, int(round(cpus)))
 
 
+def trial_config(config: dict, base: Optional[dict], variants: Optional[dict]) -> TrialConfig:
+    """The trial's validated config (Tune's ``config`` over a study's base and variants), with torch threads set."""
+    cfg = TrialConfig.from_dict(assemble_trial_config(config, base, variants))
+    # Threads follow the CPUs Ray reserved for this trial, so parallel trials share cores instead of fighting.
+    torch.set_num_threads(cfg.train.num_threads or assigned_cpus())
+    return cfg
+
+
 def train_trial(config: dict, base: Optional[dict] = None, variants: Optional[dict] = None,
                 verbose: bool = True) -> None:
     """Ray Tune entry point: build everything from ``config`` (over a study's ``base``) and run one trial.
@@ -111,9 +119,7 @@ def train_trial(config: dict, base: Optional[dict] = None, variants: Optional[di
     """
     if not verbose:
         logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" per epoch
-    cfg = TrialConfig.from_dict(assemble_trial_config(config, base, variants))
-    # Threads follow the CPUs Ray reserved for this trial, so parallel trials share cores instead of fighting.
-    torch.set_num_threads(cfg.train.num_threads or assigned_cpus())
+    cfg = trial_config(config, base, variants)
     session = TuneSession()
     finished = session.read_artifact("metrics.json")
     if finished is not None:
@@ -136,8 +142,7 @@ def train_trial(config: dict, base: Optional[dict] = None, variants: Optional[di
 def finalize_stopped_trial(config: dict, checkpoint: "tune.Checkpoint", trial_path: str, filesystem,
                            base: Optional[dict] = None, variants: Optional[dict] = None) -> str:
     """Write the artifacts of a trial the scheduler stopped, from its last checkpoint (run as a Ray task)."""
-    cfg = TrialConfig.from_dict(assemble_trial_config(config, base, variants))
-    torch.set_num_threads(cfg.train.num_threads or assigned_cpus())
+    cfg = trial_config(config, base, variants)
     with checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
     with tempfile.TemporaryDirectory(prefix="geotune-artifacts-") as folder:
