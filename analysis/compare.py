@@ -9,9 +9,10 @@ from typing import Optional
 
 COMPARED = ("val_accuracy", "test_accuracy", "val_loss", "test_loss", "val_macro_f1", "test_macro_f1",
             "train_accuracy", "overfit_gap", "best_val_accuracy", "epochs_run", "wall_time_s",
-            "geodesic_ratio_mean", "geodesic_ratio_mean_indirect", "flatness_calibrated",
-            "flatness_calibrated_per_class", "intrinsic_dim_twonn", "intrinsic_dim_mle", "silhouette",
-            "linear_separability", "knn_accuracy", "pca_dims_90", "trustworthiness")
+            "flatness_calibrated_per_class", "participation_ratio_per_class", "top_pc_share_per_class",
+            "intrinsic_dim_twonn_per_class", "flatness_calibrated", "flatness_reference", "geodesic_ratio_mean",
+            "geodesic_ratio_mean_indirect", "participation_ratio", "top_pc_share", "intrinsic_dim_twonn",
+            "intrinsic_dim_mle", "silhouette", "linear_separability", "knn_accuracy", "pca_dims_90", "trustworthiness")
 
 
 @dataclass

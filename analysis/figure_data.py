@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.figures import GradNormTable, grad_norm_table
-from analysis.stats import group_label, mean_ci, regularizer_label
+from analysis.stats import SUMMARY_METRICS, Pairing, PairedEffect, group_label, mean_ci, regularizer_label
 
 MAX_LINES = 10  # more groups than this in one panel stop being readable
 
@@ -79,6 +79,47 @@ def curve_bands(frame: pd.DataFrame, histories: dict[str, list[dict]], factors: 
             out[key].append(Band(label, epochs, means, [m - s for m, s in zip(means, stds)],
                                  [m + s for m, s in zip(means, stds)], [len(by_epoch[e]) for e in epochs]))
     return CurveBands(list(keys), out, grouped_by)
+
+
+@dataclass
+class ForestCell:
+    """One regularizer's paired effect on one metric: mean difference, its 95% CI, the difference of each pair."""
+    mean: Optional[float]
+    low: Optional[float]
+    high: Optional[float]
+    diffs: list[float]
+    test: Optional[str]
+    p_value: Optional[float]
+
+
+@dataclass
+class Forest:
+    """Paired effects of every regularizer (rows) on the headline metrics (panels)."""
+    metrics: list[str]
+    labels: dict[str, str]       # metric -> how to read it
+    scales: dict[str, float]     # metric -> factor for display (accuracies in percentage points)
+    regularizers: list[str]
+    cells: dict[tuple[str, str], ForestCell]  # (regularizer, metric) -> cell
+
+
+def forest(pairing: Pairing, effects: Sequence[PairedEffect], metrics: Sequence[str]) -> Optional[Forest]:
+    """What the forest plot draws, or None when no regularized trial has a baseline."""
+    if pairing.pairs.empty or not effects:
+        return None
+    by_key = {(e.regularizer, e.metric): e for e in effects}
+    regularizers = sorted({e.regularizer for e in effects})
+    shown = [m for m in metrics if any(by_key.get((r, m)) and by_key[(r, m)].mean_diff is not None
+                                       for r in regularizers)]
+    cells = {}
+    for label, part in pairing.pairs.groupby("regularizer", sort=True):
+        for metric in shown:
+            e = by_key.get((label, metric))
+            diffs = [float(v) for v in part.get(f"{metric}_diff", []) if v is not None and np.isfinite(v)]
+            if e is not None:
+                cells[(label, metric)] = ForestCell(e.mean_diff, e.ci_low, e.ci_high, diffs, e.test, e.p_value)
+    scales = {m: 100.0 if m.endswith("accuracy") else 1.0 for m in shown}
+    labels = {m: SUMMARY_METRICS.get(m, m) + (" (points)" if scales[m] == 100.0 else "") for m in shown}
+    return Forest(shown, labels, scales, regularizers, cells)
 
 
 @dataclass

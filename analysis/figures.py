@@ -213,6 +213,43 @@ def draw_curve_bands(curves, title: str = "") -> Figure:
     return fig
 
 
+def draw_forest(data) -> Figure:
+    """One panel per metric, one row per regularizer: 95% CI of the paired mean difference (bar), the mean
+    (diamond), each pair's difference (dots), and the line of no effect. Dark where the CI excludes 0."""
+    n_rows = len(data.regularizers)
+    columns = min(3, len(data.metrics))
+    grid_rows = math.ceil(len(data.metrics) / columns)
+    fig = Figure(figsize=(4.2 * columns + 1.2, (0.45 * n_rows + 1.3) * grid_rows), layout="constrained")
+    axes = fig.subplots(grid_rows, columns, sharey=True, squeeze=False).ravel()
+    for ax in axes[len(data.metrics):]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes, data.metrics):
+        scale = data.scales[metric]
+        for row, label in enumerate(data.regularizers):
+            cell = data.cells.get((label, metric))
+            if cell is None or cell.mean is None:
+                continue
+            y = n_rows - 1 - row
+            excludes = cell.low is not None and (cell.low > 0 or cell.high < 0)
+            colour = "#1f4e79" if excludes else "#8c8c8c"
+            if cell.low is not None:
+                ax.plot([cell.low * scale, cell.high * scale], [y, y], color=colour, lw=2.2, solid_capstyle="butt")
+            jitter = np.linspace(-0.12, 0.12, len(cell.diffs)) if len(cell.diffs) > 1 else [0.0] * len(cell.diffs)
+            ax.scatter([d * scale for d in cell.diffs], [y + j for j in jitter], s=14, color=colour, alpha=0.55,
+                       zorder=3, linewidths=0)
+            ax.scatter([cell.mean * scale], [y], marker="D", s=38, color=colour, zorder=4)
+        ax.axvline(0.0, color="black", lw=0.8, ls="--")
+        ax.set_title(data.labels[metric], fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
+    axes[0].set_yticks(range(n_rows), [label[:40] for label in reversed(data.regularizers)], fontsize=8)
+    axes[0].set_ylim(-0.6, n_rows - 0.4)
+    for ax in axes[columns::columns]:  # sharey keeps the labels only on the first column: repeat them per row
+        ax.tick_params(axis="y", labelleft=True, labelsize=8)
+    fig.supxlabel("regularized minus its baseline (same seed and data)", fontsize=9)
+    return fig
+
+
 def draw_factor_lines(panels: Sequence) -> Figure:
     """Metric vs a numeric factor with 95% CIs, one line per value of a second factor, baseline as a band."""
     fig = Figure(figsize=(6 * len(panels), 4.2), layout="constrained")

@@ -1,88 +1,42 @@
-"""Geometry of a set of embeddings: geodesic flatness, intrinsic dimension, cluster structure.
+"""Geometry of a set of embeddings: geodesic flatness, intrinsic dimension, spectrum, cluster structure.
 
-Pure functions of (embeddings, labels) with numpy/scipy/scikit-learn; no torch,
-no training. The central quantity is the **geodesic ratio** of a pair of points:
+Pure functions of (embeddings, labels) with numpy/scipy/scikit-learn; no
+training. The central quantity is the **geodesic ratio** of a pair of points:
 shortest-path length on the symmetric kNN graph with Euclidean edge weights
 (exactly scikit-learn Isomap's ``dist_matrix_``) divided by their Euclidean
 distance. It is >= 1, equals 1 for collinear points, and grows with curvature.
 
-The raw ratio also grows with k, sample size and intrinsic dimension (a flat
-16-D Gaussian gives about 1.5 at k=10), so it is reported next to the same
-statistic on a *flat reference*: an isotropic Gaussian cloud with the same
-component sizes, the same k and the estimated intrinsic dimension. Their
-quotient, ``flatness_calibrated``, is about 1 for flat data and larger for
-curved or folded data.
+The raw ratio also grows with k, sample size, intrinsic dimension and the shape
+of the density (a flat 12-D Gaussian gives about 1.6 at k=10), so it is reported
+next to ``flatness_calibrated`` (``analysis.flatness``): the same ratio for paths
+that may take any straight segment staying on the data, which is 1 for flat data
+of any shape and larger for curved or folded data. On labelled data the headline
+is measured within each class (``flatness_calibrated_per_class``): across a whole
+classifier latent the ratio also measures how the class clusters connect.
+
+How a set spreads over its dimensions (a regularizer can flatten a class by
+collapsing it) is measured by the covariance spectrum: ``participation_ratio``
+((sum of eigenvalues)^2 / sum of their squares) and ``top_pc_share`` (the share of
+variance on the first principal axis).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from typing import Optional
 
 import numpy as np
-from scipy import sparse
 from scipy.sparse.csgraph import connected_components, shortest_path
 
+from analysis.flatness import Flatness, chord_flatness
+from analysis.neighbors import Neighbors, graph_geodesics, knn_graph, nearest_neighbors, unique_points
+
+__all__ = ["Flatness", "GeodesicStats", "GeometrySummary", "calibrated_flatness", "class_summary",
+           "epoch_geometry", "geodesic_stats", "geometry_summary", "graph_geodesics", "intrinsic_dim_mle",
+           "intrinsic_dim_twonn", "knn_accuracy", "knn_graph", "linear_separability", "nearest_neighbors",
+           "participation_ratio", "pca_dims", "pca_projection", "silhouette", "spectrum", "top_pc_share",
+           "trustworthiness", "umap_projection"]
+
 QUANTILES = (0.05, 0.25, 0.75, 0.95)
-
-
-# ---------------------------------------------------------------------------
-# neighbours and graph
-
-
-def nearest_neighbors(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(distances, indices) of the k nearest other points of every point, nearest first.
-
-    Many points in many dimensions: blocked float32 distance matrices in torch pick
-    the neighbours (2-3x faster than scikit-learn's brute force on 2 cores), then
-    their distances are recomputed exactly in float64. Otherwise scikit-learn.
-    """
-    k = min(k, len(x) - 1)
-    if len(x) > 2000 and x.shape[1] > 16:
-        return _blocked_neighbors(x, k)
-    from sklearn.neighbors import NearestNeighbors
-
-    nn = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(x)
-    return nn.kneighbors(return_distance=True)
-
-
-def _blocked_neighbors(x: np.ndarray, k: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    import torch
-
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    sq = (xt * xt).sum(1)
-    dist = np.empty((len(x), k))
-    idx = np.empty((len(x), k), dtype=np.int64)
-    for start in range(0, len(x), block):
-        stop = min(start + block, len(x))
-        d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (xt[start:stop] @ xt.T)
-        d2[torch.arange(stop - start), torch.arange(start, stop)] = float("inf")  # not itself
-        chosen = torch.topk(d2, k, dim=1, largest=False).indices.numpy()
-        # float32 only picks the neighbours; their lengths are recomputed in float64 (per block, to bound memory)
-        exact = np.linalg.norm(x[chosen] - x[start:stop, None, :], axis=2)
-        order = np.argsort(exact, axis=1, kind="stable")
-        dist[start:stop] = np.take_along_axis(exact, order, 1)
-        idx[start:stop] = np.take_along_axis(chosen, order, 1)
-    return dist, idx
-
-
-def knn_graph(x: np.ndarray, k: int, neighbors: Optional[tuple[np.ndarray, np.ndarray]] = None) -> sparse.csr_matrix:
-    """Symmetric (union) kNN graph with Euclidean edge lengths, as Isomap builds it.
-
-    scipy's graph routines treat a stored 0 as "no edge", so an edge between two
-    identical points gets a tiny positive length instead of disappearing.
-    """
-    dist, idx = neighbors if neighbors is not None else nearest_neighbors(x, k)
-    n, kk = idx.shape
-    weights = np.maximum(dist.ravel(), 1e-12)
-    graph = sparse.csr_matrix((weights, (np.repeat(np.arange(n), kk), idx.ravel())), shape=(n, n))
-    return graph.maximum(graph.T).tocsr()
-
-
-def graph_geodesics(x: np.ndarray, k: int, sources: Optional[np.ndarray] = None) -> np.ndarray:
-    """Shortest-path lengths on the kNN graph from ``sources`` (all points by default); inf if unreachable."""
-    return shortest_path(knn_graph(x, k), method="D", directed=False, indices=sources)
 
 
 # ---------------------------------------------------------------------------
@@ -109,7 +63,7 @@ class GeodesicStats:
 
 
 def geodesic_stats(x: np.ndarray, k: int, *, max_exact: int = 3000, n_sources: int = 300, seed: int = 0,
-                   neighbors: Optional[tuple[np.ndarray, np.ndarray]] = None) -> GeodesicStats:
+                   neighbors: Optional[Neighbors] = None) -> GeodesicStats:
     """Ratio statistics over connected pairs i<j; exact up to ``max_exact`` points, else from sampled sources.
 
     ``neighbors`` (distances, indices of at least k neighbours) avoids a second neighbour search.
@@ -118,7 +72,7 @@ def geodesic_stats(x: np.ndarray, k: int, *, max_exact: int = 3000, n_sources: i
     stats = GeodesicStats(n_points=n, n_neighbors=k)
     if n < 3:
         return stats
-    graph = knn_graph(x, k, (neighbors[0][:, :k], neighbors[1][:, :k]) if neighbors is not None else None)
+    graph = knn_graph(x, k, neighbors)
     n_comp, comp = connected_components(graph, directed=False)
     stats.n_components = int(n_comp)
     sizes = np.bincount(comp)
@@ -170,65 +124,48 @@ def _euclidean_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-# flat reference (calibration)
+# calibrated flatness (analysis.flatness)
 
 
-@lru_cache(maxsize=512)
-def reference_component(size: int, k: int, dim: int, max_exact: int = 3000, n_sources: int = 300,
-                        seed: int = 12345) -> tuple[Optional[float], int]:
-    """(mean ratio, connected pairs) of one flat isotropic Gaussian cloud; cached, as sizes repeat."""
-    rng = np.random.default_rng([seed, size, k, dim])
-    stats = geodesic_stats(rng.standard_normal((size, dim)), k, max_exact=max_exact, n_sources=n_sources, seed=seed)
-    return stats.mean, stats.n_pairs
-
-
-def reference_ratio(sizes: tuple[int, ...], k: int, dim: int, max_exact: int = 3000,
-                    n_sources: int = 300) -> Optional[float]:
-    """Mean geodesic ratio of flat Gaussian clouds, one per component size, weighted by connected pairs."""
-    total, weight = 0.0, 0.0
-    for size in sizes:
-        if size < 3:
-            continue
-        mean, pairs = reference_component(size, k, dim, max_exact, n_sources)
-        if mean is not None and pairs:
-            total += mean * pairs
-            weight += pairs
-    return total / weight if weight else None
-
-
-@dataclass
-class Flatness:
-    raw: Optional[float]
-    reference: Optional[float]
-    calibrated: Optional[float]
-    reference_dim: int
-
-
-def calibrated_flatness(geo: GeodesicStats, ambient_dim: int, dim_estimate: Optional[float],
-                        max_exact: int = 3000, n_sources: int = 300) -> Flatness:
-    """Raw mean ratio, the flat reference's (same component sizes, k, dimension), and their quotient."""
-    dim = int(min(max(1, round(dim_estimate)) if dim_estimate and math.isfinite(dim_estimate) else ambient_dim,
-                  ambient_dim))
-    if geo.mean is None:
-        return Flatness(geo.mean, None, None, dim)
-    reference = reference_ratio(tuple(geo.component_sizes), geo.n_neighbors, dim, max_exact, n_sources)
-    return Flatness(geo.mean, reference, geo.mean / reference if reference else None, dim)
+def calibrated_flatness(geo: GeodesicStats, x: np.ndarray, dimension: Optional[float], *,
+                        neighbors: Optional[Neighbors] = None, seed: int = 0) -> Flatness:
+    """Chord-geodesic flatness of ``x`` next to its raw ratio ``geo``; reference = raw / calibrated."""
+    flat = chord_flatness(x, geo.n_neighbors, dimension, neighbors=neighbors, seed=seed)
+    flat.raw = geo.mean
+    if flat.calibrated is not None and geo.mean is not None:
+        flat.reference = geo.mean / flat.calibrated
+    return flat
 
 
 # ---------------------------------------------------------------------------
 # intrinsic dimension
 
 
+def _distinct(x: np.ndarray, neighbors: Optional[Neighbors], k: int) -> tuple[np.ndarray, Optional[Neighbors]]:
+    """``x`` without duplicated rows, and neighbours valid for it (recomputed when rows were dropped)."""
+    if neighbors is not None and neighbors[0].shape[1] >= k and len(neighbors[0]):
+        r1 = neighbors[0][:, 0]
+        if r1.min() > 1e-7 * np.median(r1):  # no neighbour (nearly) coincides: no duplicates, skip the search
+            return x, neighbors
+    distinct, duplicates = unique_points(np.asarray(x))
+    if duplicates or neighbors is None or neighbors[0].shape[1] < k:
+        return distinct, (nearest_neighbors(distinct, k) if len(distinct) > k else None)
+    return distinct, neighbors
+
+
 def intrinsic_dim_twonn(x: np.ndarray, discard_fraction: float = 0.1,
-                        neighbors: Optional[tuple[np.ndarray, np.ndarray]] = None) -> Optional[float]:
+                        neighbors: Optional[Neighbors] = None) -> Optional[float]:
     """TwoNN (Facco et al. 2017): slope of -log(1 - F(mu)) against log(mu), mu = r2/r1, through the origin.
 
-    The largest ``discard_fraction`` of mu values (most affected by noise and
-    boundaries) is left out of the fit, as in the paper.
+    Duplicated points are dropped first (a zero r1 has no ratio; ``geometry_summary`` reports how
+    many). The largest ``discard_fraction`` of mu values (most affected by noise and boundaries)
+    is left out of the fit, as in the paper.
     """
-    dist = neighbors[0] if neighbors is not None else nearest_neighbors(x, 2)[0]
-    r1, r2 = dist[:, 0], dist[:, 1]
-    keep = r1 > 1e-12  # duplicates have no defined ratio
+    x, neighbors = _distinct(x, neighbors, 2)
+    if neighbors is None:
+        return None
+    r1, r2 = neighbors[0][:, 0], neighbors[0][:, 1]
+    keep = r1 > 0
     mu = np.sort(r2[keep] / r1[keep])
     n = len(mu)
     if n < 3:
@@ -241,19 +178,46 @@ def intrinsic_dim_twonn(x: np.ndarray, discard_fraction: float = 0.1,
     return float(log_mu @ y / denom) if denom > 0 else None
 
 
-def intrinsic_dim_mle(x: np.ndarray, k: int = 20,
-                      neighbors: Optional[tuple[np.ndarray, np.ndarray]] = None) -> Optional[float]:
-    """Levina-Bickel MLE with k neighbours, averaged over points as MacKay & Ghahramani propose (mean of inverses)."""
-    if neighbors is not None and neighbors[0].shape[1] >= k:
-        dist = neighbors[0][:, :k]
-    else:
-        dist, _ = nearest_neighbors(x, k)
-    dist = np.maximum(dist, 1e-12)
+def intrinsic_dim_mle(x: np.ndarray, k: int = 20, neighbors: Optional[Neighbors] = None) -> Optional[float]:
+    """Levina-Bickel MLE with k neighbours, averaged over points as MacKay & Ghahramani propose (mean of inverses).
+
+    Duplicated points are dropped first (their zero distances would drive the estimate to 0).
+    """
+    x, neighbors = _distinct(x, neighbors, min(k, len(x) - 1))
+    if neighbors is None:
+        return None
+    dist = neighbors[0][:, :k]
     if dist.shape[1] < 2:
         return None
+    dist = dist[dist[:, 0] > 0]
     inverse = np.log(dist[:, -1:] / dist[:, :-1]).mean(axis=1)  # = 1 / m_k(x)
     inverse = inverse[inverse > 0]
     return float(1.0 / inverse.mean()) if inverse.size else None
+
+
+# ---------------------------------------------------------------------------
+# spectrum: how the variance spreads over dimensions
+
+
+def spectrum(x: np.ndarray) -> np.ndarray:
+    """Eigenvalues of the covariance matrix (population normalisation), largest first."""
+    centred = np.asarray(x, dtype=np.float64) - np.mean(x, axis=0)
+    s = np.linalg.svd(centred, compute_uv=False)
+    return s ** 2 / max(1, len(centred))
+
+
+def participation_ratio(x: np.ndarray) -> Optional[float]:
+    """(sum of covariance eigenvalues)^2 / sum of their squares: d for an isotropic d-dim cloud, 1 for a line."""
+    eig = spectrum(x)
+    total = float((eig ** 2).sum())
+    return float(eig.sum() ** 2 / total) if len(x) >= 2 and total > 0 else None
+
+
+def top_pc_share(x: np.ndarray) -> Optional[float]:
+    """Share of the total variance on the first principal axis (1/d isotropic, 1 for a line)."""
+    eig = spectrum(x)
+    total = float(eig.sum())
+    return float(eig[0] / total) if len(x) >= 2 and total > 0 else None
 
 
 # ---------------------------------------------------------------------------
@@ -296,9 +260,8 @@ def knn_accuracy(labels: np.ndarray, neighbor_idx: np.ndarray) -> Optional[float
 
 def pca_dims(x: np.ndarray, variance: float = 0.9) -> int:
     """Number of principal components explaining ``variance`` of the total variance."""
-    centred = x - x.mean(0)
-    s = np.linalg.svd(centred, compute_uv=False)
-    share = np.cumsum(s ** 2) / max(float((s ** 2).sum()), 1e-300)
+    eig = spectrum(x)
+    share = np.cumsum(eig) / max(float(eig.sum()), 1e-300)
     return int(np.searchsorted(share, variance - 1e-12) + 1)
 
 
@@ -342,6 +305,9 @@ class GeometrySummary:
     flatness: Flatness
     intrinsic_dim_twonn: Optional[float]
     intrinsic_dim_mle: Optional[float]
+    participation_ratio: Optional[float] = None
+    top_pc_share: Optional[float] = None
+    n_duplicates: int = 0                  # rows identical to an earlier one (left out of dimension estimates)
     silhouette: Optional[float] = None
     linear_separability: Optional[float] = None
     knn_accuracy: Optional[float] = None
@@ -354,13 +320,19 @@ class GeometrySummary:
         """The headline numbers under the names used everywhere (history, Tune, JSON, DataFrame)."""
         g = self.geodesic
         return {
+            "flatness_calibrated_per_class": _pair_weighted(self.per_class, "flatness_calibrated"),
+            "geodesic_ratio_mean_per_class": _pair_weighted(self.per_class, "geodesic_ratio_mean"),
+            "participation_ratio_per_class": _class_mean(self.per_class, "participation_ratio"),
+            "top_pc_share_per_class": _class_mean(self.per_class, "top_pc_share"),
+            "intrinsic_dim_twonn_per_class": _class_mean(self.per_class, "intrinsic_dim_twonn"),
+            "class_size_median": (float(np.median([c["n_points"] for c in self.per_class.values()]))
+                                  if self.per_class else None),
+            "flatness_calibrated": self.flatness.calibrated, "flatness_reference": self.flatness.reference,
             "geodesic_ratio_mean": g.mean, "geodesic_ratio_median": g.median, "geodesic_ratio_std": g.std,
             "geodesic_ratio_mean_indirect": g.mean_indirect, "geodesic_pairs_fraction": g.fraction_pairs_counted,
             "geodesic_components": g.n_components,
-            "flatness_reference": self.flatness.reference, "flatness_calibrated": self.flatness.calibrated,
-            "flatness_calibrated_per_class": _pair_weighted(self.per_class, "flatness_calibrated"),
-            "geodesic_ratio_mean_per_class": _pair_weighted(self.per_class, "geodesic_ratio_mean"),
             "intrinsic_dim_twonn": self.intrinsic_dim_twonn, "intrinsic_dim_mle": self.intrinsic_dim_mle,
+            "participation_ratio": self.participation_ratio, "top_pc_share": self.top_pc_share,
             "silhouette": self.silhouette, "linear_separability": self.linear_separability,
             "knn_accuracy": self.knn_accuracy, "pca_dims_90": self.pca_dims_90,
             "trustworthiness": self.trustworthiness,
@@ -371,21 +343,31 @@ class GeometrySummary:
 
 
 def _pair_weighted(per_class: dict, key: str) -> Optional[float]:
+    """Mean of a per-class value weighted by each class's connected pairs (as if all pairs were pooled)."""
     values = [(c[key], c["geodesic"]["n_pairs"]) for c in per_class.values()
               if c.get(key) is not None and c["geodesic"]["n_pairs"]]
     weight = sum(w for _, w in values)
     return sum(v * w for v, w in values) / weight if weight else None
 
 
+def _class_mean(per_class: dict, key: str) -> Optional[float]:
+    """Plain mean of a per-class value over the classes that have it (each class counts once)."""
+    values = [c[key] for c in per_class.values() if c.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
 def class_summary(x: np.ndarray, k: int, max_exact: int, n_sources: int, seed: int) -> dict:
+    """Geodesic ratio, calibrated flatness, dimension and spectrum of one class."""
     neighbors = nearest_neighbors(x, max(k, min(20, len(x) - 1)))
     geo = geodesic_stats(x, k, max_exact=max_exact, n_sources=n_sources, seed=seed, neighbors=neighbors)
     twonn = intrinsic_dim_twonn(x, neighbors=neighbors)
-    flat = calibrated_flatness(geo, x.shape[1], twonn, max_exact, n_sources)
+    flat = calibrated_flatness(geo, x, twonn, neighbors=neighbors, seed=seed)
     return {"n_points": len(x), "geodesic": asdict(geo), "geodesic_ratio_mean": geo.mean,
-            "flatness_reference": flat.reference, "flatness_calibrated": flat.calibrated,
+            "flatness_reference": flat.reference, "flatness_calibrated": flat.calibrated, "flatness": asdict(flat),
             "intrinsic_dim_twonn": twonn,
-            "intrinsic_dim_mle": intrinsic_dim_mle(x, min(20, len(x) - 1), neighbors=neighbors)}
+            "intrinsic_dim_mle": intrinsic_dim_mle(x, min(20, len(x) - 1), neighbors=neighbors),
+            "participation_ratio": participation_ratio(x), "top_pc_share": top_pc_share(x),
+            "n_duplicates": unique_points(x)[1]}
 
 
 def geometry_summary(embeddings: np.ndarray, labels: Optional[np.ndarray] = None, *, n_neighbors: int = 10,
@@ -402,9 +384,10 @@ def geometry_summary(embeddings: np.ndarray, labels: Optional[np.ndarray] = None
     twonn = intrinsic_dim_twonn(x, neighbors=neighbors)
     summary = GeometrySummary(
         n_points=len(x), dim=x.shape[1], n_neighbors=k, geodesic=geo,
-        flatness=calibrated_flatness(geo, x.shape[1], twonn, max_exact, n_sources),
+        flatness=calibrated_flatness(geo, x, twonn, neighbors=neighbors, seed=seed),
         intrinsic_dim_twonn=twonn, intrinsic_dim_mle=intrinsic_dim_mle(x, 20, neighbors=neighbors),
-        pca_dims_90=pca_dims(x),
+        participation_ratio=participation_ratio(x), top_pc_share=top_pc_share(x),
+        n_duplicates=unique_points(x)[1], pca_dims_90=pca_dims(x),
     )
     if projection is not None:
         summary.trustworthiness = trustworthiness(x, projection, k, seed=seed)
@@ -422,12 +405,28 @@ def geometry_summary(embeddings: np.ndarray, labels: Optional[np.ndarray] = None
     return summary
 
 
-def epoch_geometry(embeddings: np.ndarray, labels: np.ndarray, n_neighbors: int = 10) -> dict:
-    """The cheap subset logged every few epochs: geodesic ratio, calibrated flatness, TwoNN, silhouette."""
+EPOCH_METRICS = ("flatness_calibrated_per_class", "participation_ratio_per_class", "flatness_calibrated",
+                 "geodesic_ratio_mean", "intrinsic_dim_twonn", "silhouette")
+
+
+def epoch_geometry(embeddings: np.ndarray, labels: np.ndarray, n_neighbors: int = 10, seed: int = 0) -> dict:
+    """The subset logged every few epochs (``EPOCH_METRICS``): within-class flatness and spread first."""
     x = np.asarray(embeddings, dtype=np.float64)
-    neighbors = nearest_neighbors(x, n_neighbors)
-    geo = geodesic_stats(x, n_neighbors, neighbors=neighbors)
+    y = np.asarray(labels).astype(np.int64)
+    neighbors = nearest_neighbors(x, max(n_neighbors, 20))
+    geo = geodesic_stats(x, n_neighbors, neighbors=neighbors, seed=seed)
     twonn = intrinsic_dim_twonn(x, neighbors=neighbors)
-    flat = calibrated_flatness(geo, x.shape[1], twonn)
-    return {"geodesic_ratio_mean": geo.mean, "flatness_calibrated": flat.calibrated,
-            "intrinsic_dim_twonn": twonn, "silhouette": silhouette(x, np.asarray(labels))}
+    per_class = {}
+    for c in np.unique(y):
+        members = x[y == c]
+        if len(members) >= 3:
+            class_neighbors = nearest_neighbors(members, max(n_neighbors, min(20, len(members) - 1)))
+            class_geo = geodesic_stats(members, n_neighbors, neighbors=class_neighbors, seed=seed)
+            flat = calibrated_flatness(class_geo, members, intrinsic_dim_twonn(members, neighbors=class_neighbors),
+                                       neighbors=class_neighbors, seed=seed)
+            per_class[c] = {"flatness_calibrated": flat.calibrated, "geodesic": asdict(class_geo),
+                            "participation_ratio": participation_ratio(members)}
+    return {"flatness_calibrated_per_class": _pair_weighted(per_class, "flatness_calibrated"),
+            "participation_ratio_per_class": _class_mean(per_class, "participation_ratio"),
+            "flatness_calibrated": calibrated_flatness(geo, x, twonn, neighbors=neighbors, seed=seed).calibrated,
+            "geodesic_ratio_mean": geo.mean, "intrinsic_dim_twonn": twonn, "silhouette": silhouette(x, y)}

@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import pandas as pd
 
 from analysis import figure_data as fd
+from analysis.flatness import MIN_RESOLVED_POINTS
 from analysis import figures
 from analysis.load import StudyData, load_histories, load_study
-from analysis.stats import (SUMMARY_METRICS, factor_tables, group_summary, is_baseline, pair_with_baselines,
-                            paired_effects, regularizer_label)
+from analysis.stats import (HEADLINE_METRICS, SUMMARY_METRICS, factor_tables, geometry_change, group_summary,
+                            is_baseline, pair_with_baselines, paired_effects, regularizer_label)
 from analysis.tables import fmt, markdown_table
 
 
@@ -55,6 +57,7 @@ class Report:
     findings: list[str]
     tables: list[Table] = field(default_factory=list)
     figures: list[FigureSpec] = field(default_factory=list)
+    forest: Optional[FigureSpec] = None       # the report opens with it: paired effects at a glance
     paired: dict = field(default_factory=dict)
     summary: Optional[pd.DataFrame] = None
 
@@ -84,7 +87,9 @@ def summary_table(key: str, title: str, summary: pd.DataFrame, metrics: list[str
 
 
 PERFORMANCE = ["test_accuracy", "val_loss", "overfit_gap"]
-GEOMETRY = ["geodesic_ratio_mean", "flatness_calibrated", "intrinsic_dim_twonn", "silhouette", "linear_separability"]
+GEOMETRY = ["flatness_calibrated_per_class", "participation_ratio_per_class", "top_pc_share_per_class",
+            "intrinsic_dim_twonn"]
+STRUCTURE = ["silhouette", "knn_accuracy", "linear_separability", "flatness_calibrated", "geodesic_ratio_mean"]
 CI_CAPTION = "mean ± std over the group's trials [95% confidence interval of the mean, t distribution]"
 
 
@@ -124,33 +129,99 @@ def _best(study: StudyData) -> Optional[dict]:
             "config_file": str(folder / "config.yaml")}
 
 
+FINDING_FORMAT = {  # metric -> (display factor, unit, digits) in the findings
+    "test_accuracy": (100.0, " points", 2), "knn_accuracy": (100.0, " points", 2),
+    "flatness_calibrated_per_class": (1.0, "", 3), "participation_ratio_per_class": (1.0, "", 2),
+    "intrinsic_dim_twonn": (1.0, "", 2), "silhouette": (1.0, "", 3),
+}
+
+
+def _effect_text(metric: str, e, baseline_mean: Optional[float]) -> str:
+    scale, unit, digits = FINDING_FORMAT[metric]
+    text = f"{SUMMARY_METRICS[metric]} {e.mean_diff * scale:+.{digits}f}{unit}"
+    if metric == "participation_ratio_per_class" and baseline_mean:
+        text += f" ({e.mean_diff / baseline_mean * 100:+.0f}%)"
+    if e.ci_low is not None:
+        text += f" [{e.ci_low * scale:+.{digits}f}, {e.ci_high * scale:+.{digits}f}]"
+        text += ", excludes 0" if (e.ci_low > 0 or e.ci_high < 0) else ""
+    if e.p_value is not None:
+        text += f", p = {e.p_value:.3g}"
+    return text
+
+
+def _verdict_text(change, spread_percent: Optional[float]) -> str:
+    """The geometry verdict in words: what the numbers mean, and what they cannot tell."""
+    spread = f"participation ratio {spread_percent:+.0f}%" if spread_percent is not None else "participation ratio"
+    dim = change.dimension
+    lost = ", ".join(x for x in (spread if change.spread is not None and change.spread.ci_high is not None
+                                 and change.spread.ci_high < 0 else "",
+                                 f"intrinsic dimension {dim.mean_diff:+.2f}" if dim is not None and dim.ci_high is
+                                 not None and dim.ci_high < 0 else "") if x)
+    return {
+        "flatter by collapse": f"**Flatter by collapse**: within-class flatness fell together with the classes' "
+                               f"spread over dimensions ({lost}); thinner classes read flatter without being less "
+                               "curved, so this is not evidence of unbending.",
+        "flatter without collapse": "**Flatter without collapse**: within-class flatness fell while neither the "
+                                    "participation ratio nor the intrinsic dimension fell detectably.",
+        "collapse without flattening": f"**Collapse without flattening**: the classes lost spread over dimensions "
+                                       f"({lost}) while their flatness did not change detectably.",
+        "more curved": "**More curved**: within-class flatness rose" + (f", and the classes got thinner ({lost})"
+                                                                      if change.thinner else "") + ".",
+        "no detectable change": "No detectable change of within-class flatness or dimension at this number of "
+                                "seeds (every interval includes 0); that is not evidence of no effect.",
+        "not testable": "With fewer than 2 pairs no interval can be given: these are single differences, not "
+                        "estimated effects.",
+    }[change.verdict]
+
+
+def _resolution_note(frame: pd.DataFrame) -> Optional[str]:
+    """Say so when the measured classes are too small for within-class flatness to see any shape."""
+    if "class_size_median" not in frame or frame["class_size_median"].isna().all():
+        return None
+    size = float(frame["class_size_median"].median())
+    if size >= MIN_RESOLVED_POINTS:
+        return None
+    return (f"Within-class flatness is not resolved here: the classes hold a median of {size:.0f} measured points, "
+            f"and below about {MIN_RESOLVED_POINTS} a class reads flat whatever its shape (a sphere of 27 points "
+            "reads 1.00, of 54 points 1.04, of 100 points 1.08). Its differences say nothing about curvature; the "
+            "participation ratio and the intrinsic dimension are still measured.")
+
+
 def _findings(effects: list, pairing) -> list[str]:
-    """One sentence per regularizer: its paired effect on accuracy and latent geometry, with its uncertainty."""
+    """Per regularizer: its paired effect on accuracy and on each class's geometry, with its uncertainty, and
+    whether a flatter latent space came from collapse."""
     out = []
     by_label: dict[str, dict] = {}
     for e in effects:
         by_label.setdefault(e.regularizer, {})[e.metric] = e
     for label, metrics in by_label.items():
         n = max((m.n_pairs for m in metrics.values()), default=0)
+        tested = next((m for m in metrics.values() if m.test), None)
         first = next(iter(metrics.values()))
-        how = first.test if first.test else (first.note.split(": ", 1)[-1] + ", 95% CIs only")
-        parts = []
-        for metric, scale, unit, digits in (("test_accuracy", 100.0, " points", 2), ("flatness_calibrated", 1.0, "", 3),
-                                            ("geodesic_ratio_mean", 1.0, "", 3), ("intrinsic_dim_twonn", 1.0, "", 2)):
-            e = metrics.get(metric)
-            if e is None or e.mean_diff is None:
-                continue
-            text = f"{SUMMARY_METRICS[metric]} {e.mean_diff * scale:+.{digits}f}{unit}"
-            if e.ci_low is not None:
-                text += f" [{e.ci_low * scale:+.{digits}f}, {e.ci_high * scale:+.{digits}f}]"
-                text += ", excludes 0" if (e.ci_low > 0 or e.ci_high < 0) else ""
-            if e.p_value is not None:
-                text += f", p = {e.p_value:.3g}"
-            parts.append(text)
-        out.append(f"**{label}** vs no regularizer ({n} pair{'s' if n != 1 else ''}; {how}): " + "; ".join(parts) + ".")
+        how = tested.test if tested else (first.note.split(": ", 1)[-1] + ", 95% CIs only")
+        part = pairing.pairs[pairing.pairs["regularizer"] == label]
+        baseline = part.get("participation_ratio_per_class_baseline")
+        spread_base = float(baseline.dropna().mean()) if baseline is not None and baseline.notna().any() else None
+        parts = [_effect_text(m, metrics[m], spread_base) for m in HEADLINE_METRICS
+                 if m in metrics and metrics[m].mean_diff is not None]
+        change = geometry_change(metrics)
+        spread = change.spread
+        percent = spread.mean_diff / spread_base * 100 if spread is not None and spread.mean_diff is not None \
+            and spread_base else None
+        diffs = part[[c for c in part.columns if c.endswith("_diff")]].to_numpy(dtype=float)
+        if diffs.size and np.all(np.nan_to_num(diffs) == 0.0):
+            out.append(f"**{label}** trained exactly like its baselines ({n} pair{'s' if n != 1 else ''}; every "
+                       "difference is 0): the penalty never changed a gradient. A flat-target geodesic penalty is "
+                       "exactly 0 while no pair of a class has to bend, which is what classes this small look like "
+                       "(see reg_geodesic_bent_fraction in the trials' histories).")
+            continue
+        out.append(f"**{label}** vs no regularizer ({n} pair{'s' if n != 1 else ''}; {how}): " + "; ".join(parts)
+                   + ". " + _verdict_text(change, percent))
     if by_label:
-        out.append("Differences are regularized minus baseline; brackets are 95% confidence intervals of the mean "
-                   "difference. An interval that includes 0 means no effect is detectable at this number of seeds.")
+        out.append("Differences are regularized minus baseline (same seed and data); brackets are 95% confidence "
+                   "intervals of the mean difference. An interval that includes 0 means no effect is detectable at "
+                   "this number of seeds. Flatness within classes is the chord-geodesic ratio (1 = flat); the "
+                   "participation ratio measures over how many dimensions each class spreads.")
     if pairing.unpaired:
         out.append(f"{len(pairing.unpaired)} regularized trial(s) had no baseline with an identical config "
                    "(apart from the regularizer) and are left out of the paired comparison.")
@@ -177,19 +248,26 @@ def build_report(study: StudyData) -> Report:
         title=f"geotune study: {plan.get('space', Path(study.study_dir).name)}",
         question=plan.get("question", ""), plan=_plan_lines(study), status=status, problems=problem_table,
         best=_best(study), findings=_findings(effects, pairing), summary=frame)
+    note = _resolution_note(usable)
+    if note:
+        report.findings.insert(len(report.findings) - (1 if pairing.unpaired else 0), note)
 
     factors = study.factors
     if factors and not plan.get("optuna"):
         cells = group_summary(usable, factors)
         report.tables.append(summary_table("groups_performance", "Accuracy and loss per variant", cells,
                                            PERFORMANCE, CI_CAPTION))
-        report.tables.append(summary_table("groups_geometry", "Latent geometry per variant", cells, GEOMETRY,
-                                           CI_CAPTION))
+        report.tables.append(summary_table("groups_geometry", "Latent geometry within classes per variant", cells,
+                                           GEOMETRY, CI_CAPTION))
+        report.tables.append(summary_table("groups_structure", "Class structure and whole-set geometry per variant",
+                                           cells, STRUCTURE, CI_CAPTION + "; the whole-set flatness mixes how "
+                                           "class clusters connect with curvature"))
         if len(factors) > 1:
             for factor, table in factor_tables(usable, factors).items():
                 report.tables.append(summary_table(
                     f"factor_{factor}", f"By {factor} (averaged over the other factors)", table,
-                    ["test_accuracy", "overfit_gap", "flatness_calibrated", "intrinsic_dim_twonn"], CI_CAPTION))
+                    ["test_accuracy", "overfit_gap", "flatness_calibrated_per_class", "participation_ratio_per_class",
+                     "intrinsic_dim_twonn"], CI_CAPTION))
     if effects:
         report.tables.append(Table(
             "paired", "Paired effect of regularization (regularized minus its baseline)",
@@ -207,6 +285,13 @@ def build_report(study: StudyData) -> Report:
         "unpaired": pairing.unpaired,
     }
     report.figures = _figure_specs(study, usable)
+    forest = fd.forest(pairing, effects, HEADLINE_METRICS)
+    if forest is not None:
+        report.forest = FigureSpec(
+            "forest", "What each regularizer did, and how sure we are",
+            "paired difference to the baseline with the same seed and data: diamond = mean, bar = 95% confidence "
+            "interval (dark where it excludes 0), dots = single pairs; dashed line = no effect",
+            figures.draw_forest, forest)
     return report
 
 
@@ -225,23 +310,26 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
     if lam in factors:
         base = is_baseline(usable)
         line = k if k in factors else lam
-        panels = [fd.factor_lines(usable, lam, line, m, base) for m in ("test_accuracy", "flatness_calibrated")]
-        specs.append(FigureSpec("metric_vs_lambda", "Accuracy and flatness against lambda",
+        panels = [fd.factor_lines(usable, lam, line, m, base)
+                  for m in ("test_accuracy", "flatness_calibrated_per_class", "participation_ratio_per_class")
+                  if m in usable]
+        specs.append(FigureSpec("metric_vs_lambda", "Accuracy, flatness and spread within classes against lambda",
                                 "one line per n_neighbors, 95% CI over seeds; dashed: no regularizer",
                                 figures.draw_factor_lines, panels))
     if "model.pooling" in factors and "model.batch_norm" in factors:
         facet = "regularizer.name" if "regularizer.name" in factors else None
-        maps = fd.heatmaps(usable, "model.pooling", "model.batch_norm", "test_accuracy", facet) + \
-            fd.heatmaps(usable, "model.pooling", "model.batch_norm", "flatness_calibrated", facet)
+        maps = [hm for metric in ("test_accuracy", "flatness_calibrated_per_class") if metric in usable
+                for hm in fd.heatmaps(usable, "model.pooling", "model.batch_norm", metric, facet)]
         specs.append(FigureSpec("pooling_bn_heatmaps", "Pooling x BatchNorm", "mean over seeds per cell",
                                 figures.draw_heatmaps, maps))
-    if "flatness_calibrated" in usable and usable["flatness_calibrated"].notna().any():
+    flat_key = "flatness_calibrated_per_class"
+    if flat_key in usable and usable[flat_key].notna().any():
         colour = regularizer_label(usable) if "regularizer.name" in usable else pd.Series("all", index=usable.index)
-        specs.append(FigureSpec("accuracy_vs_flatness", "Accuracy against calibrated flatness",
-                                "one point per trial, coloured by regularizer; calibrated flatness ~1 = as flat "
-                                "as flat data of the same size and dimension",
-                                lambda d: figures.draw_scatter(d, "test accuracy vs calibrated flatness"),
-                                fd.metric_scatter(usable, "flatness_calibrated", "test_accuracy", colour)))
+        specs.append(FigureSpec("accuracy_vs_flatness", "Accuracy against flatness within classes",
+                                "one point per trial, coloured by regularizer; flatness 1 = every class is flat "
+                                "(straight segments between its points stay on it)",
+                                lambda d: figures.draw_scatter(d, "test accuracy vs flatness within classes"),
+                                fd.metric_scatter(usable, flat_key, "test_accuracy", colour)))
     if histories:
         groups = fd.grad_norm_groups(usable, histories, factors, study.metric, study.mode)
         if groups:
@@ -270,6 +358,9 @@ def _markdown(report: Report, figure_files: dict[str, str]) -> str:
     lines = [f"# {report.title}", ""]
     if report.question:
         lines += [f"**Question:** {report.question}", ""]
+    if report.forest is not None:
+        f = report.forest
+        lines += [f"## {f.title}", "", f"![{f.title}]({figure_files[f.key]})", "", f"_{f.caption}_", ""]
     lines += ["## Findings", ""] + [f"- {f}" for f in report.findings] + [""]
     lines += ["## Plan", "", markdown_table(["", ""], report.plan), ""]
     lines += ["## Trials", "", ", ".join(f"{n} {s}" for s, n in report.status.items()), ""]
@@ -310,14 +401,23 @@ def _inline(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
+def _html_figure(spec: FigureSpec, file: Path) -> str:
+    data = base64.b64encode(file.read_bytes()).decode()
+    return (f"<h2 id='{spec.key}'>{html.escape(spec.title)}</h2>"
+            f"<img alt='{html.escape(spec.title)}' src='data:image/png;base64,{data}'>"
+            f"<p class='caption'>{html.escape(spec.caption)}</p>")
+
+
 def _html(report: Report, figure_files: dict[str, Path]) -> str:
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{html.escape(report.title)}</h1>"]
     if report.question:
         parts.append(f"<p><strong>Question:</strong> {html.escape(report.question)}</p>")
-    nav = ["findings", "plan", "trials"] + (["best"] if report.best else []) + [t.key for t in report.tables] + \
-        [f.key for f in report.figures]
+    nav = (["forest"] if report.forest else []) + ["findings", "plan", "trials"] + (["best"] if report.best else []) \
+        + [t.key for t in report.tables] + [f.key for f in report.figures]
     parts.append("<nav>" + "".join(f"<a href='#{k}'>{k.replace('_', ' ')}</a>" for k in nav) + "</nav>")
+    if report.forest is not None:
+        parts.append(_html_figure(report.forest, figure_files[report.forest.key]))
     parts.append("<h2 id='findings'>Findings</h2><ul>" + "".join(f"<li>{_inline(f)}</li>" for f in report.findings)
                  + "</ul>")
     parts.append("<h2 id='plan'>Plan</h2>" + _html_table(["", ""], report.plan))
@@ -339,10 +439,7 @@ def _html(report: Report, figure_files: dict[str, Path]) -> str:
         parts.append(f"<h2 id='{table.key}'>{html.escape(table.title)}</h2>" + _html_table(table.headers, table.rows)
                      + f"<p class='caption'>{html.escape(table.caption)}</p>")
     for spec in report.figures:
-        data = base64.b64encode(figure_files[spec.key].read_bytes()).decode()
-        parts.append(f"<h2 id='{spec.key}'>{html.escape(spec.title)}</h2>"
-                     f"<img alt='{html.escape(spec.title)}' src='data:image/png;base64,{data}'>"
-                     f"<p class='caption'>{html.escape(spec.caption)}</p>")
+        parts.append(_html_figure(spec, figure_files[spec.key]))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -358,7 +455,7 @@ def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
         [f"## {t.title}\n\n{markdown_table(t.headers, t.rows)}\n\n_{t.caption}_" for t in report.tables]) + "\n")
     (out / "comparison_report.json").write_text(json.dumps(report.paired, indent=2, default=_json_default))
     files: dict[str, Path] = {}
-    for spec in report.figures:
+    for spec in ([report.forest] if report.forest is not None else []) + report.figures:
         files[spec.key] = figures.save_figure(spec.draw(spec.data), out / "figures" / f"{spec.key}.png")
     (out / "REPORT.md").write_text(_markdown(report, {k: f"figures/{p.name}" for k, p in files.items()}))
     index = out / "index.html"

@@ -13,17 +13,24 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-# What the group and paired tables report, with how to read each.
+# What the group and paired tables report, with how to read each; the headline first.
 SUMMARY_METRICS = {
     "test_accuracy": "test accuracy",
-    "val_loss": "validation loss",
-    "overfit_gap": "train minus val accuracy",
-    "geodesic_ratio_mean": "raw geodesic ratio",
-    "flatness_calibrated": "calibrated flatness",
+    "flatness_calibrated_per_class": "flatness within classes",
+    "participation_ratio_per_class": "participation ratio within classes",
+    "top_pc_share_per_class": "share of variance on the first axis within classes",
     "intrinsic_dim_twonn": "intrinsic dimension (TwoNN)",
     "silhouette": "silhouette",
+    "knn_accuracy": "kNN accuracy",
     "linear_separability": "linear separability",
+    "val_loss": "validation loss",
+    "overfit_gap": "train minus val accuracy",
+    "flatness_calibrated": "flatness of the whole set",
+    "geodesic_ratio_mean": "raw geodesic ratio",
 }
+# The answer at a glance (forest plot, findings): what a regularizer did to accuracy and to each class's geometry.
+HEADLINE_METRICS = ("test_accuracy", "flatness_calibrated_per_class", "participation_ratio_per_class",
+                    "intrinsic_dim_twonn", "silhouette", "knn_accuracy")
 MIN_PAIRS_FOR_TEST = 3     # below this a paired test says nothing: report the differences only
 MIN_PAIRS_FOR_WILCOXON = 10  # below this Wilcoxon's exact p-value cannot reach small values: use the t-test
 
@@ -212,3 +219,51 @@ def paired_effects(pairing: Pairing, metrics: Sequence[str] = tuple(SUMMARY_METR
             effects.append(PairedEffect(label, metric, summary.n, summary.mean, summary.ci_low, summary.ci_high,
                                         test, statistic, p, note))
     return effects
+
+
+# ---------------------------------------------------------------------------
+# how a regularizer moved the within-class geometry
+
+
+@dataclass
+class GeometryChange:
+    """How a regularizer moved the geometry within classes, read from its paired effects.
+
+    A change counts only when the 95% CI of the paired difference excludes 0.
+    """
+    verdict: str                           # flatter by collapse | flatter without collapse | collapse without
+                                           # flattening | more curved | no detectable change | not testable
+    flatter: Optional[bool]                # within-class flatness fell; None: no interval (fewer than 2 pairs)
+    curvier: Optional[bool]                # within-class flatness rose
+    thinner: Optional[bool]                # within-class participation ratio or intrinsic dimension fell
+    flatness: Optional[PairedEffect] = None
+    spread: Optional[PairedEffect] = None       # participation ratio within classes
+    dimension: Optional[PairedEffect] = None    # intrinsic dimension (TwoNN)
+
+
+def _below(effect: Optional[PairedEffect]) -> Optional[bool]:
+    return None if effect is None or effect.ci_high is None else effect.ci_high < 0
+
+
+def _above(effect: Optional[PairedEffect]) -> Optional[bool]:
+    return None if effect is None or effect.ci_low is None else effect.ci_low > 0
+
+
+def geometry_change(effects: dict[str, PairedEffect]) -> GeometryChange:
+    """Verdict from one regularizer's effects (by metric): did the classes get flatter, and by collapsing?"""
+    flatness = effects.get("flatness_calibrated_per_class")
+    spread, dimension = effects.get("participation_ratio_per_class"), effects.get("intrinsic_dim_twonn")
+    flatter, curvier = _below(flatness), _above(flatness)
+    shrinks = [v for v in (_below(spread), _below(dimension)) if v is not None]
+    thinner = any(shrinks) if shrinks else None
+    if flatter is None:
+        verdict = "not testable"
+    elif flatter:
+        verdict = "flatter by collapse" if thinner else "flatter without collapse"
+    elif curvier:
+        verdict = "more curved"
+    elif thinner:
+        verdict = "collapse without flattening"
+    else:
+        verdict = "no detectable change"
+    return GeometryChange(verdict, flatter, curvier, thinner, flatness, spread, dimension)

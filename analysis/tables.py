@@ -41,16 +41,22 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence], digits: int
 
 
 GEOMETRY_ROWS = [
-    ("geodesic_ratio_mean", "mean geodesic/Euclidean ratio over connected pairs"),
+    ("flatness_calibrated_per_class", "within classes: chord-geodesic / Euclidean ratio, 1 = flat (the headline)"),
+    ("participation_ratio_per_class", "within classes: (sum of covariance eigenvalues)^2 / sum of squares (mean)"),
+    ("top_pc_share_per_class", "within classes: share of variance on the first principal axis (mean)"),
+    ("intrinsic_dim_twonn_per_class", "within classes: intrinsic dimension, TwoNN (mean)"),
+    ("geodesic_ratio_mean_per_class", "within classes: raw kNN-graph ratio (pair-weighted)"),
+    ("flatness_calibrated", "whole set: chord-geodesic ratio (mixes class connections with curvature)"),
+    ("flatness_reference", "whole set: raw / calibrated, the kNN graph's own detours"),
+    ("geodesic_ratio_mean", "whole set: mean kNN-graph geodesic / Euclidean ratio over connected pairs"),
     ("geodesic_ratio_median", "median ratio"),
     ("geodesic_ratio_mean_indirect", "mean ratio without pairs joined by one edge"),
-    ("flatness_reference", "same statistic on a flat Gaussian reference (same sizes, k, dimension)"),
-    ("flatness_calibrated", "raw / reference: about 1 = flat, larger = curved or folded"),
-    ("flatness_calibrated_per_class", "calibrated flatness within classes (pair-weighted)"),
     ("geodesic_components", "connected components of the kNN graph"),
     ("geodesic_pairs_fraction", "share of pairs that are connected"),
     ("intrinsic_dim_twonn", "intrinsic dimension, TwoNN"),
     ("intrinsic_dim_mle", "intrinsic dimension, Levina-Bickel MLE (k=20)"),
+    ("participation_ratio", "participation ratio of the whole set"),
+    ("top_pc_share", "share of variance on the first principal axis"),
     ("pca_dims_90", "principal components for 90% of the variance"),
     ("silhouette", "silhouette score"),
     ("linear_separability", "one-vs-rest perceptron macro-F1 (train = test)"),
@@ -67,15 +73,20 @@ def geometry_text(summary: GeometrySummary, source: Optional[str] = None) -> str
             f"{summary.n_points} embeddings of dimension {summary.dim}, k = {summary.n_neighbors}",
             f" (geodesics from {g.sampled_sources} sampled sources)" if g.sampled_sources else " (exact)"]
     rows = [(key, flat.get(key), meaning) for key, meaning in GEOMETRY_ROWS
-            if key != "trustworthiness" or summary.projection]
+            if (key != "trustworthiness" or summary.projection)
+            and (summary.per_class or not key.endswith("_per_class"))]
     if summary.projection:
         rows[-1] = ("trustworthiness", flat["trustworthiness"], f"trustworthiness of the 2-D {summary.projection.upper()}")
     out = ["".join(head), "", text_table(["metric", "value", "meaning"], rows)]
+    if summary.n_duplicates:
+        out.append(f"note: {summary.n_duplicates} embeddings repeat an earlier one exactly; dimension estimates "
+                   "leave the repeats out")
     if summary.per_class:
         out += ["", "per class:", text_table(
-            ["class", "n", "ratio", "reference", "calibrated", "ID twonn", "ID mle"],
-            [(name, c["n_points"], c["geodesic_ratio_mean"], c["flatness_reference"], c["flatness_calibrated"],
-              c["intrinsic_dim_twonn"], c["intrinsic_dim_mle"]) for name, c in summary.per_class.items()])]
+            ["class", "n", "calibrated", "raw ratio", "reference", "ID twonn", "ID mle", "part. ratio", "top PC"],
+            [(name, c["n_points"], c["flatness_calibrated"], c["geodesic_ratio_mean"], c["flatness_reference"],
+              c["intrinsic_dim_twonn"], c["intrinsic_dim_mle"], c["participation_ratio"], c["top_pc_share"])
+             for name, c in summary.per_class.items()])]
         trivial = [name for name, c in summary.per_class.items() if c["geodesic"]["trivial"]]
         if trivial:
             out.append(f"note: classes {', '.join(trivial)} have <= k+1 points: their ratio is 1 by construction")

@@ -30,7 +30,8 @@ from study.config import merge
 SPACE = StudySpec(
     name="asha_value", question="What does ASHA save?",
     base=merge(DIGITS_CNN, {"train": {"epochs": 16, "patience": 0}, "logging": {"save_umap": False},
-                            "regularizer": {"name": "geodesic"}}),
+                            # fixed: the penalty acts on digits at any lambda (target flat never does here)
+                            "regularizer": {"name": "geodesic", "geodesic": {"target": "fixed"}}}),
     grid=[{"train.lr": [0.0003, 0.001, 0.003, 0.01],
            "regularizer.geodesic.lambda_reg": [0.05, 0.2, 1.0, 3.0]}],
     seeds=[0], asha=Asha(grace_period=2, reduction_factor=2), metric="val_accuracy", mode="max",

@@ -2,8 +2,12 @@
 
 simple_cnn on 28x28 inputs (10 classes), k = 10, batch 128 / 256 / 512 / 1024: the
 median time of a full training step (forward, loss, backward, Adam) with cross-
-entropy only, with the geodesic penalty on per-class graphs (the default), and on
-one whole-batch graph. Target (issue 6): <= 1.15x a plain step at batch 256 on CPU.
+entropy only, and with the geodesic penalty: target flat (the default) and fixed,
+on per-class graphs (the default) and on one whole-batch graph. Target (issue 6):
+<= 1.15x a plain step at batch 256 on CPU for the default. The inputs are random
+images: their classes are blobs whose segments all stay on the data, so the flat
+target costs its support tests here, not its shortest paths (a lower bound on
+curved data).
 Step times are measured side by side: one process per batch size runs all modes
 interleaved in rounds. The regularizer's peak memory is the peak resident memory
 (ru_maxrss) of a process computing only the penalty (forward and backward) on a
@@ -26,7 +30,13 @@ import time
 from common import emit, machine, today
 
 BATCHES = (128, 256, 512, 1024)
-MODES = ("plain", "geodesic_per_class", "geodesic_whole_batch", "geodesic_whole_batch_64_sources")
+MODES = ("plain", "flat_per_class", "fixed_per_class", "fixed_whole_batch", "fixed_whole_batch_64_sources",
+         "flat_whole_batch_64_sources")
+
+
+def geodesic_settings(mode: str) -> dict:
+    return {"n_neighbors": 10, "lambda_reg": 0.5, "target": mode.split("_")[0] if mode != "plain" else "flat",
+            "per_class": mode.endswith("per_class"), "max_sources": 64 if mode.endswith("64_sources") else 0}
 
 
 def build(batch: int, mode: str, model=None):
@@ -39,10 +49,8 @@ def build(batch: int, mode: str, model=None):
     from trainables.regularizers import build_regularizer
 
     torch.manual_seed(0)
-    cfg = TrialConfig.from_dict({"regularizer": {
-        "name": "none" if mode == "plain" else "geodesic",
-        "geodesic": {"n_neighbors": 10, "lambda_reg": 0.5, "per_class": mode == "geodesic_per_class",
-                     "max_sources": 64 if mode.endswith("64_sources") else 0}}})
+    cfg = TrialConfig.from_dict({"regularizer": {"name": "none" if mode == "plain" else "geodesic",
+                                                 "geodesic": geodesic_settings(mode)}})
     if model is None:
         model = build_model(cfg.model, (1, 28, 28), 10)
         if cfg.train.channels_last:  # geotune's default layout
@@ -101,9 +109,8 @@ def penalty_peak_rss(batch: int, mode: str) -> float:
     y = torch.arange(batch) % 10
     geodesic_penalty(torch.randn(16, 4), 3, 1.0)  # load what the penalty loads (scipy's csgraph), in every mode
     if mode != "plain":
-        cfg = TrialConfig.from_dict({"regularizer": {"name": "geodesic", "geodesic": {
-            "n_neighbors": 10, "per_class": mode == "geodesic_per_class",
-            "max_sources": 64 if mode.endswith("64_sources") else 0}}}).regularizer
+        cfg = TrialConfig.from_dict({"regularizer": {"name": "geodesic",
+                                                     "geodesic": geodesic_settings(mode)}}).regularizer
         regularizer = build_regularizer(cfg, 10, batch)
         for _ in range(3):
             penalty, _ = regularizer(z, y, 1, 0)
@@ -141,11 +148,13 @@ def main() -> None:
                          "regularizer_peak_mb": memory[mode] - memory["plain"]})
             print(f"batch {batch:5d} {mode:34s} {step_ms[mode]:8.1f} ms {rows[-1]['ratio_to_plain']:6.3f}x "
                   f"{rows[-1]['regularizer_peak_mb']:+7.1f} MB", flush=True)
-    target = next(r for r in rows if r["batch"] == 256 and r["mode"] == "geodesic_per_class")
+    target = next(r for r in rows if r["batch"] == 256 and r["mode"] == "flat_per_class")
+    fixed = next(r for r in rows if r["batch"] == 256 and r["mode"] == "fixed_per_class")
     import torch
 
     summary = {"benchmark": "regularizer_cost", "k": 10, "rows": rows, "shortest_path_algorithms": apsp_options(),
                "ratio_batch_256_per_class": target["ratio_to_plain"], "target_ratio": 1.15,
+               "ratio_batch_256_per_class_fixed": fixed["ratio_to_plain"],
                "machine": machine(f"torch {torch.__version__}, CPU"),
                "date": today()}
     emit(summary, args.json)

@@ -1,7 +1,8 @@
 """Benchmark 4: four quickstart-sized trials through `geotune run` against a plain sequential loop.
 
-The quickstart's four arms (regularizer none / geodesic / geometry / combined,
-seed 0, digits at 16 px, simple_cnn, 8 epochs) run (a) as a study, `geotune run`
+The quickstart's four arms (regularizer none / geodesic flat / geometry / geodesic
+fixed since 2026-11-23, none / geodesic / geometry / combined before; seed 0,
+digits at 16 px, simple_cnn, 8 epochs) run (a) as a study, `geotune run`
 on this 2-CPU machine (1 CPU and so 1 torch thread per trial, 2 trials at a time,
 workers reused), and (b) one after another in a plain Python loop calling the same
 trial function with torch's default threads. Both are timed as whole commands,

@@ -1,7 +1,8 @@
 """optuna_geodesic: which geodesic-penalty settings keep accuracy while flattening the latent space most?
 
-Optuna TPE over lambda_reg (log scale), n_neighbors, target_ratio, start_epoch
-and the learning rate; ASHA stops unpromising trials. The Optuna study lives in
+Optuna TPE over lambda_reg (log scale), n_neighbors, the target mode (flat, or
+fixed with a sampled target_ratio), start_epoch and the learning rate; ASHA stops
+unpromising trials. The Optuna study lives in
 STUDY_DIR/optuna.db, so Optuna's dashboard and plots read it directly.
 """
 from search_spaces.spec import DIGITS_CNN, Asha, StudySpec
@@ -11,7 +12,8 @@ from study.config import merge
 def sample(trial) -> None:
     trial.suggest_float("regularizer.geodesic.lambda_reg", 1e-3, 3.0, log=True)
     trial.suggest_int("regularizer.geodesic.n_neighbors", 3, 10)
-    trial.suggest_float("regularizer.geodesic.target_ratio", 1.0, 1.5)
+    if trial.suggest_categorical("regularizer.geodesic.target", ["flat", "fixed"]) == "fixed":
+        trial.suggest_float("regularizer.geodesic.target_ratio", 1.0, 1.5)  # the fixed mode's own knob
     trial.suggest_int("regularizer.geodesic.start_epoch", 1, 5)
     trial.suggest_float("train.lr", 3e-4, 1e-2, log=True)
 

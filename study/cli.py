@@ -305,10 +305,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     save_figure(draw_curves_comparison([(name, regularized.history), ("none", baseline.history)],
                                        f"{name} vs no regularizer (seed {cfg.train.seed})"),
                 out / "training_curves_comparison.png")
+    from analysis.stats import SUMMARY_METRICS  # deferred: pandas is only needed for this table
+
     rows = [(key, d["regularized"], d["baseline"], d["absolute"], d["percent"])
-            for key, d in report["differences"].items()
-            if key in ("val_accuracy", "test_accuracy", "overfit_gap", "geodesic_ratio_mean", "flatness_calibrated",
-                       "intrinsic_dim_twonn", "silhouette", "linear_separability")]
+            for key, d in report["differences"].items() if key in SUMMARY_METRICS or key == "val_accuracy"]
     print("\n" + text_table(["metric", name, "none", "difference", "percent"], rows))
     print(f"comparison: {out / 'comparison_report.json'}")
     if not args.no_report:
@@ -407,8 +407,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     m = outcome.metrics
     print(f"\nfinished: {m.get('epochs_run')} epochs ({m.get('stop_reason')}), {m.get('wall_time_s', 0):.1f} s")
     for key in ("val_accuracy", "test_accuracy", "val_loss", "test_loss", "test_macro_f1", "overfit_gap",
-                "best_val_accuracy", "geodesic_ratio_mean", "flatness_calibrated", "flatness_calibrated_per_class",
-                "intrinsic_dim_twonn", "silhouette"):
+                "best_val_accuracy", "flatness_calibrated_per_class", "participation_ratio_per_class",
+                "top_pc_share_per_class", "intrinsic_dim_twonn", "silhouette", "knn_accuracy",
+                "flatness_calibrated", "geodesic_ratio_mean"):
         if m.get(key) is not None:
             print(f"  {key:30s} {m[key]:.4f}")
     print(f"artifacts: {outcome.trial_dir}")

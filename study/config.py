@@ -113,12 +113,16 @@ class TrainConfig:
 @dataclass
 class GeodesicConfig:
     lambda_reg: float = param(0.1, "strength of the geodesic-flatness penalty", ge=0)
-    target_ratio: float = param(1.0, "geodesic/Euclidean ratio the penalty pulls towards", ge=1)
+    target: str = param("flat", "flat: pull pairs that must bend towards their straight chord (flat data of any "
+                                "shape is left alone); fixed: pull every kNN-graph ratio to target_ratio "
+                                "(the original platform; rewards collapse)", choices=("flat", "fixed"))
+    target_ratio: float = param(1.0, "target: fixed only: geodesic/Euclidean ratio the penalty pulls towards", ge=1)
     n_neighbors: int = param(5, "k of the batch's symmetric kNN graph; keep well below batch_size / classes", ge=1)
     start_epoch: int = param(1, "first epoch (1-based) in which the penalty is applied", ge=1)
     every_n_steps: int = param(1, "apply the penalty on every n-th training step only", ge=1)
     per_class: bool = param(True, "build one graph per class in the batch instead of one for the whole batch")
-    exclude_direct: bool = param(False, "leave out pairs joined by one edge (their ratio is 1 by construction)")
+    exclude_direct: bool = param(False, "target: fixed only: leave out pairs joined by one edge (ratio 1 by "
+                                        "construction)")
     max_sources: int = param(0, "geodesics from at most this many random points per batch (a cheaper estimate); 0 = all",
                              ge=0)
 
@@ -333,6 +337,13 @@ def _check_cross_field(config: TrialConfig) -> None:
             raise ConfigError(f"config key 'dataset.classes' = {_show(d.classes)}: needs at least two classes")
         if len(set(map(str, d.classes))) != len(d.classes):
             raise ConfigError(f"config key 'dataset.classes' = {_show(d.classes)}: lists a class twice")
+    if r.geodesic.target == "flat" and r.geodesic.target_ratio != 1.0:
+        raise ConfigError(f"config key 'regularizer.geodesic.target_ratio' = {r.geodesic.target_ratio:g}: applies to "
+                          "regularizer.geodesic.target: fixed only (target flat pulls bent pairs to their chord); "
+                          "set regularizer.geodesic.target=fixed to use it")
+    if r.geodesic.target == "flat" and r.geodesic.exclude_direct:
+        raise ConfigError("config key 'regularizer.geodesic.exclude_direct' = true: applies to "
+                          "regularizer.geodesic.target: fixed only (target flat never counts a straight segment)")
     if r.name == "geodesic" or r.name == "combined":
         if r.geodesic.n_neighbors >= config.train.batch_size:
             raise ConfigError(f"config key 'regularizer.geodesic.n_neighbors' = {r.geodesic.n_neighbors}: "

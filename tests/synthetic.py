@@ -51,8 +51,9 @@ def make_study(root: Path, variants: list[dict], trials: list[dict], *, base: Op
         (folder / "params.json").write_text(json.dumps({"variant": label}))
         epochs = trial.get("epochs", 4)
         metrics = {"val_accuracy": 0.9, "test_accuracy": 0.9, "val_loss": 0.3, "overfit_gap": 0.01,
-                   "geodesic_ratio_mean": 1.5, "flatness_calibrated": 1.2, "intrinsic_dim_twonn": 6.0,
-                   "silhouette": 0.3, "linear_separability": 0.95, "epochs_run": epochs,
+                   "geodesic_ratio_mean": 1.5, "flatness_calibrated": 1.2, "flatness_calibrated_per_class": 1.1,
+                   "participation_ratio_per_class": 5.0, "top_pc_share_per_class": 0.3, "intrinsic_dim_twonn": 6.0,
+                   "silhouette": 0.3, "knn_accuracy": 0.95, "linear_separability": 0.95, "epochs_run": epochs,
                    "stop_reason": "completed all epochs", "wall_time_s": 10.0}
         metrics.update(trial.get("metrics", {}))
         status = trial.get("status", "completed")

@@ -12,7 +12,8 @@ from scipy import stats as sps
 
 from analysis.load import load_study
 from analysis.report import build_report, write_report
-from analysis.stats import (mean_ci, group_summary, pair_with_baselines, paired_effects, paired_test)
+from analysis.stats import (PairedEffect, geometry_change, group_summary, mean_ci, pair_with_baselines,
+                            paired_effects, paired_test)
 from synthetic import make_study
 
 REG_GRID = [{"regularizer.name": r, "train.seed": s} for r in ("none", "geodesic") for s in (0, 1, 2)]
@@ -191,3 +192,62 @@ def test_loading_500_trials_is_fast_enough_to_use(tmp_path):
                         base={"regularizer": {"name": "geodesic"}})
     study = load_study(folder)
     assert len(study.frame) == 500 and study.frame["test_accuracy"].notna().all()
+
+
+# ---------------------------------------------------------------------------
+# the answer: forest plot, and findings that name collapse
+
+
+def effect(metric, mean, low, high, n=3):
+    return PairedEffect("geodesic", metric, n, mean, low, high, "paired t-test", 0.0, 0.01, "")
+
+
+@pytest.mark.parametrize("flat, spread, dim, verdict", [
+    ((-0.05, -0.08, -0.02), (-2.0, -3.0, -1.0), (0.1, -0.5, 0.7), "flatter by collapse"),
+    ((-0.05, -0.08, -0.02), (0.1, -0.5, 0.7), (-1.0, -1.5, -0.5), "flatter by collapse"),   # TwoNN fell
+    ((-0.05, -0.08, -0.02), (0.1, -0.5, 0.7), (0.1, -0.5, 0.7), "flatter without collapse"),
+    ((0.01, -0.02, 0.04), (-2.0, -3.0, -1.0), (0.1, -0.5, 0.7), "collapse without flattening"),
+    ((0.05, 0.02, 0.08), (0.1, -0.5, 0.7), (0.1, -0.5, 0.7), "more curved"),
+    ((0.01, -0.02, 0.04), (0.1, -0.5, 0.7), (0.1, -0.5, 0.7), "no detectable change"),
+    ((-0.05, None, None), (-2.0, None, None), (0.1, None, None), "not testable"),           # one pair: no CI
+])
+def test_geometry_verdict(flat, spread, dim, verdict):
+    change = geometry_change({"flatness_calibrated_per_class": effect("flatness_calibrated_per_class", *flat),
+                              "participation_ratio_per_class": effect("participation_ratio_per_class", *spread),
+                              "intrinsic_dim_twonn": effect("intrinsic_dim_twonn", *dim)})
+    assert change.verdict == verdict
+
+
+def collapse_study(tmp_path: Path, spread_drop: float) -> Path:
+    """Regularized classes 0.06 flatter than their baselines; their participation ratio lower by ``spread_drop``."""
+    trials = []
+    for i, v in enumerate(REG_GRID):
+        reg, seed = v["regularizer.name"] != "none", v["train.seed"]
+        trials.append({"variant": i, "metrics": {
+            "test_accuracy": 0.9 + 0.01 * seed, "val_accuracy": 0.9,
+            "flatness_calibrated_per_class": 1.10 + 0.01 * seed - (0.06 + 0.005 * seed if reg else 0.0),
+            "participation_ratio_per_class": 5.0 + 0.1 * seed - ((spread_drop + 0.2 * seed) if reg else 0.0),
+            "intrinsic_dim_twonn": 7.0 + 0.1 * seed + (0.05 * (seed - 1) if reg else 0.0)}})
+    return make_study(tmp_path / f"collapse{spread_drop}", REG_GRID, trials)
+
+
+def test_findings_say_flatter_by_collapse_and_the_report_opens_with_the_forest_plot(tmp_path):
+    study = load_study(collapse_study(tmp_path, spread_drop=2.0))
+    report = build_report(study)
+    finding = next(f for f in report.findings if f.startswith("**geodesic**"))
+    assert "**Flatter by collapse**" in finding and "participation ratio -4" in finding  # -2.2 of 5.1 = -43%
+    forest = report.forest.data
+    assert forest.metrics[:3] == ["test_accuracy", "flatness_calibrated_per_class", "participation_ratio_per_class"]
+    cell = forest.cells[("geodesic", "flatness_calibrated_per_class")]
+    assert sorted(cell.diffs) == pytest.approx([-0.07, -0.065, -0.06])
+    assert cell.mean == pytest.approx(-0.065) and cell.high < 0
+    index = write_report(study.study_dir)
+    page = index.read_text()
+    assert page.index("<h2 id='forest'>") < page.index("<h2 id='findings'>") < page.index("<h2 id='plan'>")
+    assert "Flatter by collapse" in (Path(study.study_dir) / "report" / "REPORT.md").read_text()
+
+
+def test_findings_say_flatter_without_collapse_when_the_spread_holds(tmp_path):
+    report = build_report(load_study(collapse_study(tmp_path, spread_drop=-0.2)))  # spread: -0.2, 0, +0.2 per seed
+    finding = next(f for f in report.findings if f.startswith("**geodesic**"))
+    assert "**Flatter without collapse**" in finding and "collapse:" not in finding.lower()

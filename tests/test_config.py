@@ -56,6 +56,9 @@ def test_scientific_notation_string_from_yaml_is_a_number(tmp_path):
     (["regularizer.name=geodesic", "regularizer.geodesic.n_neighbors=200"],
      ["regularizer.geodesic.n_neighbors", "train.batch_size"]),
     (["train=5"], ["'train'", "expected a mapping"]),
+    (["regularizer.geodesic.target_ratio=1.2"], ["regularizer.geodesic.target_ratio", "1.2", "target=fixed"]),
+    (["regularizer.geodesic.exclude_direct=true"], ["regularizer.geodesic.exclude_direct", "fixed only"]),
+    (["regularizer.geodesic.target=curved"], ["regularizer.geodesic.target", "curved", "flat, fixed"]),
 ])
 def test_bad_values_are_rejected_with_one_line_naming_the_key(overrides, fragments):
     with pytest.raises(ConfigError) as info:

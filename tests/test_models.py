@@ -135,6 +135,25 @@ def test_sparsemax_loss_properties():
     assert sparsemax_loss(confident, torch.tensor([1])).item() > 1.0
 
 
+@pytest.mark.parametrize("scale, offset", [(1.0, 0.0), (100.0, 0.0), (1000.0, 0.0), (3.0, 1e4), (100.0, 1e4)])
+def test_sparsemax_loss_is_exact_for_large_and_offset_logits(scale, offset):
+    # float32 logits; the reference is the paper's formula in float64 on the same values (threshold by bisection)
+    g = torch.Generator().manual_seed(int(scale))
+    z = (torch.randn(64, 10, generator=g) * scale + offset).float()
+    target = torch.randint(0, 10, (64,), generator=g)
+    loss = sparsemax_loss(z, target, reduction="none")
+    assert (loss >= 0).all()
+    for row, y, value in zip(z.double().numpy(), target.numpy(), loss.numpy()):
+        shifted = row - row.max()  # the loss is shift-invariant; in float64 this subtraction is exact
+        p = reference_sparsemax(shifted)
+        tau = (shifted[p > 0] - p[p > 0]).mean()
+        support = p > 0
+        reference = -shifted[y] + 0.5 * (shifted[support] ** 2 - tau ** 2).sum() + 0.5
+        assert abs(value - reference) <= 1e-4 * max(1.0, abs(reference)), (scale, offset, value, reference)
+    # probabilities are shift-invariant too
+    assert torch.allclose(sparsemax(z), sparsemax(z - offset), atol=1e-6)
+
+
 def test_output_layer_losses():
     logits = torch.randn(8, 4)
     y = torch.randint(0, 4, (8,))

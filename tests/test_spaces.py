@@ -13,8 +13,8 @@ from study.tuner import RunOptions, make_plan
 REPO = Path(__file__).parents[1]
 
 EXPECTED = {
-    "quickstart": [{"regularizer.name": r, "train.seed": s}
-                   for r in ("none", "geodesic", "geometry", "combined") for s in (0, 1)],
+    "quickstart": [{"regularizer.name": r, "train.seed": s} for r in ("none", "geodesic", "geometry") for s in (0, 1, 2)]
+    + [{"regularizer.name": "geodesic", "regularizer.geodesic.target": "fixed", "train.seed": s} for s in (0, 1, 2)],
     "geodesic_grid": [{"regularizer.name": "none", "train.seed": s} for s in (0, 1, 2)]
     + [{"regularizer.name": "geodesic", "regularizer.geodesic.lambda_reg": lam,
         "regularizer.geodesic.n_neighbors": k, "train.seed": s}
@@ -70,7 +70,7 @@ def test_dry_run_of_the_optuna_space():
     assert proc.returncode == 0, proc.stderr
     assert "trials          : 7 (Optuna TPE samples)" in proc.stdout
     for key in ("regularizer.geodesic.lambda_reg", "regularizer.geodesic.n_neighbors",
-                "regularizer.geodesic.target_ratio", "regularizer.geodesic.start_epoch", "train.lr"):
+                "regularizer.geodesic.target", "regularizer.geodesic.start_epoch", "train.lr"):
         assert key in proc.stdout
     assert "log=True" in proc.stdout
     assert "ASHA on epochs (grace period 3, reduction factor 2" in proc.stdout

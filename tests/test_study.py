@@ -121,8 +121,8 @@ def test_compare_writes_the_paired_report(ray_session, tmp_path, capsys):
     from study.cli import main
 
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(train={"epochs": 3, "seed": 4},
-                                                 regularizer={"name": "geodesic", "geodesic": {"lambda_reg": 1.0}})))
+    config.write_text(yaml.safe_dump(tiny_config(train={"epochs": 3, "seed": 4}, regularizer={
+        "name": "geodesic", "geodesic": {"lambda_reg": 1.0, "target": "fixed"}})))  # fixed: acts at any batch size
     out = tmp_path / "cmp"
     assert main(["compare", str(config), str(out)]) == 0
     report = json.loads((out / "comparison_report.json").read_text())

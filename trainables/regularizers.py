@@ -2,8 +2,15 @@
 
 total loss = task loss + weight * sum(lambda_reg * regularizer)
 
-- **geodesic**: penalise (geodesic/Euclidean - target_ratio)^2 over connected
-  pairs of the batch's symmetric kNN graph. Shortest paths are *chosen* without
+- **geodesic**, two targets. ``target: flat`` (default) penalises
+  (chord geodesic / Euclidean - 1)^2 over the pairs of each class in the batch:
+  a pair whose straight segment stays on the class (``analysis.flatness``) has
+  ratio exactly 1 and no gradient, so flat data of any shape and dimension is
+  left alone; a pair that must bend is pulled straight. ``target: fixed``
+  penalises (kNN-graph geodesic / Euclidean - target_ratio)^2 over connected
+  pairs, the original platform's penalty: with target_ratio 1 it is minimised
+  only by collinear sets or tiny cliques, so it rewards dimensional collapse
+  (README, *Regularizers*). In both, shortest paths are *chosen* without
   gradient (scipy Dijkstra with predecessors on the CPU), then their lengths are
   re-summed from the live pairwise distances, so the gradient is exact: a
   shortest-path length is piecewise linear in the edge lengths and its gradient
@@ -16,6 +23,7 @@ total loss = task loss + weight * sum(lambda_reg * regularizer)
 """
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from typing import Optional
@@ -23,8 +31,10 @@ from typing import Optional
 import numpy as np
 import torch
 from scipy import sparse
-from scipy.sparse.csgraph import dijkstra
+from scipy.sparse.csgraph import connected_components, dijkstra
 
+from analysis.flatness import MIN_RESOLVED_POINTS, SHORT_CHORD_NEIGHBORS, segments_supported, support_tolerance
+from analysis.latent import intrinsic_dim_twonn
 from study.config import GeometryConfig, RegularizerConfig
 
 EPS = 1e-12
@@ -39,6 +49,15 @@ def pairwise_distances(z: torch.Tensor) -> torch.Tensor:
     sq = (z * z).sum(1)
     d2 = sq[:, None] + sq[None, :] - 2.0 * (z @ z.T)
     return d2.clamp_min(EPS).sqrt()
+
+
+def coincidence_tolerance(z: torch.Tensor) -> float:
+    """Distances below this are rounding noise of identical points, relative to the embeddings' scale.
+
+    |a|^2 + |b|^2 - 2ab loses about eps * |z|^2 of a squared distance, so identical points come
+    out up to about sqrt(2 eps) * |z| apart (~4e-3 at |z| = 10 in float32); this is 3x that.
+    """
+    return float(4.0 * math.sqrt(torch.finfo(z.dtype).eps) * z.detach().norm(dim=1).max())
 
 
 def knn_indices(dist: torch.Tensor, k: int, labels: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,40 +80,18 @@ def knn_indices(dist: torch.Tensor, k: int, labels: Optional[torch.Tensor] = Non
 
 @dataclass
 class ShortestPaths:
-    """Pairs i<j connected in the kNN graph and, per hop, the edges of their shortest path."""
+    """Measured pairs and, per hop, the edges of the path chosen for each (no gradient)."""
     i: np.ndarray
     j: np.ndarray
     hop_a: np.ndarray     # (H, P) edge start per hop (0 where the path has ended)
     hop_b: np.ndarray     # (H, P) edge end per hop
     hop_mask: np.ndarray  # (H, P) 1 where the hop exists
     hops: np.ndarray      # (P,) number of edges on each path
-    total_pairs: int
+    total_pairs: int      # pairs that could be measured: within classes when the graph is per class
 
 
-def shortest_paths(nbr_dist: np.ndarray, nbr_idx: np.ndarray, sources: Optional[np.ndarray] = None) -> ShortestPaths:
-    """Dijkstra on the symmetric kNN graph, paths unrolled hop by hop (no gradient).
-
-    All pairs i<j by default; with ``sources``, the pairs (s, j), j != s, of those sources only.
-    """
-    n, k = nbr_idx.shape
-    valid = np.isfinite(nbr_dist)
-    # Row i of the CSR matrix holds i's valid neighbours; no symmetrised copy is built, as directed=False
-    # lets Dijkstra walk every edge both ways (the union graph). This runs every step: it is kept lean.
-    indptr = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(valid.sum(1), out=indptr[1:])
-    graph = sparse.csr_matrix((np.maximum(nbr_dist[valid], EPS), nbr_idx[valid].astype(np.int32), indptr),
-                              shape=(n, n))
-    dist, pred = dijkstra(graph, directed=False, return_predecessors=True, indices=sources)
-    if sources is None:
-        row, j = np.nonzero(np.isfinite(dist))
-        upper = row < j
-        row, j = row[upper], j[upper]
-        i = row
-    else:
-        reachable = np.isfinite(dist)
-        reachable[np.arange(len(sources)), sources] = False
-        row, j = np.nonzero(reachable)
-        i = sources[row]
+def _unroll(pred: np.ndarray, row: np.ndarray, i: np.ndarray, j: np.ndarray) -> tuple:
+    """(hop_a, hop_b, hop_mask, hops) of the paths i -> j from Dijkstra's predecessors (row: i's row in pred)."""
     cur = j.copy()
     hop_a, hop_b, hop_mask = [], [], []
     active = np.ones(len(i), dtype=bool)
@@ -105,17 +102,84 @@ def shortest_paths(nbr_dist: np.ndarray, nbr_idx: np.ndarray, sources: Optional[
         hop_mask.append(active.astype(np.float32))
         cur = np.where(active, prev, cur)
         active = active & (cur != i)
-    hops = np.sum(hop_mask, axis=0).astype(np.int64) if hop_mask else np.zeros(0, dtype=np.int64)
-    empty = np.zeros((0, len(i)))
-    total = n * (n - 1) // 2 if sources is None else len(sources) * (n - 1)
-    return ShortestPaths(i, j, np.array(hop_a) if hop_a else empty.astype(np.int64),
-                         np.array(hop_b) if hop_b else empty.astype(np.int64),
-                         np.array(hop_mask) if hop_mask else empty.astype(np.float32), hops, total)
+    if not hop_mask:
+        empty = np.zeros((0, len(i)), dtype=np.int64)
+        return empty, empty, empty.astype(np.float32), np.zeros(len(i), dtype=np.int64)
+    return np.array(hop_a), np.array(hop_b), np.array(hop_mask), np.sum(hop_mask, axis=0).astype(np.int64)
+
+
+def _countable_pairs(groups: np.ndarray, sources: Optional[np.ndarray]) -> int:
+    """Pairs a graph could connect: all pairs within each group (one group without per-class graphs)."""
+    sizes = np.bincount(np.unique(groups, return_inverse=True)[1])
+    if sources is None:
+        return int((sizes * (sizes - 1) // 2).sum())
+    size_of = sizes[np.unique(groups, return_inverse=True)[1]]
+    return int((size_of[sources] - 1).sum())
+
+
+def _neighbor_graph(nbr_dist: np.ndarray, nbr_idx: np.ndarray, keep: Optional[np.ndarray] = None) -> sparse.csr_matrix:
+    """Row i of the CSR matrix holds i's valid neighbours (``keep`` selects some of them).
+
+    No symmetrised copy is built: directed=False lets Dijkstra walk every edge both ways
+    (the union graph). This runs every step: it is kept lean.
+    """
+    n = len(nbr_idx)
+    valid = np.isfinite(nbr_dist) if keep is None else keep & np.isfinite(nbr_dist)
+    indptr = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(valid.sum(1), out=indptr[1:])
+    return sparse.csr_matrix((np.maximum(nbr_dist[valid], EPS), nbr_idx[valid].astype(np.int32), indptr),
+                             shape=(n, n))
+
+
+def shortest_paths(nbr_dist: np.ndarray, nbr_idx: np.ndarray, sources: Optional[np.ndarray] = None,
+                   groups: Optional[np.ndarray] = None) -> ShortestPaths:
+    """Dijkstra on the symmetric kNN graph, paths unrolled hop by hop (no gradient).
+
+    All pairs i<j by default; with ``sources``, the pairs (s, j), j != s, of those sources only.
+    """
+    n = len(nbr_idx)
+    dist, pred = dijkstra(_neighbor_graph(nbr_dist, nbr_idx), directed=False, return_predecessors=True,
+                          indices=sources)
+    if sources is None:
+        row, j = np.nonzero(np.isfinite(dist))
+        upper = row < j
+        row, j = row[upper], j[upper]
+        i = row
+    else:
+        reachable = np.isfinite(dist)
+        reachable[np.arange(len(sources)), sources] = False
+        row, j = np.nonzero(reachable)
+        i = sources[row]
+    hop_a, hop_b, hop_mask, hops = _unroll(pred, row, i, j)
+    total = _countable_pairs(np.zeros(n, dtype=np.int64) if groups is None else groups, sources)
+    return ShortestPaths(i, j, hop_a, hop_b, hop_mask, hops, total)
+
+
+def _no_paths(total: int) -> ShortestPaths:
+    empty = np.zeros((0, 0), dtype=np.int64)
+    return ShortestPaths(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), empty, empty,
+                         empty.astype(np.float32), np.zeros(0, dtype=np.int64), total)
+
+
+def _sources(n: int, max_sources: int) -> Optional[np.ndarray]:
+    """Random sources drawn from torch's seeded generator, or None for all pairs."""
+    if 0 < max_sources < n:
+        return np.sort(torch.randperm(n)[:max_sources].numpy())
+    return None
+
+
+def _live_ratios(dist: torch.Tensor, paths: ShortestPaths, keep: np.ndarray) -> torch.Tensor:
+    """Path length re-summed from the live distances along the fixed paths, over the live Euclidean distance."""
+    device = dist.device
+    hop_a, hop_b = torch.as_tensor(paths.hop_a[:, keep], device=device), torch.as_tensor(paths.hop_b[:, keep], device=device)
+    mask = torch.as_tensor(paths.hop_mask[:, keep], device=device).to(dist.dtype)
+    geodesic = (dist[hop_a, hop_b] * mask).sum(0)
+    return geodesic / dist[torch.as_tensor(paths.i[keep], device=device), torch.as_tensor(paths.j[keep], device=device)]
 
 
 def geodesic_ratios(z: torch.Tensor, k: int, labels: Optional[torch.Tensor] = None, exclude_direct: bool = False,
                     max_sources: int = 0) -> tuple[torch.Tensor, ShortestPaths]:
-    """Differentiable geodesic/Euclidean ratios of the connected pairs of a batch.
+    """Differentiable kNN-graph geodesic / Euclidean ratios of the connected pairs of a batch.
 
     ``max_sources`` > 0 measures only the pairs starting at that many random points (drawn from
     torch's seeded generator): an estimate of the all-pairs mean, unbiased when the graph is
@@ -123,28 +187,115 @@ def geodesic_ratios(z: torch.Tensor, k: int, labels: Optional[torch.Tensor] = No
     """
     dist = pairwise_distances(z)
     nbr_dist, nbr_idx = knn_indices(dist, k, labels)
-    sources = None
-    if 0 < max_sources < len(z):
-        sources = np.sort(torch.randperm(len(z))[:max_sources].numpy())
-    paths = shortest_paths(nbr_dist.double().cpu().numpy(), nbr_idx.cpu().numpy(), sources)
-    device = z.device
-
-    def t(a):
-        return torch.as_tensor(a, device=device)
-
-    keep = paths.hops > (1 if exclude_direct else 0)
+    groups = labels.cpu().numpy() if labels is not None else None
+    paths = shortest_paths(nbr_dist.double().cpu().numpy(), nbr_idx.cpu().numpy(), _sources(len(z), max_sources),
+                           groups)
+    euclid = dist.detach()[torch.as_tensor(paths.i, device=z.device), torch.as_tensor(paths.j, device=z.device)]
+    # coincident points have no defined ratio (tolerance relative to the embeddings' scale, see above)
+    keep = (paths.hops > (1 if exclude_direct else 0)) & (euclid > coincidence_tolerance(z)).cpu().numpy()
     if not keep.any():
         return z.new_zeros(0), paths
-    hop_a, hop_b, mask = t(paths.hop_a[:, keep]), t(paths.hop_b[:, keep]), t(paths.hop_mask[:, keep]).to(z.dtype)
-    geodesic = (dist[hop_a, hop_b] * mask).sum(0)  # re-summed live edge lengths along the fixed paths
-    euclid = dist[t(paths.i[keep]), t(paths.j[keep])]
-    close = euclid > 1e-6  # coincident points have no defined ratio
-    return geodesic[close] / euclid[close], paths
+    return _live_ratios(dist, paths, keep), paths
+
+
+def chord_ratios(z: torch.Tensor, k: int, labels: Optional[torch.Tensor] = None, max_sources: int = 0
+                 ) -> tuple[torch.Tensor, torch.Tensor, ShortestPaths]:
+    """Differentiable chord-geodesic / Euclidean ratios of a batch's pairs (``analysis.flatness``).
+
+    A pair whose straight segment stays on its class (every point of it within
+    tau * r_k of a point of the class, tau from the class's TwoNN dimension) has ratio
+    exactly 1 and no gradient. Every other pair gets the shortest path through kNN
+    edges and supported segments between near neighbours, chosen without gradient,
+    its length re-summed from the live distances. Only pairs the kNN graph connects
+    count, as in the metric. Returns (ratios of the bent pairs, number of counted
+    pairs, paths of the bent pairs).
+    """
+    n = len(z)
+    dist = pairwise_distances(z)
+    groups = labels.cpu().numpy() if labels is not None else np.zeros(n, dtype=np.int64)
+    m = min(n - 1, max(k, SHORT_CHORD_NEIGHBORS))
+    nbr_dist_t, nbr_idx_t = knn_indices(dist, m, labels)
+    nbr_dist, nbr_idx = nbr_dist_t.double().cpu().numpy(), nbr_idx_t.cpu().numpy()
+    k = min(k, m)
+    points = z.detach().double().cpu().numpy()
+    sq = dist.detach().float() ** 2
+    tolerance = coincidence_tolerance(z)
+    sources = _sources(n, max_sources)
+    total = _countable_pairs(groups, sources)
+    _, component = connected_components(_neighbor_graph(nbr_dist[:, :k], nbr_idx[:, :k]), directed=False)
+    chords = np.zeros_like(nbr_dist, dtype=bool)
+    chords[:, :k] = True                              # kNN edges; supported near segments are added per class
+    pairs_i, pairs_j, bent_i, bent_j = [], [], [], []
+    for g in np.unique(groups):
+        members = np.nonzero(groups == g)[0]
+        if len(members) < 2:
+            continue
+        if sources is None:
+            li, lj = np.triu_indices(len(members), 1)
+        else:
+            local_sources = np.nonzero(np.isin(members, sources))[0]
+            li, lj = np.repeat(local_sources, len(members)), np.tile(np.arange(len(members)), len(local_sources))
+        gi, gj = members[li], members[lj]
+        # not coincident, and connected by the kNN graph (a class of <= k points is complete: flat by construction)
+        keep = (gi != gj) & (np.linalg.norm(points[gi] - points[gj], axis=1) > tolerance) & \
+            (component[gi] == component[gj])
+        li, lj, gi, gj = li[keep], lj[keep], gi[keep], gj[keep]
+        pairs_i.append(gi)
+        pairs_j.append(gj)
+        if len(members) <= k or len(gi) == 0:
+            continue
+        radius = nbr_dist[members, k - 1]
+        # TwoNN of the class (detached) from the within-class distances at hand
+        dimension = intrinsic_dim_twonn(points[members], neighbors=(nbr_dist[members, :2], nbr_idx[members, :2]))
+        support = support_tolerance(k, dimension) * radius
+        radius2 = torch.as_tensor(support ** 2, dtype=torch.float32, device=z.device)
+        spacing = float(np.median(support))
+        members_t = torch.as_tensor(members, device=z.device)
+        sub = sq[members_t][:, members_t]
+        direct = segments_supported(sub, li, lj, radius2, spacing)
+        if direct.all():
+            continue
+        bent_i.append(gi[~direct])
+        bent_j.append(gj[~direct])
+        # segments between a member and its near (not k nearest) neighbours that stay on the class
+        local = np.full(n, -1)
+        local[members] = np.arange(len(members))     # batch index -> index within the class
+        rows, cols = np.nonzero(np.isfinite(nbr_dist[members, k:]))
+        if len(rows):
+            ok = segments_supported(sub, rows, local[nbr_idx[members, k:][rows, cols]], radius2, spacing)
+            chords[members[rows[ok]], cols[ok] + k] = True
+    counted = torch.tensor(float(sum(len(p) for p in pairs_i)))
+    if not bent_i:
+        return z.new_zeros(0), counted, _no_paths(total)
+    i, j = np.concatenate(bent_i), np.concatenate(bent_j)
+    starts, row = np.unique(i, return_inverse=True)
+    _, pred = dijkstra(_neighbor_graph(nbr_dist, nbr_idx, chords), directed=False, return_predecessors=True,
+                       indices=starts)
+    hop_a, hop_b, hop_mask, hops = _unroll(pred, row, i, j)
+    paths = ShortestPaths(i, j, hop_a, hop_b, hop_mask, hops, total)
+    return _live_ratios(dist, paths, np.ones(len(i), dtype=bool)), counted, paths
 
 
 def geodesic_penalty(z: torch.Tensor, k: int, target: float, labels: Optional[torch.Tensor] = None,
-                     exclude_direct: bool = False, max_sources: int = 0) -> tuple[torch.Tensor, dict]:
-    """Mean squared deviation of the ratio from ``target`` over counted pairs, and batch statistics."""
+                     exclude_direct: bool = False, max_sources: int = 0, mode: str = "fixed"
+                     ) -> tuple[torch.Tensor, dict]:
+    """The geodesic penalty of a batch and its statistics.
+
+    ``mode`` fixed: mean over connected pairs of (kNN-graph ratio - ``target``)^2.
+    ``mode`` flat: mean over pairs of (chord-geodesic ratio - 1)^2, which is 0 for every pair
+    whose straight segment stays on its class (``chord_ratios``).
+    """
+    if mode == "flat":
+        bent, counted, paths = chord_ratios(z, k, labels, max_sources)
+        stats = {"geodesic_pairs": counted,
+                 "geodesic_bent_fraction": torch.tensor(len(bent) / max(1.0, float(counted)))}
+        if len(bent) == 0:  # every pair runs straight: nothing to pull (and no graph to differentiate)
+            stats["geodesic_ratio"] = torch.tensor(1.0)
+            return z.sum() * 0.0, stats
+        penalty = ((bent - 1.0) ** 2).sum() / counted
+        stats["geodesic_ratio"] = (bent.detach().sum() + (counted - len(bent))) / counted
+        stats["geodesic_penalty"] = penalty.detach()
+        return penalty, stats
     ratios, paths = geodesic_ratios(z, k, labels, exclude_direct, max_sources)
     stats = {"geodesic_pairs": torch.tensor(float(len(ratios))),
              "geodesic_connected_fraction": torch.tensor(len(paths.i) / max(1, paths.total_pairs))}
@@ -233,7 +384,7 @@ class LatentRegularizer:
         g, m = self.cfg.geodesic, self.cfg.geometry
         if self.use_geodesic and _due(g.start_epoch, g.every_n_steps, epoch, step):
             value, s = geodesic_penalty(z, g.n_neighbors, g.target_ratio, labels if g.per_class else None,
-                                        g.exclude_direct, g.max_sources)
+                                        g.exclude_direct, g.max_sources, g.target)
             total = g.lambda_reg * value
             stats.update(s)
         if self.use_geometry and _due(m.start_epoch, m.every_n_steps, epoch, step):
@@ -245,9 +396,13 @@ class LatentRegularizer:
         return self.cfg.weight * total, stats
 
 
-def build_regularizer(cfg: RegularizerConfig, num_classes: int, batch_size: int | None = None
-                      ) -> Optional[LatentRegularizer]:
-    """The penalty function for the loop, or None when no regularizer is active."""
+def build_regularizer(cfg: RegularizerConfig, num_classes: int, batch_size: int | None = None,
+                      class_sizes: Optional[list[int]] = None) -> Optional[LatentRegularizer]:
+    """The penalty function for the loop, or None when no regularizer is active.
+
+    ``class_sizes`` (training examples per class) lets the trivial-graph warning look at a
+    typical class in a batch (the median expected count) rather than the mean.
+    """
     if not cfg.active:
         return None
     reg = LatentRegularizer(cfg)
@@ -255,11 +410,21 @@ def build_regularizer(cfg: RegularizerConfig, num_classes: int, batch_size: int 
         return None
     g = cfg.geodesic
     if reg.use_geodesic and batch_size:
-        per_group = batch_size / num_classes if g.per_class else batch_size
-        if g.n_neighbors >= per_group - 1:
-            where = (f"about {per_group:.0f} points per class in a batch of {batch_size} with {num_classes} classes"
-                     if g.per_class else f"a batch of {batch_size}")
-            print(f"warning: regularizer.geodesic.n_neighbors = {g.n_neighbors} with {where}: the kNN graphs are "
+        if g.per_class:
+            sizes = np.asarray(class_sizes if class_sizes else [1] * num_classes, dtype=float)
+            expected = batch_size * sizes / sizes.sum()   # each class's expected count in a batch
+            per_group = float(np.median(expected))
+            where = (f"a typical class holds about {per_group:.0f} points in a batch of {batch_size} "
+                     f"({num_classes} classes; median over classes)")
+        else:
+            per_group, where = float(batch_size), f"a batch of {batch_size}"
+        if per_group <= g.n_neighbors + 1:
+            print(f"warning: regularizer.geodesic.n_neighbors = {g.n_neighbors} while {where}: the kNN graphs are "
                   "(nearly) complete, so geodesic ratios are trivially 1; raise train.batch_size or lower "
                   "n_neighbors", file=sys.stderr, flush=True)
+        elif g.target == "flat" and per_group < MIN_RESOLVED_POINTS:
+            print(f"warning: regularizer.geodesic.target = flat while {where}: below about {MIN_RESOLVED_POINTS} "
+                  "points a class reads flat whatever its shape, so the penalty will rarely act "
+                  "(reg_geodesic_bent_fraction in the history says how often); raise train.batch_size, or use "
+                  "target fixed to reproduce the original platform", file=sys.stderr, flush=True)
     return reg

@@ -170,7 +170,8 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
     parts = build_trial(cfg)
     generator = torch.Generator(device=parts.device).manual_seed(cfg.train.seed)
     early = EarlyStopping(cfg.train.patience)
-    regularizer = build_regularizer(cfg.regularizer, parts.data.num_classes, cfg.train.batch_size)
+    class_sizes = torch.bincount(parts.data.train.labels.cpu(), minlength=parts.data.num_classes).tolist()
+    regularizer = build_regularizer(cfg.regularizer, parts.data.num_classes, cfg.train.batch_size, class_sizes)
     grad_tracker = GradientNormTracker(parts.model)
     augmentation = Augmentation.from_config(cfg.dataset)
     history: list[dict] = []
@@ -209,7 +210,8 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
         if every and epoch % every == 0 and epoch != cfg.train.epochs:
             from analysis.latent import epoch_geometry
 
-            row.update(epoch_geometry(val.embeddings.numpy(), val.labels.numpy(), cfg.logging.metrics_n_neighbors))
+            row.update(epoch_geometry(val.embeddings.numpy(), val.labels.numpy(), cfg.logging.metrics_n_neighbors,
+                                      seed=cfg.train.seed))
         row["grad_norms"] = stats.grad_norms
         history.append(row)
         # Patience running out on the last epoch is not an early stop: the run was complete anyway.
