@@ -42,7 +42,9 @@ def test_report_page_renders_in_headless_chromium(tmp_path):
     assert match, f"the page did not finish loading:\n{proc.stderr[-2000:]}"
     result = json.loads(match.group(1))
     assert result["images"] >= 4 and result["loaded"] == result["images"], result
-    assert result["tables"] == 4 and result["rows"] >= 10, result  # plan, two group tables, paired effects
-    for heading in ("Findings", "Plan", "Paired effect of regularization (regularized minus its baseline)",
-                    "Training curves", "Accuracy against calibrated flatness"):
+    assert result["tables"] == 5 and result["rows"] >= 10, result  # plan, three group tables, paired effects
+    for heading in ("What each regularizer did, and how sure we are", "Findings", "Plan",
+                    "Paired effect of regularization (regularized minus its baseline)", "Training curves",
+                    "Accuracy against flatness within classes"):
         assert heading in result["headings"], result["headings"]
+    assert result["headings"][0] == "What each regularizer did, and how sure we are", "the forest plot comes first"
