@@ -166,6 +166,7 @@ def test_resume_through_ray_tune_after_a_crash(ray_session, tmp_path):
     from trainables.trainable import TuneSession, train_trial
 
     marker = tmp_path / "crashed-once"
+    restored = tmp_path / "restored-epoch"
 
     def crash_once_after_epoch_2(config):
         import tempfile
@@ -174,6 +175,12 @@ def test_resume_through_ray_tune_after_a_crash(ray_session, tmp_path):
         from trainables.trial import run_trial as run
 
         class CrashingSession(TuneSession):
+            def restore(self):
+                state = super().restore()
+                if state is not None:  # what the restarted trial continued from
+                    restored.write_text(str(state["epoch"]))
+                return state
+
             def report(self, metrics, state):
                 super().report(metrics, state)
                 if metrics["epoch"] == 2 and not marker.exists():
@@ -198,8 +205,11 @@ def test_resume_through_ray_tune_after_a_crash(ray_session, tmp_path):
     reference_dir = fit(train_trial, "reference", 0)
     assert marker.exists()
 
+    assert restored.read_text() == "2", "the restarted trial continues from the epoch-2 checkpoint"
     reported = [json.loads(line)["epoch"] for line in (crashed_dir / "result.json").read_text().splitlines()]
-    assert reported == [1, 2, 3, 4, 5], "epochs 1-2 must not be trained twice"
+    # Ray may rewrite result.json from its last experiment snapshot when it restarts a trial (seen under load:
+    # [3, 4, 5]); whatever it kept, no epoch is reported twice and the run ends at epoch 5
+    assert reported == sorted(set(reported)) and reported[-1] == 5 and reported[0] in (1, 3), reported
     h_crashed = json.loads((crashed_dir / "training_history.json").read_text())
     h_reference = json.loads((reference_dir / "training_history.json").read_text())
     assert comparable(h_crashed) == comparable(h_reference)
