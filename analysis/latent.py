@@ -206,16 +206,19 @@ def spectrum(x: np.ndarray) -> np.ndarray:
     return s ** 2 / max(1, len(centred))
 
 
-def participation_ratio(x: np.ndarray) -> Optional[float]:
-    """(sum of covariance eigenvalues)^2 / sum of their squares: d for an isotropic d-dim cloud, 1 for a line."""
-    eig = spectrum(x)
+def participation_ratio(x: np.ndarray, eig: Optional[np.ndarray] = None) -> Optional[float]:
+    """(sum of covariance eigenvalues)^2 / sum of their squares: d for an isotropic d-dim cloud, 1 for a line.
+
+    ``eig``: the set's ``spectrum`` when the caller has it already.
+    """
+    eig = spectrum(x) if eig is None else eig
     total = float((eig ** 2).sum())
     return float(eig.sum() ** 2 / total) if len(x) >= 2 and total > 0 else None
 
 
-def top_pc_share(x: np.ndarray) -> Optional[float]:
+def top_pc_share(x: np.ndarray, eig: Optional[np.ndarray] = None) -> Optional[float]:
     """Share of the total variance on the first principal axis (1/d isotropic, 1 for a line)."""
-    eig = spectrum(x)
+    eig = spectrum(x) if eig is None else eig
     total = float(eig.sum())
     return float(eig[0] / total) if len(x) >= 2 and total > 0 else None
 
@@ -258,9 +261,9 @@ def knn_accuracy(labels: np.ndarray, neighbor_idx: np.ndarray) -> Optional[float
     return float((counts.argmax(1) == labels).mean())
 
 
-def pca_dims(x: np.ndarray, variance: float = 0.9) -> int:
+def pca_dims(x: np.ndarray, variance: float = 0.9, eig: Optional[np.ndarray] = None) -> int:
     """Number of principal components explaining ``variance`` of the total variance."""
-    eig = spectrum(x)
+    eig = spectrum(x) if eig is None else eig
     share = np.cumsum(eig) / max(float(eig.sum()), 1e-300)
     return int(np.searchsorted(share, variance - 1e-12) + 1)
 
@@ -362,11 +365,12 @@ def class_summary(x: np.ndarray, k: int, max_exact: int, n_sources: int, seed: i
     geo = geodesic_stats(x, k, max_exact=max_exact, n_sources=n_sources, seed=seed, neighbors=neighbors)
     twonn = intrinsic_dim_twonn(x, neighbors=neighbors)
     flat = calibrated_flatness(geo, x, twonn, neighbors=neighbors, seed=seed)
+    eig = spectrum(x)
     return {"n_points": len(x), "geodesic": asdict(geo), "geodesic_ratio_mean": geo.mean,
             "flatness_reference": flat.reference, "flatness_calibrated": flat.calibrated, "flatness": asdict(flat),
             "intrinsic_dim_twonn": twonn,
             "intrinsic_dim_mle": intrinsic_dim_mle(x, min(20, len(x) - 1), neighbors=neighbors),
-            "participation_ratio": participation_ratio(x), "top_pc_share": top_pc_share(x),
+            "participation_ratio": participation_ratio(x, eig), "top_pc_share": top_pc_share(x, eig),
             "n_duplicates": unique_points(x)[1]}
 
 
@@ -382,12 +386,13 @@ def geometry_summary(embeddings: np.ndarray, labels: Optional[np.ndarray] = None
     neighbors = nearest_neighbors(x, max(k, 20))
     geo = geodesic_stats(x, k, max_exact=max_exact, n_sources=n_sources, seed=seed, neighbors=neighbors)
     twonn = intrinsic_dim_twonn(x, neighbors=neighbors)
+    eig = spectrum(x)
     summary = GeometrySummary(
         n_points=len(x), dim=x.shape[1], n_neighbors=k, geodesic=geo,
         flatness=calibrated_flatness(geo, x, twonn, neighbors=neighbors, seed=seed),
         intrinsic_dim_twonn=twonn, intrinsic_dim_mle=intrinsic_dim_mle(x, 20, neighbors=neighbors),
-        participation_ratio=participation_ratio(x), top_pc_share=top_pc_share(x),
-        n_duplicates=unique_points(x)[1], pca_dims_90=pca_dims(x),
+        participation_ratio=participation_ratio(x, eig), top_pc_share=top_pc_share(x, eig),
+        n_duplicates=unique_points(x)[1], pca_dims_90=pca_dims(x, eig=eig),
     )
     if projection is not None:
         summary.trustworthiness = trustworthiness(x, projection, k, seed=seed)
@@ -416,16 +421,7 @@ def epoch_geometry(embeddings: np.ndarray, labels: np.ndarray, n_neighbors: int 
     neighbors = nearest_neighbors(x, max(n_neighbors, 20))
     geo = geodesic_stats(x, n_neighbors, neighbors=neighbors, seed=seed)
     twonn = intrinsic_dim_twonn(x, neighbors=neighbors)
-    per_class = {}
-    for c in np.unique(y):
-        members = x[y == c]
-        if len(members) >= 3:
-            class_neighbors = nearest_neighbors(members, max(n_neighbors, min(20, len(members) - 1)))
-            class_geo = geodesic_stats(members, n_neighbors, neighbors=class_neighbors, seed=seed)
-            flat = calibrated_flatness(class_geo, members, intrinsic_dim_twonn(members, neighbors=class_neighbors),
-                                       neighbors=class_neighbors, seed=seed)
-            per_class[c] = {"flatness_calibrated": flat.calibrated, "geodesic": asdict(class_geo),
-                            "participation_ratio": participation_ratio(members)}
+    per_class = {c: class_summary(x[y == c], n_neighbors, 3000, 300, seed) for c in np.unique(y) if (y == c).sum() >= 3}
     return {"flatness_calibrated_per_class": _pair_weighted(per_class, "flatness_calibrated"),
             "participation_ratio_per_class": _class_mean(per_class, "participation_ratio"),
             "flatness_calibrated": calibrated_flatness(geo, x, twonn, neighbors=neighbors, seed=seed).calibrated,

@@ -136,11 +136,12 @@ FINDING_FORMAT = {  # metric -> (display factor, unit, digits) in the findings
 }
 
 
-def _effect_text(metric: str, e, baseline_mean: Optional[float]) -> str:
+def _effect_text(metric: str, e, percent: Optional[float]) -> str:
+    """One effect in words; ``percent``: the difference relative to the baselines' mean, where it helps."""
     scale, unit, digits = FINDING_FORMAT[metric]
     text = f"{SUMMARY_METRICS[metric]} {e.mean_diff * scale:+.{digits}f}{unit}"
-    if metric == "participation_ratio_per_class" and baseline_mean:
-        text += f" ({e.mean_diff / baseline_mean * 100:+.0f}%)"
+    if percent is not None:
+        text += f" ({percent:+.0f}%)"
     if e.ci_low is not None:
         text += f" [{e.ci_low * scale:+.{digits}f}, {e.ci_high * scale:+.{digits}f}]"
         text += ", excludes 0" if (e.ci_low > 0 or e.ci_high < 0) else ""
@@ -152,11 +153,8 @@ def _effect_text(metric: str, e, baseline_mean: Optional[float]) -> str:
 def _verdict_text(change, spread_percent: Optional[float]) -> str:
     """The geometry verdict in words: what the numbers mean, and what they cannot tell."""
     spread = f"participation ratio {spread_percent:+.0f}%" if spread_percent is not None else "participation ratio"
-    dim = change.dimension
-    lost = ", ".join(x for x in (spread if change.spread is not None and change.spread.ci_high is not None
-                                 and change.spread.ci_high < 0 else "",
-                                 f"intrinsic dimension {dim.mean_diff:+.2f}" if dim is not None and dim.ci_high is
-                                 not None and dim.ci_high < 0 else "") if x)
+    lost = ", ".join(([spread] if change.spread_fell else [])
+                     + ([f"intrinsic dimension {change.dimension.mean_diff:+.2f}"] if change.dimension_fell else []))
     return {
         "flatter by collapse": f"**Flatter by collapse**: within-class flatness fell together with the classes' "
                                f"spread over dimensions ({lost}); thinner classes read flatter without being less "
@@ -200,14 +198,13 @@ def _findings(effects: list, pairing) -> list[str]:
         first = next(iter(metrics.values()))
         how = tested.test if tested else (first.note.split(": ", 1)[-1] + ", 95% CIs only")
         part = pairing.pairs[pairing.pairs["regularizer"] == label]
+        change = geometry_change(metrics)
         baseline = part.get("participation_ratio_per_class_baseline")
         spread_base = float(baseline.dropna().mean()) if baseline is not None and baseline.notna().any() else None
-        parts = [_effect_text(m, metrics[m], spread_base) for m in HEADLINE_METRICS
-                 if m in metrics and metrics[m].mean_diff is not None]
-        change = geometry_change(metrics)
-        spread = change.spread
-        percent = spread.mean_diff / spread_base * 100 if spread is not None and spread.mean_diff is not None \
-            and spread_base else None
+        percent = change.spread.mean_diff / spread_base * 100 if change.spread is not None \
+            and change.spread.mean_diff is not None and spread_base else None
+        parts = [_effect_text(m, metrics[m], percent if m == "participation_ratio_per_class" else None)
+                 for m in HEADLINE_METRICS if m in metrics and metrics[m].mean_diff is not None]
         diffs = part[[c for c in part.columns if c.endswith("_diff")]].to_numpy(dtype=float)
         if diffs.size and np.all(np.nan_to_num(diffs) == 0.0):
             out.append(f"**{label}** trained exactly like its baselines ({n} pair{'s' if n != 1 else ''}; every "

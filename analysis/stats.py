@@ -236,6 +236,8 @@ class GeometryChange:
     flatter: Optional[bool]                # within-class flatness fell; None: no interval (fewer than 2 pairs)
     curvier: Optional[bool]                # within-class flatness rose
     thinner: Optional[bool]                # within-class participation ratio or intrinsic dimension fell
+    spread_fell: Optional[bool] = None      # the participation ratio within classes fell
+    dimension_fell: Optional[bool] = None   # the intrinsic dimension fell
     flatness: Optional[PairedEffect] = None
     spread: Optional[PairedEffect] = None       # participation ratio within classes
     dimension: Optional[PairedEffect] = None    # intrinsic dimension (TwoNN)
@@ -254,7 +256,8 @@ def geometry_change(effects: dict[str, PairedEffect]) -> GeometryChange:
     flatness = effects.get("flatness_calibrated_per_class")
     spread, dimension = effects.get("participation_ratio_per_class"), effects.get("intrinsic_dim_twonn")
     flatter, curvier = _below(flatness), _above(flatness)
-    shrinks = [v for v in (_below(spread), _below(dimension)) if v is not None]
+    spread_fell, dimension_fell = _below(spread), _below(dimension)
+    shrinks = [v for v in (spread_fell, dimension_fell) if v is not None]
     thinner = any(shrinks) if shrinks else None
     if flatter is None:
         verdict = "not testable"
@@ -266,4 +269,4 @@ def geometry_change(effects: dict[str, PairedEffect]) -> GeometryChange:
         verdict = "collapse without flattening"
     else:
         verdict = "no detectable change"
-    return GeometryChange(verdict, flatter, curvier, thinner, flatness, spread, dimension)
+    return GeometryChange(verdict, flatter, curvier, thinner, spread_fell, dimension_fell, flatness, spread, dimension)

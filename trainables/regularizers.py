@@ -33,7 +33,8 @@ import torch
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components, dijkstra
 
-from analysis.flatness import MIN_RESOLVED_POINTS, SHORT_CHORD_NEIGHBORS, segments_supported, support_tolerance
+from analysis.flatness import (MIN_RESOLVED_POINTS, SHORT_CHORD_NEIGHBORS, chord_graph, segments_supported,
+                               support_tolerance)
 from analysis.latent import intrinsic_dim_twonn
 from study.config import GeometryConfig, RegularizerConfig
 
@@ -110,21 +111,21 @@ def _unroll(pred: np.ndarray, row: np.ndarray, i: np.ndarray, j: np.ndarray) -> 
 
 def _countable_pairs(groups: np.ndarray, sources: Optional[np.ndarray]) -> int:
     """Pairs a graph could connect: all pairs within each group (one group without per-class graphs)."""
-    sizes = np.bincount(np.unique(groups, return_inverse=True)[1])
+    _, group_of = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(group_of)
     if sources is None:
         return int((sizes * (sizes - 1) // 2).sum())
-    size_of = sizes[np.unique(groups, return_inverse=True)[1]]
-    return int((size_of[sources] - 1).sum())
+    return int((sizes[group_of][sources] - 1).sum())
 
 
-def _neighbor_graph(nbr_dist: np.ndarray, nbr_idx: np.ndarray, keep: Optional[np.ndarray] = None) -> sparse.csr_matrix:
-    """Row i of the CSR matrix holds i's valid neighbours (``keep`` selects some of them).
+def _neighbor_graph(nbr_dist: np.ndarray, nbr_idx: np.ndarray) -> sparse.csr_matrix:
+    """Row i of the CSR matrix holds i's valid neighbours.
 
     No symmetrised copy is built: directed=False lets Dijkstra walk every edge both ways
     (the union graph). This runs every step: it is kept lean.
     """
     n = len(nbr_idx)
-    valid = np.isfinite(nbr_dist) if keep is None else keep & np.isfinite(nbr_dist)
+    valid = np.isfinite(nbr_dist)
     indptr = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(valid.sum(1), out=indptr[1:])
     return sparse.csr_matrix((np.maximum(nbr_dist[valid], EPS), nbr_idx[valid].astype(np.int32), indptr),
@@ -223,9 +224,7 @@ def chord_ratios(z: torch.Tensor, k: int, labels: Optional[torch.Tensor] = None,
     sources = _sources(n, max_sources)
     total = _countable_pairs(groups, sources)
     _, component = connected_components(_neighbor_graph(nbr_dist[:, :k], nbr_idx[:, :k]), directed=False)
-    chords = np.zeros_like(nbr_dist, dtype=bool)
-    chords[:, :k] = True                              # kNN edges; supported near segments are added per class
-    pairs_i, pairs_j, bent_i, bent_j = [], [], [], []
+    pairs_i, bent_i, bent_j, graphs = [], [], [], []
     for g in np.unique(groups):
         members = np.nonzero(groups == g)[0]
         if len(members) < 2:
@@ -241,7 +240,6 @@ def chord_ratios(z: torch.Tensor, k: int, labels: Optional[torch.Tensor] = None,
             (component[gi] == component[gj])
         li, lj, gi, gj = li[keep], lj[keep], gi[keep], gj[keep]
         pairs_i.append(gi)
-        pairs_j.append(gj)
         if len(members) <= k or len(gi) == 0:
             continue
         radius = nbr_dist[members, k - 1]
@@ -257,20 +255,21 @@ def chord_ratios(z: torch.Tensor, k: int, labels: Optional[torch.Tensor] = None,
             continue
         bent_i.append(gi[~direct])
         bent_j.append(gj[~direct])
-        # segments between a member and its near (not k nearest) neighbours that stay on the class
+        # the class's kNN edges and supported segments to its near neighbours, in the class's own indices
+        near = min(m, len(members) - 1)               # columns that hold members of the class
         local = np.full(n, -1)
-        local[members] = np.arange(len(members))     # batch index -> index within the class
-        rows, cols = np.nonzero(np.isfinite(nbr_dist[members, k:]))
-        if len(rows):
-            ok = segments_supported(sub, rows, local[nbr_idx[members, k:][rows, cols]], radius2, spacing)
-            chords[members[rows[ok]], cols[ok] + k] = True
+        local[members] = np.arange(len(members))
+        class_graph = chord_graph(points[members], sub, (nbr_dist[members, :near],
+                                                         local[nbr_idx[members, :near]]), k, radius2, spacing).tocoo()
+        graphs.append((class_graph.data, members[class_graph.row], members[class_graph.col]))
     counted = torch.tensor(float(sum(len(p) for p in pairs_i)))
     if not bent_i:
         return z.new_zeros(0), counted, _no_paths(total)
     i, j = np.concatenate(bent_i), np.concatenate(bent_j)
+    weights, rows, cols = (np.concatenate(parts) for parts in zip(*graphs))
+    graph = sparse.csr_matrix((weights, (rows, cols)), shape=(n, n))
     starts, row = np.unique(i, return_inverse=True)
-    _, pred = dijkstra(_neighbor_graph(nbr_dist, nbr_idx, chords), directed=False, return_predecessors=True,
-                       indices=starts)
+    _, pred = dijkstra(graph, directed=False, return_predecessors=True, indices=starts)
     hop_a, hop_b, hop_mask, hops = _unroll(pred, row, i, j)
     paths = ShortestPaths(i, j, hop_a, hop_b, hop_mask, hops, total)
     return _live_ratios(dist, paths, np.ones(len(i), dtype=bool)), counted, paths
