@@ -103,22 +103,35 @@ def variant_labels(variants: list[dict]) -> list[str]:
 
 def sample_optuna_keys(spec: StudySpec) -> list[str]:
     """The dotted keys an Optuna space samples, found by running it once on a throwaway study."""
-    return list(_sample_optuna(spec).keys())
+    return list(_sample_optuna(spec)[0].keys())
 
 
-def _sample_optuna(spec: StudySpec) -> dict:
+def _sample_optuna(spec: StudySpec) -> tuple[dict, dict]:
+    """(one sample of the space's keys, their distributions), from a throwaway study."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     spec.optuna(trial)
-    return dict(trial.params)
+    return dict(trial.params), dict(trial.distributions)
+
+
+def optuna_extremes(spec: StudySpec) -> list[dict]:
+    """One sample, then the same with each numeric key at the low and at the high end of its range:
+    a range that reaches past what a config allows (a start epoch after the last) fails now."""
+    params, distributions = _sample_optuna(spec)
+    out = [params]
+    for key, dist in distributions.items():
+        if hasattr(dist, "low") and hasattr(dist, "high"):
+            out += [{**params, key: dist.low}, {**params, key: dist.high}]
+    return out
 
 
 def planned_configs(spec: StudySpec, base: dict) -> list[TrialConfig]:
-    """Validate every planned trial's full config now, before anything starts (one sample for Optuna)."""
+    """Validate every planned trial's full config now, before anything starts (for Optuna: a sample and the
+    ends of every sampled range)."""
     if spec.is_optuna:
-        variants = [{**_sample_optuna(spec), "train.seed": spec.seeds[0]}]
+        variants = [{**params, "train.seed": spec.seeds[0]} for params in optuna_extremes(spec)]
     else:
         variants = spec.variants()
     configs = []

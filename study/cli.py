@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 from study.config import ConfigError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
 
 
 def _add_config_args(parser: argparse.ArgumentParser, config_required: bool) -> None:
@@ -192,15 +195,45 @@ def _start_ray_for(plan, address: str | None):
         plan.gpus_per_trial = 0.0
     if plan.cpus_per_trial > info.cpus:
         raise ConfigError(f"--cpus-per-trial {plan.cpus_per_trial:g}: the Ray cluster has only {info.cpus:g} CPUs")
+    _check_devices(plan)
     if not info.started_here:
         check_storage_shared(plan.study_dir)
     return info
+
+
+def _check_devices(plan) -> None:
+    """Trials that must run on CUDA need a GPU share: known once the resources are."""
+    from study.config import TrialConfig, merge, nest
+    from trainables.trial import check_device
+
+    for variant in plan.variants or [{}]:
+        check_device(TrialConfig.from_dict(merge(plan.base, nest(variant))), plan.gpus_per_trial)
+
+
+def _print_warnings(plan) -> None:
+    from study.cluster import notice
+
+    for warning in plan.warnings:
+        notice(f"warning: {warning}")
+
+
+def _interrupted(plan, results) -> bool:
+    """One Ctrl-C: Ray stopped the trials gracefully and saved its state. Say so and how to go on."""
+    from study.progress import unfinished_count
+
+    unfinished = unfinished_count(results)
+    if unfinished:
+        print(f"geotune: interrupted: {unfinished} of {len(results)} trial(s) unfinished; continue them with: "
+              f"geotune resume {plan.study_dir}", file=sys.stderr, flush=True)
+    return bool(unfinished)
 
 
 def _finish_study(plan, results, write_report: bool = True) -> int:
     from study.finalize import finalize_stopped
     from study.progress import summarize_results, summary_text
 
+    if _interrupted(plan, results):
+        return EXIT_INTERRUPTED  # no finalisation: the unfinished trials train on when resumed
     finalize_stopped(results, plan)
     rows = summarize_results(results, plan.metric)
     print("\n" + summary_text(rows, plan.metric, plan.mode))
@@ -254,8 +287,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"note: no GPU on this machine: trials would get 0 GPUs instead of {plan.gpus_per_trial:g}")
             plan.gpus_per_trial = 0.0
         print(plan_text(plan, spec))
+        _print_warnings(plan)
         return 0
     refuse_existing_results(plan.study_dir, "study directory")
+    _print_warnings(plan)
     info = _start_ray_for(plan, args.address)
     try:
         results = run_study(plan, spec)
@@ -288,12 +323,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      gpus_per_trial=args.gpus_per_trial, module="geotune compare")
     out = Path(args.out_dir).expanduser().resolve()
     plan = make_plan(spec, user, RunOptions(storage=str(out.parent), name=out.name, max_failures=1))
+    _print_warnings(plan)
     info = _start_ray_for(plan, args.address)
     try:
         results = run_study(plan, spec)
         code = _finish_study(plan, results, write_report=False)
     finally:
         shutdown_if_started(info)
+    if code == EXIT_INTERRUPTED:
+        return code
     by_name = {r.config["variant"].split(",")[0]: r.path for r in results}
     regularized = TrialRecord.load(by_name[f"name={name}"], name)
     baseline = TrialRecord.load(by_name["name=none"], "none")
@@ -322,12 +360,18 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     study_dir = args.study_dir if is_uri(args.study_dir) else str(Path(args.study_dir).expanduser().resolve())
     plan = StudyPlan.load(study_dir)
+    if plan.kind == "train":
+        return _train(plan, resume=True)
     info = _start_ray_for(plan, args.address)  # may set gpus_per_trial to 0 where the cluster has no GPU
     try:
         results = resume_study(plan)
         return _finish_study(plan, results, not args.no_report)
     finally:
         shutdown_if_started(info)
+
+
+MAX_LATENTS_BYTES = 2 * 2**30   # geotune geometry refuses .npz files that unpack to more
+MAX_LATENT_VALUE = 1e100         # beyond this, float64 squared distances overflow
 
 
 def load_latents(path: str) -> tuple:
@@ -338,6 +382,14 @@ def load_latents(path: str) -> tuple:
     if not file.is_file():
         raise ConfigError(f"latents file '{file}' does not exist")
     try:
+        with zipfile.ZipFile(file) as archive:  # sizes first: a small file may decompress to gigabytes
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ConfigError(f"latents file '{file}' is not a readable .npz archive ({type(exc).__name__})") from None
+    if unpacked > MAX_LATENTS_BYTES:
+        raise ConfigError(f"latents file '{file}' unpacks to {unpacked / 2**30:.1f} GiB; geotune geometry reads at most "
+                          f"{MAX_LATENTS_BYTES / 2**30:.0f} GiB (subsample the embeddings first)")
+    try:
         archive = np.load(file, allow_pickle=False)
         arrays = {name: archive[name] for name in archive.files}
     except Exception as exc:
@@ -345,11 +397,15 @@ def load_latents(path: str) -> tuple:
     if "embeddings" not in arrays:
         raise ConfigError(f"latents file '{file}' has no array 'embeddings' (it has: {', '.join(arrays) or 'none'})")
     x = arrays["embeddings"]
-    if x.ndim != 2 or len(x) < 3 or not np.issubdtype(x.dtype, np.number):
-        raise ConfigError(f"latents file '{file}': 'embeddings' must be a numeric (N, D) array with N >= 3, "
-                          f"got shape {x.shape} of {x.dtype}")
+    if x.ndim != 2 or len(x) < 3 or x.shape[1] < 2 or x.dtype.kind not in "iuf":
+        raise ConfigError(f"latents file '{file}': 'embeddings' must be a real-valued (N, D) array with N >= 3 and "
+                          f"D >= 2, got shape {x.shape} of {x.dtype}")
     if not np.isfinite(x).all():
         raise ConfigError(f"latents file '{file}': 'embeddings' contains NaN or infinite values")
+    largest = float(np.abs(x).max())
+    if largest > MAX_LATENT_VALUE:
+        raise ConfigError(f"latents file '{file}': 'embeddings' reach {largest:.3g}; squared distances would "
+                          f"overflow above {MAX_LATENT_VALUE:g} (rescale them: the metrics are scale-free)")
     labels = arrays.get("labels")
     if labels is not None:
         if labels.shape != (len(x),) or not np.issubdtype(labels.dtype, np.integer):
@@ -383,37 +439,71 @@ def cmd_geometry(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from study.cluster import ensure_ray, local_gpu_count, notice, shutdown_if_started
+    from study.cluster import local_gpu_count, notice
     from study.config import load_config
-    from study.tuner import refuse_existing_results, run_single_trial
+    from study.tuner import refuse_existing_results, train_plan
     from trainables.trial import check_config
 
     cfg = load_config(args.config, args.overrides)
-    check_config(cfg)
-    refuse_existing_results(args.out_dir)
+    warnings = check_config(cfg)
     cpus = args.cpus if args.cpus is not None else float(os.cpu_count() or 1)
     gpus = args.gpus if args.gpus is not None else (1.0 if local_gpu_count() else 0.0)
+    if not (math.isfinite(cpus) and cpus > 0):
+        raise ConfigError(f"--cpus {cpus:g}: must be a number > 0")
+    if not math.isfinite(gpus) or gpus < 0:
+        raise ConfigError(f"--gpus {gpus:g}: must be a number >= 0")
     if gpus and not local_gpu_count():
         notice(f"--gpus {gpus:g} asked for, but this machine has no GPU: training on the CPU")
         gpus = 0.0
-    info = ensure_ray(num_cpus=max(1, int(cpus + 0.999)), num_gpus=local_gpu_count() or None)
+    refuse_existing_results(args.out_dir)
+    plan = train_plan(cfg, args.out_dir, cpus, gpus)
+    plan.warnings = warnings
+    _check_devices(plan)
+    _print_warnings(plan)
+    return _train(plan, resume=False)
+
+
+def _train(plan, resume: bool) -> int:
+    """Run or resume the one trial of a `geotune train` folder and print what it gave."""
+    from study.cluster import ensure_ray, local_gpu_count, shutdown_if_started
+    from study.tuner import run_single_trial
+
+    cpus = plan.cpus_per_trial
+    info = ensure_ray(num_cpus=max(1, math.ceil(cpus)), num_gpus=local_gpu_count() or None)
     try:
-        outcome = run_single_trial(cfg, args.out_dir, cpus, gpus)
+        if plan.gpus_per_trial and not info.gpus:
+            plan.gpus_per_trial = 0.0
+        _check_devices(plan)
+        outcome = run_single_trial(plan, resume=resume)
     finally:
         shutdown_if_started(info)
+    if outcome.interrupted:
+        print("geotune: interrupted; the trial continues from its last checkpoint with: "
+              f"geotune resume {plan.study_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if outcome.error:
         print(f"geotune: trial failed: {outcome.error} (details: {outcome.trial_dir}/error.txt)", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_BAD_INPUT if is_config_error(outcome.error) else EXIT_FAILED
     m = outcome.metrics
     print(f"\nfinished: {m.get('epochs_run')} epochs ({m.get('stop_reason')}), {m.get('wall_time_s', 0):.1f} s")
     for key in ("val_accuracy", "test_accuracy", "val_loss", "test_loss", "test_macro_f1", "overfit_gap",
                 "best_val_accuracy", "flatness_calibrated_per_class", "participation_ratio_per_class",
                 "top_pc_share_per_class", "intrinsic_dim_twonn", "silhouette", "knn_accuracy",
                 "flatness_calibrated", "geodesic_ratio_mean"):
-        if m.get(key) is not None:
+        if isinstance(m.get(key), (int, float)):
             print(f"  {key:30s} {m[key]:.4f}")
+    for warning in m.get("warnings") or []:
+        print(f"  warning: {warning}")
     print(f"artifacts: {outcome.trial_dir}")
     return 0
+
+
+def is_config_error(line: str) -> bool:
+    """Whether a trial's one-line error is one of geotune's input errors (ConfigError or a subclass)."""
+    from trainables.data import DatasetFileError, DatasetNotFoundError
+
+    names = {cls.__name__ for cls in (ConfigError, DatasetNotFoundError, DatasetFileError)}
+    return line.split(":", 1)[0].strip() in names
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, num_gpus
     started = False
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            check_reachable(address)
         try:
             if address:
                 with captured_stderr() as captured:
@@ -72,6 +74,29 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, num_gpus
     resources = ray.cluster_resources()
     return RayInfo(ray.get_runtime_context().gcs_address, started, resources.get("CPU", 0.0),
                    resources.get("GPU", 0.0))
+
+
+JOIN_TIMEOUT_S = 10.0  # how long to wait for a cluster's port to answer before saying so
+
+
+def check_reachable(address: str, timeout: float = JOIN_TIMEOUT_S) -> None:
+    """Fail in seconds, with one line, where nothing listens at host:port (Ray itself retries for minutes)."""
+    import socket
+
+    from study.config import ConfigError
+
+    target = address.split("://")[-1]
+    if target == "auto" or ":" not in target:
+        return  # Ray finds the address itself
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except ValueError:
+        raise ConfigError(f"--address {address}: expected host:port") from None
+    except OSError as exc:
+        raise ConfigError(f"--address {address}: no Ray cluster answered within {timeout:g} s "
+                          f"({exc.strerror or type(exc).__name__}); is the head node running?") from None
 
 
 def _sync_cached_auth_mode() -> None:
@@ -140,10 +165,22 @@ def _explain_init_failure(exc: Exception, address: str | None, stderr_text: str 
 
 
 def shutdown_if_started(info: RayInfo | None) -> None:
+    """Stop the Ray this process started. A second Ctrl-C must not cut the shutdown in half (that left
+    Ray's exit handlers failing and the exit code 1 instead of 130): SIGINT waits until it is done."""
+    import signal
+    import threading
+
     import ray
 
-    if info is not None and info.started_here and ray.is_initialized():
+    if info is None or not info.started_here or not ray.is_initialized():
+        return
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
         ray.shutdown()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def local_gpu_count() -> int:

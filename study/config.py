@@ -57,7 +57,7 @@ class DatasetConfig:
     download: bool = param(False, "let torchvision download mnist/fashion_mnist/cifar10/cifar100 into root")
     val_ratio: float = param(0.15, "fraction of the training data held out for validation (stratified)", gt=0, lt=1)
     test_ratio: float = param(0.15, "fraction held out for test where the data set has no official test split", gt=0, lt=1)
-    split_seed: int = param(0, "seed of the stratified splits and of synthetic data generation", ge=0)
+    split_seed: int = param(0, "seed of the stratified splits and of synthetic data generation", ge=0, le=2**32 - 1)
     classes: Optional[list[Union[int, str]]] = param(
         None, "keep only these classes (indices, or folder names for image_folder), relabelled 0..n-1")
     image_size: Optional[int] = param(None, "resize images once at load to this square size; null keeps the native size", ge=4)
@@ -89,7 +89,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     batch_size: int = param(128, "examples per optimisation step", ge=2)
-    epochs: int = param(15, "maximum number of passes over the training split", ge=1)
+    epochs: int = param(15, "maximum number of passes over the training split", ge=1, le=100_000)
     lr: float = param(1e-3, "peak learning rate", gt=0)
     optimizer: str = param("adam", "optimiser", choices=("adam", "adamw", "sgd"))
     momentum: float = param(0.9, "SGD momentum (sgd only)", ge=0, lt=1)
@@ -98,7 +98,7 @@ class TrainConfig:
                            choices=("none", "cosine", "step", "plateau"))
     lr_step_size: int = param(10, "step: epochs between decays; plateau: epochs without improvement before a decay", ge=1)
     lr_gamma: float = param(0.1, "step/plateau: factor applied to the learning rate at each decay", gt=0, lt=1)
-    seed: int = param(0, "seed of weight init, batch order, augmentation and dropout", ge=0)
+    seed: int = param(0, "seed of weight init, batch order, augmentation and dropout", ge=0, le=2**32 - 1)
     device: str = param("auto", "where the trial runs; auto takes the GPU Ray assigned, if any",
                         choices=("auto", "cpu", "cuda"))
     patience: int = param(5, "stop after this many epochs without a lower val_loss; 0 never stops early", ge=0)
@@ -279,7 +279,8 @@ def _check_value(key: str, value: Any, meta: dict) -> None:
                                     ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")):
                 limit = meta.get(bound)
                 if limit is not None and not ok(v, limit):
-                    raise ConfigError(f"config key '{key}' = {_show(value)}: must be {word} {limit:g}")
+                    raise ConfigError(f"config key '{key}' = {_show(value)}: must be {word} "
+                                      f"{limit if isinstance(limit, int) else format(limit, 'g')}")
 
 
 def _build(cls: type, data: dict, prefix: str) -> Any:
@@ -344,6 +345,11 @@ def _check_cross_field(config: TrialConfig) -> None:
     if r.geodesic.target == "flat" and r.geodesic.exclude_direct:
         raise ConfigError("config key 'regularizer.geodesic.exclude_direct' = true: applies to "
                           "regularizer.geodesic.target: fixed only (target flat never counts a straight segment)")
+    for part in {"geodesic": ["geodesic"], "geometry": ["geometry"], "combined": ["geodesic", "geometry"]}.get(r.name, []):
+        start = getattr(r, part).start_epoch
+        if start > config.train.epochs:
+            raise ConfigError(f"config key 'regularizer.{part}.start_epoch' = {start}: must be <= train.epochs "
+                              f"({config.train.epochs}); the penalty would never apply")
     if r.name == "geodesic" or r.name == "combined":
         if r.geodesic.n_neighbors >= config.train.batch_size:
             raise ConfigError(f"config key 'regularizer.geodesic.n_neighbors' = {r.geodesic.n_neighbors}: "
@@ -392,7 +398,11 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path}' is not a text file (not UTF-8); expected YAML") from None
+    except OSError as exc:
+        raise ConfigError(f"config file '{path}' cannot be read ({exc.strerror or type(exc).__name__})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -484,7 +494,8 @@ def reference_rows(cls: type = TrialConfig, prefix: str = "") -> list[tuple[str,
         allowed = [", ".join(map(str, meta["choices"]))] if meta.get("choices") else []
         for bound, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
             if meta.get(bound) is not None:
-                allowed.append(f"{word} {meta[bound]:g}")
+                limit = meta[bound]
+                allowed.append(f"{word} {limit if isinstance(limit, int) else format(limit, 'g')}")
         if not meta.get("choices"):
             allowed.insert(0, _type_name(tp))
         default = getattr(defaults, f.name)

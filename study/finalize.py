@@ -1,18 +1,22 @@
 """After a study: give trials that the scheduler stopped their artifacts, in parallel on the cluster."""
 from __future__ import annotations
 
-from study.tuner import StudyPlan, read_text
+from study.tuner import STOPPED_FILE, StudyPlan, read_text
 
 
 def stopped_without_artifacts(results) -> list:
-    """Trials that ended without error but also without metrics.json: ASHA stopped them mid-way."""
+    """Trials the scheduler stopped (its marker is in their folder) that have no metrics.json yet.
+
+    Never inferred from missing files alone: a trial that an interruption cut short
+    also has a checkpoint and no metrics.json, and must train on when resumed.
+    """
     return [r for r in results if r.error is None and r.checkpoint is not None
-            and read_text(r.path, "metrics.json") is None]
+            and read_text(r.path, STOPPED_FILE) is not None and read_text(r.path, "metrics.json") is None]
 
 
 def finalize_stopped(results, plan: StudyPlan) -> int:
     """Evaluate each early-stopped trial's last checkpoint and write its artifacts; returns how many."""
-    import ray
+    import ray  # deferred: only studies with stopped trials need Ray here
 
     from trainables.trainable import finalize_stopped_trial
 
@@ -25,3 +29,4 @@ def finalize_stopped(results, plan: StudyPlan) -> int:
     base, variants = ray.put(plan.base), ray.put(plan.variants_by_label())
     ray.get([task.remote(r.config, r.checkpoint, r.path, r.filesystem, base, variants) for r in todo])
     return len(todo)
+

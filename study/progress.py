@@ -29,7 +29,10 @@ class TrialLines(tune.Callback):
         if "test_accuracy" in r:
             how = f"{r.get('stop_reason', 'completed')}, {r.get('epochs_run', r.get('epoch'))} epochs"
         else:
-            how = f"stopped by ASHA after epoch {r.get('epoch')}"
+            from study.tuner import STOPPED_FILE, read_text  # deferred: study.tuner imports this module's users
+
+            stopped = trial.path and read_text(trial.path, STOPPED_FILE) is not None
+            how = f"{'stopped by ASHA' if stopped else 'ended without final metrics'} after epoch {r.get('epoch')}"
         print(f"[{self.done}/{self.total}] {Path(trial.path).name}: {self.metric} {_number(r.get(self.metric))}"
               f", test_accuracy {_number(r.get('test_accuracy'))} ({how})", flush=True)
 
@@ -40,6 +43,47 @@ class TrialLines(tune.Callback):
         error = trial_error_text(trial)
         print(f"[{self.done}/{self.total}] {Path(trial.path).name}: FAILED: "
               f"{summarize_error(error) if error else 'unknown error'}", flush=True)
+
+
+class TrialLedger(tune.Callback):
+    """Which trials Tune started and which it ended (finished, stopped by the scheduler, or failed).
+
+    On Ctrl-C Tune saves its state and then marks the trials it cuts short TERMINATED
+    in memory, like finished ones; only its callbacks tell them apart: those trials
+    were started but never completed. Tune restores callbacks from the study's
+    pickled state on resume, so the ledger of the running experiment is found
+    through ``latest_ledger()`` rather than through the instance the caller built.
+    """
+
+    active: Optional["TrialLedger"] = None
+
+    def __init__(self):
+        self.started: set[str] = set()
+        self.ended: set[str] = set()
+
+    def setup(self, **info):
+        self.started, self.ended = set(), set()
+        TrialLedger.active = self
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started.add(trial.trial_id)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.ended.add(trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.ended.add(trial.trial_id)
+
+    @property
+    def cut_short(self) -> int:
+        return len(self.started - self.ended)
+
+
+def unfinished_count(results) -> int:
+    """Trials an interruption left to resume: cut short while running, or never started."""
+    never_started = len(results) - results.num_terminated - results.num_errors
+    ledger = TrialLedger.active
+    return never_started + (ledger.cut_short if ledger is not None else 0)
 
 
 def trial_error_text(trial) -> Optional[str]:

@@ -8,6 +8,7 @@ Optuna spaces, and the report.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -19,7 +20,9 @@ from search_spaces.spec import StudySpec, keys_of, planned_configs, variant_labe
 from study.config import ConfigError, TrialConfig, merge
 
 STUDY_FILE = "study.json"
+MAX_FAILURES = 20  # --max-failures bound: Ray's -1 (retry forever) would loop on a diverging config
 OPTUNA_FILE = "optuna.db"
+STOPPED_FILE = "stopped_by_scheduler.json"  # in a trial's folder: the scheduler stopped it (study.schedulers)
 
 
 def is_uri(path: str) -> bool:
@@ -45,6 +48,21 @@ def refuse_existing_results(out_dir: str | Path, what: str = "OUT_DIR") -> None:
     if path.is_dir() and any(path.iterdir()):
         raise ConfigError(f"{what} '{path}' already holds results; choose a new folder "
                           "(or 'geotune resume' it if it is an interrupted study)")
+    created = [p for p in [path, *path.parents] if not p.exists()]
+    probe = path / ".geotune-write-test"
+    try:  # a read-only, full or file-blocked storage fails here, before Ray starts, not in every trial
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{what} '{path}' cannot be written ({exc.strerror or type(exc).__name__}"
+                          f"{': ' + exc.filename if exc.filename and str(exc.filename) != str(probe) else ''})") from None
+    finally:
+        for folder in created:  # leave no trace: a refused command must not leave an empty study folder
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def absolute_data_root(base: dict) -> dict:
@@ -78,6 +96,8 @@ class StudyPlan:
     max_failures: int
     created: str = ""
     command: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # weak-but-valid choices found while planning
+    kind: str = "study"   # "study" (geotune run/compare) or "train" (one trial of geotune train)
 
     @property
     def trial_count(self) -> int:
@@ -98,9 +118,13 @@ class StudyPlan:
         text = read_text(study_dir, STUDY_FILE)
         if text is None:
             raise ConfigError(f"'{study_dir}' is not a geotune study directory (no {STUDY_FILE})")
-        data = json.loads(text)
-        data["study_dir"] = study_dir  # the folder may have moved since
-        return cls(**data)
+        try:
+            data = json.loads(text)
+            data["study_dir"] = study_dir  # the folder may have moved since
+            return cls(**data)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"'{study_dir}/{STUDY_FILE}' is damaged or not a geotune plan "
+                              f"({str(exc).splitlines()[0][:120]})") from None
 
 
 @dataclass
@@ -129,22 +153,29 @@ def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
                               "from --config/--set would be overridden (write your own space instead)")
     base = absolute_data_root(merge(spec.base, user))
     configs = planned_configs(spec, base)
-    from trainables.trial import check_config
+    from trainables.trial import check_config  # deferred: torch and the data loaders, only when planning
 
-    seen = set()
+    seen, warnings = set(), []
     for cfg in configs:  # model shapes and data files, once per distinct trial
         key = cfg.to_yaml().replace(f"seed: {cfg.train.seed}\n", "")
         if key not in seen:
             seen.add(key)
-            check_config(cfg)
+            warnings += [w for w in check_config(cfg) if w not in warnings]
     cpus = options.cpus_per_trial if options.cpus_per_trial is not None else spec.cpus_per_trial
     gpus = options.gpus_per_trial if options.gpus_per_trial is not None else spec.gpus_per_trial
-    if cpus <= 0:
-        raise ConfigError(f"--cpus-per-trial {cpus:g}: must be > 0")
-    if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
+    if not (math.isfinite(cpus) and cpus > 0):
+        raise ConfigError(f"--cpus-per-trial {cpus:g}: must be a number > 0")
+    if not math.isfinite(gpus) or gpus < 0 or (gpus > 1 and gpus != int(gpus)):
         raise ConfigError(f"--gpus-per-trial {gpus:g}: must be a fraction in (0, 1] or a whole number")
     if options.max_concurrent is not None and options.max_concurrent < 1:
         raise ConfigError(f"--max-concurrent {options.max_concurrent}: must be >= 1")
+    if not 0 <= options.max_failures <= MAX_FAILURES:
+        raise ConfigError(f"--max-failures {options.max_failures}: must be in 0..{MAX_FAILURES} (retries of a "
+                          "crashed trial; a deterministic failure fails again)")
+    epochs = min(cfg.train.epochs for cfg in configs)
+    if spec.asha and options.asha and spec.asha.grace_period > epochs:
+        raise ConfigError(f"space '{spec.name}': ASHA's grace period ({spec.asha.grace_period} epochs) exceeds "
+                          f"train.epochs ({epochs}); raise train.epochs or run with --no-asha")
     name = options.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = options.storage if is_uri(options.storage) else str(Path(options.storage).expanduser().resolve())
     study_dir = f"{storage.rstrip('/')}/{name}"
@@ -154,7 +185,7 @@ def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
         metric=spec.metric, mode=spec.mode, asha=asdict(spec.asha) if (spec.asha and options.asha) else None,
         cpus_per_trial=cpus, gpus_per_trial=gpus,
         max_concurrent=options.max_concurrent or spec.max_concurrent, max_failures=options.max_failures,
-        created=time.strftime("%Y-%m-%d %H:%M:%S"), command=sys.argv[1:],
+        created=time.strftime("%Y-%m-%d %H:%M:%S"), command=sys.argv[1:], warnings=warnings,
     )
 
 
@@ -265,12 +296,14 @@ def progress_reporter(plan: StudyPlan, keys: list[str]):
 
 def build_tuner(plan: StudyPlan, spec: StudySpec, callbacks: list):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
+
+    from study.schedulers import RecordingASHA  # deferred: it imports Ray, needed only when a study runs
 
     storage, name = experiment_location(plan.study_dir)
     scheduler = FIFOScheduler()
     if plan.asha:
-        scheduler = ASHAScheduler(time_attr="epoch", metric=plan.metric, mode=plan.mode, max_t=plan.epochs,
+        scheduler = RecordingASHA(time_attr="epoch", metric=plan.metric, mode=plan.mode, max_t=plan.epochs,
                                   grace_period=plan.asha["grace_period"],
                                   reduction_factor=plan.asha["reduction_factor"])
     search_alg = None
@@ -341,12 +374,14 @@ def quiet_tune_environment() -> None:
 
 def run_study(plan: StudyPlan, spec: StudySpec):
     """Fit the planned study; returns Tune's ResultGrid (trials stopped by ASHA are finalized after)."""
-    from study.progress import TrialLines
+    from study.progress import TrialLedger, TrialLines
     from study.recovery import StateKeeper
 
     quiet_tune_environment()
     plan.save()
-    tuner = build_tuner(plan, spec, [TrialLines(plan.trial_count, plan.metric), StateKeeper(plan.study_dir)])
+    tuner = build_tuner(plan, spec, [TrialLines(plan.trial_count, plan.metric), StateKeeper(plan.study_dir),
+                                     TrialLedger()])
+    TrialLedger.active = None
     return tuner.fit()
 
 
@@ -378,6 +413,9 @@ def resume_study(plan: StudyPlan):
                               f"({exc})") from None
     tuner = tune.Tuner.restore(study_dir, trainable=trainable_for(plan), resume_unfinished=True,
                                resume_errored=True)
+    from study.progress import TrialLedger
+
+    TrialLedger.active = None  # studies from before the ledger existed resume without one
     return tuner.fit()
 
 
@@ -390,28 +428,55 @@ class TrialOutcome:
     trial_dir: Path
     metrics: dict
     error: Optional[str]
+    interrupted: bool = False   # Ctrl-C: the trial stopped mid-way and can be resumed
 
 
-def run_single_trial(cfg: TrialConfig, out_dir: str | Path, cpus: float, gpus: float,
-                     verbose: int = 1) -> TrialOutcome:
-    """Run one trial of ``cfg`` through Ray Tune; its directory is ``out_dir/trial``."""
+def train_plan(cfg: TrialConfig, out_dir: str | Path, cpus: float, gpus: float) -> StudyPlan:
+    """The plan of `geotune train`: one trial, saved as study.json so the folder can be resumed."""
+    study_dir = str(Path(out_dir).expanduser().resolve())
+    return StudyPlan(space="train", module="geotune train", question="one trial of a config", study_dir=study_dir,
+                     base=absolute_data_root(cfg.to_dict()), variants=[{}], optuna=False, num_samples=1,
+                     seeds=[cfg.train.seed], metric="val_accuracy", mode="max", asha=None, cpus_per_trial=cpus,
+                     gpus_per_trial=gpus, max_concurrent=None, max_failures=0,
+                     created=time.strftime("%Y-%m-%d %H:%M:%S"), command=sys.argv[1:], kind="train")
+
+
+def single_trial_trainable(plan: StudyPlan):
     from ray import tune
 
     from trainables.trainable import train_trial
 
-    storage, name = experiment_location(out_dir)
-    tuner = tune.Tuner(
-        tune.with_resources(train_trial, {"cpu": cpus, "gpu": gpus}),
-        param_space=absolute_data_root(cfg.to_dict()),
-        tune_config=tune.TuneConfig(num_samples=1, trial_dirname_creator=lambda trial: "trial"),
-        run_config=tune.RunConfig(storage_path=storage, name=name, verbose=verbose,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
-    )
-    result = tuner.fit()[0]
+    return tune.with_resources(train_trial, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+
+
+def run_single_trial(plan: StudyPlan, verbose: int = 1, resume: bool = False) -> TrialOutcome:
+    """Run (or resume) the one trial of ``plan``; its directory is ``STUDY_DIR/trial``."""
+    from ray import tune
+
+    from study.progress import TrialLedger, unfinished_count
+
+    quiet_tune_environment()
+
+    if resume:
+        tuner = tune.Tuner.restore(plan.study_dir, trainable=single_trial_trainable(plan), resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        plan.save()
+        storage, name = experiment_location(plan.study_dir)
+        tuner = tune.Tuner(
+            single_trial_trainable(plan), param_space=plan.base,
+            tune_config=tune.TuneConfig(num_samples=1, trial_dirname_creator=lambda trial: "trial"),
+            run_config=tune.RunConfig(storage_path=storage, name=name, verbose=verbose, callbacks=[TrialLedger()],
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+        )
+    TrialLedger.active = None
+    results = tuner.fit()
+    result = results[0]
     trial_dir = Path(result.path)
     metrics_file = trial_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else dict(result.metrics or {})
-    return TrialOutcome(trial_dir, metrics, summarize_error(result.error) if result.error else None)
+    interrupted = unfinished_count(results) > 0
+    return TrialOutcome(trial_dir, metrics, summarize_error(result.error) if result.error else None, interrupted)
 
 
 def summarize_error(error) -> str:

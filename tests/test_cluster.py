@@ -127,3 +127,88 @@ def test_storage_not_visible_from_a_node_is_a_clear_error(tmp_path, monkeypatch)
     with pytest.raises(cluster.ClusterError, match=r"not visible from Ray node\(s\) 127.0.0.3.*shared by every node"):
         cluster.check_storage_shared(str(tmp_path / "study"))
     assert not (tmp_path / "study" / ".geotune_storage_check").exists()
+
+
+# ---------------------------------------------------------------------------
+# what geotune's own Ray exposes to the network
+
+
+def _listening_inodes() -> dict[str, str]:
+    """socket inode -> local address of every listening TCP socket (IPv4 and IPv6), from /proc/net."""
+    out = {}
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            hex_ip, hex_port = fields[1].split(":")
+            if width == 8:
+                ip = socket.inet_ntop(socket.AF_INET, bytes.fromhex(hex_ip)[::-1])
+            else:
+                words = bytes.fromhex(hex_ip)
+                ip = socket.inet_ntop(socket.AF_INET6, b"".join(words[i:i + 4][::-1] for i in range(0, 16, 4)))
+            out[fields[9]] = f"{ip}:{int(hex_port, 16)}"
+    return out
+
+
+def _descendants(root: int) -> list[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += [child for child, parent in parents.items() if parent == pid]
+    return found
+
+
+def listening_sockets(root: int) -> list[tuple[str, str]]:
+    """(process name, local address) of every listening TCP socket of ``root`` and its descendants."""
+    inodes = _listening_inodes()
+    out = []
+    for pid in _descendants(root):
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        out += [(name, inodes[link[8:-1]]) for link in links if link.startswith("socket:[") and link[8:-1] in inodes]
+    return out
+
+
+# Ray 2.60's C++ gRPC servers (GCS, raylet, every core worker and the driver's) bind the wildcard address
+# whatever node address they are given; README "Network safety" lists them and says what protects them.
+WILDCARD_LISTENERS = ("gcs_server", "raylet", "ray::", "python")
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads sockets from Linux's /proc")
+def test_what_the_local_ray_listens_on_matches_the_readme(ray_session):
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def pid() -> int:
+        return os.getpid()
+
+    ray.get(pid.remote())  # a worker is up with its own server
+    sockets = listening_sockets(os.getpid())
+    assert sockets, "the study's processes listen somewhere"
+    loopback = [(n, a) for n, a in sockets if a.startswith("127.") or a.startswith("::1:")]
+    wildcard = [(n, a) for n, a in sockets if a.startswith(("0.0.0.0:", ":::"))]
+    other = [s for s in sockets if s not in loopback and s not in wildcard]
+    assert not other, f"sockets on a network address: {other}"
+    names = {n for n, _ in wildcard}
+    assert names <= {n for n in names if n.startswith(WILDCARD_LISTENERS)}, names
+    assert {"gcs_server", "raylet"} <= names, names  # if Ray ever binds these to the node address, update README
+    # what protects the wildcard servers: every Ray process runs with token authentication
+    gcs = next(p for p in _descendants(os.getpid()) if Path(f"/proc/{p}/comm").read_text().strip() == "gcs_server")
+    environ = Path(f"/proc/{gcs}/environ").read_bytes().split(b"\0")
+    assert b"RAY_AUTH_MODE=token" in environ
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "gcs_server" in readme and "0.0.0.0" in readme and "RAY_AUTH_MODE=token" in readme

@@ -60,22 +60,26 @@ def run_until_interruptible(cmd: list[str], study: Path, log: Path, timeout: flo
     """Start the study in its own process group; SIGKILL it once one trial finished and another is mid-way."""
     proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
-    deadline = time.time() + timeout
     try:
-        while time.time() < deadline:
-            assert proc.poll() is None, f"the study ended before it could be interrupted:\n{log.read_text()[-3000:]}"
-            trials = trial_dirs(study)
-            finished = [t for t in trials if (t / "metrics.json").is_file()]
-            # Mid-way as Ray's saved state knows it: its log, copied with that state, shows epochs.
-            midway = [t for t in trials if not (t / "metrics.json").is_file() and len(reported_epochs(t)) >= 3]
-            if finished and midway:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"no moment with a finished and a mid-way trial:\n{log.read_text()[-3000:]}")
+        wait_for_finished_and_midway(proc, study, log, timeout)
     finally:
         kill_session(proc.pid)
         proc.wait(timeout=60)
+
+
+def wait_for_finished_and_midway(proc: subprocess.Popen, study: Path, log: Path, timeout: float) -> None:
+    """Until one trial of the study has finished and another is mid-way."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, f"the study ended before it could be interrupted:\n{log.read_text()[-3000:]}"
+        trials = trial_dirs(study)
+        finished = [t for t in trials if (t / "metrics.json").is_file()]
+        # Mid-way as Ray's saved state knows it: its log, copied with that state, shows epochs.
+        midway = [t for t in trials if not (t / "metrics.json").is_file() and len(reported_epochs(t)) >= 3]
+        if finished and midway:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"no moment with a finished and a mid-way trial:\n{log.read_text()[-3000:]}")
 
 
 def kill_session(sid: int) -> None:
@@ -144,3 +148,79 @@ def test_sigkill_then_resume(tmp_path, kind):
         stored = optuna.load_study(study_name="killed_optuna", storage=f"sqlite:///{study / 'optuna.db'}")
         complete = [t for t in stored.trials if t.state == optuna.trial.TrialState.COMPLETE]
         assert len(complete) == 3, [t.state for t in stored.trials]
+
+
+def interrupt_with_ctrl_c(cmd: list[str], study: Path, log: Path, presses: int, timeout: float = 240) -> int:
+    """Start the study; once a trial finished and another is mid-way, press Ctrl-C ``presses`` times
+    (SIGINT to the study's process group, as a terminal does). Returns the exit code."""
+    proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        wait_for_finished_and_midway(proc, study, log, timeout)
+        for _ in range(presses):
+            os.killpg(proc.pid, signal.SIGINT)
+            time.sleep(0.3)
+        return proc.wait(timeout=120)
+    finally:
+        kill_session(proc.pid)  # whatever Ray left behind
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, presses):
+    """One Ctrl-C lets Ray stop gracefully, two skip that; either way nothing is finalised at the interrupted
+    epoch, the run exits 130 naming `geotune resume`, and the resume trains every trial to its plan."""
+    space = tmp_path / "space.py"
+    space.write_text("from search_spaces.spec import StudySpec\n"
+                     f"BASE = {tiny_config(train={'epochs': 80, 'patience': 0})!r}\n" + textwrap.dedent(GRID_SPACE))
+    study = tmp_path / "runs" / "s"
+    log = tmp_path / "run.log"
+    code = interrupt_with_ctrl_c([sys.executable, "-m", "study", "run", str(space), "--storage",
+                                  str(tmp_path / "runs"), "--name", "s"], study, log, presses)
+    text = log.read_text()
+    assert code == 130, text[-3000:]
+    assert f"geotune resume {study}" in text or "interrupted" in text, text[-3000:]
+    unfinished = [t for t in trial_dirs(study) if not (t / "metrics.json").is_file()]
+    assert unfinished, "the interrupted trial must not have been finalised at the interrupted epoch"
+    assert not any((t / "stopped_by_scheduler.json").exists() for t in trial_dirs(study))
+
+    proc = subprocess.run([sys.executable, "-m", "study", "resume", str(study)], cwd=str(REPO),
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    after = [t for t in trial_dirs(study) if (t / "params.json").is_file()]
+    assert len(after) == 3
+    for trial in after:
+        metrics = json.loads((trial / "metrics.json").read_text())
+        planned = json.loads((trial / "params.json").read_text())
+        epochs = {"2": 2, "100": 100, "3": 3}[trial.name.split("epochs=")[1].split(",")[0]]
+        assert metrics["epochs_run"] == epochs and metrics["stop_reason"] == "completed all epochs", \
+            (trial.name, metrics["epochs_run"], metrics["stop_reason"], planned)
+    assert "stopped by ASHA" not in (study / "report" / "REPORT.md").read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path):
+    config = tmp_path / "c.yaml"
+    import yaml
+
+    config.write_text(yaml.safe_dump(tiny_config(train={"epochs": 60, "patience": 0})))
+    out = tmp_path / "out"
+    log = tmp_path / "train.log"
+    proc = subprocess.Popen([sys.executable, "-m", "study", "train", str(config), str(out), "--cpus", "1"],
+                            cwd=str(REPO), stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while len(reported_epochs(out / "trial")) < 3:
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+    finally:
+        kill_session(proc.pid)
+    assert f"geotune resume {out}" in log.read_text()
+    assert not (out / "trial" / "metrics.json").exists()
+    done = subprocess.run([sys.executable, "-m", "study", "resume", str(out)], cwd=str(REPO), capture_output=True,
+                          text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "resuming from the checkpoint of epoch" in done.stdout + done.stderr
+    assert json.loads((out / "trial" / "metrics.json").read_text())["epochs_run"] == 60

@@ -87,32 +87,56 @@ def write_trial_artifacts(artifact_dir: Path, cfg: TrialConfig, parts: "TrialPar
         "train_size": len(data.train), "val_size": len(data.val), "test_size": len(data.test),
     }
 
+    warnings = learning_warnings(val.accuracy, len(data.val), data.num_classes, cfg.train.lr)
+
+    def optional(what: str, step) -> None:
+        """A figure or a summary that fails is a warning: it must not cost the trial its results."""
+        try:
+            step()
+        except Exception as exc:
+            warnings.append(f"{what} could not be written ({type(exc).__name__}: {str(exc)[:160]})")
+
     write_json(artifact_dir / "training_history.json", history)
     write_json(artifact_dir / "classification_report.json", {"test": test_report, "val": val_report})
-    save_figure(draw_confusion_matrix(test_matrix, data.class_names,
-                                      f"test confusion matrix (accuracy {test.accuracy:.3f})"),
-                artifact_dir / "confusion_matrix.png")
-    if history:
-        save_figure(draw_training_curves(history, ["train_loss", "val_loss"], "loss", "training and validation loss"),
-                    artifact_dir / "train_val_loss.png")
-        save_figure(draw_training_curves(history, ["train_accuracy", "val_accuracy"], "accuracy",
-                                         "training and validation accuracy"), artifact_dir / "train_val_accuracy.png")
-        save_figure(draw_grad_norms(grad_norm_table(history)), artifact_dir / "grad_norms.png")
     if cfg.logging.save_latents:
         np.savez_compressed(artifact_dir / "latents.npz", embeddings=val.embeddings.numpy(),
                             labels=val.labels.numpy(), logits=val.logits.numpy(),
                             class_names=np.asarray(data.class_names))
     torch.save({k: v.detach().cpu() for k, v in parts.model.state_dict().items()}, artifact_dir / "model.pt")
-
-    metrics.update(write_geometry_artifacts(artifact_dir, cfg, val.embeddings.numpy(), val.labels.numpy(),
-                                            data.class_names))
+    optional("confusion_matrix.png", lambda: save_figure(draw_confusion_matrix(
+        test_matrix, data.class_names, f"test confusion matrix (accuracy {test.accuracy:.3f})"),
+        artifact_dir / "confusion_matrix.png"))
+    if history:
+        optional("the training curves", lambda: write_curves(artifact_dir, history))
+    optional("the geometry summary", lambda: metrics.update(write_geometry_artifacts(
+        artifact_dir, cfg, val.embeddings.numpy(), val.labels.numpy(), data.class_names)))
     if cfg.logging.export_onnx:
-        from trainables.export import export_onnx
+        from trainables.export import export_onnx  # deferred: onnx is an optional extra
 
         example = data.normalize(data.test.images[:64]).cpu()
         metrics.update(export_onnx(parts.model, example, artifact_dir / "model.onnx"))
+    metrics["warnings"] = warnings
     write_json(artifact_dir / "metrics.json", metrics)
     return metrics
+
+
+def write_curves(artifact_dir: Path, history: list[dict]) -> None:
+    save_figure(draw_training_curves(history, ["train_loss", "val_loss"], "loss", "training and validation loss"),
+                artifact_dir / "train_val_loss.png")
+    save_figure(draw_training_curves(history, ["train_accuracy", "val_accuracy"], "accuracy",
+                                     "training and validation accuracy"), artifact_dir / "train_val_accuracy.png")
+    save_figure(draw_grad_norms(grad_norm_table(history)), artifact_dir / "grad_norms.png")
+
+
+def learning_warnings(val_accuracy: float, n_val: int, n_classes: int, lr: float) -> list[str]:
+    """A run whose validation accuracy is within two standard errors of guessing (and less than halfway
+    from guessing to perfect, so that a tiny split does not trigger it) has learned nothing."""
+    chance = 1.0 / n_classes
+    if n_val and val_accuracy <= chance + 2.0 * math.sqrt(chance * (1 - chance) / n_val) \
+            and val_accuracy < (1.0 + chance) / 2:
+        return [f"val_accuracy {val_accuracy:.3f} is no better than chance ({chance:.3f} for {n_classes} classes, "
+                f"{n_val} images): the network did not learn; a diverging train.lr ({lr:g}) is the usual cause"]
+    return []
 
 
 def write_geometry_artifacts(artifact_dir: Path, cfg: TrialConfig, embeddings: np.ndarray, labels: np.ndarray,
@@ -135,8 +159,9 @@ def write_geometry_artifacts(artifact_dir: Path, cfg: TrialConfig, embeddings: n
         "per_class": {c: {**v["geodesic"], "flatness": v["flatness"]} for c, v in summary.per_class.items()},
     })
     flat = summary.flat_metrics()
-    title = ("UMAP" if name == "umap" else "PCA (UMAP off: logging.save_umap = false)") + \
-        f" of validation embeddings; trustworthiness {flat['trustworthiness']:.3f}"
+    trust = flat.get("trustworthiness")
+    title = ("UMAP" if name == "umap" else "PCA (UMAP off: logging.save_umap = false)") + " of validation embeddings" \
+        + (f"; trustworthiness {trust:.3f}" if trust is not None else "; too few points for trustworthiness")
     save_figure(draw_embedding_scatter(projection, labels, class_names, title), artifact_dir / "umap.png")
     if cfg.logging.interactive_scatter:
         (artifact_dir / "latent_scatter.html").write_text(scatter_html(projection, labels, class_names, title))

@@ -9,6 +9,7 @@ DataLoader in the hot loop.
 """
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 import sys
@@ -25,6 +26,10 @@ from study.config import ConfigError, DatasetConfig
 
 class DatasetNotFoundError(ConfigError):
     """The files of an on-disk data set are missing; the message names folder and files."""
+
+
+class DatasetFileError(ConfigError):
+    """A data file exists but is not what its format says; the message names the file and the fault."""
 
 
 @dataclass
@@ -95,16 +100,59 @@ def _mnist_folder(cfg: DatasetConfig) -> Path:
     return Path(cfg.root).expanduser() / ("MNIST" if cfg.name == "mnist" else "FashionMNIST") / "raw"
 
 
+IDX_MAGIC = {3: 0x0803, 1: 0x0801}  # uint8 images (N, rows, cols) and uint8 labels (N,)
+
+
+def read_idx_header(path: Path, ndim: int) -> tuple[int, ...]:
+    """The shape an MNIST idx file declares, after checking its magic number and its size against it."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4 + 4 * ndim)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DatasetFileError(f"data file '{path}' cannot be read ({exc.strerror})") from None
+    if len(head) < 4 + 4 * ndim or int.from_bytes(head[:4], "big") != IDX_MAGIC[ndim]:
+        raise DatasetFileError(f"data file '{path}' is not an idx file of uint8 {'images' if ndim == 3 else 'labels'} "
+                               f"(magic number {head[:4].hex() or 'missing'}, expected {IDX_MAGIC[ndim]:08x})")
+    shape = tuple(int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    expected = 4 + 4 * ndim + math.prod(shape)
+    if size != expected:
+        raise DatasetFileError(f"data file '{path}' declares shape {shape} ({expected} bytes) but holds {size} bytes")
+    return shape
+
+
+def check_mnist_files(cfg: DatasetConfig) -> np.ndarray:
+    """Check the four idx files (headers, sizes, image and label counts); returns the training labels."""
+    folder = _mnist_folder(cfg)
+    _require_files(cfg.name, folder, MNIST_FILES)
+    labels = None
+    for images_file, labels_file in ((MNIST_FILES[0], MNIST_FILES[1]), (MNIST_FILES[2], MNIST_FILES[3])):
+        shape = read_idx_header(folder / images_file, 3)
+        (count,) = read_idx_header(folder / labels_file, 1)
+        if shape[1:] != (28, 28):
+            raise DatasetFileError(f"data file '{folder / images_file}' holds {shape[1]}x{shape[2]} images; "
+                                   f"{cfg.name} images are 28x28")
+        if shape[0] != count:
+            raise DatasetFileError(f"data files '{folder / images_file}' and '{labels_file}' disagree: "
+                                   f"{shape[0]} images but {count} labels")
+        y = np.fromfile(folder / labels_file, dtype=np.uint8, offset=8).astype(np.int64)
+        if len(y) and y.max() > 9:
+            raise DatasetFileError(f"data file '{folder / labels_file}': labels must lie in 0..9, found {y.max()}")
+        labels = y if labels is None else labels
+    return labels
+
+
 def load_mnist_like_raw(cfg: DatasetConfig) -> RawDataset:
     """MNIST / Fashion-MNIST through torchvision, from ``root/<MNIST|FashionMNIST>/raw`` idx files."""
     from torchvision import datasets
 
     cls = datasets.MNIST if cfg.name == "mnist" else datasets.FashionMNIST
     root = Path(cfg.root).expanduser()
-    if not cfg.download:
-        _require_files(cfg.name, _mnist_folder(cfg), MNIST_FILES)
-    train = cls(str(root), train=True, download=cfg.download)
-    test = cls(str(root), train=False, download=cfg.download)
+    if cfg.download:
+        cls(str(root), train=True, download=True)  # fetches and verifies the files
+    check_mnist_files(cfg)  # torchvision's own checks are bare asserts naming no file
+    train = cls(str(root), train=True)
+    test = cls(str(root), train=False)
     return RawDataset(train.data.numpy()[:, None], train.targets.numpy().astype(np.int64), list(train.classes),
                       test.data.numpy()[:, None], test.targets.numpy().astype(np.int64))
 
@@ -117,11 +165,60 @@ CIFAR_LAYOUT = {
 }
 
 
+class DataBatchUnpickler(pickle.Unpickler):
+    """Reads CIFAR's pickled batches without running code from the data folder.
+
+    A pickle may name any importable callable and call it; this one admits only
+    what the format needs to rebuild dicts, lists, strings and numpy arrays.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load '{module}.{name}' (a data batch holds only "
+                                         "dicts, lists, strings and numpy arrays)")
+        return super().find_class(module, name)
+
+
+def read_data_pickle(path: Path) -> dict:
+    """One CIFAR pickle as a dict, safely; errors name the file and say what is wrong."""
+    try:
+        with open(path, "rb") as fh:
+            entry = DataBatchUnpickler(fh, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, OSError) as exc:
+        raise DatasetFileError(f"data file '{path}' is not a readable CIFAR batch ({exc})") from None
+    if not isinstance(entry, dict):
+        raise DatasetFileError(f"data file '{path}' is not a CIFAR batch (holds a {type(entry).__name__}, not a dict)")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+
+
 def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as fh:
-        entry = pickle.load(fh, encoding="latin1")
-    data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return data, np.asarray(entry[label_key], dtype=np.int64)
+    entry = read_data_pickle(path)
+    missing = [k for k in ("data", label_key) if k not in entry]
+    if missing:
+        raise DatasetFileError(f"data file '{path}' is not a CIFAR batch (no {', '.join(missing)} entry)")
+    data, labels = np.asarray(entry["data"]), np.asarray(entry[label_key])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DatasetFileError(f"data file '{path}': 'data' must be uint8 rows of 3072 pixels, got {data.shape} "
+                               f"of {data.dtype}")
+    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetFileError(f"data file '{path}': {len(data)} images but '{label_key}' holds "
+                               f"{labels.shape} of {labels.dtype} (expected {len(data)} integers)")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def _cifar_class_names(cfg: DatasetConfig) -> list[str]:
+    folder_name, *_, meta_file, _, names_key = CIFAR_LAYOUT[cfg.name]
+    path = Path(cfg.root).expanduser() / folder_name / meta_file
+    names = read_data_pickle(path).get(names_key)
+    if not isinstance(names, list) or not all(isinstance(n, (str, bytes)) for n in names):
+        raise DatasetFileError(f"data file '{path}' has no list of class names '{names_key}'")
+    return [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
 
 
 def load_cifar_raw(cfg: DatasetConfig) -> RawDataset:
@@ -129,7 +226,9 @@ def load_cifar_raw(cfg: DatasetConfig) -> RawDataset:
 
     torchvision's dataset classes verify fixed MD5 sums on every load; reading the
     batches here keeps that check for downloads while accepting any well-formed
-    batch files (the tests write small ones).
+    batch files (the tests write small ones). They are unpickled by
+    DataBatchUnpickler, which admits no callable beyond numpy's array rebuilding:
+    a data folder cannot run code.
     """
     folder_name, train_files, test_file, meta_file, label_key, names_key = CIFAR_LAYOUT[cfg.name]
     root = Path(cfg.root).expanduser()
@@ -144,8 +243,11 @@ def load_cifar_raw(cfg: DatasetConfig) -> RawDataset:
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     test_images, test_labels = _read_cifar_batch(folder / test_file, label_key)
-    with open(folder / meta_file, "rb") as fh:
-        class_names = list(pickle.load(fh, encoding="latin1")[names_key])
+    class_names = _cifar_class_names(cfg)
+    for name, y in ((folder / train_files[0], labels), (folder / test_file, test_labels)):
+        if len(y) and (y.min() < 0 or y.max() >= len(class_names)):
+            raise DatasetFileError(f"data file '{name}': labels must lie in 0..{len(class_names) - 1} "
+                                   f"({len(class_names)} class names in {meta_file}), found {y.min()}..{y.max()}")
     return RawDataset(images, labels, class_names, test_images, test_labels)
 
 
@@ -164,6 +266,46 @@ def _class_folders(cfg: DatasetConfig) -> list[Path]:
     return class_dirs
 
 
+class ImageRangeError(ValueError):
+    """An image whose pixel values cannot be mapped to 0..255 without guessing."""
+
+
+def image_to_uint8(im, grayscale: bool, size: int) -> np.ndarray:
+    """One PIL image as uint8 (C, size, size), with 16-bit and float images scaled, not clipped.
+
+    8-bit modes (L, RGB, palette, alpha, CMYK) go through Pillow's own conversion (alpha
+    is dropped, as torchvision's loader does). 16-bit integer images are divided by 257
+    (65535 -> 255); float images must lie in [0, 1] and are multiplied by 255; anything
+    else is refused rather than silently clipped to white or black.
+    """
+    from PIL import Image
+
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+                raise ImageRangeError(f"float image with values in [{values.min():.3g}, {values.max():.3g}]; "
+                                      "only [0, 1] can be mapped to 0..255 without guessing")
+            values = values * 255.0
+        else:
+            if values.min() < 0 or values.max() > 65535:
+                raise ImageRangeError(f"{im.mode} image with values in [{values.min():.0f}, {values.max():.0f}], "
+                                      "outside the 16-bit range")
+            values = values / 257.0
+        resized = np.asarray(Image.fromarray(values.astype(np.float32), "F").resize(
+            (size, size), Image.Resampling.BILINEAR))
+        gray = np.clip(np.rint(resized), 0, 255).astype(np.uint8)[None]  # rounding error only: values are in range
+        return gray if grayscale else np.repeat(gray, 3, axis=0)
+    array = np.asarray(im.convert("L" if grayscale else "RGB").resize((size, size), Image.Resampling.BILINEAR),
+                       dtype=np.uint8)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _image_files(class_dir: Path) -> list[Path]:
+    """Regular files with an image suffix (a FIFO or device named x.png would block the reader)."""
+    return sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def load_image_folder_raw(cfg: DatasetConfig) -> RawDataset:
     """``root/<class>/*.jpg|png``: decoded once, resized to ``image_size`` (default 32)."""
     from PIL import Image, UnidentifiedImageError
@@ -171,27 +313,25 @@ def load_image_folder_raw(cfg: DatasetConfig) -> RawDataset:
     root = Path(cfg.root).expanduser()
     class_dirs = _class_folders(cfg)
     size = cfg.image_size or 32
-    mode = "L" if cfg.grayscale else "RGB"
     images, labels, skipped = [], [], []
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = _image_files(class_dir)
         if not files:
             raise DatasetNotFoundError(f"dataset 'image_folder': class folder '{class_dir}' holds no images "
                                        f"({', '.join(sorted(IMAGE_SUFFIXES))})")
         for path in files:
             try:
                 with Image.open(path) as im:
-                    im = im.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
-                    array = np.asarray(im, dtype=np.uint8)
+                    images.append(image_to_uint8(im, cfg.grayscale, size))
             except (UnidentifiedImageError, OSError, ValueError) as exc:
                 skipped.append((path, exc))
                 continue
-            images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
             labels.append(label)
     if skipped:
         path, exc = skipped[0]
+        reason = str(exc) if isinstance(exc, ImageRangeError) else type(exc).__name__
         print(f"warning: skipped {len(skipped)} unreadable image(s) under '{root}' "
-              f"(first: {path.name}: {type(exc).__name__})", file=sys.stderr)
+              f"(first: {path.name}: {reason})", file=sys.stderr)
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_dirs))
     for class_dir, count in zip(class_dirs, counts):
         if count == 0:
@@ -214,15 +354,83 @@ NATIVE_SHAPES = {"digits": (1, 8, 8, 10), "shapes": (3, 32, 32, 3), "mnist": (1,
                  "fashion_mnist": (1, 28, 28, 10), "cifar10": (3, 32, 32, 10), "cifar100": (3, 32, 32, 100)}
 
 
-def check_dataset_available(cfg: DatasetConfig) -> None:
-    """Raise DatasetNotFoundError now if loading would fail for missing files (no images decoded)."""
-    if cfg.name in ("mnist", "fashion_mnist") and not cfg.download:
-        _require_files(cfg.name, _mnist_folder(cfg), MNIST_FILES)
-    elif cfg.name in CIFAR_LAYOUT and not cfg.download:
-        folder, train_files, test_file, meta_file, *_ = CIFAR_LAYOUT[cfg.name]
-        _require_files(cfg.name, Path(cfg.root).expanduser() / folder, (*train_files, test_file, meta_file))
-    elif cfg.name == "image_folder":
-        _class_folders(cfg)
+@dataclass
+class DataCheck:
+    """What a config's data will be, found without decoding images: known before any training starts."""
+    class_names: list[str]
+    split_sizes: tuple[int, int]   # train, val
+    warnings: list[str]
+
+
+def _label_source(cfg: DatasetConfig) -> tuple[np.ndarray, list[str], bool]:
+    """(labels of the pool that is split, class names, whether an official test split exists), cheaply."""
+    if cfg.name in ("mnist", "fashion_mnist"):
+        if cfg.download:  # nothing on disk yet: the trial downloads and checks the files
+            raise _Deferred
+        from torchvision import datasets
+
+        cls = datasets.MNIST if cfg.name == "mnist" else datasets.FashionMNIST
+        return check_mnist_files(cfg), list(cls.classes), True
+    if cfg.name in CIFAR_LAYOUT:
+        if cfg.download:
+            raise _Deferred
+        folder = Path(cfg.root).expanduser().resolve() / CIFAR_LAYOUT[cfg.name][0]
+        _require_files(cfg.name, folder, tuple(CIFAR_LAYOUT[cfg.name][1]) + CIFAR_LAYOUT[cfg.name][2:4])
+        stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.iterdir()))
+        labels, names = _cifar_labels(cfg.name, str(folder.parent), stamp)
+        return labels, list(names), True
+    if cfg.name == "image_folder":
+        class_dirs = _class_folders(cfg)
+        counts = []
+        for class_dir in class_dirs:
+            files = _image_files(class_dir)
+            if not files:
+                raise DatasetNotFoundError(f"dataset 'image_folder': class folder '{class_dir}' holds no images "
+                                           f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+            counts.append(len(files))
+        return np.repeat(np.arange(len(class_dirs)), counts), [p.name for p in class_dirs], False
+    raw = LOADERS[cfg.name](cfg)  # digits and shapes are small and built in memory
+    return raw.labels, raw.class_names, False
+
+
+@functools.lru_cache(maxsize=4)
+def _cifar_labels(name: str, root: str, stamp: tuple) -> tuple[np.ndarray, tuple[str, ...]]:
+    """CIFAR's training labels and class names; the pickles must be read whole (DataBatchUnpickler runs no
+    code), so a study that plans many configs on one CIFAR folder reads it once (``stamp``: the files'
+    names, times and sizes, so a changed folder is read again)."""
+    raw = load_cifar_raw(DatasetConfig(name=name, root=root))
+    return raw.labels, tuple(raw.class_names)
+
+
+class _Deferred(Exception):
+    """The data is downloaded by the trial, so it cannot be checked before."""
+
+
+MIN_VAL_FOR_GEOMETRY = 30  # below this the validation latents cannot carry geometry metrics
+
+
+def check_dataset(cfg: DatasetConfig) -> Optional[DataCheck]:
+    """Everything about the data that can fail, checked now: files and their formats, class choice,
+    at least two classes, stratifiable splits. None where the trial downloads the data first."""
+    try:
+        labels, names, has_test = _label_source(cfg)
+    except _Deferred:
+        return None
+    raw = select_classes(RawDataset(np.zeros((len(labels), 0), np.uint8), labels, names), cfg.classes)
+    present = np.unique(raw.labels)
+    if len(raw.class_names) < 2 or len(present) < 2:
+        which = f"'dataset.classes' = {cfg.classes}" if cfg.classes is not None else f"dataset '{cfg.name}'"
+        raise ConfigError(f"{which} leaves {len(present)} class(es) with images: a classifier needs at least 2")
+    if len(present) < len(raw.class_names):
+        empty = [raw.class_names[i] for i in range(len(raw.class_names)) if i not in set(present.tolist())]
+        raise ConfigError(f"dataset '{cfg.name}': class(es) {', '.join(empty[:5])} have no training images")
+    train, val, _ = stratified_splits(raw.labels, cfg.val_ratio, cfg.test_ratio, cfg.split_seed, has_test)
+    warnings = []
+    if len(val) < MIN_VAL_FOR_GEOMETRY:
+        warnings.append(f"the validation split holds {len(val)} images: accuracy moves in steps of "
+                        f"{1 / len(val):.2f} and the latent geometry metrics need at least "
+                        f"{MIN_VAL_FOR_GEOMETRY} points (raise dataset.val_ratio)")
+    return DataCheck(raw.class_names, (len(train), len(val)), warnings)
 
 
 def describe_input(cfg: DatasetConfig) -> tuple[tuple[int, int, int], int]:

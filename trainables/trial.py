@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from study.config import ConfigError, TrialConfig
-from trainables.data import (Augmentation, DataSplits, check_dataset_available, describe_input, load_data,
+from trainables.data import (Augmentation, DataSplits, check_dataset, describe_input, load_data,
                              training_batches)
 from trainables.heads import OutputLayer
 from trainables.loop import EarlyStopping, GradientNormTracker, evaluate, train_one_epoch
@@ -81,15 +81,24 @@ def build_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer):
     return None
 
 
-def check_config(cfg: TrialConfig) -> None:
-    """Catch what the schema cannot: model shapes against the data set, missing files.
+def check_config(cfg: TrialConfig) -> list[str]:
+    """Catch what the schema cannot: data files and their formats, class choice, splits, model shapes.
 
-    Cheap (no images are decoded beyond listing folders), so it runs before Ray
-    starts and a bad config fails in the terminal rather than inside a worker.
+    Cheap (no images are decoded; on-disk labels and headers are read), so it runs
+    before Ray starts and a bad config fails in the terminal rather than inside a
+    worker. Returns warnings about results that will be weak but not wrong.
     """
-    check_dataset_available(cfg.dataset)
+    data = check_dataset(cfg.dataset)
     shape, n_classes = describe_input(cfg.dataset)
     build_model(cfg.model, shape, n_classes)
+    return data.warnings if data is not None else []
+
+
+def check_device(cfg: TrialConfig, gpus: float) -> None:
+    """A trial that must run on CUDA needs a GPU share: known once the resources are."""
+    if cfg.train.device == "cuda" and not gpus:
+        raise ConfigError("config key 'train.device' = 'cuda' but trials get no GPU (none on this machine or "
+                          "cluster, or --gpus-per-trial 0); use train.device auto or cpu, or give trials GPUs")
 
 
 @dataclass
