@@ -387,3 +387,32 @@ def test_a_pickle_in_a_study_folder_is_never_unpickled_by_report(tmp_path):
             (trial / "params.pkl").write_bytes(pickle.dumps(RunsShell(marker)))
     write_report(str(study))
     assert (study / "report" / "index.html").is_file() and not marker.exists()
+
+
+def test_palette_and_alpha_images_keep_their_colours(tmp_path):
+    from PIL import Image
+
+    from trainables.data import image_to_uint8
+
+    palette = Image.new("P", (6, 6))
+    palette.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
+    palette.paste(1, (0, 0, 6, 6))
+    assert image_to_uint8(palette, grayscale=False, size=3)[:, 0, 0].tolist() == [200, 100, 50]
+    rgba = Image.new("RGBA", (6, 6), (10, 20, 30, 0))  # fully transparent: the colour stays, as torchvision's loader
+    assert image_to_uint8(rgba, grayscale=False, size=3)[:, 1, 1].tolist() == [10, 20, 30]
+
+
+def test_a_full_disk_is_found_before_ray(tmp_path, capsys, monkeypatch):
+    import errno
+
+    real = Path.write_bytes
+
+    def full(self, data):
+        if self.name == ".geotune-write-test":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    code, err = run_cli(capsys, "run", "quickstart", "--storage", tmp_path / "runs", "--name", "s")
+    assert code == 2 and "cannot be written (No space left on device)" in one_line_error(err)
+    assert not (tmp_path / "runs").exists()
