@@ -49,10 +49,6 @@ def no_ray(monkeypatch):
     monkeypatch.setattr(ray, "init", refuse)
 
 
-def assert_no_ray_started():
-    """Kept where a test says so explicitly; the ``no_ray`` fixture is what enforces it."""
-
-
 # ---------------------------------------------------------------------------
 # data folders are data: no code runs from them
 
@@ -90,7 +86,6 @@ def test_a_planted_cifar_pickle_runs_nothing(tmp_path, capsys, payload):
     line = one_line_error(err)
     assert str(meta) in line and "refused to load" in line
     assert not marker.exists(), "the payload ran"
-    assert_no_ray_started()
 
 
 def test_a_planted_cifar_batch_runs_nothing_in_the_loader(tmp_path):
@@ -131,7 +126,6 @@ def test_corrupt_cifar_and_mnist_files_name_the_file(tmp_path, capsys):
     code, err = run_cli(capsys, "train", write_config(tmp_path, dataset={"name": "mnist", "root": str(tmp_path / "m")}),
                         tmp_path / "o2")
     assert code == 2 and str(labels) in one_line_error(err) and "magic number" in err
-    assert_no_ray_started()
 
 
 def test_mnist_with_fewer_labels_than_images_is_refused(tmp_path, capsys):
@@ -234,7 +228,6 @@ def test_train_refuses_before_ray(tmp_path, capsys, override, message):
         args += ["--set", s]
     code, err = run_cli(capsys, *args)
     assert code == 2 and message in one_line_error(err), err
-    assert_no_ray_started()
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -248,7 +241,6 @@ def test_run_refuses_before_training(tmp_path, capsys, argv, message):
     storage = tmp_path / "runs"
     code, err = run_cli(capsys, "run", "geodesic_grid", "--storage", storage, "--name", "s", *argv)
     assert code == 2 and message in one_line_error(err), err
-    assert_no_ray_started()
     assert not (storage / "s").exists(), "a refused run leaves no study folder behind"
 
 
@@ -276,7 +268,6 @@ def test_binary_config_and_unwritable_storage(tmp_path, capsys):
             assert code == 2 and "cannot be written" in one_line_error(err)
         finally:
             readonly.chmod(stat.S_IRWXU)
-    assert_no_ray_started()
 
 
 def test_a_damaged_study_json_is_one_line(tmp_path, capsys):
