@@ -1,1 +1,4 @@
-"""geotune: analysis."""
+"""geotune.analysis (floor 2): latent-geometry metrics, statistics, figure data and drawing, the report.
+
+Imports only the bottom floor (``geotune.*`` modules outside the subpackages).
+"""

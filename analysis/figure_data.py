@@ -1,16 +1,19 @@
 """The numbers behind each report figure, as plain data objects (drawn by ``analysis.figures``)."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
+import optuna
 import pandas as pd
 
-from analysis.figures import GradNormTable, grad_norm_table
-from analysis.stats import SUMMARY_METRICS, Pairing, PairedEffect, group_label, mean_ci, regularizer_label
+from geotune.analysis.figures import GradNormTable, grad_norm_table
+from geotune.analysis.stats import PairedEffect, Pairing, group_label, mean_ci, regularizer_label
+from geotune.metric_names import METRICS, metric_label
 
 MAX_LINES = 10  # more groups than this in one panel stop being readable
 
@@ -28,20 +31,23 @@ class Band:
 @dataclass
 class CurveBands:
     """Per-epoch mean over a group's trials with a +/- 1 std band, for each history key."""
+
     keys: list[str]
     groups: dict[str, list[Band]]  # key -> one band per group
     grouped_by: str
 
 
-def plot_groups(frame: pd.DataFrame, factors: Sequence[str], metric: str = "val_accuracy",
-                mode: str = "max") -> tuple[pd.Series, str]:
+def plot_groups(
+    frame: pd.DataFrame, factors: Sequence[str], metric: str = "val_accuracy", mode: str = "max"
+) -> tuple[pd.Series, str]:
     """How trials are grouped in figures (a label per trial; None = not drawn) and how to say so.
 
     By full variant when there are few; else by regularizer (or the first factor); and if that still
     leaves more than MAX_LINES groups, only the MAX_LINES best by ``metric`` (plus the baseline) are drawn.
     """
-    labels = frame.apply(lambda row: group_label(row, factors), axis=1) if factors else \
-        pd.Series("all", index=frame.index)
+    labels = (
+        frame.apply(lambda row: group_label(row, factors), axis=1) if factors else pd.Series("all", index=frame.index)
+    )
     how = ", ".join(f.rsplit(".", 1)[-1] for f in factors) or "all trials"
     if labels.nunique() > MAX_LINES:
         if "regularizer.name" in frame:
@@ -58,9 +64,14 @@ def plot_groups(frame: pd.DataFrame, factors: Sequence[str], metric: str = "val_
     return labels, how
 
 
-def curve_bands(frame: pd.DataFrame, histories: dict[str, list[dict]], factors: Sequence[str],
-                keys: Sequence[str] = ("val_accuracy", "val_loss"), metric: str = "val_accuracy",
-                mode: str = "max") -> CurveBands:
+def curve_bands(
+    frame: pd.DataFrame,
+    histories: dict[str, list[dict]],
+    factors: Sequence[str],
+    keys: Sequence[str] = ("val_accuracy", "val_loss"),
+    metric: str = "val_accuracy",
+    mode: str = "max",
+) -> CurveBands:
     labels, grouped_by = plot_groups(frame, factors, metric, mode)
     out: dict[str, list[Band]] = {k: [] for k in keys}
     for label in sorted(labels.dropna().unique()):
@@ -76,40 +87,51 @@ def curve_bands(frame: pd.DataFrame, histories: dict[str, list[dict]], factors: 
             epochs = sorted(by_epoch)
             means = [float(np.mean(by_epoch[e])) for e in epochs]
             stds = [float(np.std(by_epoch[e], ddof=1)) if len(by_epoch[e]) > 1 else 0.0 for e in epochs]
-            out[key].append(Band(label, epochs, means, [m - s for m, s in zip(means, stds)],
-                                 [m + s for m, s in zip(means, stds)], [len(by_epoch[e]) for e in epochs]))
+            out[key].append(
+                Band(
+                    label,
+                    epochs,
+                    means,
+                    [m - s for m, s in zip(means, stds)],
+                    [m + s for m, s in zip(means, stds)],
+                    [len(by_epoch[e]) for e in epochs],
+                )
+            )
     return CurveBands(list(keys), out, grouped_by)
 
 
 @dataclass
 class ForestCell:
     """One regularizer's paired effect on one metric: mean difference, its 95% CI, the difference of each pair."""
-    mean: Optional[float]
-    low: Optional[float]
-    high: Optional[float]
+
+    mean: float | None
+    low: float | None
+    high: float | None
     diffs: list[float]
-    test: Optional[str]
-    p_value: Optional[float]
+    test: str | None
+    p_value: float | None
 
 
 @dataclass
 class Forest:
     """Paired effects of every regularizer (rows) on the headline metrics (panels)."""
+
     metrics: list[str]
-    labels: dict[str, str]       # metric -> how to read it
-    scales: dict[str, float]     # metric -> factor for display (accuracies in percentage points)
+    labels: dict[str, str]  # metric -> how to read it
+    scales: dict[str, float]  # metric -> factor for display (accuracies in percentage points)
     regularizers: list[str]
     cells: dict[tuple[str, str], ForestCell]  # (regularizer, metric) -> cell
 
 
-def forest(pairing: Pairing, effects: Sequence[PairedEffect], metrics: Sequence[str]) -> Optional[Forest]:
+def forest(pairing: Pairing, effects: Sequence[PairedEffect], metrics: Sequence[str]) -> Forest | None:
     """What the forest plot draws, or None when no regularized trial has a baseline."""
     if pairing.pairs.empty or not effects:
         return None
     by_key = {(e.regularizer, e.metric): e for e in effects}
     regularizers = sorted({e.regularizer for e in effects})
-    shown = [m for m in metrics if any(by_key.get((r, m)) and by_key[(r, m)].mean_diff is not None
-                                       for r in regularizers)]
+    shown = [
+        m for m in metrics if any(by_key.get((r, m)) and by_key[(r, m)].mean_diff is not None for r in regularizers)
+    ]
     cells = {}
     for label, part in pairing.pairs.groupby("regularizer", sort=True):
         for metric in shown:
@@ -117,19 +139,20 @@ def forest(pairing: Pairing, effects: Sequence[PairedEffect], metrics: Sequence[
             diffs = [float(v) for v in part.get(f"{metric}_diff", []) if v is not None and np.isfinite(v)]
             if e is not None:
                 cells[(label, metric)] = ForestCell(e.mean_diff, e.ci_low, e.ci_high, diffs, e.test, e.p_value)
-    scales = {m: 100.0 if m.endswith("accuracy") else 1.0 for m in shown}
-    labels = {m: SUMMARY_METRICS.get(m, m) + (" (points)" if scales[m] == 100.0 else "") for m in shown}
+    scales = {m: METRICS[m].scale if m in METRICS else 1.0 for m in shown}
+    labels = {m: metric_label(m) + (" (points)" if scales[m] == 100.0 else "") for m in shown}
     return Forest(shown, labels, scales, regularizers, cells)
 
 
 @dataclass
 class FactorLines:
     """Metric against a numeric factor, one line per value of another factor, with 95% CIs; optional baseline."""
+
     metric: str
     x_name: str
     line_name: str
     lines: dict[str, Band]
-    baseline: Optional[Band] = None
+    baseline: Band | None = None
 
 
 def factor_lines(frame: pd.DataFrame, x: str, line: str, metric: str, baseline_mask: pd.Series) -> FactorLines:
@@ -150,8 +173,14 @@ def factor_lines(frame: pd.DataFrame, x: str, line: str, metric: str, baseline_m
     base = mean_ci(frame.loc[baseline_mask, metric].tolist())
     baseline = None
     if base.mean is not None:
-        baseline = Band("no regularizer", [], [base.mean], [base.ci_low if base.ci_low is not None else base.mean],
-                        [base.ci_high if base.ci_high is not None else base.mean], [base.n])
+        baseline = Band(
+            "no regularizer",
+            [],
+            [base.mean],
+            [base.ci_low if base.ci_low is not None else base.mean],
+            [base.ci_high if base.ci_high is not None else base.mean],
+            [base.n],
+        )
     return FactorLines(metric, x, line, lines, baseline)
 
 
@@ -162,11 +191,11 @@ class Heatmap:
     col_name: str
     rows: list[str]
     cols: list[str]
-    values: np.ndarray   # mean per cell (NaN where empty)
+    values: np.ndarray  # mean per cell (NaN where empty)
     counts: np.ndarray
 
 
-def heatmaps(frame: pd.DataFrame, row: str, col: str, metric: str, facet: Optional[str] = None) -> list[Heatmap]:
+def heatmaps(frame: pd.DataFrame, row: str, col: str, metric: str, facet: str | None = None) -> list[Heatmap]:
     """Mean of ``metric`` on a row x col grid, one grid per value of ``facet``."""
     out = []
     facets = [(None, frame)] if facet is None or facet not in frame else list(frame.groupby(facet, sort=True))
@@ -201,7 +230,7 @@ def metric_scatter(frame: pd.DataFrame, x: str, y: str, colour_by: pd.Series) ->
     return Scatter(x, y, groups)
 
 
-def mean_grad_norms(histories: Sequence[list[dict]]) -> Optional[GradNormTable]:
+def mean_grad_norms(histories: Sequence[list[dict]]) -> GradNormTable | None:
     """Average of several trials' layer x epoch gradient-norm tables (same layers; epochs that all reached)."""
     tables = [grad_norm_table(h) for h in histories if h]
     if not tables:
@@ -213,8 +242,13 @@ def mean_grad_norms(histories: Sequence[list[dict]]) -> Optional[GradNormTable]:
     return GradNormTable(layers, tables[0].epochs[:n_epochs], np.nanmean(stack, axis=0))
 
 
-def grad_norm_groups(frame: pd.DataFrame, histories: dict[str, list[dict]], factors: Sequence[str],
-                     metric: str = "val_accuracy", mode: str = "max") -> dict[str, GradNormTable]:
+def grad_norm_groups(
+    frame: pd.DataFrame,
+    histories: dict[str, list[dict]],
+    factors: Sequence[str],
+    metric: str = "val_accuracy",
+    mode: str = "max",
+) -> dict[str, GradNormTable]:
     """Mean gradient-norm tables per group: by BatchNorm on/off when the study varies it, else per plot group."""
     if "model.batch_norm" in factors:
         labels = frame["model.batch_norm"].map(lambda v: "with BatchNorm" if v else "without BatchNorm")
@@ -231,11 +265,12 @@ def grad_norm_groups(frame: pd.DataFrame, histories: dict[str, list[dict]], fact
 @dataclass
 class Panel:
     title: str
-    image: str   # path of a PNG
+    image: str  # path of a PNG
 
 
-def best_trial_panels(frame: pd.DataFrame, factors: Sequence[str], metric: str, mode: str,
-                      image: str = "umap.png") -> list[Panel]:
+def best_trial_panels(
+    frame: pd.DataFrame, factors: Sequence[str], metric: str, mode: str, image: str = "umap.png"
+) -> list[Panel]:
     """The best trial (by ``metric``) of each plot group, with the path of its ``image``."""
     labels, _ = plot_groups(frame, factors, metric, mode)
     panels = []
@@ -256,20 +291,18 @@ def best_trial_panels(frame: pd.DataFrame, factors: Sequence[str], metric: str, 
 
 @dataclass
 class OptunaViews:
-    importances: dict[str, float]      # parameter -> importance (sums to 1)
+    importances: dict[str, float]  # parameter -> importance (sums to 1)
     evaluator: str
-    numbers: list[int]                 # trial numbers of complete trials
+    numbers: list[int]  # trial numbers of complete trials
     values: list[float]
     best_so_far: list[float]
-    params: dict[str, list[float]]     # parameter -> value per complete trial
+    params: dict[str, list[float]]  # parameter -> value per complete trial
     log_scale: dict[str, bool]
     direction: str
 
 
-def optuna_views(storage_url: str, study_name: str) -> Optional[OptunaViews]:
+def optuna_views(storage_url: str, study_name: str) -> OptunaViews | None:
     """Importances (fANOVA with a fixed seed), optimisation history and parameter values from Optuna's storage."""
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage_url)
@@ -279,7 +312,7 @@ def optuna_views(storage_url: str, study_name: str) -> Optional[OptunaViews]:
     if not complete:
         return None
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    values = [t.value for t in complete]
+    values = [float(t.value) for t in complete if t.value is not None]
     best = list(np.maximum.accumulate(values) if maximize else np.minimum.accumulate(values))
     importances: dict[str, float] = {}
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
@@ -291,8 +324,11 @@ def optuna_views(storage_url: str, study_name: str) -> Optional[OptunaViews]:
     names = sorted({k for t in complete for k in t.params})
     dists = {k: next(t.distributions[k] for t in complete if k in t.distributions) for k in names}
     return OptunaViews(
-        importances=importances, evaluator="fANOVA (FanovaImportanceEvaluator, seed 0)",
-        numbers=[t.number for t in complete], values=values, best_so_far=[float(v) for v in best],
+        importances=importances,
+        evaluator="fANOVA (FanovaImportanceEvaluator, seed 0)",
+        numbers=[t.number for t in complete],
+        values=values,
+        best_so_far=[float(v) for v in best],
         params={k: [float(t.params.get(k, math.nan)) for t in complete] for k in names},
         log_scale={k: bool(getattr(d, "log", False)) for k, d in dists.items()},
         direction="maximize" if maximize else "minimize",

@@ -5,15 +5,20 @@ beside their users (``analysis.latent``, ``analysis.stats``) so they can be test
 without drawing. Figures are created with ``matplotlib.figure.Figure`` directly
 (no pyplot state), which is safe in Ray workers and threads.
 """
+
 from __future__ import annotations
 
+import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from matplotlib.image import imread
 
 CLASS_COLOURS = "tab10"
 
@@ -57,8 +62,15 @@ def draw_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], title:
         for i in range(n):
             for j in range(n):
                 if matrix[i, j]:
-                    ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if share[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(int(matrix[i, j])),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if share[i, j] > 0.5 else "black",
+                    )
         labels = [name[:14] for name in class_names]
         ax.set_xticks(range(n), labels, rotation=45 if max(map(len, labels)) > 3 else 0, ha="right")
         ax.set_yticks(range(n), labels)
@@ -71,6 +83,7 @@ def draw_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], title:
 @dataclass
 class GradNormTable:
     """Mean per-layer gradient L2 norm: ``values[layer, epoch]``."""
+
     layers: list[str]
     epochs: list[int]
     values: np.ndarray
@@ -100,7 +113,7 @@ def draw_grad_norms(table: GradNormTable, title: str = "gradient L2 norm per lay
     fig.colorbar(image, ax=ax, label="log10 ||grad||")
     ax.set_yticks(range(len(table.layers)), table.layers, fontsize=7)
     step = max(1, len(table.epochs) // 15)
-    ax.set_xticks(range(0, len(table.epochs), step), table.epochs[::step])
+    ax.set_xticks(range(0, len(table.epochs), step), [str(e) for e in table.epochs[::step]])
     ax.set_xlabel("epoch")
     ax.set_title(title)
     return fig
@@ -112,8 +125,6 @@ def draw_grad_norms(table: GradNormTable, title: str = "gradient L2 norm per lay
 
 def draw_embedding_scatter(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
     """2-D projection of embeddings, one colour per class."""
-    from matplotlib import colormaps
-
     fig = Figure(figsize=(6.2, 5.4))
     ax = fig.add_subplot()
     n = len(class_names)
@@ -122,8 +133,14 @@ def draw_embedding_scatter(points: np.ndarray, labels: np.ndarray, class_names: 
         mask = labels == c
         if mask.any():
             colour = cmap(c if n <= 20 else c / max(1, n - 1))
-            ax.scatter(points[mask, 0], points[mask, 1], s=9, alpha=0.8, color=colour,
-                       label=class_names[c][:16] if n <= 20 else None)
+            ax.scatter(
+                points[mask, 0],
+                points[mask, 1],
+                s=9,
+                alpha=0.8,
+                color=colour,
+                label=class_names[c][:16] if n <= 20 else None,
+            )
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -134,11 +151,6 @@ def draw_embedding_scatter(points: np.ndarray, labels: np.ndarray, class_names: 
 
 def scatter_html(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str) -> str:
     """A self-contained interactive SVG scatter: hover shows index and class, clicking a legend entry hides it."""
-    import html
-
-    from matplotlib import colormaps
-    from matplotlib.colors import to_hex
-
     n = len(class_names)
     cmap = colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "turbo"]
     colours = [to_hex(cmap(c if n <= 20 else c / max(1, n - 1))) for c in range(n)]
@@ -148,10 +160,12 @@ def scatter_html(points: np.ndarray, labels: np.ndarray, class_names: Sequence[s
     circles = "\n".join(
         f'<circle class="c{lab}" cx="{x:.1f}" cy="{600 - y:.1f}" r="3.5" fill="{colours[lab]}">'
         f"<title>#{i}: {html.escape(class_names[lab])}</title></circle>"
-        for i, ((x, y), lab) in enumerate(zip(xy, labels.astype(int))))
+        for i, ((x, y), lab) in enumerate(zip(xy, labels.astype(int)))
+    )
     legend = "\n".join(
         f'<li data-c="{c}"><span style="background:{colours[c]}"></span>{html.escape(name)}</li>'
-        for c, name in enumerate(class_names))
+        for c, name in enumerate(class_names)
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;display:flex;gap:1em}} circle{{opacity:.8}} circle:hover{{r:6;opacity:1}}
@@ -170,16 +184,24 @@ li span{{display:inline-block;width:.9em;height:.9em;margin-right:.4em;border-ra
 def draw_curves_comparison(runs: Sequence[tuple[str, Sequence[dict]]], title: str) -> Figure:
     """Loss, accuracy and regularizer loss per epoch for several runs (train dashed, validation solid)."""
     fig = Figure(figsize=(13, 3.8), layout="constrained")
-    panels = [("loss", ("train_loss", "val_loss")), ("accuracy", ("train_accuracy", "val_accuracy")),
-              ("regularizer loss", ("reg_loss",))]
+    panels = [
+        ("loss", ("train_loss", "val_loss")),
+        ("accuracy", ("train_accuracy", "val_accuracy")),
+        ("regularizer loss", ("reg_loss",)),
+    ]
     for i, (ylabel, keys) in enumerate(panels):
         ax = fig.add_subplot(1, 3, i + 1)
         for j, (label, history) in enumerate(runs):
             epochs = [row["epoch"] for row in history]
             for key in keys:
                 style = "--" if key.startswith("train") else "-"
-                ax.plot(epochs, [row.get(key, math.nan) for row in history], style, color=f"C{j}",
-                        label=f"{label} {key.split('_')[0] if len(keys) > 1 else ''}".strip())
+                ax.plot(
+                    epochs,
+                    [row.get(key, math.nan) for row in history],
+                    style,
+                    color=f"C{j}",
+                    label=f"{label} {key.split('_')[0] if len(keys) > 1 else ''}".strip(),
+                )
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -221,7 +243,7 @@ def draw_forest(data) -> Figure:
     grid_rows = math.ceil(len(data.metrics) / columns)
     fig = Figure(figsize=(4.2 * columns + 1.2, (0.45 * n_rows + 1.3) * grid_rows), layout="constrained")
     axes = fig.subplots(grid_rows, columns, sharey=True, squeeze=False).ravel()
-    for ax in axes[len(data.metrics):]:
+    for ax in axes[len(data.metrics) :]:
         ax.set_visible(False)
     for ax, metric in zip(axes, data.metrics):
         scale = data.scales[metric]
@@ -235,8 +257,15 @@ def draw_forest(data) -> Figure:
             if cell.low is not None:
                 ax.plot([cell.low * scale, cell.high * scale], [y, y], color=colour, lw=2.2, solid_capstyle="butt")
             jitter = np.linspace(-0.12, 0.12, len(cell.diffs)) if len(cell.diffs) > 1 else [0.0] * len(cell.diffs)
-            ax.scatter([d * scale for d in cell.diffs], [y + j for j in jitter], s=14, color=colour, alpha=0.55,
-                       zorder=3, linewidths=0)
+            ax.scatter(
+                [d * scale for d in cell.diffs],
+                [y + j for j in jitter],
+                s=14,
+                color=colour,
+                alpha=0.55,
+                zorder=3,
+                linewidths=0,
+            )
             ax.scatter([cell.mean * scale], [y], marker="D", s=38, color=colour, zorder=4)
         ax.axvline(0.0, color="black", lw=0.8, ls="--")
         ax.set_title(data.labels[metric], fontsize=9)
@@ -281,8 +310,15 @@ def draw_heatmaps(maps: Sequence, columns: int = 2) -> Figure:
         for r in range(len(hm.rows)):
             for c in range(len(hm.cols)):
                 if not np.isnan(hm.values[r, c]):
-                    ax.text(c, r, f"{hm.values[r, c]:.3f}\nn={hm.counts[r, c]}", ha="center", va="center",
-                            fontsize=8, color="white")
+                    ax.text(
+                        c,
+                        r,
+                        f"{hm.values[r, c]:.3f}\nn={hm.counts[r, c]}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white",
+                    )
         ax.set_xticks(range(len(hm.cols)), hm.cols)
         ax.set_yticks(range(len(hm.rows)), hm.rows)
         ax.set_xlabel(_pretty(hm.col_name))
@@ -319,7 +355,7 @@ def draw_grad_norm_groups(tables: dict, columns: int = 2) -> Figure:
         image = ax.imshow(logs[label], aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest")
         ax.set_yticks(range(len(table.layers)), table.layers, fontsize=6)
         step = max(1, len(table.epochs) // 10)
-        ax.set_xticks(range(0, len(table.epochs), step), table.epochs[::step])
+        ax.set_xticks(range(0, len(table.epochs), step), [str(e) for e in table.epochs[::step]])
         ax.set_xlabel("epoch")
         ax.set_title(label, fontsize=9)
         fig.colorbar(image, ax=ax, label="log10 ||grad||")
@@ -329,8 +365,6 @@ def draw_grad_norm_groups(tables: dict, columns: int = 2) -> Figure:
 
 def draw_image_grid(panels: Sequence, columns: int = 3) -> Figure:
     """PNG files (e.g. each group's best UMAP) side by side with their titles."""
-    from matplotlib.image import imread
-
     rows = math.ceil(len(panels) / columns)
     fig = Figure(figsize=(4.6 * min(columns, len(panels)), 4.4 * rows), layout="constrained")
     for i, panel in enumerate(panels):
@@ -364,8 +398,6 @@ def draw_optuna(views) -> Figure:
     names = list(views.params)
     values = np.asarray(views.values)
     lo, hi = values.min(), values.max()
-    from matplotlib import colormaps
-
     cmap = colormaps["viridis"]
     for t in range(len(values)):
         ys = []

@@ -38,30 +38,30 @@ a segment is tested from two rows of the squared-distance matrix, at points no
 more than tau * median(r_k) apart, coarse to fine (most segments that leave the
 data fail at their midpoint).
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components, shortest_path
 
-from analysis.neighbors import Neighbors, knn_graph, nearest_neighbors
+from geotune.analysis.neighbors import Neighbors, knn_graph, nearest_neighbors
 
-SUPPORT_QUANTILE = 0.99     # share of points lying on the data that the support test accepts (sets tau)
+SUPPORT_QUANTILE = 0.99  # share of points lying on the data that the support test accepts (sets tau)
 SHORT_CHORD_NEIGHBORS = 20  # paths may use supported segments between each point and its 20 nearest
-MAX_POINTS = 3000           # larger sets are measured on a seeded random subsample of this size
-MAX_PAIRS = 45_000          # all pairs up to this many (n <= 300); else N_SOURCES sources x random targets
+MAX_POINTS = 3000  # larger sets are measured on a seeded random subsample of this size
+MAX_PAIRS = 45_000  # all pairs up to this many (n <= 300); else N_SOURCES sources x random targets
 N_SOURCES = 300
-MAX_LEVEL = 11              # a segment is tested at up to 2^11 - 1 points
+MAX_LEVEL = 11  # a segment is tested at up to 2^11 - 1 points
 # Below about this many points a set reads flat whatever its shape: measured at k = 10 (k = 5 alike), a unit
 # sphere of 27 points reads 1.00, of 54 points 1.03-1.04, of 100 points 1.08, of 400 points 1.13 (exact: 1.14).
 MIN_RESOLVED_POINTS = 50
 
 
-def support_tolerance(k: int, dimension: Optional[float], quantile: float = SUPPORT_QUANTILE) -> float:
+def support_tolerance(k: int, dimension: float | None, quantile: float = SUPPORT_QUANTILE) -> float:
     """tau: support radius as a fraction of r_k, from the empty-space law at intrinsic dimension ``dimension``."""
     d = max(1.0, float(dimension)) if dimension is not None and math.isfinite(dimension) else 1.0
     return (math.log(1.0 / (1.0 - quantile)) / max(1, k)) ** (1.0 / d)
@@ -97,9 +97,9 @@ def segments_supported(sq, i: np.ndarray, j: np.ndarray, radius2, spacing: float
     levels = np.clip(levels, 1, MAX_LEVEL)
     for level in range(1, int(levels.max()) + 1):
         active = np.nonzero(ok & (levels >= level))[0]
-        fractions = np.arange(1, 2 ** level, 2) / 2 ** level  # the points this level adds
+        fractions = np.arange(1, 2**level, 2) / 2**level  # the points this level adds
         for start in range(0, len(active), block):
-            chosen = torch.as_tensor(active[start:start + block], device=device)
+            chosen = torch.as_tensor(active[start : start + block], device=device)
             # rows minus each ball's radius^2: then min over q of lerp(a, b, f) - f(1-f)|x_i - x_j|^2 <= 0
             a = sq[it[chosen]].sub_(radius2)
             b = sq[jt[chosen]].sub_(radius2)
@@ -109,7 +109,7 @@ def segments_supported(sq, i: np.ndarray, j: np.ndarray, radius2, spacing: float
                 good &= torch.lerp(a, b, float(f)).amin(1) <= f * (1.0 - f) * length2
                 if not bool(good.any()):
                     break
-            ok[active[start:start + block]] = good.cpu().numpy()
+            ok[active[start : start + block]] = good.cpu().numpy()
     return ok
 
 
@@ -133,18 +133,20 @@ def chord_graph(x: np.ndarray, sq, neighbors: Neighbors, k: int, radius2, spacin
 @dataclass
 class Flatness:
     """Calibrated flatness of one point set (see the module docstring)."""
-    raw: Optional[float] = None              # mean kNN-graph geodesic / Euclidean ratio (GeodesicStats.mean)
-    calibrated: Optional[float] = None       # mean chord-geodesic / Euclidean ratio over measured pairs: 1 = flat
-    reference: Optional[float] = None        # raw / calibrated: the part of the raw ratio that is the kNN graph's detours
-    dimension: Optional[float] = None        # intrinsic dimension (TwoNN) that sets the support tolerance
-    tolerance: Optional[float] = None        # support radius as a fraction of each point's k-NN distance (tau)
-    direct_fraction: Optional[float] = None  # share of measured pairs whose straight segment stays on the data
-    n_pairs: int = 0                         # pairs measured (same kNN component)
-    n_points: int = 0                        # points measured (a seeded subsample above MAX_POINTS)
+
+    raw: float | None = None  # mean kNN-graph geodesic / Euclidean ratio (GeodesicStats.mean)
+    calibrated: float | None = None  # mean chord-geodesic / Euclidean ratio over measured pairs: 1 = flat
+    reference: float | None = None  # raw / calibrated: the part of the raw ratio that is the kNN graph's detours
+    dimension: float | None = None  # intrinsic dimension (TwoNN) that sets the support tolerance
+    tolerance: float | None = None  # support radius as a fraction of each point's k-NN distance (tau)
+    direct_fraction: float | None = None  # share of measured pairs whose straight segment stays on the data
+    n_pairs: int = 0  # pairs measured (same kNN component)
+    n_points: int = 0  # points measured (a seeded subsample above MAX_POINTS)
 
 
-def measured_pairs(n: int, rng: np.random.Generator, max_pairs: int = MAX_PAIRS, n_sources: int = N_SOURCES
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def measured_pairs(
+    n: int, rng: np.random.Generator, max_pairs: int = MAX_PAIRS, n_sources: int = N_SOURCES
+) -> tuple[np.ndarray, np.ndarray]:
     """All pairs i<j when there are at most ``max_pairs``, else ``n_sources`` random sources x random other points."""
     if n * (n - 1) // 2 <= max_pairs:
         return np.triu_indices(n, 1)
@@ -155,9 +157,17 @@ def measured_pairs(n: int, rng: np.random.Generator, max_pairs: int = MAX_PAIRS,
     return np.repeat(sources, per_source), targets.ravel()
 
 
-def chord_flatness(x: np.ndarray, k: int, dimension: Optional[float], *, neighbors: Optional[Neighbors] = None,
-                   max_points: int = MAX_POINTS, max_pairs: int = MAX_PAIRS, n_sources: int = N_SOURCES,
-                   seed: int = 0) -> Flatness:
+def chord_flatness(
+    x: np.ndarray,
+    k: int,
+    dimension: float | None,
+    *,
+    neighbors: Neighbors | None = None,
+    max_points: int = MAX_POINTS,
+    max_pairs: int = MAX_PAIRS,
+    n_sources: int = N_SOURCES,
+    seed: int = 0,
+) -> Flatness:
     """Mean chord-geodesic / Euclidean ratio of a point set (``raw`` and ``reference`` are left to the caller)."""
     import torch  # deferred: see squared_distances
 

@@ -19,22 +19,42 @@ collapsing it) is measured by the covariance spectrum: ``participation_ratio``
 ((sum of eigenvalues)^2 / sum of their squares) and ``top_pc_share`` (the share of
 variance on the first principal axis).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Optional
 
 import numpy as np
 from scipy.sparse.csgraph import connected_components, shortest_path
 
-from analysis.flatness import Flatness, chord_flatness
-from analysis.neighbors import Neighbors, graph_geodesics, knn_graph, nearest_neighbors, unique_points
+from geotune.analysis.flatness import Flatness, chord_flatness
+from geotune.analysis.neighbors import Neighbors, graph_geodesics, knn_graph, nearest_neighbors, unique_points
 
-__all__ = ["Flatness", "GeodesicStats", "GeometrySummary", "calibrated_flatness", "class_summary",
-           "epoch_geometry", "geodesic_stats", "geometry_summary", "graph_geodesics", "intrinsic_dim_mle",
-           "intrinsic_dim_twonn", "knn_accuracy", "knn_graph", "linear_separability", "nearest_neighbors",
-           "participation_ratio", "pca_dims", "pca_projection", "silhouette", "spectrum", "top_pc_share",
-           "trustworthiness", "umap_projection"]
+__all__ = [
+    "Flatness",
+    "GeodesicStats",
+    "GeometrySummary",
+    "calibrated_flatness",
+    "class_summary",
+    "epoch_geometry",
+    "geodesic_stats",
+    "geometry_summary",
+    "graph_geodesics",
+    "intrinsic_dim_mle",
+    "intrinsic_dim_twonn",
+    "knn_accuracy",
+    "knn_graph",
+    "linear_separability",
+    "nearest_neighbors",
+    "participation_ratio",
+    "pca_dims",
+    "pca_projection",
+    "silhouette",
+    "spectrum",
+    "top_pc_share",
+    "trustworthiness",
+    "umap_projection",
+]
 
 QUANTILES = (0.05, 0.25, 0.75, 0.95)
 
@@ -46,24 +66,32 @@ QUANTILES = (0.05, 0.25, 0.75, 0.95)
 @dataclass
 class GeodesicStats:
     """Geodesic/Euclidean ratio over connected pairs of one point set."""
+
     n_points: int
     n_neighbors: int
-    mean: Optional[float] = None
-    std: Optional[float] = None
-    median: Optional[float] = None
+    mean: float | None = None
+    std: float | None = None
+    median: float | None = None
     quantiles: dict = field(default_factory=dict)
-    max: Optional[float] = None
-    mean_indirect: Optional[float] = None  # over pairs not joined by one edge (those are 1 by construction)
-    n_pairs: int = 0                       # connected pairs counted (unordered; estimated when sampled)
-    fraction_pairs_counted: float = 0.0    # connected pairs / all pairs
+    max: float | None = None
+    mean_indirect: float | None = None  # over pairs not joined by one edge (those are 1 by construction)
+    n_pairs: int = 0  # connected pairs counted (unordered; estimated when sampled)
+    fraction_pairs_counted: float = 0.0  # connected pairs / all pairs
     n_components: int = 0
-    sampled_sources: Optional[int] = None  # None: exact over all pairs
-    trivial: bool = False                  # every component is complete (k >= component size - 1): ratio 1
+    sampled_sources: int | None = None  # None: exact over all pairs
+    trivial: bool = False  # every component is complete (k >= component size - 1): ratio 1
     component_sizes: list = field(default_factory=list)  # largest first
 
 
-def geodesic_stats(x: np.ndarray, k: int, *, max_exact: int = 3000, n_sources: int = 300, seed: int = 0,
-                   neighbors: Optional[Neighbors] = None) -> GeodesicStats:
+def geodesic_stats(
+    x: np.ndarray,
+    k: int,
+    *,
+    max_exact: int = 3000,
+    n_sources: int = 300,
+    seed: int = 0,
+    neighbors: Neighbors | None = None,
+) -> GeodesicStats:
     """Ratio statistics over connected pairs i<j; exact up to ``max_exact`` points, else from sampled sources.
 
     ``neighbors`` (distances, indices of at least k neighbours) avoids a second neighbour search.
@@ -127,8 +155,9 @@ def _euclidean_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
 # calibrated flatness (analysis.flatness)
 
 
-def calibrated_flatness(geo: GeodesicStats, x: np.ndarray, dimension: Optional[float], *,
-                        neighbors: Optional[Neighbors] = None, seed: int = 0) -> Flatness:
+def calibrated_flatness(
+    geo: GeodesicStats, x: np.ndarray, dimension: float | None, *, neighbors: Neighbors | None = None, seed: int = 0
+) -> Flatness:
     """Chord-geodesic flatness of ``x`` next to its raw ratio ``geo``; reference = raw / calibrated."""
     flat = chord_flatness(x, geo.n_neighbors, dimension, neighbors=neighbors, seed=seed)
     flat.raw = geo.mean
@@ -141,7 +170,7 @@ def calibrated_flatness(geo: GeodesicStats, x: np.ndarray, dimension: Optional[f
 # intrinsic dimension
 
 
-def _distinct(x: np.ndarray, neighbors: Optional[Neighbors], k: int) -> tuple[np.ndarray, Optional[Neighbors]]:
+def _distinct(x: np.ndarray, neighbors: Neighbors | None, k: int) -> tuple[np.ndarray, Neighbors | None]:
     """``x`` without duplicated rows, and neighbours valid for it (recomputed when rows were dropped)."""
     if neighbors is not None and neighbors[0].shape[1] >= k and len(neighbors[0]):
         r1 = neighbors[0][:, 0]
@@ -153,8 +182,9 @@ def _distinct(x: np.ndarray, neighbors: Optional[Neighbors], k: int) -> tuple[np
     return distinct, neighbors
 
 
-def intrinsic_dim_twonn(x: np.ndarray, discard_fraction: float = 0.1,
-                        neighbors: Optional[Neighbors] = None) -> Optional[float]:
+def intrinsic_dim_twonn(
+    x: np.ndarray, discard_fraction: float = 0.1, neighbors: Neighbors | None = None
+) -> float | None:
     """TwoNN (Facco et al. 2017): slope of -log(1 - F(mu)) against log(mu), mu = r2/r1, through the origin.
 
     Duplicated points are dropped first (a zero r1 has no ratio; ``geometry_summary`` reports how
@@ -178,7 +208,7 @@ def intrinsic_dim_twonn(x: np.ndarray, discard_fraction: float = 0.1,
     return float(log_mu @ y / denom) if denom > 0 else None
 
 
-def intrinsic_dim_mle(x: np.ndarray, k: int = 20, neighbors: Optional[Neighbors] = None) -> Optional[float]:
+def intrinsic_dim_mle(x: np.ndarray, k: int = 20, neighbors: Neighbors | None = None) -> float | None:
     """Levina-Bickel MLE with k neighbours, averaged over points as MacKay & Ghahramani propose (mean of inverses).
 
     Duplicated points are dropped first (their zero distances would drive the estimate to 0).
@@ -203,20 +233,20 @@ def spectrum(x: np.ndarray) -> np.ndarray:
     """Eigenvalues of the covariance matrix (population normalisation), largest first."""
     centred = np.asarray(x, dtype=np.float64) - np.mean(x, axis=0)
     s = np.linalg.svd(centred, compute_uv=False)
-    return s ** 2 / max(1, len(centred))
+    return s**2 / max(1, len(centred))
 
 
-def participation_ratio(x: np.ndarray, eig: Optional[np.ndarray] = None) -> Optional[float]:
+def participation_ratio(x: np.ndarray, eig: np.ndarray | None = None) -> float | None:
     """(sum of covariance eigenvalues)^2 / sum of their squares: d for an isotropic d-dim cloud, 1 for a line.
 
     ``eig``: the set's ``spectrum`` when the caller has it already.
     """
     eig = spectrum(x) if eig is None else eig
-    total = float((eig ** 2).sum())
+    total = float((eig**2).sum())
     return float(eig.sum() ** 2 / total) if len(x) >= 2 and total > 0 else None
 
 
-def top_pc_share(x: np.ndarray, eig: Optional[np.ndarray] = None) -> Optional[float]:
+def top_pc_share(x: np.ndarray, eig: np.ndarray | None = None) -> float | None:
     """Share of the total variance on the first principal axis (1/d isotropic, 1 for a line)."""
     eig = spectrum(x) if eig is None else eig
     total = float(eig.sum())
@@ -227,8 +257,9 @@ def top_pc_share(x: np.ndarray, eig: Optional[np.ndarray] = None) -> Optional[fl
 # class structure
 
 
-def silhouette(x: np.ndarray, labels: np.ndarray, max_points: int = 5000, seed: int = 0) -> Optional[float]:
+def silhouette(x: np.ndarray, labels: np.ndarray, max_points: int = 5000, seed: int = 0) -> float | None:
     """Mean silhouette (Euclidean); on a seeded sample of ``max_points`` above that size."""
+    # deferred: scikit-learn's first import costs 1.4 s; only this measurement needs it
     from sklearn.metrics import silhouette_score
 
     if len(np.unique(labels)) < 2 or len(x) < 3:
@@ -237,10 +268,15 @@ def silhouette(x: np.ndarray, labels: np.ndarray, max_points: int = 5000, seed: 
     return float(silhouette_score(x, labels, sample_size=sample, random_state=seed))
 
 
-def linear_separability(x: np.ndarray, labels: np.ndarray, seed: int = 0) -> Optional[float]:
+def linear_separability(x: np.ndarray, labels: np.ndarray, seed: int = 0) -> float | None:
     """Macro-F1 of a one-vs-rest perceptron trained and scored on the same (standardised) points."""
+    # deferred: scikit-learn's first import costs 1.4 s; only this measurement needs it
     from sklearn.linear_model import Perceptron
+
+    # deferred: scikit-learn's first import costs 1.4 s; only this measurement needs it
     from sklearn.metrics import f1_score
+
+    # deferred: scikit-learn's first import costs 1.4 s; only this measurement needs it
     from sklearn.preprocessing import StandardScaler
 
     if len(np.unique(labels)) < 2:
@@ -250,7 +286,7 @@ def linear_separability(x: np.ndarray, labels: np.ndarray, seed: int = 0) -> Opt
     return float(f1_score(labels, clf.predict(z), average="macro"))
 
 
-def knn_accuracy(labels: np.ndarray, neighbor_idx: np.ndarray) -> Optional[float]:
+def knn_accuracy(labels: np.ndarray, neighbor_idx: np.ndarray) -> float | None:
     """Leave-one-out accuracy of a majority vote among each point's k nearest other points."""
     if len(labels) < 2:
         return None
@@ -261,16 +297,18 @@ def knn_accuracy(labels: np.ndarray, neighbor_idx: np.ndarray) -> Optional[float
     return float((counts.argmax(1) == labels).mean())
 
 
-def pca_dims(x: np.ndarray, variance: float = 0.9, eig: Optional[np.ndarray] = None) -> int:
+def pca_dims(x: np.ndarray, variance: float = 0.9, eig: np.ndarray | None = None) -> int:
     """Number of principal components explaining ``variance`` of the total variance."""
     eig = spectrum(x) if eig is None else eig
     share = np.cumsum(eig) / max(float(eig.sum()), 1e-300)
     return int(np.searchsorted(share, variance - 1e-12) + 1)
 
 
-def trustworthiness(x: np.ndarray, projection: np.ndarray, k: int, max_points: int = 2000,
-                    seed: int = 0) -> Optional[float]:
+def trustworthiness(
+    x: np.ndarray, projection: np.ndarray, k: int, max_points: int = 2000, seed: int = 0
+) -> float | None:
     """scikit-learn's trustworthiness of a 2-D projection (on a seeded sample above ``max_points``)."""
+    # deferred: scikit-learn's first import costs 1.4 s; only this measurement needs it
     from sklearn.manifold import trustworthiness as sk_trustworthiness
 
     n = len(x)
@@ -284,6 +322,7 @@ def trustworthiness(x: np.ndarray, projection: np.ndarray, k: int, max_points: i
 
 
 def pca_projection(x: np.ndarray) -> np.ndarray:
+    # deferred: scikit-learn's first import costs 1.4 s; only this measurement needs it
     from sklearn.decomposition import PCA
 
     return PCA(n_components=2, random_state=0).fit_transform(x)
@@ -306,17 +345,17 @@ class GeometrySummary:
     n_neighbors: int
     geodesic: GeodesicStats
     flatness: Flatness
-    intrinsic_dim_twonn: Optional[float]
-    intrinsic_dim_mle: Optional[float]
-    participation_ratio: Optional[float] = None
-    top_pc_share: Optional[float] = None
-    n_duplicates: int = 0                  # rows identical to an earlier one (left out of dimension estimates)
-    silhouette: Optional[float] = None
-    linear_separability: Optional[float] = None
-    knn_accuracy: Optional[float] = None
-    pca_dims_90: Optional[int] = None
-    trustworthiness: Optional[float] = None
-    projection: Optional[str] = None
+    intrinsic_dim_twonn: float | None
+    intrinsic_dim_mle: float | None
+    participation_ratio: float | None = None
+    top_pc_share: float | None = None
+    n_duplicates: int = 0  # rows identical to an earlier one (left out of dimension estimates)
+    silhouette: float | None = None
+    linear_separability: float | None = None
+    knn_accuracy: float | None = None
+    pca_dims_90: int | None = None
+    trustworthiness: float | None = None
+    projection: str | None = None
     per_class: dict = field(default_factory=dict)
 
     def flat_metrics(self) -> dict:
@@ -328,16 +367,25 @@ class GeometrySummary:
             "participation_ratio_per_class": _class_mean(self.per_class, "participation_ratio"),
             "top_pc_share_per_class": _class_mean(self.per_class, "top_pc_share"),
             "intrinsic_dim_twonn_per_class": _class_mean(self.per_class, "intrinsic_dim_twonn"),
-            "class_size_median": (float(np.median([c["n_points"] for c in self.per_class.values()]))
-                                  if self.per_class else None),
-            "flatness_calibrated": self.flatness.calibrated, "flatness_reference": self.flatness.reference,
-            "geodesic_ratio_mean": g.mean, "geodesic_ratio_median": g.median, "geodesic_ratio_std": g.std,
-            "geodesic_ratio_mean_indirect": g.mean_indirect, "geodesic_pairs_fraction": g.fraction_pairs_counted,
+            "class_size_median": (
+                float(np.median([c["n_points"] for c in self.per_class.values()])) if self.per_class else None
+            ),
+            "flatness_calibrated": self.flatness.calibrated,
+            "flatness_reference": self.flatness.reference,
+            "geodesic_ratio_mean": g.mean,
+            "geodesic_ratio_median": g.median,
+            "geodesic_ratio_std": g.std,
+            "geodesic_ratio_mean_indirect": g.mean_indirect,
+            "geodesic_pairs_fraction": g.fraction_pairs_counted,
             "geodesic_components": g.n_components,
-            "intrinsic_dim_twonn": self.intrinsic_dim_twonn, "intrinsic_dim_mle": self.intrinsic_dim_mle,
-            "participation_ratio": self.participation_ratio, "top_pc_share": self.top_pc_share,
-            "silhouette": self.silhouette, "linear_separability": self.linear_separability,
-            "knn_accuracy": self.knn_accuracy, "pca_dims_90": self.pca_dims_90,
+            "intrinsic_dim_twonn": self.intrinsic_dim_twonn,
+            "intrinsic_dim_mle": self.intrinsic_dim_mle,
+            "participation_ratio": self.participation_ratio,
+            "top_pc_share": self.top_pc_share,
+            "silhouette": self.silhouette,
+            "linear_separability": self.linear_separability,
+            "knn_accuracy": self.knn_accuracy,
+            "pca_dims_90": self.pca_dims_90,
             "trustworthiness": self.trustworthiness,
         }
 
@@ -345,15 +393,18 @@ class GeometrySummary:
         return asdict(self)
 
 
-def _pair_weighted(per_class: dict, key: str) -> Optional[float]:
+def _pair_weighted(per_class: dict, key: str) -> float | None:
     """Mean of a per-class value weighted by each class's connected pairs (as if all pairs were pooled)."""
-    values = [(c[key], c["geodesic"]["n_pairs"]) for c in per_class.values()
-              if c.get(key) is not None and c["geodesic"]["n_pairs"]]
+    values = [
+        (c[key], c["geodesic"]["n_pairs"])
+        for c in per_class.values()
+        if c.get(key) is not None and c["geodesic"]["n_pairs"]
+    ]
     weight = sum(w for _, w in values)
     return sum(v * w for v, w in values) / weight if weight else None
 
 
-def _class_mean(per_class: dict, key: str) -> Optional[float]:
+def _class_mean(per_class: dict, key: str) -> float | None:
     """Plain mean of a per-class value over the classes that have it (each class counts once)."""
     values = [c[key] for c in per_class.values() if c.get(key) is not None]
     return float(np.mean(values)) if values else None
@@ -366,18 +417,33 @@ def class_summary(x: np.ndarray, k: int, max_exact: int, n_sources: int, seed: i
     twonn = intrinsic_dim_twonn(x, neighbors=neighbors)
     flat = calibrated_flatness(geo, x, twonn, neighbors=neighbors, seed=seed)
     eig = spectrum(x)
-    return {"n_points": len(x), "geodesic": asdict(geo), "geodesic_ratio_mean": geo.mean,
-            "flatness_reference": flat.reference, "flatness_calibrated": flat.calibrated, "flatness": asdict(flat),
-            "intrinsic_dim_twonn": twonn,
-            "intrinsic_dim_mle": intrinsic_dim_mle(x, min(20, len(x) - 1), neighbors=neighbors),
-            "participation_ratio": participation_ratio(x, eig), "top_pc_share": top_pc_share(x, eig),
-            "n_duplicates": unique_points(x)[1]}
+    return {
+        "n_points": len(x),
+        "geodesic": asdict(geo),
+        "geodesic_ratio_mean": geo.mean,
+        "flatness_reference": flat.reference,
+        "flatness_calibrated": flat.calibrated,
+        "flatness": asdict(flat),
+        "intrinsic_dim_twonn": twonn,
+        "intrinsic_dim_mle": intrinsic_dim_mle(x, min(20, len(x) - 1), neighbors=neighbors),
+        "participation_ratio": participation_ratio(x, eig),
+        "top_pc_share": top_pc_share(x, eig),
+        "n_duplicates": unique_points(x)[1],
+    }
 
 
-def geometry_summary(embeddings: np.ndarray, labels: Optional[np.ndarray] = None, *, n_neighbors: int = 10,
-                     class_names: Optional[list[str]] = None, projection: Optional[np.ndarray] = None,
-                     projection_name: Optional[str] = None, max_exact: int = 3000, n_sources: int = 300,
-                     seed: int = 0) -> GeometrySummary:
+def geometry_summary(
+    embeddings: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    n_neighbors: int = 10,
+    class_names: list[str] | None = None,
+    projection: np.ndarray | None = None,
+    projection_name: str | None = None,
+    max_exact: int = 3000,
+    n_sources: int = 300,
+    seed: int = 0,
+) -> GeometrySummary:
     """Every latent-geometry metric of one set of embeddings (labels optional)."""
     x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2 or len(x) < 3:
@@ -388,11 +454,17 @@ def geometry_summary(embeddings: np.ndarray, labels: Optional[np.ndarray] = None
     twonn = intrinsic_dim_twonn(x, neighbors=neighbors)
     eig = spectrum(x)
     summary = GeometrySummary(
-        n_points=len(x), dim=x.shape[1], n_neighbors=k, geodesic=geo,
+        n_points=len(x),
+        dim=x.shape[1],
+        n_neighbors=k,
+        geodesic=geo,
         flatness=calibrated_flatness(geo, x, twonn, neighbors=neighbors, seed=seed),
-        intrinsic_dim_twonn=twonn, intrinsic_dim_mle=intrinsic_dim_mle(x, 20, neighbors=neighbors),
-        participation_ratio=participation_ratio(x, eig), top_pc_share=top_pc_share(x, eig),
-        n_duplicates=unique_points(x)[1], pca_dims_90=pca_dims(x, eig=eig),
+        intrinsic_dim_twonn=twonn,
+        intrinsic_dim_mle=intrinsic_dim_mle(x, 20, neighbors=neighbors),
+        participation_ratio=participation_ratio(x, eig),
+        top_pc_share=top_pc_share(x, eig),
+        n_duplicates=unique_points(x)[1],
+        pca_dims_90=pca_dims(x, eig=eig),
     )
     if projection is not None:
         summary.trustworthiness = trustworthiness(x, projection, k, seed=seed)
@@ -410,19 +482,19 @@ def geometry_summary(embeddings: np.ndarray, labels: Optional[np.ndarray] = None
     return summary
 
 
-EPOCH_METRICS = ("flatness_calibrated_per_class", "participation_ratio_per_class", "flatness_calibrated",
-                 "geodesic_ratio_mean", "intrinsic_dim_twonn", "silhouette")
-
-
 def epoch_geometry(embeddings: np.ndarray, labels: np.ndarray, n_neighbors: int = 10, seed: int = 0) -> dict:
-    """The subset logged every few epochs (``EPOCH_METRICS``): within-class flatness and spread first."""
+    """The subset logged every few epochs (``geotune.metric_names.EPOCH``): within-class flatness and spread first."""
     x = np.asarray(embeddings, dtype=np.float64)
     y = np.asarray(labels).astype(np.int64)
     neighbors = nearest_neighbors(x, max(n_neighbors, 20))
     geo = geodesic_stats(x, n_neighbors, neighbors=neighbors, seed=seed)
     twonn = intrinsic_dim_twonn(x, neighbors=neighbors)
     per_class = {c: class_summary(x[y == c], n_neighbors, 3000, 300, seed) for c in np.unique(y) if (y == c).sum() >= 3}
-    return {"flatness_calibrated_per_class": _pair_weighted(per_class, "flatness_calibrated"),
-            "participation_ratio_per_class": _class_mean(per_class, "participation_ratio"),
-            "flatness_calibrated": calibrated_flatness(geo, x, twonn, neighbors=neighbors, seed=seed).calibrated,
-            "geodesic_ratio_mean": geo.mean, "intrinsic_dim_twonn": twonn, "silhouette": silhouette(x, y)}
+    return {
+        "flatness_calibrated_per_class": _pair_weighted(per_class, "flatness_calibrated"),
+        "participation_ratio_per_class": _class_mean(per_class, "participation_ratio"),
+        "flatness_calibrated": calibrated_flatness(geo, x, twonn, neighbors=neighbors, seed=seed).calibrated,
+        "geodesic_ratio_mean": geo.mean,
+        "intrinsic_dim_twonn": twonn,
+        "silhouette": silhouette(x, y),
+    }

@@ -4,9 +4,8 @@ Pure numpy/scipy (torch only to pick neighbours of large, high-dimensional sets
 faster). The kNN graph is the one scikit-learn's Isomap builds: union of each
 point's k nearest others, Euclidean edge lengths.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import numpy as np
 from scipy import sparse
@@ -51,7 +50,7 @@ def _blocked_neighbors(x: np.ndarray, k: int, block: int = 2048) -> Neighbors:
     return dist, idx
 
 
-def knn_graph(x: np.ndarray, k: int, neighbors: Optional[Neighbors] = None) -> sparse.csr_matrix:
+def knn_graph(x: np.ndarray, k: int, neighbors: Neighbors | None = None) -> sparse.csr_matrix:
     """Symmetric (union) kNN graph with Euclidean edge lengths, as Isomap builds it.
 
     scipy's graph routines treat a stored 0 as "no edge", so an edge between two
@@ -64,7 +63,7 @@ def knn_graph(x: np.ndarray, k: int, neighbors: Optional[Neighbors] = None) -> s
     return graph.maximum(graph.T).tocsr()
 
 
-def graph_geodesics(x: np.ndarray, k: int, sources: Optional[np.ndarray] = None) -> np.ndarray:
+def graph_geodesics(x: np.ndarray, k: int, sources: np.ndarray | None = None) -> np.ndarray:
     """Shortest-path lengths on the kNN graph from ``sources`` (all points by default); inf if unreachable."""
     return shortest_path(knn_graph(x, k), method="D", directed=False, indices=sources)
 

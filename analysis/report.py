@@ -6,26 +6,48 @@ figure data); ``write_report`` renders it into ``STUDY_DIR/report/``:
 (paired effects), ``figures/*.png``, ``REPORT.md`` and a self-contained
 ``index.html`` (figures embedded, no network access needed).
 """
+
 from __future__ import annotations
 
 import base64
 import html
-import json
 import math
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis import figure_data as fd
-from analysis.flatness import MIN_RESOLVED_POINTS
-from analysis import figures
-from analysis.load import StudyData, load_histories, load_study
-from analysis.stats import (HEADLINE_METRICS, SUMMARY_METRICS, factor_tables, geometry_change, group_summary,
-                            is_baseline, pair_with_baselines, paired_effects, regularizer_label)
-from analysis.tables import fmt, markdown_table
+from geotune.analysis import figure_data as fd
+from geotune.analysis import figures
+from geotune.analysis.comparison import comparison_report, write_comparison_report
+from geotune.analysis.flatness import MIN_RESOLVED_POINTS
+from geotune.analysis.load import StudyData, load_histories, load_study
+from geotune.analysis.stats import (
+    factor_tables,
+    geometry_change,
+    group_summary,
+    is_baseline,
+    pair_with_baselines,
+    paired_effects,
+    regularizer_label,
+)
+from geotune.analysis.tables import fmt, markdown_table
+from geotune.layout import CONFIG_FILE, MODEL_FILE, OPTUNA_FILE, REPORT_DIR, TrialStatus
+from geotune.metric_names import (
+    AGAINST_LAMBDA,
+    BY_FACTOR,
+    GEOMETRY,
+    HEADLINE,
+    HEATMAPS,
+    METRICS,
+    PERFORMANCE,
+    STRUCTURE,
+    metric_label,
+)
 
 
 @dataclass
@@ -50,16 +72,16 @@ class FigureSpec:
 class Report:
     title: str
     question: str
-    plan: list[tuple[str, str]]
+    plan_rows: list[tuple[str, str]]  # the plan as (what, value) rows
     status: dict[str, int]
     problems: Table
-    best: Optional[dict]
+    best: dict | None
     findings: list[str]
     tables: list[Table] = field(default_factory=list)
     figures: list[FigureSpec] = field(default_factory=list)
-    forest: Optional[FigureSpec] = None       # the report opens with it: paired effects at a glance
+    forest: FigureSpec | None = None  # the report opens with it: paired effects at a glance
     paired: dict = field(default_factory=dict)
-    summary: Optional[pd.DataFrame] = None
+    summary: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per trial (summary.csv)
 
 
 def _missing(value) -> bool:
@@ -77,69 +99,71 @@ def _ci_cell(mean, std, low, high, digits: int = 3) -> str:
     return text
 
 
-def summary_table(key: str, title: str, summary: pd.DataFrame, metrics: list[str], caption: str) -> Table:
+def summary_table(key: str, title: str, summary: pd.DataFrame, metrics: Sequence[str], caption: str) -> Table:
     rows = []
     for _, r in summary.iterrows():
-        rows.append([r["group"], int(r["n"])] + [
-            _ci_cell(r.get(f"{m}_mean"), r.get(f"{m}_std"), r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high"))
-            for m in metrics])
-    return Table(key, title, ["group", "n"] + [SUMMARY_METRICS[m] for m in metrics], rows, caption)
+        rows.append(
+            [r["group"], int(r["n"])]
+            + [
+                _ci_cell(r.get(f"{m}_mean"), r.get(f"{m}_std"), r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high"))
+                for m in metrics
+            ]
+        )
+    return Table(key, title, ["group", "n"] + [metric_label(m) for m in metrics], rows, caption)
 
 
-PERFORMANCE = ["test_accuracy", "val_loss", "overfit_gap"]
-GEOMETRY = ["flatness_calibrated_per_class", "participation_ratio_per_class", "top_pc_share_per_class",
-            "intrinsic_dim_twonn"]
-STRUCTURE = ["silhouette", "knn_accuracy", "linear_separability", "flatness_calibrated", "geodesic_ratio_mean"]
 CI_CAPTION = "mean ± std over the group's trials [95% confidence interval of the mean, t distribution]"
 
 
-def _plan_lines(study: StudyData) -> list[tuple[str, str]]:
+def _plan_rows(study: StudyData) -> list[tuple[str, str]]:
     p = study.plan
-    if not p:
+    if p is None:
         return [("study directory", study.study_dir), ("trials", str(len(study.frame)))]
-    base = p.get("base", {})
-    epochs = base.get("train", {}).get("epochs", "default")
+    epochs = p.base.get("train", {}).get("epochs", "default")
+    versions = ", ".join(f"{k} {v}" for k, v in p.versions.items() if v) or "not recorded"
     return [
-        ("space", f"{p['space']} ({p.get('module', '')})"),
-        ("trials planned", f"{len(p['variants']) if not p['optuna'] else p['num_samples']} "
-                           f"({'Optuna TPE' if p['optuna'] else 'grid'}), seeds {p['seeds']}"),
+        ("space", f"{p.space} ({p.module})"),
+        ("trials planned", f"{p.trial_count} ({'Optuna TPE' if p.optuna else 'grid'}), seeds {p.seeds}"),
         ("varied", ", ".join(study.factors) or "-"),
-        ("ranked by", f"{p['metric']} ({p['mode']})"),
-        ("early stopping", f"ASHA, grace period {p['asha']['grace_period']}, reduction factor "
-                           f"{p['asha']['reduction_factor']}" if p.get("asha") else "none (every trial to the end)"),
+        ("ranked by", f"{p.metric} ({p.mode})"),
+        (
+            "early stopping",
+            f"ASHA, grace period {p.asha['grace_period']}, reduction factor {p.asha['reduction_factor']}"
+            if p.asha
+            else "none (every trial to the end)",
+        ),
         ("epochs", str(epochs)),
-        ("resources per trial", f"{p['cpus_per_trial']:g} CPU, {p['gpus_per_trial']:g} GPU"),
-        ("started", f"{p.get('created', '')}: geotune {' '.join(p.get('command', []))}"),
+        ("resources per trial", f"{p.cpus_per_trial:g} CPU, {p.gpus_per_trial:g} GPU"),
+        ("started", f"{p.created}: geotune {' '.join(p.command)}"),
+        ("versions", versions),
         ("study directory", study.study_dir),
     ]
 
 
-def _best(study: StudyData) -> Optional[dict]:
+def _best(study: StudyData) -> dict | None:
     usable = study.usable
     if usable.empty or study.metric not in usable or usable[study.metric].isna().all():
         return None
     row = usable.loc[usable[study.metric].idxmax() if study.mode == "max" else usable[study.metric].idxmin()]
     folder = Path(row["path"])
     checkpoints = sorted(folder.glob("checkpoint_*"))
-    return {"trial": row["trial"], "metric": study.metric, "value": float(row[study.metric]),
-            "test_accuracy": row.get("test_accuracy"),
-            "config": {k: row[k] for k in study.factors + ["train.seed"] if k in row},
-            "checkpoint": str(checkpoints[-1]) if checkpoints else None,
-            "weights": str(folder / "model.pt") if (folder / "model.pt").is_file() else None,
-            "config_file": str(folder / "config.yaml")}
+    return {
+        "trial": row["trial"],
+        "metric": study.metric,
+        "value": float(row[study.metric]),
+        "test_accuracy": row.get("test_accuracy"),
+        "config": {k: row[k] for k in study.factors + ["train.seed"] if k in row},
+        "checkpoint": str(checkpoints[-1]) if checkpoints else None,
+        "weights": str(folder / MODEL_FILE) if (folder / MODEL_FILE).is_file() else None,
+        "config_file": str(folder / CONFIG_FILE),
+    }
 
 
-FINDING_FORMAT = {  # metric -> (display factor, unit, digits) in the findings
-    "test_accuracy": (100.0, " points", 2), "knn_accuracy": (100.0, " points", 2),
-    "flatness_calibrated_per_class": (1.0, "", 3), "participation_ratio_per_class": (1.0, "", 2),
-    "intrinsic_dim_twonn": (1.0, "", 2), "silhouette": (1.0, "", 3),
-}
-
-
-def _effect_text(metric: str, e, percent: Optional[float]) -> str:
+def _effect_text(metric: str, e, percent: float | None) -> str:
     """One effect in words; ``percent``: the difference relative to the baselines' mean, where it helps."""
-    scale, unit, digits = FINDING_FORMAT[metric]
-    text = f"{SUMMARY_METRICS[metric]} {e.mean_diff * scale:+.{digits}f}{unit}"
+    m = METRICS[metric]
+    scale, unit, digits = m.scale, m.unit, m.digits
+    text = f"{m.label} {e.mean_diff * scale:+.{digits}f}{unit}"
     if percent is not None:
         text += f" ({percent:+.0f}%)"
     if e.ci_low is not None:
@@ -150,39 +174,44 @@ def _effect_text(metric: str, e, percent: Optional[float]) -> str:
     return text
 
 
-def _verdict_text(change, spread_percent: Optional[float]) -> str:
+def _verdict_text(change, spread_percent: float | None) -> str:
     """The geometry verdict in words: what the numbers mean, and what they cannot tell."""
     spread = f"participation ratio {spread_percent:+.0f}%" if spread_percent is not None else "participation ratio"
-    lost = ", ".join(([spread] if change.spread_fell else [])
-                     + ([f"intrinsic dimension {change.dimension.mean_diff:+.2f}"] if change.dimension_fell else []))
+    lost = ", ".join(
+        ([spread] if change.spread_fell else [])
+        + ([f"intrinsic dimension {change.dimension.mean_diff:+.2f}"] if change.dimension_fell else [])
+    )
     return {
         "flatter by collapse": f"**Flatter by collapse**: within-class flatness fell together with the classes' "
-                               f"spread over dimensions ({lost}); thinner classes read flatter without being less "
-                               "curved, so this is not evidence of unbending.",
+        f"spread over dimensions ({lost}); thinner classes read flatter without being less "
+        "curved, so this is not evidence of unbending.",
         "flatter without collapse": "**Flatter without collapse**: within-class flatness fell while neither the "
-                                    "participation ratio nor the intrinsic dimension fell detectably.",
+        "participation ratio nor the intrinsic dimension fell detectably.",
         "collapse without flattening": f"**Collapse without flattening**: the classes lost spread over dimensions "
-                                       f"({lost}) while their flatness did not change detectably.",
-        "more curved": "**More curved**: within-class flatness rose" + (f", and the classes got thinner ({lost})"
-                                                                      if change.thinner else "") + ".",
+        f"({lost}) while their flatness did not change detectably.",
+        "more curved": "**More curved**: within-class flatness rose"
+        + (f", and the classes got thinner ({lost})" if change.thinner else "")
+        + ".",
         "no detectable change": "No detectable change of within-class flatness or dimension at this number of "
-                                "seeds (every interval includes 0); that is not evidence of no effect.",
+        "seeds (every interval includes 0); that is not evidence of no effect.",
         "not testable": "With fewer than 2 pairs no interval can be given: these are single differences, not "
-                        "estimated effects.",
+        "estimated effects.",
     }[change.verdict]
 
 
-def _resolution_note(frame: pd.DataFrame) -> Optional[str]:
+def _resolution_note(frame: pd.DataFrame) -> str | None:
     """Say so when the measured classes are too small for within-class flatness to see any shape."""
     if "class_size_median" not in frame or frame["class_size_median"].isna().all():
         return None
     size = float(frame["class_size_median"].median())
     if size >= MIN_RESOLVED_POINTS:
         return None
-    return (f"Within-class flatness is not resolved here: the classes hold a median of {size:.0f} measured points, "
-            f"and below about {MIN_RESOLVED_POINTS} a class reads flat whatever its shape (a sphere of 27 points "
-            "reads 1.00, of 54 points 1.04, of 100 points 1.08). Its differences say nothing about curvature; the "
-            "participation ratio and the intrinsic dimension are still measured.")
+    return (
+        f"Within-class flatness is not resolved here: the classes hold a median of {size:.0f} measured points, "
+        f"and below about {MIN_RESOLVED_POINTS} a class reads flat whatever its shape (a sphere of 27 points "
+        "reads 1.00, of 54 points 1.04, of 100 points 1.08). Its differences say nothing about curvature; the "
+        "participation ratio and the intrinsic dimension are still measured."
+    )
 
 
 def _findings(effects: list, pairing) -> list[str]:
@@ -201,30 +230,48 @@ def _findings(effects: list, pairing) -> list[str]:
         change = geometry_change(metrics)
         baseline = part.get("participation_ratio_per_class_baseline")
         spread_base = float(baseline.dropna().mean()) if baseline is not None and baseline.notna().any() else None
-        percent = change.spread.mean_diff / spread_base * 100 if change.spread is not None \
-            and change.spread.mean_diff is not None and spread_base else None
-        parts = [_effect_text(m, metrics[m], percent if m == "participation_ratio_per_class" else None)
-                 for m in HEADLINE_METRICS if m in metrics and metrics[m].mean_diff is not None]
+        percent = (
+            change.spread.mean_diff / spread_base * 100
+            if change.spread is not None and change.spread.mean_diff is not None and spread_base
+            else None
+        )
+        parts = [
+            _effect_text(m, metrics[m], percent if m == "participation_ratio_per_class" else None)
+            for m in HEADLINE
+            if m in metrics and metrics[m].mean_diff is not None
+        ]
         diffs = part[[c for c in part.columns if c.endswith("_diff")]].to_numpy(dtype=float)
         if diffs.size and np.all(np.nan_to_num(diffs) == 0.0):
-            out.append(f"**{label}** trained exactly like its baselines ({n} pair{'s' if n != 1 else ''}; every "
-                       "difference is 0): the penalty never changed a gradient. A flat-target geodesic penalty is "
-                       "exactly 0 while no pair of a class has to bend, which is what classes this small look like "
-                       "(see reg_geodesic_bent_fraction in the trials' histories).")
+            out.append(
+                f"**{label}** trained exactly like its baselines ({n} pair{'s' if n != 1 else ''}; every "
+                "difference is 0): the penalty never changed a gradient. A flat-target geodesic penalty is "
+                "exactly 0 while no pair of a class has to bend, which is what classes this small look like "
+                "(see reg_geodesic_bent_fraction in the trials' histories)."
+            )
             continue
-        out.append(f"**{label}** vs no regularizer ({n} pair{'s' if n != 1 else ''}; {how}): " + "; ".join(parts)
-                   + ". " + _verdict_text(change, percent))
+        out.append(
+            f"**{label}** vs no regularizer ({n} pair{'s' if n != 1 else ''}; {how}): "
+            + "; ".join(parts)
+            + ". "
+            + _verdict_text(change, percent)
+        )
     if by_label:
-        out.append("Differences are regularized minus baseline (same seed and data); brackets are 95% confidence "
-                   "intervals of the mean difference. An interval that includes 0 means no effect is detectable at "
-                   "this number of seeds. Flatness within classes is the chord-geodesic ratio (1 = flat); the "
-                   "participation ratio measures over how many dimensions each class spreads.")
+        out.append(
+            "Differences are regularized minus baseline (same seed and data); brackets are 95% confidence "
+            "intervals of the mean difference. An interval that includes 0 means no effect is detectable at "
+            "this number of seeds. Flatness within classes is the chord-geodesic ratio (1 = flat); the "
+            "participation ratio measures over how many dimensions each class spreads."
+        )
     if pairing.unpaired:
-        out.append(f"{len(pairing.unpaired)} regularized trial(s) had no baseline with an identical config "
-                   "(apart from the regularizer) and are left out of the paired comparison.")
+        out.append(
+            f"{len(pairing.unpaired)} regularized trial(s) had no baseline with an identical config "
+            "(apart from the regularizer) and are left out of the paired comparison."
+        )
     if not out:
-        out.append("This study has no regularized trials paired with unregularized ones, so it measures no "
-                   "regularizer effect; see the group tables.")
+        out.append(
+            "This study has no regularized trials paired with unregularized ones, so it measures no "
+            "regularizer effect; see the group tables."
+        )
     return out
 
 
@@ -233,62 +280,94 @@ def build_report(study: StudyData) -> Report:
     frame, usable = study.frame, study.usable
     plan = study.plan
     status = {s: int(n) for s, n in frame["status"].value_counts(sort=False).items() if n}
-    problems = frame[frame["status"].isin(["failed", "interrupted", "pending", "missing"])]
-    problem_table = Table("problems", "Trials without final results", ["trial", "status", "epochs", "reason"],
-                          [[r["trial"], r["status"], r.get("epochs"), r.get("error") or ""]
-                           for _, r in problems.iterrows()],
-                          "failed trials keep their reason; interrupted and missing ones can be finished "
-                          "with `geotune resume STUDY_DIR`")
+    problems = frame[frame["status"].isin([s.value for s in TrialStatus if not s.usable])]
+    problem_table = Table(
+        "problems",
+        "Trials without final results",
+        ["trial", "status", "epochs", "reason"],
+        [[r["trial"], r["status"], r.get("epochs"), r.get("error") or ""] for _, r in problems.iterrows()],
+        "failed trials keep their reason; interrupted and missing ones can be finished with `geotune resume STUDY_DIR`",
+    )
     pairing = pair_with_baselines(usable)
     effects = paired_effects(pairing)
     report = Report(
-        title=f"geotune study: {plan.get('space', Path(study.study_dir).name)}",
-        question=plan.get("question", ""), plan=_plan_lines(study), status=status, problems=problem_table,
-        best=_best(study), findings=_findings(effects, pairing), summary=frame)
+        title=f"geotune study: {plan.space if plan else Path(study.study_dir).name}",
+        question=plan.question if plan else "",
+        plan_rows=_plan_rows(study),
+        status=status,
+        problems=problem_table,
+        best=_best(study),
+        findings=_findings(effects, pairing),
+        summary=frame,
+    )
     note = _resolution_note(usable)
     if note:
         report.findings.insert(len(report.findings) - (1 if pairing.unpaired else 0), note)
 
     factors = study.factors
-    if factors and not plan.get("optuna"):
+    if factors and not (plan and plan.optuna):
         cells = group_summary(usable, factors)
-        report.tables.append(summary_table("groups_performance", "Accuracy and loss per variant", cells,
-                                           PERFORMANCE, CI_CAPTION))
-        report.tables.append(summary_table("groups_geometry", "Latent geometry within classes per variant", cells,
-                                           GEOMETRY, CI_CAPTION))
-        report.tables.append(summary_table("groups_structure", "Class structure and whole-set geometry per variant",
-                                           cells, STRUCTURE, CI_CAPTION + "; the whole-set flatness mixes how "
-                                           "class clusters connect with curvature"))
+        report.tables.append(
+            summary_table("groups_performance", "Accuracy and loss per variant", cells, PERFORMANCE, CI_CAPTION)
+        )
+        report.tables.append(
+            summary_table("groups_geometry", "Latent geometry within classes per variant", cells, GEOMETRY, CI_CAPTION)
+        )
+        report.tables.append(
+            summary_table(
+                "groups_structure",
+                "Class structure and whole-set geometry per variant",
+                cells,
+                STRUCTURE,
+                CI_CAPTION + "; the whole-set flatness mixes how class clusters connect with curvature",
+            )
+        )
         if len(factors) > 1:
             for factor, table in factor_tables(usable, factors).items():
-                report.tables.append(summary_table(
-                    f"factor_{factor}", f"By {factor} (averaged over the other factors)", table,
-                    ["test_accuracy", "overfit_gap", "flatness_calibrated_per_class", "participation_ratio_per_class",
-                     "intrinsic_dim_twonn"], CI_CAPTION))
+                report.tables.append(
+                    summary_table(
+                        f"factor_{factor}",
+                        f"By {factor} (averaged over the other factors)",
+                        table,
+                        list(BY_FACTOR),
+                        CI_CAPTION,
+                    )
+                )
     if effects:
-        report.tables.append(Table(
-            "paired", "Paired effect of regularization (regularized minus its baseline)",
-            ["regularizer", "metric", "pairs", "mean difference", "95% CI", "test", "p-value"],
-            [[e.regularizer, SUMMARY_METRICS[e.metric], e.n_pairs, fmt(e.mean_diff, 4),
-              f"[{e.ci_low:.4f}, {e.ci_high:.4f}]" if e.ci_low is not None else "-",
-              e.test or e.note, f"{e.p_value:.3g}" if e.p_value is not None else "-"] for e in effects],
-            "each regularized trial is matched with the unregularized trial that equals it in every other "
-            "config key (seed and data included); tests: paired t-test below 10 pairs, Wilcoxon signed-rank "
-            "from 10, none below 3"))
-    report.paired = {
-        "definition": "difference = regularized trial minus its baseline (same config except regularizer.*)",
-        "effects": [e.to_dict() for e in effects],
-        "pairs": pairing.pairs.to_dict(orient="records") if not pairing.pairs.empty else [],
-        "unpaired": pairing.unpaired,
-    }
+        report.tables.append(
+            Table(
+                "paired",
+                "Paired effect of regularization (regularized minus its baseline)",
+                ["regularizer", "metric", "pairs", "mean difference", "95% CI", "test", "p-value"],
+                [
+                    [
+                        e.regularizer,
+                        metric_label(e.metric),
+                        e.n_pairs,
+                        fmt(e.mean_diff, 4),
+                        f"[{e.ci_low:.4f}, {e.ci_high:.4f}]" if e.ci_low is not None else "-",
+                        e.test or e.note,
+                        f"{e.p_value:.3g}" if e.p_value is not None else "-",
+                    ]
+                    for e in effects
+                ],
+                "each regularized trial is matched with the unregularized trial that equals it in every other "
+                "config key (seed and data included); tests: paired t-test below 10 pairs, Wilcoxon signed-rank "
+                "from 10, none below 3",
+            )
+        )
+    report.paired = comparison_report(pairing, effects, frame)
     report.figures = _figure_specs(study, usable)
-    forest = fd.forest(pairing, effects, HEADLINE_METRICS)
+    forest = fd.forest(pairing, effects, HEADLINE)
     if forest is not None:
         report.forest = FigureSpec(
-            "forest", "What each regularizer did, and how sure we are",
+            "forest",
+            "What each regularizer did, and how sure we are",
             "paired difference to the baseline with the same seed and data: diamond = mean, bar = 95% confidence "
             "interval (dark where it excludes 0), dots = single pairs; dashed line = no effect",
-            figures.draw_forest, forest)
+            figures.draw_forest,
+            forest,
+        )
     return report
 
 
@@ -300,50 +379,93 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
     histories = load_histories(usable)
     if histories:
         curves = fd.curve_bands(usable, histories, factors, metric=study.metric, mode=study.mode)
-        specs.append(FigureSpec("training_curves", "Training curves", "validation accuracy and loss per epoch, "
-                                f"grouped by {curves.grouped_by}; line = mean over the group's trials (seeds), "
-                                "band = +/- 1 std", figures.draw_curve_bands, curves))
+        specs.append(
+            FigureSpec(
+                "training_curves",
+                "Training curves",
+                "validation accuracy and loss per epoch, "
+                f"grouped by {curves.grouped_by}; line = mean over the group's trials (seeds), "
+                "band = +/- 1 std",
+                figures.draw_curve_bands,
+                curves,
+            )
+        )
     lam, k = "regularizer.geodesic.lambda_reg", "regularizer.geodesic.n_neighbors"
     if lam in factors:
         base = is_baseline(usable)
         line = k if k in factors else lam
-        panels = [fd.factor_lines(usable, lam, line, m, base)
-                  for m in ("test_accuracy", "flatness_calibrated_per_class", "participation_ratio_per_class")
-                  if m in usable]
-        specs.append(FigureSpec("metric_vs_lambda", "Accuracy, flatness and spread within classes against lambda",
-                                "one line per n_neighbors, 95% CI over seeds; dashed: no regularizer",
-                                figures.draw_factor_lines, panels))
+        panels = [fd.factor_lines(usable, lam, line, m, base) for m in AGAINST_LAMBDA if m in usable]
+        specs.append(
+            FigureSpec(
+                "metric_vs_lambda",
+                "Accuracy, flatness and spread within classes against lambda",
+                "one line per n_neighbors, 95% CI over seeds; dashed: no regularizer",
+                figures.draw_factor_lines,
+                panels,
+            )
+        )
     if "model.pooling" in factors and "model.batch_norm" in factors:
         facet = "regularizer.name" if "regularizer.name" in factors else None
-        maps = [hm for metric in ("test_accuracy", "flatness_calibrated_per_class") if metric in usable
-                for hm in fd.heatmaps(usable, "model.pooling", "model.batch_norm", metric, facet)]
-        specs.append(FigureSpec("pooling_bn_heatmaps", "Pooling x BatchNorm", "mean over seeds per cell",
-                                figures.draw_heatmaps, maps))
+        maps = [
+            hm
+            for metric in HEATMAPS
+            if metric in usable
+            for hm in fd.heatmaps(usable, "model.pooling", "model.batch_norm", metric, facet)
+        ]
+        specs.append(
+            FigureSpec(
+                "pooling_bn_heatmaps", "Pooling x BatchNorm", "mean over seeds per cell", figures.draw_heatmaps, maps
+            )
+        )
     flat_key = "flatness_calibrated_per_class"
     if flat_key in usable and usable[flat_key].notna().any():
         colour = regularizer_label(usable) if "regularizer.name" in usable else pd.Series("all", index=usable.index)
-        specs.append(FigureSpec("accuracy_vs_flatness", "Accuracy against flatness within classes",
-                                "one point per trial, coloured by regularizer; flatness 1 = every class is flat "
-                                "(straight segments between its points stay on it)",
-                                lambda d: figures.draw_scatter(d, "test accuracy vs flatness within classes"),
-                                fd.metric_scatter(usable, flat_key, "test_accuracy", colour)))
+        specs.append(
+            FigureSpec(
+                "accuracy_vs_flatness",
+                "Accuracy against flatness within classes",
+                "one point per trial, coloured by regularizer; flatness 1 = every class is flat "
+                "(straight segments between its points stay on it)",
+                lambda d: figures.draw_scatter(d, "test accuracy vs flatness within classes"),
+                fd.metric_scatter(usable, flat_key, "test_accuracy", colour),
+            )
+        )
     if histories:
         groups = fd.grad_norm_groups(usable, histories, factors, study.metric, study.mode)
         if groups:
-            specs.append(FigureSpec("grad_norms", "Gradient norms per layer",
-                                    "log10 of the mean per-layer gradient L2 norm, layers x epochs, shared scale",
-                                    figures.draw_grad_norm_groups, groups))
-    panels = fd.best_trial_panels(usable, factors, study.metric, study.mode)
-    if panels:
-        specs.append(FigureSpec("latent_projections", "Latent space of each group's best trial",
-                                f"2-D projection of validation embeddings of the best trial (by {study.metric}) "
-                                "per group", figures.draw_image_grid, panels))
-    if study.plan.get("optuna"):
-        db = Path(study.study_dir) / "optuna.db"
-        views = fd.optuna_views(f"sqlite:///{db}", study.plan["space"]) if db.is_file() else None
+            specs.append(
+                FigureSpec(
+                    "grad_norms",
+                    "Gradient norms per layer",
+                    "log10 of the mean per-layer gradient L2 norm, layers x epochs, shared scale",
+                    figures.draw_grad_norm_groups,
+                    groups,
+                )
+            )
+    projections = fd.best_trial_panels(usable, factors, study.metric, study.mode)
+    if projections:
+        specs.append(
+            FigureSpec(
+                "latent_projections",
+                "Latent space of each group's best trial",
+                f"2-D projection of validation embeddings of the best trial (by {study.metric}) per group",
+                figures.draw_image_grid,
+                projections,
+            )
+        )
+    if study.plan is not None and study.plan.optuna:
+        db = Path(study.study_dir) / OPTUNA_FILE
+        views = fd.optuna_views(f"sqlite:///{db}", study.plan.space) if db.is_file() else None
         if views is not None:
-            specs.append(FigureSpec("optuna", "Optuna search", f"importances by {views.evaluator}; history; "
-                                    "parallel coordinates of the sampled parameters", figures.draw_optuna, views))
+            specs.append(
+                FigureSpec(
+                    "optuna",
+                    "Optuna search",
+                    f"importances by {views.evaluator}; history; parallel coordinates of the sampled parameters",
+                    figures.draw_optuna,
+                    views,
+                )
+            )
     return specs
 
 
@@ -359,17 +481,30 @@ def _markdown(report: Report, figure_files: dict[str, str]) -> str:
         f = report.forest
         lines += [f"## {f.title}", "", f"![{f.title}]({figure_files[f.key]})", "", f"_{f.caption}_", ""]
     lines += ["## Findings", ""] + [f"- {f}" for f in report.findings] + [""]
-    lines += ["## Plan", "", markdown_table(["", ""], report.plan), ""]
+    lines += ["## Plan", "", markdown_table(["", ""], report.plan_rows), ""]
     lines += ["## Trials", "", ", ".join(f"{n} {s}" for s, n in report.status.items()), ""]
     if report.problems.rows:
-        lines += [f"### {report.problems.title}", "", markdown_table(report.problems.headers, report.problems.rows),
-                  "", f"_{report.problems.caption}_", ""]
+        lines += [
+            f"### {report.problems.title}",
+            "",
+            markdown_table(report.problems.headers, report.problems.rows),
+            "",
+            f"_{report.problems.caption}_",
+            "",
+        ]
     if report.best:
         b = report.best
-        lines += ["## Best configuration", "", f"`{b['trial']}`: {b['metric']} {b['value']:.4f}, test accuracy "
-                  f"{fmt(b['test_accuracy'], 4)}; " + ", ".join(f"`{k}` = {v}" for k, v in b["config"].items()), "",
-                  f"- checkpoint: `{b['checkpoint']}`", f"- weights: `{b['weights']}`",
-                  f"- config: `{b['config_file']}`", ""]
+        lines += [
+            "## Best configuration",
+            "",
+            f"`{b['trial']}`: {b['metric']} {b['value']:.4f}, test accuracy "
+            f"{fmt(b['test_accuracy'], 4)}; " + ", ".join(f"`{k}` = {v}" for k, v in b["config"].items()),
+            "",
+            f"- checkpoint: `{b['checkpoint']}`",
+            f"- weights: `{b['weights']}`",
+            f"- config: `{b['config_file']}`",
+            "",
+        ]
     for table in report.tables:
         lines += [f"## {table.title}", "", markdown_table(table.headers, table.rows), "", f"_{table.caption}_", ""]
     for spec in report.figures:
@@ -391,8 +526,6 @@ def _html_table(table_headers, rows) -> str:
 
 def _inline(text: str) -> str:
     """Markdown **bold** and `code` of the findings, escaped."""
-    import re
-
     text = html.escape(text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
@@ -400,41 +533,59 @@ def _inline(text: str) -> str:
 
 def _html_figure(spec: FigureSpec, file: Path) -> str:
     data = base64.b64encode(file.read_bytes()).decode()
-    return (f"<h2 id='{spec.key}'>{html.escape(spec.title)}</h2>"
-            f"<img alt='{html.escape(spec.title)}' src='data:image/png;base64,{data}'>"
-            f"<p class='caption'>{html.escape(spec.caption)}</p>")
+    return (
+        f"<h2 id='{spec.key}'>{html.escape(spec.title)}</h2>"
+        f"<img alt='{html.escape(spec.title)}' src='data:image/png;base64,{data}'>"
+        f"<p class='caption'>{html.escape(spec.caption)}</p>"
+    )
 
 
 def _html(report: Report, figure_files: dict[str, Path]) -> str:
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>"
-             f"<style>{CSS}</style></head><body><h1>{html.escape(report.title)}</h1>"]
+    parts = [
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>"
+        f"<style>{CSS}</style></head><body><h1>{html.escape(report.title)}</h1>"
+    ]
     if report.question:
         parts.append(f"<p><strong>Question:</strong> {html.escape(report.question)}</p>")
-    nav = (["forest"] if report.forest else []) + ["findings", "plan", "trials"] + (["best"] if report.best else []) \
-        + [t.key for t in report.tables] + [f.key for f in report.figures]
+    nav = (
+        (["forest"] if report.forest else [])
+        + ["findings", "plan", "trials"]
+        + (["best"] if report.best else [])
+        + [t.key for t in report.tables]
+        + [f.key for f in report.figures]
+    )
     parts.append("<nav>" + "".join(f"<a href='#{k}'>{k.replace('_', ' ')}</a>" for k in nav) + "</nav>")
     if report.forest is not None:
         parts.append(_html_figure(report.forest, figure_files[report.forest.key]))
-    parts.append("<h2 id='findings'>Findings</h2><ul>" + "".join(f"<li>{_inline(f)}</li>" for f in report.findings)
-                 + "</ul>")
-    parts.append("<h2 id='plan'>Plan</h2>" + _html_table(["", ""], report.plan))
-    parts.append("<h2 id='trials'>Trials</h2><p>" + html.escape(", ".join(f"{n} {s}" for s, n in report.status.items()))
-                 + "</p>")
+    parts.append(
+        "<h2 id='findings'>Findings</h2><ul>" + "".join(f"<li>{_inline(f)}</li>" for f in report.findings) + "</ul>"
+    )
+    parts.append("<h2 id='plan'>Plan</h2>" + _html_table(["", ""], report.plan_rows))
+    parts.append(
+        "<h2 id='trials'>Trials</h2><p>" + html.escape(", ".join(f"{n} {s}" for s, n in report.status.items())) + "</p>"
+    )
     if report.problems.rows:
-        parts.append(f"<h3>{html.escape(report.problems.title)}</h3>"
-                     + _html_table(report.problems.headers, report.problems.rows)
-                     + f"<p class='caption'>{_inline(report.problems.caption)}</p>")
+        parts.append(
+            f"<h3>{html.escape(report.problems.title)}</h3>"
+            + _html_table(report.problems.headers, report.problems.rows)
+            + f"<p class='caption'>{_inline(report.problems.caption)}</p>"
+        )
     if report.best:
         b = report.best
         config = ", ".join(f"<code>{html.escape(k)}</code> = {html.escape(str(v))}" for k, v in b["config"].items())
-        parts.append(f"<h2 id='best'>Best configuration</h2><p><code>{html.escape(b['trial'])}</code>: "
-                     f"{html.escape(b['metric'])} {b['value']:.4f}, test accuracy {fmt(b['test_accuracy'], 4)}; "
-                     f"{config}</p><ul><li>checkpoint: <code>{html.escape(str(b['checkpoint']))}</code></li>"
-                     f"<li>weights: <code>{html.escape(str(b['weights']))}</code></li>"
-                     f"<li>config: <code>{html.escape(b['config_file'])}</code></li></ul>")
+        parts.append(
+            f"<h2 id='best'>Best configuration</h2><p><code>{html.escape(b['trial'])}</code>: "
+            f"{html.escape(b['metric'])} {b['value']:.4f}, test accuracy {fmt(b['test_accuracy'], 4)}; "
+            f"{config}</p><ul><li>checkpoint: <code>{html.escape(str(b['checkpoint']))}</code></li>"
+            f"<li>weights: <code>{html.escape(str(b['weights']))}</code></li>"
+            f"<li>config: <code>{html.escape(b['config_file'])}</code></li></ul>"
+        )
     for table in report.tables:
-        parts.append(f"<h2 id='{table.key}'>{html.escape(table.title)}</h2>" + _html_table(table.headers, table.rows)
-                     + f"<p class='caption'>{html.escape(table.caption)}</p>")
+        parts.append(
+            f"<h2 id='{table.key}'>{html.escape(table.title)}</h2>"
+            + _html_table(table.headers, table.rows)
+            + f"<p class='caption'>{html.escape(table.caption)}</p>"
+        )
     for spec in report.figures:
         parts.append(_html_figure(spec, figure_files[spec.key]))
     parts.append("</body></html>")
@@ -445,12 +596,14 @@ def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
     """Load a study, build its report and write it; returns the path of index.html."""
     study = load_study(study_dir)
     report = build_report(study)
-    out = Path(out_dir) if out_dir else Path(study_dir) / "report"
+    out = Path(out_dir) if out_dir else Path(study_dir) / REPORT_DIR
     (out / "figures").mkdir(parents=True, exist_ok=True)
     report.summary.to_csv(out / "summary.csv", index=False)
-    (out / "tables.md").write_text("\n\n".join(
-        [f"## {t.title}\n\n{markdown_table(t.headers, t.rows)}\n\n_{t.caption}_" for t in report.tables]) + "\n")
-    (out / "comparison_report.json").write_text(json.dumps(report.paired, indent=2, default=_json_default))
+    (out / "tables.md").write_text(
+        "\n\n".join([f"## {t.title}\n\n{markdown_table(t.headers, t.rows)}\n\n_{t.caption}_" for t in report.tables])
+        + "\n"
+    )
+    write_comparison_report(out, report.paired)
     files: dict[str, Path] = {}
     for spec in ([report.forest] if report.forest is not None else []) + report.figures:
         files[spec.key] = figures.save_figure(spec.draw(spec.data), out / "figures" / f"{spec.key}.png")
@@ -458,11 +611,3 @@ def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
     index = out / "index.html"
     index.write_text(_html(report, files))
     return index
-
-
-def _json_default(value):
-    if hasattr(value, "item"):
-        return value.item()
-    if _missing(value):
-        return None
-    return str(value)

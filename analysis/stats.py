@@ -4,52 +4,36 @@ Pure functions of DataFrames (as ``analysis.load`` builds them), so they are
 tested on synthetic trials. Confidence intervals are two-sided 95% intervals of a
 mean from the t distribution with n-1 degrees of freedom; a single value has none.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-# What the group and paired tables report, with how to read each; the headline first.
-SUMMARY_METRICS = {
-    "test_accuracy": "test accuracy",
-    "flatness_calibrated_per_class": "flatness within classes",
-    "participation_ratio_per_class": "participation ratio within classes",
-    "top_pc_share_per_class": "share of variance on the first axis within classes",
-    "intrinsic_dim_twonn": "intrinsic dimension (TwoNN)",
-    "silhouette": "silhouette",
-    "knn_accuracy": "kNN accuracy",
-    "linear_separability": "linear separability",
-    "val_loss": "validation loss",
-    "overfit_gap": "train minus val accuracy",
-    "flatness_calibrated": "flatness of the whole set",
-    "geodesic_ratio_mean": "raw geodesic ratio",
-}
-# The answer at a glance (forest plot, findings): what a regularizer did to accuracy and to each class's geometry.
-HEADLINE_METRICS = ("test_accuracy", "flatness_calibrated_per_class", "participation_ratio_per_class",
-                    "intrinsic_dim_twonn", "silhouette", "knn_accuracy")
-MIN_PAIRS_FOR_TEST = 3     # below this a paired test says nothing: report the differences only
+from geotune.metric_names import SUMMARY
+
+MIN_PAIRS_FOR_TEST = 3  # below this a paired test says nothing: report the differences only
 MIN_PAIRS_FOR_WILCOXON = 10  # below this Wilcoxon's exact p-value cannot reach small values: use the t-test
 
 
 @dataclass
 class MeanCI:
     n: int
-    mean: Optional[float]
-    std: Optional[float]
-    ci_low: Optional[float]
-    ci_high: Optional[float]
+    mean: float | None
+    std: float | None
+    ci_low: float | None
+    ci_high: float | None
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> MeanCI:
     """Mean, sample std (ddof=1) and the t-based confidence interval of the mean; NaNs are dropped."""
-    from scipy import stats
+    from scipy import stats  # deferred: scipy.stats costs 0.9 s to import; only CIs and tests need it
 
-    x = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))],
-                   dtype=float)
+    x = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], dtype=float)
     n = len(x)
     if n == 0:
         return MeanCI(0, None, None, None, None)
@@ -73,8 +57,7 @@ def _short(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def group_summary(frame: pd.DataFrame, by: Sequence[str], metrics: Sequence[str] = tuple(SUMMARY_METRICS)
-                  ) -> pd.DataFrame:
+def group_summary(frame: pd.DataFrame, by: Sequence[str], metrics: Sequence[str] = SUMMARY) -> pd.DataFrame:
     """One row per group of ``by`` values: n and, per metric, mean, std, ci_low, ci_high over the group's trials."""
     rows = []
     if frame.empty:
@@ -85,14 +68,21 @@ def group_summary(frame: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]
         row.update(dict(zip(by, values)))
         for metric in metrics:
             summary = mean_ci(part[metric].tolist() if metric in part else [])
-            row.update({f"{metric}_mean": summary.mean, f"{metric}_std": summary.std,
-                        f"{metric}_ci_low": summary.ci_low, f"{metric}_ci_high": summary.ci_high})
+            row.update(
+                {
+                    f"{metric}_mean": summary.mean,
+                    f"{metric}_std": summary.std,
+                    f"{metric}_ci_low": summary.ci_low,
+                    f"{metric}_ci_high": summary.ci_high,
+                }
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def factor_tables(frame: pd.DataFrame, factors: Sequence[str], metrics: Sequence[str] = tuple(SUMMARY_METRICS)
-                  ) -> dict[str, pd.DataFrame]:
+def factor_tables(
+    frame: pd.DataFrame, factors: Sequence[str], metrics: Sequence[str] = SUMMARY
+) -> dict[str, pd.DataFrame]:
     """For each varied factor, its groups averaged over seeds and over the other factors."""
     return {factor: group_summary(frame, [factor], metrics) for factor in factors}
 
@@ -123,8 +113,11 @@ def regularizer_label(frame: pd.DataFrame) -> pd.Series:
     for _, row in frame.iterrows():
         parts = [str(row.get("regularizer.name", "none"))]
         section = f"regularizer.{row.get('regularizer.name')}."
-        parts += [f"{c.rsplit('.', 1)[-1]}={_short(row[c])}" for c in varying
-                  if c.startswith(section) or not c.startswith(("regularizer.geodesic.", "regularizer.geometry."))]
+        parts += [
+            f"{c.rsplit('.', 1)[-1]}={_short(row[c])}"
+            for c in varying
+            if c.startswith(section) or not c.startswith(("regularizer.geodesic.", "regularizer.geometry."))
+        ]
         labels.append(", ".join(parts))
     return pd.Series(labels, index=frame.index)
 
@@ -136,11 +129,11 @@ def pair_key_columns(frame: pd.DataFrame) -> list[str]:
 
 @dataclass
 class Pairing:
-    pairs: pd.DataFrame        # one row per regularized trial with its baseline: trial, baseline, label, key, diffs
-    unpaired: list[str]        # regularized trials without exactly one matching baseline
+    pairs: pd.DataFrame  # one row per regularized trial with its baseline: trial, baseline, label, key, diffs
+    unpaired: list[str]  # regularized trials without exactly one matching baseline
 
 
-def pair_with_baselines(frame: pd.DataFrame, metrics: Sequence[str] = tuple(SUMMARY_METRICS)) -> Pairing:
+def pair_with_baselines(frame: pd.DataFrame, metrics: Sequence[str] = SUMMARY) -> Pairing:
     """Match each regularized trial with the baseline that equals it in every config key but the regularizer."""
     keys = pair_key_columns(frame)
     frame = frame.copy()
@@ -156,8 +149,12 @@ def pair_with_baselines(frame: pd.DataFrame, metrics: Sequence[str] = tuple(SUMM
             unpaired.append(trial["trial"])
             continue
         base = match.iloc[0]
-        row = {"trial": trial["trial"], "baseline": base["trial"], "regularizer": trial["_label"],
-               "seed": trial.get("train.seed")}
+        row = {
+            "trial": trial["trial"],
+            "baseline": base["trial"],
+            "regularizer": trial["_label"],
+            "seed": trial.get("train.seed"),
+        }
         for metric in metrics:
             a, b = trial.get(metric), base.get(metric)
             row[f"{metric}_regularized"], row[f"{metric}_baseline"] = a, b
@@ -167,8 +164,11 @@ def pair_with_baselines(frame: pd.DataFrame, metrics: Sequence[str] = tuple(SUMM
 
 
 def _finite(value) -> bool:
-    return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) \
+    return (
+        isinstance(value, (int, float, np.floating, np.integer))
+        and not isinstance(value, bool)
         and math.isfinite(float(value))
+    )
 
 
 @dataclass
@@ -176,21 +176,21 @@ class PairedEffect:
     regularizer: str
     metric: str
     n_pairs: int
-    mean_diff: Optional[float]
-    ci_low: Optional[float]
-    ci_high: Optional[float]
-    test: Optional[str]        # "paired t-test" or "Wilcoxon signed-rank"; None when no test is meaningful
-    statistic: Optional[float]
-    p_value: Optional[float]
+    mean_diff: float | None
+    ci_low: float | None
+    ci_high: float | None
+    test: str | None  # "paired t-test" or "Wilcoxon signed-rank"; None when no test is meaningful
+    statistic: float | None
+    p_value: float | None
     note: str
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def paired_test(diffs: Sequence[float]) -> tuple[Optional[str], Optional[float], Optional[float], str]:
+def paired_test(diffs: Sequence[float]) -> tuple[str | None, float | None, float | None, str]:
     """(test name, statistic, p-value, note) for paired differences; no test below MIN_PAIRS_FOR_TEST."""
-    from scipy import stats
+    from scipy import stats  # deferred: scipy.stats costs 0.9 s to import; only CIs and tests need it
 
     d = np.asarray(diffs, dtype=float)
     n = len(d)
@@ -206,9 +206,9 @@ def paired_test(diffs: Sequence[float]) -> tuple[Optional[str], Optional[float],
     return "Wilcoxon signed-rank", float(result.statistic), float(result.pvalue), f"Wilcoxon signed-rank on {n} pairs"
 
 
-def paired_effects(pairing: Pairing, metrics: Sequence[str] = tuple(SUMMARY_METRICS)) -> list[PairedEffect]:
+def paired_effects(pairing: Pairing, metrics: Sequence[str] = SUMMARY) -> list[PairedEffect]:
     """Per regularizer variant and metric: mean paired difference, its CI and a paired test."""
-    effects = []
+    effects: list[PairedEffect] = []
     if pairing.pairs.empty:
         return effects
     for label, part in pairing.pairs.groupby("regularizer", sort=True):
@@ -216,8 +216,11 @@ def paired_effects(pairing: Pairing, metrics: Sequence[str] = tuple(SUMMARY_METR
             diffs = [v for v in part[f"{metric}_diff"] if _finite(v)]
             summary = mean_ci(diffs)
             test, statistic, p, note = paired_test(diffs)
-            effects.append(PairedEffect(label, metric, summary.n, summary.mean, summary.ci_low, summary.ci_high,
-                                        test, statistic, p, note))
+            effects.append(
+                PairedEffect(
+                    label, metric, summary.n, summary.mean, summary.ci_low, summary.ci_high, test, statistic, p, note
+                )
+            )
     return effects
 
 
@@ -231,23 +234,24 @@ class GeometryChange:
 
     A change counts only when the 95% CI of the paired difference excludes 0.
     """
-    verdict: str                           # flatter by collapse | flatter without collapse | collapse without
-                                           # flattening | more curved | no detectable change | not testable
-    flatter: Optional[bool]                # within-class flatness fell; None: no interval (fewer than 2 pairs)
-    curvier: Optional[bool]                # within-class flatness rose
-    thinner: Optional[bool]                # within-class participation ratio or intrinsic dimension fell
-    spread_fell: Optional[bool] = None      # the participation ratio within classes fell
-    dimension_fell: Optional[bool] = None   # the intrinsic dimension fell
-    flatness: Optional[PairedEffect] = None
-    spread: Optional[PairedEffect] = None       # participation ratio within classes
-    dimension: Optional[PairedEffect] = None    # intrinsic dimension (TwoNN)
+
+    verdict: str  # flatter by collapse | flatter without collapse | collapse without
+    # flattening | more curved | no detectable change | not testable
+    flatter: bool | None  # within-class flatness fell; None: no interval (fewer than 2 pairs)
+    curvier: bool | None  # within-class flatness rose
+    thinner: bool | None  # within-class participation ratio or intrinsic dimension fell
+    spread_fell: bool | None = None  # the participation ratio within classes fell
+    dimension_fell: bool | None = None  # the intrinsic dimension fell
+    flatness: PairedEffect | None = None
+    spread: PairedEffect | None = None  # participation ratio within classes
+    dimension: PairedEffect | None = None  # intrinsic dimension (TwoNN)
 
 
-def _below(effect: Optional[PairedEffect]) -> Optional[bool]:
+def _below(effect: PairedEffect | None) -> bool | None:
     return None if effect is None or effect.ci_high is None else effect.ci_high < 0
 
 
-def _above(effect: Optional[PairedEffect]) -> Optional[bool]:
+def _above(effect: PairedEffect | None) -> bool | None:
     return None if effect is None or effect.ci_low is None else effect.ci_low > 0
 
 

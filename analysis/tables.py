@@ -1,9 +1,10 @@
 """Plain-text and Markdown tables of metrics."""
+
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
-from analysis.latent import GeometrySummary
+from geotune.analysis.latent import GeometrySummary
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -65,28 +66,54 @@ GEOMETRY_ROWS = [
 ]
 
 
-def geometry_text(summary: GeometrySummary, source: Optional[str] = None) -> str:
+def geometry_text(summary: GeometrySummary, source: str | None = None) -> str:
     """Human-readable report of a geometry summary: headline metrics, then one row per class."""
     flat = summary.flat_metrics()
     g = summary.geodesic
-    head = [f"{source}: " if source else "",
-            f"{summary.n_points} embeddings of dimension {summary.dim}, k = {summary.n_neighbors}",
-            f" (geodesics from {g.sampled_sources} sampled sources)" if g.sampled_sources else " (exact)"]
-    rows = [(key, flat.get(key), meaning) for key, meaning in GEOMETRY_ROWS
-            if (key != "trustworthiness" or summary.projection)
-            and (summary.per_class or not key.endswith("_per_class"))]
+    head = [
+        f"{source}: " if source else "",
+        f"{summary.n_points} embeddings of dimension {summary.dim}, k = {summary.n_neighbors}",
+        f" (geodesics from {g.sampled_sources} sampled sources)" if g.sampled_sources else " (exact)",
+    ]
+    rows = [
+        (key, flat.get(key), meaning)
+        for key, meaning in GEOMETRY_ROWS
+        if (key != "trustworthiness" or summary.projection) and (summary.per_class or not key.endswith("_per_class"))
+    ]
     if summary.projection:
-        rows[-1] = ("trustworthiness", flat["trustworthiness"], f"trustworthiness of the 2-D {summary.projection.upper()}")
+        rows[-1] = (
+            "trustworthiness",
+            flat["trustworthiness"],
+            f"trustworthiness of the 2-D {summary.projection.upper()}",
+        )
     out = ["".join(head), "", text_table(["metric", "value", "meaning"], rows)]
     if summary.n_duplicates:
-        out.append(f"note: {summary.n_duplicates} embeddings repeat an earlier one exactly; dimension estimates "
-                   "leave the repeats out")
+        out.append(
+            f"note: {summary.n_duplicates} embeddings repeat an earlier one exactly; dimension estimates "
+            "leave the repeats out"
+        )
     if summary.per_class:
-        out += ["", "per class:", text_table(
-            ["class", "n", "calibrated", "raw ratio", "reference", "ID twonn", "ID mle", "part. ratio", "top PC"],
-            [(name, c["n_points"], c["flatness_calibrated"], c["geodesic_ratio_mean"], c["flatness_reference"],
-              c["intrinsic_dim_twonn"], c["intrinsic_dim_mle"], c["participation_ratio"], c["top_pc_share"])
-             for name, c in summary.per_class.items()])]
+        out += [
+            "",
+            "per class:",
+            text_table(
+                ["class", "n", "calibrated", "raw ratio", "reference", "ID twonn", "ID mle", "part. ratio", "top PC"],
+                [
+                    (
+                        name,
+                        c["n_points"],
+                        c["flatness_calibrated"],
+                        c["geodesic_ratio_mean"],
+                        c["flatness_reference"],
+                        c["intrinsic_dim_twonn"],
+                        c["intrinsic_dim_mle"],
+                        c["participation_ratio"],
+                        c["top_pc_share"],
+                    )
+                    for name, c in summary.per_class.items()
+                ],
+            ),
+        ]
         trivial = [name for name, c in summary.per_class.items() if c["geodesic"]["trivial"]]
         if trivial:
             out.append(f"note: classes {', '.join(trivial)} have <= k+1 points: their ratio is 1 by construction")

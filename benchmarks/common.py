@@ -1,12 +1,12 @@
 """What every benchmark script shares: how it names the machine, how it writes its result,
 and a trial session that reports nowhere (for timing trials outside Ray)."""
+
 from __future__ import annotations
 
 import json
 import os
 import platform
 import time
-from typing import Optional
 
 
 def machine(extra: str = "") -> str:
@@ -19,7 +19,7 @@ def today() -> str:
     return time.strftime("%Y-%m-%d")
 
 
-def emit(result: dict, json_path: Optional[str]) -> None:
+def emit(result: dict, json_path: str | None) -> None:
     """Print the result, and write it to ``json_path`` when given (benchmarks/results/ keeps the recorded run)."""
     print(json.dumps(result, indent=2))
     if json_path:

@@ -16,6 +16,7 @@ also times a pure-compute epoch with glibc's defaults against those settings.
 
     python benchmarks/data_pipeline.py [--samples 60000] [--repeats 3] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,14 +27,13 @@ import time
 
 import numpy as np
 import torch
-
-from study.config import TrialConfig
-from trainables.data import Augmentation, DataSplits, Split, augment_batch, training_batches
-from trainables.heads import OutputLayer
-from trainables.loop import GradientNormTracker, train_one_epoch
-from trainables.models import build_model
-
 from common import emit, machine, today
+
+from geotune.config import TrialConfig
+from geotune.trainables.data import Augmentation, DataSplits, Split, augment_batch, training_batches
+from geotune.trainables.heads import OutputLayer
+from geotune.trainables.loop import GradientNormTracker, train_one_epoch
+from geotune.trainables.models import build_model
 
 BATCH = 128
 AUGMENT = Augmentation(flip=False, translate=2, rotate=10.0)
@@ -51,7 +51,7 @@ def synthetic_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     labels = rng.integers(0, 10, n)
     images = rng.integers(0, 60, (n, 1, 28, 28), dtype=np.uint8)
     for c in range(10):  # a bright bar per class, so the network has something to learn
-        images[labels == c, :, 3 + 2 * c:6 + 2 * c, 4:24] = 220
+        images[labels == c, :, 3 + 2 * c : 6 + 2 * c, 4:24] = 220
     return images, labels
 
 
@@ -70,11 +70,13 @@ class PilDataset(torch.utils.data.Dataset):
         from torchvision import transforms
 
         self.images, self.labels = images, labels
-        self.transform = transforms.Compose([
-            transforms.RandomAffine(degrees=10, translate=(2 / 28, 2 / 28)),
-            transforms.ToTensor(),
-            transforms.Normalize((mean,), (std,)),
-        ])
+        self.transform = transforms.Compose(
+            [
+                transforms.RandomAffine(degrees=10, translate=(2 / 28, 2 / 28)),
+                transforms.ToTensor(),
+                transforms.Normalize((mean,), (std,)),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -95,7 +97,7 @@ def run_like_a_worker() -> None:
     """Re-run this script with the malloc settings geotune gives its Ray workers (read at process start)."""
     import sys
 
-    from study.cluster import WORKER_MALLOC_ENV
+    from geotune.study.cluster import WORKER_MALLOC_ENV
 
     if any(os.environ.get(k) != v for k, v in WORKER_MALLOC_ENV.items()) and "--as-is" not in sys.argv:
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **WORKER_MALLOC_ENV})
@@ -121,7 +123,7 @@ def malloc_effect(samples: int, repeats: int) -> dict:
     import subprocess
     import sys
 
-    from study.cluster import WORKER_MALLOC_ENV
+    from geotune.study.cluster import WORKER_MALLOC_ENV
 
     code = PURE_EPOCH.format(here=os.path.dirname(os.path.abspath(__file__)), samples=samples)
     plain = {k: v for k, v in os.environ.items() if k not in WORKER_MALLOC_ENV}
@@ -131,15 +133,19 @@ def malloc_effect(samples: int, repeats: int) -> dict:
             out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
             times[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
     medians = {k: statistics.median(v) for k, v in times.items()}
-    return {"pure_compute_epoch_seconds": medians, "runs": times,
-            "speedup": medians["glibc default"] / medians["geotune workers"]}
+    return {
+        "pure_compute_epoch_seconds": medians,
+        "runs": times,
+        "speedup": medians["glibc default"] / medians["geotune workers"],
+    }
 
 
 def main() -> None:
     run_like_a_worker()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--as-is", action="store_true",
-                        help="keep this process's malloc settings instead of those of geotune's workers")
+    parser.add_argument(
+        "--as-is", action="store_true", help="keep this process's malloc settings instead of those of geotune's workers"
+    )
     parser.add_argument("--samples", type=int, default=60_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="also write the results here")
@@ -168,11 +174,17 @@ def main() -> None:
             results[name].append(epoch_seconds(batches, model, optimizer, output, tracker))
     mean, std = float(data.mean), float(data.std)
     for workers in (0, 2):
-        loader = torch.utils.data.DataLoader(PilDataset(images, labels, mean, std), batch_size=BATCH, shuffle=True,
-                                             drop_last=True, num_workers=workers,
-                                             persistent_workers=False)
-        results[f"torchvision_dataloader_{workers}_workers"] = [epoch_seconds(loader, model, optimizer, output,
-                                                                              tracker)]
+        loader = torch.utils.data.DataLoader(
+            PilDataset(images, labels, mean, std),
+            batch_size=BATCH,
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            persistent_workers=False,
+        )
+        results[f"torchvision_dataloader_{workers}_workers"] = [
+            epoch_seconds(loader, model, optimizer, output, tracker)
+        ]
     pure = statistics.median(results["pure_compute"])
     # The augmentation alone, on pre-sliced batches: how much of the gap it is.
     start = time.perf_counter()
@@ -180,7 +192,10 @@ def main() -> None:
         augment_batch(x, AUGMENT, generator)
     augment_seconds = time.perf_counter() - start
     summary = {
-        "benchmark": "data_pipeline", "samples": args.samples, "batch": BATCH, "steps": steps,
+        "benchmark": "data_pipeline",
+        "samples": args.samples,
+        "batch": BATCH,
+        "steps": steps,
         "epoch_seconds": {k: statistics.median(v) for k, v in results.items()},
         "ratio_to_pure_compute": {k: statistics.median(v) / pure for k, v in results.items() if k != "pure_compute"},
         "target_ratio_geotune": 1.05,

@@ -9,6 +9,7 @@ without, while the best validation accuracy (over trials and epochs) stays withi
 
     python benchmarks/early_stopping.py [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,8 @@ from common import emit, machine, today
 REPO = Path(__file__).resolve().parents[1]
 
 SPACE = """
-from search_spaces.spec import DIGITS_CNN, Asha, StudySpec
-from study.config import merge
+from geotune.search_spaces.spec import DIGITS_CNN, Asha, StudySpec
+from geotune.config_loading import merge
 
 SPACE = StudySpec(
     name="asha_value", question="What does ASHA save?",
@@ -40,17 +41,37 @@ SPACE = StudySpec(
 
 
 def run(space: Path, storage: Path, name: str, *extra: str) -> dict:
-    from analysis.load import load_study
+    from geotune.analysis.load import load_study
 
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "study", "run", str(space), "--storage", str(storage), "--name", name,
-                    "--no-report", *extra], cwd=str(REPO), check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "study",
+            "run",
+            str(space),
+            "--storage",
+            str(storage),
+            "--name",
+            name,
+            "--no-report",
+            *extra,
+        ],
+        cwd=str(REPO),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     seconds = time.perf_counter() - start
     frame = load_study(storage / name).frame
-    return {"seconds": seconds, "trials": len(frame), "total_epochs": int(frame["epochs_run"].sum()),
-            "best_val_accuracy": float(frame["best_val_accuracy"].max()),
-            "stopped_early": int((frame["status"] == "stopped by ASHA").sum())}
+    return {
+        "seconds": seconds,
+        "trials": len(frame),
+        "total_epochs": int(frame["epochs_run"].sum()),
+        "best_val_accuracy": float(frame["best_val_accuracy"].max()),
+        "stopped_early": int((frame["status"] == "stopped by ASHA").sum()),
+    }
 
 
 def main() -> None:
@@ -64,9 +85,13 @@ def main() -> None:
     with_asha = run(space, work, "asha")
     without = run(space, work, "no_asha", "--no-asha")
     result = {
-        "benchmark": "early_stopping", "grid_trials": 16, "epochs_per_trial": 16,
-        "with_asha": with_asha, "without_asha": without,
-        "epoch_share": with_asha["total_epochs"] / without["total_epochs"], "target_epoch_share": 0.45,
+        "benchmark": "early_stopping",
+        "grid_trials": 16,
+        "epochs_per_trial": 16,
+        "with_asha": with_asha,
+        "without_asha": without,
+        "epoch_share": with_asha["total_epochs"] / without["total_epochs"],
+        "target_epoch_share": 0.45,
         "best_val_accuracy_difference_points": 100 * (without["best_val_accuracy"] - with_asha["best_val_accuracy"]),
         "target_difference_points": 0.5,
         "machine": machine(),

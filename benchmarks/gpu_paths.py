@@ -15,6 +15,7 @@ script itself where no GPU is at hand (its numbers mean nothing).
 
     python benchmarks/gpu_paths.py [--json out.json] [--smoke]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,7 @@ from common import emit, machine, today
 REPO = Path(__file__).resolve().parents[1]
 
 PACKING_SPACE = """
-from search_spaces.spec import StudySpec
+from geotune.search_spaces.spec import StudySpec
 
 SPACE = StudySpec(
     name="gpu_packing", question="How many trials per hour fit on one GPU?",
@@ -42,9 +43,13 @@ SPACE = StudySpec(
     grid=[{"train.lr": [0.001, 0.002, 0.003, 0.004]}], seeds=[0, 1], cpus_per_trial=2)
 """
 # --smoke: the same study, two 1-epoch trials on 500 images
-SMOKE_SPACE = (PACKING_SPACE.replace('"num_samples": 20000', '"num_samples": 500').replace('"epochs": 5', '"epochs": 1')
-               .replace("seeds=[0, 1]", "seeds=[0]").replace("0.001, 0.002, 0.003, 0.004", "0.001, 0.002")
-               .replace("cpus_per_trial=2", "cpus_per_trial=1"))
+SMOKE_SPACE = (
+    PACKING_SPACE.replace('"num_samples": 20000', '"num_samples": 500')
+    .replace('"epochs": 5', '"epochs": 1')
+    .replace("seeds=[0, 1]", "seeds=[0]")
+    .replace("0.001, 0.002, 0.003, 0.004", "0.001, 0.002")
+    .replace("cpus_per_trial=2", "cpus_per_trial=1")
+)
 
 
 def synchronize(device) -> None:
@@ -58,14 +63,17 @@ def synchronize(device) -> None:
 def step_rates(device, steps: int = 100) -> dict:
     import torch
 
-    from study.config import TrialConfig
-    from trainables.heads import OutputLayer
-    from trainables.loop import autocast_context
-    from trainables.models import build_model
+    from geotune.config import TrialConfig
+    from geotune.trainables.heads import OutputLayer
+    from geotune.trainables.loop import autocast_context
+    from geotune.trainables.models import build_model
 
     out = {}
-    for name, precision, channels_last in (("fp32", "fp32", False), ("bf16", "bf16", False),
-                                           ("bf16 + channels_last", "bf16", True)):
+    for name, precision, channels_last in (
+        ("fp32", "fp32", False),
+        ("bf16", "bf16", False),
+        ("bf16 + channels_last", "bf16", True),
+    ):
         torch.manual_seed(0)
         model = build_model(TrialConfig.from_dict({}).model, (1, 28, 28), 10).to(device)
         x = torch.randn(512, 1, 28, 28, device=device)
@@ -76,7 +84,7 @@ def step_rates(device, steps: int = 100) -> dict:
         optimizer = torch.optim.Adam(model.parameters())
         loss_fn = OutputLayer("softmax")
 
-        def step():
+        def step(model=model, x=x, y=y, optimizer=optimizer, loss_fn=loss_fn, precision=precision):
             with autocast_context(device, precision):
                 logits = model(x)
             loss = loss_fn.loss(logits, y)
@@ -101,9 +109,9 @@ def resident_vs_host(device, samples: int = 60_000) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     from data_pipeline import AUGMENT, BATCH, CHANNELS_LAST, default_model, device_splits, synthetic_images
 
-    from trainables.data import training_batches
-    from trainables.heads import OutputLayer
-    from trainables.loop import train_one_epoch
+    from geotune.trainables.data import training_batches
+    from geotune.trainables.heads import OutputLayer
+    from geotune.trainables.loop import train_one_epoch
 
     images, labels = synthetic_images(samples)
     on_host = device_splits(images, labels)
@@ -121,9 +129,13 @@ def resident_vs_host(device, samples: int = 60_000) -> dict:
             yield x.to(device, non_blocking=False), y.to(device)
 
     out = {}
-    for name, batches in (("device-resident uint8", lambda: training_batches(
-            on_gpu, BATCH, torch.Generator(device=device).manual_seed(0), AUGMENT)), ("host, copied per batch",
-                                                                                   host_batches)):
+    for name, batches in (
+        (
+            "device-resident uint8",
+            lambda: training_batches(on_gpu, BATCH, torch.Generator(device=device).manual_seed(0), AUGMENT),
+        ),
+        ("host, copied per batch", host_batches),
+    ):
         train_one_epoch(model, output, optimizer, batches(), epoch=1, channels_last=CHANNELS_LAST)  # warm-up
         synchronize(device)
         start = time.perf_counter()
@@ -140,9 +152,26 @@ def packing(space: str = PACKING_SPACE, fractions=(1.0, 0.5, 0.25)) -> dict:
     out = {}
     for gpus in fractions:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "study", "run", str(work / "space.py"), "--storage", str(work),
-                        "--name", f"g{gpus}", "--gpus-per-trial", str(gpus), "--no-report"], cwd=str(REPO),
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "study",
+                "run",
+                str(work / "space.py"),
+                "--storage",
+                str(work),
+                "--name",
+                f"g{gpus}",
+                "--gpus-per-trial",
+                str(gpus),
+                "--no-report",
+            ],
+            cwd=str(REPO),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         seconds = time.perf_counter() - start
         finished = len(list((work / f"g{gpus}").glob("*/metrics.json")))
         out[str(gpus)] = {"seconds": seconds, "trials": finished, "trials_per_hour": finished * 3600 / seconds}
@@ -152,8 +181,11 @@ def packing(space: str = PACKING_SPACE, fractions=(1.0, 0.5, 0.25)) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--smoke", action="store_true",
-                        help="run every step on the CPU with tiny sizes (checks the script; the numbers mean nothing)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="run every step on the CPU with tiny sizes (checks the script; the numbers mean nothing)",
+    )
     args = parser.parse_args()
 
     import torch

@@ -9,6 +9,7 @@ where NCHW loses most on this CPU build of torch.
 
     python benchmarks/memory_layout.py [--steps 30] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,12 +18,11 @@ import time
 
 import torch
 import torch.nn.functional as F
-
-from study.config import TrialConfig
-from trainables.heads import OutputLayer
-from trainables.models import build_model
-
 from common import emit, machine, today
+
+from geotune.config import TrialConfig
+from geotune.trainables.heads import OutputLayer
+from geotune.trainables.models import build_model
 
 CASES = (("simple_cnn", 16), ("simple_cnn", 28), ("resnet_basic", 28), ("resnet_bottleneck", 28), ("fc", 28))
 BATCH = 128
@@ -97,8 +97,11 @@ def main() -> None:
         for kind, size in CASES:
             row = step_times(kind, size, args.steps)
             result["steps"][f"{kind} {size}px, {threads} thread{'s' if threads > 1 else ''}"] = row
-            print(f"{kind:18s} {size:2d}px {threads} thr: NCHW {row['nchw_ms']:7.1f} ms, channels_last "
-                  f"{row['channels_last_ms']:7.1f} ms, {row['speedup']:.2f}x", flush=True)
+            print(
+                f"{kind:18s} {size:2d}px {threads} thr: NCHW {row['nchw_ms']:7.1f} ms, channels_last "
+                f"{row['channels_last_ms']:7.1f} ms, {row['speedup']:.2f}x",
+                flush=True,
+            )
     torch.set_num_threads(1)
     result["max_pool2d_one_thread"] = max_pool_times()
     result["machine"] = machine(f"torch {torch.__version__}, CPU")

@@ -15,6 +15,7 @@ change the pairs it measures). Both sides use the same k and the same points.
 
     python benchmarks/metrics_cost.py [--n 10000] [--repeats 3] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,6 @@ import os
 import time
 
 import numpy as np
-
 from common import emit, machine, today
 
 
@@ -50,7 +50,7 @@ def isomap_mean_ratio(x: np.ndarray, k: int) -> tuple[float, float]:
 
 def profile_parts(x: np.ndarray, labels: np.ndarray, k: int) -> dict:
     """Seconds of each part of the full summary (warm caches cleared): where its time goes."""
-    from analysis import latent
+    from geotune.analysis import latent
 
     parts = {}
 
@@ -63,14 +63,22 @@ def profile_parts(x: np.ndarray, labels: np.ndarray, k: int) -> dict:
     neighbors = timed("neighbours (k=20)", latent.nearest_neighbors, x, max(k, 20))
     geo = timed("geodesics overall", latent.geodesic_stats, x, k, neighbors=neighbors)
     twonn = timed("intrinsic dimension", latent.intrinsic_dim_twonn, x, neighbors=neighbors)
-    timed("calibrated flatness overall (3,000-point subsample)", latent.calibrated_flatness, geo, x, twonn,
-          neighbors=neighbors)
+    timed(
+        "calibrated flatness overall (3,000-point subsample)",
+        latent.calibrated_flatness,
+        geo,
+        x,
+        twonn,
+        neighbors=neighbors,
+    )
     timed("silhouette", latent.silhouette, x, labels)
     timed("separability", latent.linear_separability, x, labels)
     projection = timed("PCA projection", latent.pca_projection, x)
     timed("trustworthiness", latent.trustworthiness, x, projection, k)
-    timed("per class (10 x exact geodesics, calibrated flatness, dimension, spectrum)",
-          lambda: [latent.class_summary(x[labels == c], k, 3000, 300, 0) for c in np.unique(labels)])
+    timed(
+        "per class (10 x exact geodesics, calibrated flatness, dimension, spectrum)",
+        lambda: [latent.class_summary(x[labels == c], k, 3000, 300, 0) for c in np.unique(labels)],
+    )
     return parts
 
 
@@ -82,7 +90,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
-    from analysis import latent
+    from geotune.analysis import latent
 
     x, labels = make_embeddings(args.n)
     # The same mean ratio Isomap gives: neighbours, graph, geodesics from sampled sources.
@@ -94,8 +102,9 @@ def main() -> None:
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        summary = latent.geometry_summary(x, labels, n_neighbors=args.k, projection=latent.pca_projection(x),
-                                          projection_name="pca")
+        summary = latent.geometry_summary(
+            x, labels, n_neighbors=args.k, projection=latent.pca_projection(x), projection_name="pca"
+        )
         times.append(time.perf_counter() - start)
     ours = float(np.median(times))
     ratio_seconds = float(np.median(ratio_times))
@@ -103,15 +112,24 @@ def main() -> None:
     parts = profile_parts(x, labels, args.k)
     iso_ratio, iso_time = isomap_mean_ratio(x, args.k)
     result = {
-        "benchmark": "metrics_cost", "n": args.n, "dim": x.shape[1], "k": args.k,
-        "summary_seconds_median": ours, "summary_seconds": times, "target_seconds": 10.0,
+        "benchmark": "metrics_cost",
+        "n": args.n,
+        "dim": x.shape[1],
+        "k": args.k,
+        "summary_seconds_median": ours,
+        "summary_seconds": times,
+        "target_seconds": 10.0,
         "sampled_sources": summary.geodesic.sampled_sources,
-        "isomap_seconds": iso_time, "target_speedup": 10.0,
-        "mean_ratio_seconds_median": ratio_seconds, "speedup_mean_ratio_vs_isomap": iso_time / ratio_seconds,
+        "isomap_seconds": iso_time,
+        "target_speedup": 10.0,
+        "mean_ratio_seconds_median": ratio_seconds,
+        "speedup_mean_ratio_vs_isomap": iso_time / ratio_seconds,
         "speedup_full_summary_vs_isomap": iso_time / ours,
         "full_summary_parts_seconds": parts,
-        "ratio_ours": ratio, "ratio_isomap": iso_ratio,
-        "relative_difference": abs(ratio - iso_ratio) / iso_ratio, "target_difference": 0.02,
+        "ratio_ours": ratio,
+        "ratio_isomap": iso_ratio,
+        "relative_difference": abs(ratio - iso_ratio) / iso_ratio,
+        "target_difference": 0.02,
         "machine": machine(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"),
         "date": today(),
     }

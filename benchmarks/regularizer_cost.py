@@ -11,11 +11,13 @@ curved data).
 Step times are measured side by side: one process per batch size runs all modes
 interleaved in rounds. The regularizer's peak memory is the peak resident memory
 (ru_maxrss) of a process computing only the penalty (forward and backward) on a
-(batch, 64) embedding, minus that of the same process computing nothing. The all-pairs shortest-path options the issue names (scipy
-Dijkstra, Floyd-Warshall, torch min-plus relaxation) are timed on the same graphs.
+(batch, 64) embedding, minus that of the same process computing nothing. The
+all-pairs shortest-path options the issue names (scipy Dijkstra, Floyd-Warshall,
+torch min-plus relaxation) are timed on the same graphs.
 
     python benchmarks/regularizer_cost.py [--steps 50] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,27 +32,39 @@ import time
 from common import emit, machine, today
 
 BATCHES = (128, 256, 512, 1024)
-MODES = ("plain", "flat_per_class", "fixed_per_class", "fixed_whole_batch", "fixed_whole_batch_64_sources",
-         "flat_whole_batch_64_sources")
+MODES = (
+    "plain",
+    "flat_per_class",
+    "fixed_per_class",
+    "fixed_whole_batch",
+    "fixed_whole_batch_64_sources",
+    "flat_whole_batch_64_sources",
+)
 
 
 def geodesic_settings(mode: str) -> dict:
-    return {"n_neighbors": 10, "lambda_reg": 0.5, "target": mode.split("_")[0] if mode != "plain" else "flat",
-            "per_class": mode.endswith("per_class"), "max_sources": 64 if mode.endswith("64_sources") else 0}
+    return {
+        "n_neighbors": 10,
+        "lambda_reg": 0.5,
+        "target": mode.split("_")[0] if mode != "plain" else "flat",
+        "per_class": mode.endswith("per_class"),
+        "max_sources": 64 if mode.endswith("64_sources") else 0,
+    }
 
 
 def build(batch: int, mode: str, model=None):
     """A training step of simple_cnn for one configuration (of ``model``, if given: same weights and input)."""
     import torch
 
-    from study.config import TrialConfig
-    from trainables.heads import OutputLayer
-    from trainables.models import build_model
-    from trainables.regularizers import build_regularizer
+    from geotune.config import TrialConfig
+    from geotune.trainables.heads import OutputLayer
+    from geotune.trainables.models import build_model
+    from geotune.trainables.regularizers import build_regularizer
 
     torch.manual_seed(0)
-    cfg = TrialConfig.from_dict({"regularizer": {"name": "none" if mode == "plain" else "geodesic",
-                                                 "geodesic": geodesic_settings(mode)}})
+    cfg = TrialConfig.from_dict(
+        {"regularizer": {"name": "none" if mode == "plain" else "geodesic", "geodesic": geodesic_settings(mode)}}
+    )
     if model is None:
         model = build_model(cfg.model, (1, 28, 28), 10)
         if cfg.train.channels_last:  # geotune's default layout
@@ -101,16 +115,17 @@ def penalty_peak_rss(batch: int, mode: str) -> float:
     """
     import torch
 
-    from study.config import TrialConfig
-    from trainables.regularizers import build_regularizer, geodesic_penalty  # noqa: F401 (same imports as plain)
+    from geotune.config import TrialConfig
+    from geotune.trainables.regularizers import build_regularizer, geodesic_penalty  # noqa: F401 (same imports as plain)
 
     torch.manual_seed(0)
     z = torch.randn(batch, 64, requires_grad=True)
     y = torch.arange(batch) % 10
     geodesic_penalty(torch.randn(16, 4), 3, 1.0)  # load what the penalty loads (scipy's csgraph), in every mode
     if mode != "plain":
-        cfg = TrialConfig.from_dict({"regularizer": {"name": "geodesic",
-                                                     "geodesic": geodesic_settings(mode)}}).regularizer
+        cfg = TrialConfig.from_dict(
+            {"regularizer": {"name": "geodesic", "geodesic": geodesic_settings(mode)}}
+        ).regularizer
         regularizer = build_regularizer(cfg, 10, batch)
         for _ in range(3):
             penalty, _ = regularizer(z, y, 1, 0)
@@ -129,13 +144,18 @@ def main() -> None:
         print(json.dumps(time_batch(batch, args.steps) if kind == "time" else penalty_peak_rss(batch, args.child[2])))
         return
 
-    from study.cluster import WORKER_MALLOC_ENV
+    from geotune.study.cluster import WORKER_MALLOC_ENV
 
     env = {**os.environ, **WORKER_MALLOC_ENV}  # as in geotune's Ray workers
 
     def child(*extra: str):
-        out = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--child", *extra],
-                             capture_output=True, text=True, env=env, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--steps", str(args.steps), "--child", *extra],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     rows = []
@@ -143,20 +163,35 @@ def main() -> None:
         step_ms = child("time", str(batch))
         memory = {mode: child("memory", str(batch), mode) for mode in MODES}
         for mode in MODES:
-            rows.append({"batch": batch, "mode": mode, "step_ms": step_ms[mode],
-                         "ratio_to_plain": step_ms[mode] / step_ms["plain"],
-                         "regularizer_peak_mb": memory[mode] - memory["plain"]})
-            print(f"batch {batch:5d} {mode:34s} {step_ms[mode]:8.1f} ms {rows[-1]['ratio_to_plain']:6.3f}x "
-                  f"{rows[-1]['regularizer_peak_mb']:+7.1f} MB", flush=True)
+            rows.append(
+                {
+                    "batch": batch,
+                    "mode": mode,
+                    "step_ms": step_ms[mode],
+                    "ratio_to_plain": step_ms[mode] / step_ms["plain"],
+                    "regularizer_peak_mb": memory[mode] - memory["plain"],
+                }
+            )
+            print(
+                f"batch {batch:5d} {mode:34s} {step_ms[mode]:8.1f} ms {rows[-1]['ratio_to_plain']:6.3f}x "
+                f"{rows[-1]['regularizer_peak_mb']:+7.1f} MB",
+                flush=True,
+            )
     target = next(r for r in rows if r["batch"] == 256 and r["mode"] == "flat_per_class")
     fixed = next(r for r in rows if r["batch"] == 256 and r["mode"] == "fixed_per_class")
     import torch
 
-    summary = {"benchmark": "regularizer_cost", "k": 10, "rows": rows, "shortest_path_algorithms": apsp_options(),
-               "ratio_batch_256_per_class": target["ratio_to_plain"], "target_ratio": 1.15,
-               "ratio_batch_256_per_class_fixed": fixed["ratio_to_plain"],
-               "machine": machine(f"torch {torch.__version__}, CPU"),
-               "date": today()}
+    summary = {
+        "benchmark": "regularizer_cost",
+        "k": 10,
+        "rows": rows,
+        "shortest_path_algorithms": apsp_options(),
+        "ratio_batch_256_per_class": target["ratio_to_plain"],
+        "target_ratio": 1.15,
+        "ratio_batch_256_per_class_fixed": fixed["ratio_to_plain"],
+        "machine": machine(f"torch {torch.__version__}, CPU"),
+        "date": today(),
+    }
     emit(summary, args.json)
 
 
@@ -167,15 +202,16 @@ def apsp_options() -> dict:
     from scipy import sparse
     from scipy.sparse.csgraph import dijkstra, floyd_warshall
 
-    from trainables.regularizers import knn_indices, pairwise_distances
+    from geotune.trainables.regularizers import knn_indices, pairwise_distances
 
     out = {}
     for batch in BATCHES:
         torch.manual_seed(0)
         nbr_dist, nbr_idx = knn_indices(pairwise_distances(torch.randn(batch, 64)), 10)
         rows = np.repeat(np.arange(batch), 10)
-        graph = sparse.csr_matrix((nbr_dist.numpy().ravel().astype(float), (rows, nbr_idx.numpy().ravel())),
-                                  shape=(batch, batch))
+        graph = sparse.csr_matrix(
+            (nbr_dist.numpy().ravel().astype(float), (rows, nbr_idx.numpy().ravel())), shape=(batch, batch)
+        )
         graph = graph.maximum(graph.T)
         row = {}
         for name, fn in (("scipy dijkstra", dijkstra), ("scipy floyd_warshall", floyd_warshall)):
@@ -198,8 +234,8 @@ def min_plus_seconds(weights) -> float:
     idx = torch.zeros((n, width), dtype=torch.long)
     w = torch.full((n, width), float("inf"))
     for j, v in enumerate(neighbours):
-        idx[j, :len(v)] = torch.from_numpy(v)
-        w[j, :len(v)] = torch.from_numpy(weights[v, j]).float()
+        idx[j, : len(v)] = torch.from_numpy(v)
+        w[j, : len(v)] = torch.from_numpy(weights[v, j]).float()
     start = time.perf_counter()
     dist = torch.full((n, n), float("inf"))
     dist.fill_diagonal_(0.0)

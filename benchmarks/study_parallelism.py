@@ -18,6 +18,7 @@ imports, planning, ray.init, Tuner.fit, shutdown).
 
     python benchmarks/study_parallelism.py [--repeats 2] [--epochs 8 40] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,9 @@ from common import emit, machine, today
 REPO = Path(__file__).resolve().parents[1]
 
 SPACE = """
-from search_spaces.quickstart import SPACE as QUICKSTART
-from search_spaces.spec import StudySpec
-from study.config import merge
+from geotune.search_spaces.quickstart import SPACE as QUICKSTART
+from geotune.search_spaces.spec import StudySpec
+from geotune.config_loading import merge
 
 SPACE = StudySpec(name="parallelism", question="benchmark",
                   base=merge(QUICKSTART.base, {{"logging": {{"save_umap": False}}, "train": {{"epochs": {epochs}}}}}),
@@ -53,8 +54,9 @@ def mark(name):
     marks[name] = round(time.perf_counter() - T0, 2)
 sys.path.insert(0, {space_dir!r})
 from space import SPACE
-from study.cluster import ensure_ray, shutdown_if_started
-from study.tuner import RunOptions, make_plan, run_study
+from geotune.study.cluster import ensure_ray, shutdown_if_started
+from geotune.study.plan import RunOptions, make_plan
+from geotune.study.run import run_study
 mark("imports")
 plan = make_plan(SPACE, {{}}, RunOptions(storage={storage!r}, name="breakdown"))
 mark("plan and config checks")
@@ -101,16 +103,18 @@ from pathlib import Path
 sys.path[:0] = [{space_dir!r}, {bench_dir!r}]
 from space import SPACE
 from common import NoSession
-from search_spaces.spec import planned_configs
-from study.tuner import absolute_data_root
-from trainables.trial import run_trial
+from geotune.search_spaces.spec import planned_configs
+from geotune.study.plan import absolute_data_root
+from geotune.trainables.trial import run_trial
 configs = planned_configs(SPACE, absolute_data_root(SPACE.base))
 """
 
 # One trial, warm, with the torch threads given on the command line: prints its seconds.
 # With a second argument "sync" it says "ready" after warming up and waits for a line on stdin,
 # so that trials run side by side start their timed runs together.
-THREADS = TRIALS_PRELUDE + """
+THREADS = (
+    TRIALS_PRELUDE
+    + """
 import torch
 torch.set_num_threads(int(sys.argv[1]))
 with tempfile.TemporaryDirectory() as folder:  # warm-up, as a reused worker is after its first trial
@@ -123,13 +127,17 @@ with tempfile.TemporaryDirectory() as folder:
     run_trial(configs[0], NoSession(), Path(folder), verbose=False)
 print(json.dumps(time.perf_counter() - start))
 """
+)
 
 # The study's trials one after another, torch's default threads.
-LOOP = TRIALS_PRELUDE + """
+LOOP = (
+    TRIALS_PRELUDE
+    + """
 for cfg in configs:
     with tempfile.TemporaryDirectory() as folder:
         run_trial(cfg, NoSession(), Path(folder), verbose=False)
 """
+)
 
 
 def threads_env(env: dict, threads: int) -> dict:
@@ -142,16 +150,31 @@ def trials_code(template: str, work: Path) -> str:
 
 
 def child_json(code: str, env: dict, *argv: str):
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *argv], cwd=str(REPO), env=env, check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *argv],
+        cwd=str(REPO),
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def concurrent_json(code: str, env: dict, copies: int, *argv: str) -> list:
     """Run ``copies`` children side by side (as a study's trials run), their timed parts started together."""
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *argv, "sync"], cwd=str(REPO), env=env,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-             for _ in range(copies)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code), *argv, "sync"],
+            cwd=str(REPO),
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(copies)
+    ]
     for proc in procs:
         assert proc.stdout.readline().strip() == "ready"
     for proc in procs:
@@ -178,39 +201,66 @@ def timed(cmd: list[str], env: dict) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--epochs", type=int, nargs="+", default=[8, 40],
-                        help="trial lengths to measure (8 = the quickstart's)")
+    parser.add_argument(
+        "--epochs", type=int, nargs="+", default=[8, 40], help="trial lengths to measure (8 = the quickstart's)"
+    )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
-    from study.cluster import WORKER_MALLOC_ENV
+    from geotune.study.cluster import WORKER_MALLOC_ENV
 
     env = {**os.environ, **WORKER_MALLOC_ENV}  # both sides with the malloc settings of geotune's workers
-    result = {"benchmark": "study_parallelism", "trials": 4, "cpus": os.cpu_count(), "target_speedup": 1.6,
-              "by_epochs": {}, "machine": machine(),
-              "date": today()}
+    result = {
+        "benchmark": "study_parallelism",
+        "trials": 4,
+        "cpus": os.cpu_count(),
+        "target_speedup": 1.6,
+        "by_epochs": {},
+        "machine": machine(),
+        "date": today(),
+    }
     for epochs in args.epochs:
         work = Path(tempfile.mkdtemp(prefix="geotune-parallelism-"))
         (work / "space.py").write_text(textwrap.dedent(SPACE.format(epochs=epochs)))
         (work / "loop.py").write_text(trials_code(LOOP, work))
         study_times, loop_times = [], []
         for r in range(args.repeats):  # interleaved
-            study_times.append(timed([sys.executable, "-m", "study", "run", str(work / "space.py"), "--storage",
-                                      str(work / "runs"), "--name", f"s{r}", "--no-report"], env))
+            study_times.append(
+                timed(
+                    [
+                        sys.executable,
+                        "-m",
+                        "study",
+                        "run",
+                        str(work / "space.py"),
+                        "--storage",
+                        str(work / "runs"),
+                        "--name",
+                        f"s{r}",
+                        "--no-report",
+                    ],
+                    env,
+                )
+            )
             loop_times.append(timed([sys.executable, str(work / "loop.py")], env))
-        row = {"study_seconds": statistics.median(study_times), "loop_seconds": statistics.median(loop_times),
-               "speedup": statistics.median(loop_times) / statistics.median(study_times),
-               "runs": {"study": study_times, "loop": loop_times},
-               "one_trial_seconds": {f"{t} thread{'s' if t > 1 else ''}":
-                                     child_json(trials_code(THREADS, work), threads_env(env, t), str(t))
-                                     for t in (1, 2)}}
+        row = {
+            "study_seconds": statistics.median(study_times),
+            "loop_seconds": statistics.median(loop_times),
+            "speedup": statistics.median(loop_times) / statistics.median(study_times),
+            "runs": {"study": study_times, "loop": loop_times},
+            "one_trial_seconds": {
+                f"{t} thread{'s' if t > 1 else ''}": child_json(trials_code(THREADS, work), threads_env(env, t), str(t))
+                for t in (1, 2)
+            },
+        }
         profile = child_json(BREAKDOWN.format(space_dir=str(work), storage=str(work / "runs")), env)
         row["study_timeline_cumulative_seconds"] = profile["timeline"]
         row["cpu_seconds_during_fit"] = profile["cpu_seconds_during_fit"]
         row["trial_seconds_inside_ray"] = trial_seconds_in_ray(work / "runs" / "s0")
         # Two 1-thread trials at once in plain processes, no Ray: what the two cores give when shared.
         row["one_trial_seconds"]["1 thread, two at once"] = statistics.mean(
-            concurrent_json(trials_code(THREADS, work), threads_env(env, 1), 2, "1"))
+            concurrent_json(trials_code(THREADS, work), threads_env(env, 1), 2, "1")
+        )
         one = row["one_trial_seconds"]
         row["ideal_speedup_two_one_thread_trials"] = 2 * one["2 threads"] / one["1 thread"]
         row["ideal_speedup_measured_two_at_once"] = 2 * one["2 threads"] / one["1 thread, two at once"]

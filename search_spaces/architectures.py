@@ -3,8 +3,9 @@
 fc (no kernel) and simple_cnn / resnet_basic / resnet_bottleneck with kernel
 3 / 5 / 7, each without and with the geodesic regularizer, 2 seeds.
 """
-from search_spaces.spec import DIGITS_CNN, StudySpec
-from study.config import merge
+
+from geotune.config_loading import merge
+from geotune.search_spaces.spec import DIGITS_CNN, StudySpec
 
 SPACE = StudySpec(
     name="architectures",
@@ -12,9 +13,11 @@ SPACE = StudySpec(
     base=merge(DIGITS_CNN, {"model": {"channels": [32, 64], "blocks_per_stage": 1}}),
     grid=[
         {"model.type": ["fc"], "model.channels": [[256, 128]], "regularizer.name": ["none", "geodesic"]},
-        {"model.type": ["simple_cnn", "resnet_basic", "resnet_bottleneck"],
-         "model.kernel_size": [3, 5, 7],
-         "regularizer.name": ["none", "geodesic"]},
+        {
+            "model.type": ["simple_cnn", "resnet_basic", "resnet_bottleneck"],
+            "model.kernel_size": [3, 5, 7],
+            "regularizer.name": ["none", "geodesic"],
+        },
     ],
     seeds=[0, 1],
     metric="val_accuracy",

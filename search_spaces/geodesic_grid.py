@@ -4,7 +4,8 @@ lambda_reg x n_neighbors of the geodesic regularizer, 3 seeds each, plus the
 unregularized baseline with the same seeds. ASHA stops the clearly worse
 variants early (grace 3 epochs, halving).
 """
-from search_spaces.spec import DIGITS_CNN, Asha, StudySpec
+
+from geotune.search_spaces.spec import DIGITS_CNN, Asha, StudySpec
 
 SPACE = StudySpec(
     name="geodesic_grid",
@@ -12,9 +13,11 @@ SPACE = StudySpec(
     base=DIGITS_CNN,
     grid=[
         {"regularizer.name": ["none"]},
-        {"regularizer.name": ["geodesic"],
-         "regularizer.geodesic.lambda_reg": [0.05, 0.2, 1.0],
-         "regularizer.geodesic.n_neighbors": [3, 5, 8]},
+        {
+            "regularizer.name": ["geodesic"],
+            "regularizer.geodesic.lambda_reg": [0.05, 0.2, 1.0],
+            "regularizer.geodesic.n_neighbors": [3, 5, 8],
+        },
     ],
     seeds=[0, 1, 2],
     metric="val_accuracy",

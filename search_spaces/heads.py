@@ -2,11 +2,13 @@
 
 output softmax / sparsemax x regularizer none / geodesic, 3 seeds.
 """
-from search_spaces.spec import DIGITS_CNN, StudySpec
+
+from geotune.search_spaces.spec import DIGITS_CNN, StudySpec
 
 SPACE = StudySpec(
     name="heads",
-    question="Does a sparsemax output shape the latent space differently from softmax, with and without the geodesic penalty?",
+    question="Does a sparsemax output shape the latent space differently from softmax, "
+    "with and without the geodesic penalty?",
     base=DIGITS_CNN,
     grid=[{"model.output": ["softmax", "sparsemax"], "regularizer.name": ["none", "geodesic"]}],
     seeds=[0, 1, 2],

@@ -5,8 +5,9 @@ fixed with a sampled target_ratio), start_epoch and the learning rate; ASHA stop
 unpromising trials. The Optuna study lives in
 STUDY_DIR/optuna.db, so Optuna's dashboard and plots read it directly.
 """
-from search_spaces.spec import DIGITS_CNN, Asha, StudySpec
-from study.config import merge
+
+from geotune.config_loading import merge
+from geotune.search_spaces.spec import DIGITS_CNN, Asha, StudySpec
 
 
 def sample(trial) -> None:

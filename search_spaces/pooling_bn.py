@@ -3,15 +3,20 @@
 pooling stride / max / avg x BatchNorm on / off x regularizer none / geodesic,
 2 seeds. Every trial trains to the end, so cells compare like with like.
 """
-from search_spaces.spec import DIGITS_CNN, StudySpec
+
+from geotune.search_spaces.spec import DIGITS_CNN, StudySpec
 
 SPACE = StudySpec(
     name="pooling_bn",
     question="Do pooling and BatchNorm change latent geometry and how the geodesic penalty acts on it?",
     base=DIGITS_CNN,
-    grid=[{"model.pooling": ["stride", "max", "avg"],
-           "model.batch_norm": [True, False],
-           "regularizer.name": ["none", "geodesic"]}],
+    grid=[
+        {
+            "model.pooling": ["stride", "max", "avg"],
+            "model.batch_norm": [True, False],
+            "regularizer.name": ["none", "geodesic"],
+        }
+    ],
     seeds=[0, 1],
     metric="val_accuracy",
     mode="max",

@@ -8,15 +8,18 @@ epochs). Every trial trains to the end so that each regularized trial can be
 paired with its seed's baseline: 3 pairs per regularizer, the fewest that allow a
 paired test.
 """
-from search_spaces.spec import DIGITS_CNN, StudySpec
-from study.config import merge
+
+from geotune.config_loading import merge
+from geotune.search_spaces.spec import DIGITS_CNN, StudySpec
 
 SPACE = StudySpec(
     name="quickstart",
     question="What does each latent-geometry regularizer do to accuracy and to latent geometry?",
     base=merge(DIGITS_CNN, {"train": {"epochs": 8}}),
-    grid=[{"regularizer.name": ["none", "geodesic", "geometry"]},
-          {"regularizer.name": ["geodesic"], "regularizer.geodesic.target": ["fixed"]}],
+    grid=[
+        {"regularizer.name": ["none", "geodesic", "geometry"]},
+        {"regularizer.name": ["geodesic"], "regularizer.geodesic.target": ["fixed"]},
+    ],
     seeds=[0, 1, 2],
     metric="val_accuracy",
     mode="max",

@@ -7,6 +7,7 @@ expresses "a baseline plus a grid of the regularized variants" without running
 the baseline once per grid point. Optuna spaces give a define-by-run function
 instead, which samples dotted keys through an ``optuna.Trial``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -14,36 +15,43 @@ import importlib.util
 import itertools
 import pkgutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
-from study.config import ConfigError, TrialConfig, merge, nest
+import optuna
+
+from geotune.config import TrialConfig
+from geotune.config_loading import merge, nest
+from geotune.errors import ConfigError
+from geotune.variants import keys_of, variant_label
 
 
 @dataclass
 class Asha:
     """Asynchronous successive halving, on the trial's epoch counter."""
-    grace_period: int = 2        # epochs every trial trains before it may be stopped
-    reduction_factor: int = 2    # at each rung only the best 1/reduction_factor go on
+
+    grace_period: int = 2  # epochs every trial trains before it may be stopped
+    reduction_factor: int = 2  # at each rung only the best 1/reduction_factor go on
 
 
 @dataclass
 class StudySpec:
     name: str
-    question: str                                   # the research question the study answers
-    base: dict                                      # trial config shared by every trial (over the defaults)
+    question: str  # the research question the study answers
+    base: dict  # trial config shared by every trial (over the defaults)
     grid: list[dict] = field(default_factory=list)  # arms: {dotted key: [values]}; union of cartesian products
     seeds: list[int] = field(default_factory=lambda: [0])  # train.seed of every planned variant
-    optuna: Optional[Callable[[Any], None]] = None  # define-by-run sampler of dotted keys (Optuna spaces)
-    num_samples: int = 1                            # Optuna: trials to sample (grid spaces use seeds)
-    metric: str = "val_accuracy"                    # what the scheduler and searcher rank by
-    mode: str = "max"                               # "max" or "min"
-    asha: Optional[Asha] = None                     # None: every trial trains to the end (fair comparisons)
+    optuna: Callable[[Any], None] | None = None  # define-by-run sampler of dotted keys (Optuna spaces)
+    num_samples: int = 1  # Optuna: trials to sample (grid spaces use seeds)
+    metric: str = "val_accuracy"  # what the scheduler and searcher rank by
+    mode: str = "max"  # "max" or "min"
+    asha: Asha | None = None  # None: every trial trains to the end (fair comparisons)
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0                     # fractional GPUs share one device (memory is not isolated)
-    max_concurrent: Optional[int] = None            # None: as many as resources allow
-    module: str = ""                                # where the spec came from (set on loading)
+    gpus_per_trial: float = 0.0  # fractional GPUs share one device (memory is not isolated)
+    max_concurrent: int | None = None  # None: as many as resources allow
+    module: str = ""  # where the spec came from (set on loading)
 
     @property
     def is_optuna(self) -> bool:
@@ -78,29 +86,6 @@ class StudySpec:
         return keys
 
 
-def keys_of(dicts: list[dict]) -> list[str]:
-    """The keys of several dicts (grid arms, variants), each once, in order of first appearance."""
-    return list(dict.fromkeys(k for d in dicts for k in d))
-
-
-def variant_label(variant: dict, full_keys: bool = False) -> str:
-    """Short, filesystem-safe description of a variant, e.g. 'name=geodesic,lambda_reg=0.1,seed=0'."""
-    parts = []
-    for key, value in variant.items():
-        short = key if full_keys else "seed" if key == "train.seed" else key.rsplit(".", 1)[-1]
-        text = f"{value:g}" if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
-        parts.append(f"{short}={text}")
-    return ",".join(parts).replace("/", "-").replace(" ", "")
-
-
-def variant_labels(variants: list[dict]) -> list[str]:
-    """One distinct label per variant (full dotted keys where the short ones would collide)."""
-    labels = [variant_label(v) for v in variants]
-    if len(set(labels)) < len(labels):
-        labels = [variant_label(v, full_keys=True) for v in variants]
-    return labels
-
-
 def sample_optuna_keys(spec: StudySpec) -> list[str]:
     """The dotted keys an Optuna space samples, found by running it once on a throwaway study."""
     return list(_sample_optuna(spec)[0].keys())
@@ -108,8 +93,8 @@ def sample_optuna_keys(spec: StudySpec) -> list[str]:
 
 def _sample_optuna(spec: StudySpec) -> tuple[dict, dict]:
     """(one sample of the space's keys, their distributions), from a throwaway study."""
-    import optuna
-
+    if spec.optuna is None:
+        raise ValueError(f"space '{spec.name}' is a grid: it samples nothing")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     spec.optuna(trial)
@@ -147,12 +132,13 @@ def planned_configs(spec: StudySpec, base: dict) -> list[TrialConfig]:
 # two conv blocks keep a 4x4 map; batches of 128 hold about 13 images per class,
 # room for the 5-NN per-class graphs of the geodesic regularizer.
 DIGITS_CNN = {
-    "dataset": {"name": "digits", "image_size": 16, "augment": True, "augment_translate": 1,
-                "augment_rotate": 8.0},
+    "dataset": {"name": "digits", "image_size": 16, "augment": True, "augment_translate": 1, "augment_rotate": 8.0},
     "model": {"type": "simple_cnn", "channels": [32, 64], "hidden_dim": 64},
     "train": {"epochs": 12, "batch_size": 128, "lr": 0.002, "patience": 0},
-    "regularizer": {"geodesic": {"lambda_reg": 0.5, "n_neighbors": 5, "start_epoch": 2},
-                    "geometry": {"lambda_reg": 0.1, "target_dim": 8.0}},
+    "regularizer": {
+        "geodesic": {"lambda_reg": 0.5, "n_neighbors": 5, "start_epoch": 2},
+        "geometry": {"lambda_reg": 0.1, "target_dim": 8.0},
+    },
 }
 
 
@@ -161,7 +147,7 @@ DIGITS_CNN = {
 
 
 def builtin_space_names() -> list[str]:
-    import search_spaces
+    from geotune import search_spaces  # this floor's own package: its folder lists the spaces
 
     return sorted(m.name for m in pkgutil.iter_modules(search_spaces.__path__) if m.name != "spec")
 
@@ -174,6 +160,8 @@ def load_space(name_or_path: str) -> StudySpec:
             raise ConfigError(f"search-space file '{path}' does not exist")
         module_name = f"geotune_user_space_{path.stem}"
         module_spec = importlib.util.spec_from_file_location(module_name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise ConfigError(f"search-space file '{path}' cannot be imported as a Python module")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[module_name] = module
         try:
@@ -183,10 +171,12 @@ def load_space(name_or_path: str) -> StudySpec:
         where = str(path.resolve())
     else:
         if name_or_path not in builtin_space_names():
-            raise ConfigError(f"unknown search space '{name_or_path}'; built-in spaces: "
-                              f"{', '.join(builtin_space_names())} (or pass a path to a .py file defining SPACE)")
-        module = importlib.import_module(f"search_spaces.{name_or_path}")
-        where = f"search_spaces.{name_or_path}"
+            raise ConfigError(
+                f"unknown search space '{name_or_path}'; built-in spaces: "
+                f"{', '.join(builtin_space_names())} (or pass a path to a .py file defining SPACE)"
+            )
+        module = importlib.import_module(f"geotune.search_spaces.{name_or_path}")
+        where = f"geotune.search_spaces.{name_or_path}"
     space = getattr(module, "SPACE", None)
     if not isinstance(space, StudySpec):
         raise ConfigError(f"search space '{name_or_path}' does not define SPACE = StudySpec(...)")

@@ -1,10 +1,5 @@
-"""geotune: study orchestration (CLI, config, Tuner setup, resume).
+"""geotune.study, the top floor: the command line, planning a study, starting or joining Ray, Tune setup, resume.
 
-Importing this package sets the Ray environment defaults geotune relies on
-(token authentication, no usage reporting). Ray caches its authentication mode
-when it is first imported, so this must happen before ``import ray``; every
-geotune entry point (CLI, trainables, tests) imports ``study`` first.
+Nothing happens on import: the environment Ray needs is set where Ray starts
+(``geotune.study.cluster.ensure_ray``).
 """
-from study.cluster import quiet_ray_environment
-
-quiet_ray_environment()

@@ -1,6 +1,7 @@
-"""``python -m study`` is the ``geotune`` command."""
+"""``python -m geotune.study`` is the ``geotune`` command, like ``python -m geotune``."""
+
 import sys
 
-from study.cli import main
+from geotune.study.cli import main
 
 sys.exit(main())

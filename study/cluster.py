@@ -6,13 +6,22 @@ network address, but keeps e.g. ``127.0.0.2``), with token authentication on, so
 nothing it runs is usable from the network. Joining a cluster passes the token
 through (``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token``).
 """
+
 from __future__ import annotations
 
 import contextlib
+import importlib
+import logging
 import os
+import signal
+import socket
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
+from pathlib import Path
+
+from geotune.errors import ConfigError
 
 LOOPBACK_NODE_IP = "127.0.0.2"
 
@@ -30,8 +39,8 @@ WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THR
 
 def quiet_ray_environment() -> None:
     """Settings that must be in the environment before Ray starts (workers inherit them)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no usage reports leave the machine
-    os.environ.setdefault("RAY_AUTH_MODE", "token")          # every client must present the cluster token
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports leave the machine
+    os.environ.setdefault("RAY_AUTH_MODE", "token")  # every client must present the cluster token
     for key, value in WORKER_MALLOC_ENV.items():
         os.environ.setdefault(key, value)
 
@@ -47,7 +56,7 @@ class RayInfo:
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> RayInfo:
     """Connect to ``address`` (or ``RAY_ADDRESS``), reuse a running local Ray, or start a loopback one."""
     quiet_ray_environment()
-    import ray
+    import ray  # deferred: Ray reads RAY_AUTH_MODE when first imported, so the environment is set first
 
     _sync_cached_auth_mode()
     started = False
@@ -59,21 +68,30 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, num_gpus
             if address:
                 with captured_stderr() as captured:
                     try:
-                        ray.init(address=address, _node_ip_address=_driver_ip_for(address), log_to_driver=True,
-                                 logging_level="WARNING")
+                        ray.init(
+                            address=address,
+                            _node_ip_address=_driver_ip_for(address),
+                            log_to_driver=True,
+                            logging_level=logging.WARNING,
+                        )
                     except Exception as exc:
                         raise ClusterError(_explain_init_failure(exc, address, captured())) from None
             else:
-                ray.init(_node_ip_address=LOOPBACK_NODE_IP, num_cpus=num_cpus, num_gpus=num_gpus,
-                         include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+                ray.init(
+                    _node_ip_address=LOOPBACK_NODE_IP,
+                    num_cpus=num_cpus,
+                    num_gpus=num_gpus,
+                    include_dashboard=False,
+                    logging_level=logging.WARNING,
+                    log_to_driver=True,
+                )
                 started = True
         except ClusterError:
             raise
         except Exception as exc:  # Ray raises many types here; all mean "no cluster for you"
             raise ClusterError(_explain_init_failure(exc, address)) from None
     resources = ray.cluster_resources()
-    return RayInfo(ray.get_runtime_context().gcs_address, started, resources.get("CPU", 0.0),
-                   resources.get("GPU", 0.0))
+    return RayInfo(ray.get_runtime_context().gcs_address, started, resources.get("CPU", 0.0), resources.get("GPU", 0.0))
 
 
 JOIN_TIMEOUT_S = 10.0  # how long to wait for a cluster's port to answer before saying so
@@ -81,10 +99,6 @@ JOIN_TIMEOUT_S = 10.0  # how long to wait for a cluster's port to answer before 
 
 def check_reachable(address: str, timeout: float = JOIN_TIMEOUT_S) -> None:
     """Fail in seconds, with one line, where nothing listens at host:port (Ray itself retries for minutes)."""
-    import socket
-
-    from study.config import ConfigError
-
     target = address.split("://")[-1]
     if target == "auto" or ":" not in target:
         return  # Ray finds the address itself
@@ -95,8 +109,10 @@ def check_reachable(address: str, timeout: float = JOIN_TIMEOUT_S) -> None:
     except ValueError:
         raise ConfigError(f"--address {address}: expected host:port") from None
     except OSError as exc:
-        raise ConfigError(f"--address {address}: no Ray cluster answered within {timeout:g} s "
-                          f"({exc.strerror or type(exc).__name__}); is the head node running?") from None
+        raise ConfigError(
+            f"--address {address}: no Ray cluster answered within {timeout:g} s "
+            f"({exc.strerror or type(exc).__name__}); is the head node running?"
+        ) from None
 
 
 def _sync_cached_auth_mode() -> None:
@@ -106,13 +122,14 @@ def _sync_cached_auth_mode() -> None:
     starts cannot talk to them. Ray's own default-enabling path refreshes the cache
     the same way (private API, hence the guard).
     """
-    try:
-        from ray._raylet import AuthenticationMode, Config, get_authentication_mode
-    except ImportError:  # pragma: no cover - older/newer Ray without token auth internals
+    raylet = importlib.import_module("ray._raylet")  # Ray's private API: every name is looked up with a guard
+    mode, config = getattr(raylet, "get_authentication_mode", None), getattr(raylet, "Config", None)
+    token = getattr(getattr(raylet, "AuthenticationMode", None), "TOKEN", None)
+    if mode is None or config is None or token is None:  # pragma: no cover - a Ray without token auth internals
         return
     wants_token = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
-    if wants_token != (get_authentication_mode() == AuthenticationMode.TOKEN):
-        Config.initialize("")
+    if wants_token != (mode() == token):
+        config.initialize("")
 
 
 def _driver_ip_for(address: str) -> str | None:
@@ -157,8 +174,10 @@ def _explain_init_failure(exc: Exception, address: str | None, stderr_text: str 
     if any(word in text or word in stderr_text for word in auth_words) or "Unauthenticated" in type(exc).__name__:
         if not address:
             return f"cannot start a local Ray instance: authentication failed ({text[:160]})"
-        return (f"cannot join the Ray cluster at {address}: authentication failed; set RAY_AUTH_MODE=token and "
-                "RAY_AUTH_TOKEN (or copy the head node's ~/.ray/auth_token) to the cluster's token")
+        return (
+            f"cannot join the Ray cluster at {address}: authentication failed; set RAY_AUTH_MODE=token and "
+            "RAY_AUTH_TOKEN (or copy the head node's ~/.ray/auth_token) to the cluster's token"
+        )
     if address:
         return f"cannot reach a Ray cluster at {address}: {type(exc).__name__}: {text[:200]}"
     return f"cannot start a local Ray instance: {type(exc).__name__}: {text[:200]}"
@@ -167,10 +186,7 @@ def _explain_init_failure(exc: Exception, address: str | None, stderr_text: str 
 def shutdown_if_started(info: RayInfo | None) -> None:
     """Stop the Ray this process started. A second Ctrl-C must not cut the shutdown in half (that left
     Ray's exit handlers failing and the exit code 1 instead of 130): SIGINT waits until it is done."""
-    import signal
-    import threading
-
-    import ray
+    import ray  # deferred: see ensure_ray
 
     if info is None or not info.started_here or not ray.is_initialized():
         return
@@ -185,7 +201,7 @@ def shutdown_if_started(info: RayInfo | None) -> None:
 
 def local_gpu_count() -> int:
     try:
-        import torch
+        import torch  # deferred: torch takes 1.8 s to import; only the GPU question needs it
 
         return torch.cuda.device_count()
     except Exception:  # pragma: no cover - torch is a dependency
@@ -204,8 +220,6 @@ def check_storage_shared(study_dir: str) -> None:
     """
     if "://" in study_dir:
         return
-    from pathlib import Path
-
     folder = Path(study_dir)
     folder.mkdir(parents=True, exist_ok=True)
     marker = folder / ".geotune_storage_check"
@@ -216,13 +230,15 @@ def check_storage_shared(study_dir: str) -> None:
     finally:
         marker.unlink(missing_ok=True)
     if missing:
-        raise ClusterError(f"storage '{study_dir}' is not visible from Ray node(s) {', '.join(missing)}: use a "
-                           "folder on a file system shared by every node, or an object-store URI (s3://, gs://)")
+        raise ClusterError(
+            f"storage '{study_dir}' is not visible from Ray node(s) {', '.join(missing)}: use a "
+            "folder on a file system shared by every node, or an object-store URI (s3://, gs://)"
+        )
 
 
 def probe_nodes(marker: str, token: str) -> list[tuple[str, bool]]:
     """(node address, whether it reads ``token`` from ``marker``) for every alive node of the cluster."""
-    import ray
+    import ray  # deferred: see ensure_ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     @ray.remote(num_cpus=0)
@@ -234,6 +250,10 @@ def probe_nodes(marker: str, token: str) -> list[tuple[str, bool]]:
             return False
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    refs = [reads_marker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-                                 ).remote(marker, token) for n in nodes]
+    refs = [
+        reads_marker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+            marker, token
+        )
+        for n in nodes
+    ]
     return [(n["NodeManagerAddress"], ok) for n, ok in zip(nodes, ray.get(refs, timeout=120))]

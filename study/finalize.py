@@ -1,7 +1,12 @@
 """After a study: give trials that the scheduler stopped their artifacts, in parallel on the cluster."""
+
 from __future__ import annotations
 
-from study.tuner import STOPPED_FILE, StudyPlan, read_text
+import ray
+
+from geotune.layout import METRICS_FILE, STOPPED_FILE, StudyPlan
+from geotune.storage import read_text
+from geotune.trainables.trainable import tune_finalize_trial
 
 
 def stopped_without_artifacts(results) -> list:
@@ -10,23 +15,23 @@ def stopped_without_artifacts(results) -> list:
     Never inferred from missing files alone: a trial that an interruption cut short
     also has a checkpoint and no metrics.json, and must train on when resumed.
     """
-    return [r for r in results if r.error is None and r.checkpoint is not None
-            and read_text(r.path, STOPPED_FILE) is not None and read_text(r.path, "metrics.json") is None]
+    return [
+        r
+        for r in results
+        if r.error is None
+        and r.checkpoint is not None
+        and read_text(r.path, STOPPED_FILE) is not None
+        and read_text(r.path, METRICS_FILE) is None
+    ]
 
 
-def finalize_stopped(results, plan: StudyPlan) -> int:
+def finalize_stopped_trials(results, plan: StudyPlan) -> int:
     """Evaluate each early-stopped trial's last checkpoint and write its artifacts; returns how many."""
-    import ray  # deferred: only studies with stopped trials need Ray here
-
-    from trainables.trainable import finalize_stopped_trial
-
     todo = stopped_without_artifacts(results)
     if not todo:
         return 0
     print(f"writing the artifacts of {len(todo)} trial(s) stopped early by the scheduler ...", flush=True)
-    task = ray.remote(num_cpus=plan.cpus_per_trial, num_gpus=plan.gpus_per_trial, max_retries=1)(
-        finalize_stopped_trial)
+    task = ray.remote(num_cpus=plan.cpus_per_trial, num_gpus=plan.gpus_per_trial, max_retries=1)(tune_finalize_trial)
     base, variants = ray.put(plan.base), ray.put(plan.variants_by_label())
     ray.get([task.remote(r.config, r.checkpoint, r.path, r.filesystem, base, variants) for r in todo])
     return len(todo)
-

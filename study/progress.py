@@ -1,4 +1,5 @@
 """What a running study prints: one line per finished trial, and a summary at the end."""
+
 from __future__ import annotations
 
 import json
@@ -6,9 +7,13 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from ray import tune
+
+from geotune.analysis.tables import text_table
+from geotune.errors import error_line
+from geotune.layout import METRICS_FILE, STOPPED_FILE, TrialStatus, finished_status
+from geotune.storage import read_text
 
 
 def _number(value) -> str:
@@ -29,20 +34,22 @@ class TrialLines(tune.Callback):
         if "test_accuracy" in r:
             how = f"{r.get('stop_reason', 'completed')}, {r.get('epochs_run', r.get('epoch'))} epochs"
         else:
-            from study.tuner import STOPPED_FILE, read_text  # deferred: study.tuner imports this module's users
-
             stopped = trial.path and read_text(trial.path, STOPPED_FILE) is not None
             how = f"{'stopped by ASHA' if stopped else 'ended without final metrics'} after epoch {r.get('epoch')}"
-        print(f"[{self.done}/{self.total}] {Path(trial.path).name}: {self.metric} {_number(r.get(self.metric))}"
-              f", test_accuracy {_number(r.get('test_accuracy'))} ({how})", flush=True)
+        print(
+            f"[{self.done}/{self.total}] {Path(trial.path).name}: {self.metric} {_number(r.get(self.metric))}"
+            f", test_accuracy {_number(r.get('test_accuracy'))} ({how})",
+            flush=True,
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        from study.tuner import summarize_error
-
         self.done += 1
         error = trial_error_text(trial)
-        print(f"[{self.done}/{self.total}] {Path(trial.path).name}: FAILED: "
-              f"{summarize_error(error) if error else 'unknown error'}", flush=True)
+        print(
+            f"[{self.done}/{self.total}] {Path(trial.path).name}: FAILED: "
+            f"{error_line(error) if error else 'unknown error'}",
+            flush=True,
+        )
 
 
 class TrialLedger(tune.Callback):
@@ -55,7 +62,7 @@ class TrialLedger(tune.Callback):
     through ``latest_ledger()`` rather than through the instance the caller built.
     """
 
-    active: Optional["TrialLedger"] = None
+    active: TrialLedger | None = None
 
     def __init__(self):
         self.started: set[str] = set()
@@ -86,7 +93,7 @@ def unfinished_count(results) -> int:
     return never_started + (ledger.cut_short if ledger is not None else 0)
 
 
-def trial_error_text(trial) -> Optional[str]:
+def trial_error_text(trial) -> str | None:
     """The error trace of a failed trial: from the driver's staging copy (written first), else from storage."""
     local = trial.error_file
     if local and Path(local).is_file():
@@ -97,45 +104,53 @@ def trial_error_text(trial) -> Optional[str]:
 @dataclass
 class TrialSummary:
     name: str
-    status: str            # completed | early stop | stopped by ASHA | failed
-    epochs: Optional[int]
-    metric: Optional[float]
-    test_accuracy: Optional[float]
-    error: Optional[str]
+    status: TrialStatus
+    epochs: int | None
+    metric: float | None
+    test_accuracy: float | None
+    error: str | None
     path: str
 
 
 def summarize_results(results, metric: str) -> list[TrialSummary]:
     """One row per trial from Tune's ResultGrid and the trials' metrics.json files."""
-    from analysis.load import finished_status
-    from study.tuner import read_text, summarize_error
-
     rows = []
     for result in results:
         name = Path(result.path).name
         if result.error is not None:
-            rows.append(TrialSummary(name, "failed", (result.metrics or {}).get("epoch"), None, None,
-                                     summarize_error(result.error), result.path))
+            rows.append(
+                TrialSummary(
+                    name,
+                    TrialStatus.FAILED,
+                    (result.metrics or {}).get("epoch"),
+                    None,
+                    None,
+                    error_line(result.error),
+                    result.path,
+                )
+            )
             continue
-        text = read_text(result.path, "metrics.json")
+        text = read_text(result.path, METRICS_FILE)
         final = json.loads(text) if text else {}
-        status = finished_status(final) if final else "unfinished"
-        rows.append(TrialSummary(name, status, final.get("epochs_run"), final.get(metric),
-                                 final.get("test_accuracy"), None, result.path))
+        status = finished_status(final) if final else TrialStatus.INTERRUPTED
+        rows.append(
+            TrialSummary(
+                name, status, final.get("epochs_run"), final.get(metric), final.get("test_accuracy"), None, result.path
+            )
+        )
     return rows
 
 
 def summary_text(rows: list[TrialSummary], metric: str, mode: str) -> str:
-    from analysis.tables import text_table
-
     counts = Counter(row.status for row in rows)
     lines = [f"{len(rows)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())]
     ok = [r for r in rows if r.metric is not None]
     if ok:
-        best = (max if mode == "max" else min)(ok, key=lambda r: r.metric)
-        lines.append(f"best by {metric}: {best.name} ({metric} {best.metric:.4f}, test_accuracy "
-                     f"{_number(best.test_accuracy)})")
-    failed = [r for r in rows if r.status == "failed"]
+        best = (max if mode == "max" else min)(ok, key=lambda r: r.metric if r.metric is not None else math.nan)
+        lines.append(
+            f"best by {metric}: {best.name} ({metric} {best.metric:.4f}, test_accuracy {_number(best.test_accuracy)})"
+        )
+    failed = [r for r in rows if r.status is TrialStatus.FAILED]
     if failed:
         lines.append("failed trials:")
         lines.append(text_table(["trial", "epochs", "reason"], [(r.name, r.epochs, r.error) for r in failed]))

@@ -17,6 +17,7 @@ Ray's and swapped in atomically; checkpoint retention is done here, deleting
 only checkpoints older than the ones that durable snapshot names; and
 ``geotune resume`` installs the snapshot before Ray reads the state.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,13 +25,18 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Optional
 
 from ray import tune
 
-STATE_PATTERNS = ("experiment_state-*.json", "basic-variant-state-*.json", "search_gen_state-*.json",
-                  "searcher-state-*.pkl")
-SNAPSHOT_DIR = ".geotune/ray_state"
+from geotune.errors import ConfigError
+from geotune.layout import SNAPSHOT_DIR
+
+STATE_PATTERNS = (
+    "experiment_state-*.json",
+    "basic-variant-state-*.json",
+    "search_gen_state-*.json",
+    "searcher-state-*.pkl",
+)
 
 
 def _newest(folder: Path) -> list[Path]:
@@ -119,19 +125,25 @@ class StateKeeper(tune.Callback):
         self.on_step_end(0, trials)
 
 
-def install_snapshot(study_dir: str) -> Optional[str]:
+def install_snapshot(study_dir: str) -> str | None:
     """Put geotune's snapshot in place of Ray's state files; returns a notice when Ray's were damaged."""
     folder = Path(study_dir)
     damaged = [p for p in _newest(folder) if not readable(p)]
-    snap = next((s for s in (folder / SNAPSHOT_DIR, folder / (SNAPSHOT_DIR + ".old"))
-                 if s.is_dir() and _newest(s) and all(readable(p) for p in _newest(s))), None)
+    snap = next(
+        (
+            s
+            for s in (folder / SNAPSHOT_DIR, folder / (SNAPSHOT_DIR + ".old"))
+            if s.is_dir() and _newest(s) and all(readable(p) for p in _newest(s))
+        ),
+        None,
+    )
     if snap is None:
         if damaged:
-            from study.config import ConfigError
-
-            raise ConfigError(f"cannot resume '{study_dir}': Ray's state files "
-                              f"({', '.join(p.name for p in damaged)}) were cut short by the interruption and "
-                              "there is no readable geotune snapshot of them; run the study again")
+            raise ConfigError(
+                f"cannot resume '{study_dir}': Ray's state files "
+                f"({', '.join(p.name for p in damaged)}) were cut short by the interruption and "
+                "there is no readable geotune snapshot of them; run the study again"
+            )
         return None
     aside = folder / ".geotune" / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
     aside.mkdir(parents=True, exist_ok=True)
@@ -143,6 +155,8 @@ def install_snapshot(study_dir: str) -> Optional[str]:
         shutil.copy2(path, folder / path.name)
     if damaged:
         taken = time.strftime("%H:%M:%S", time.localtime(max(p.stat().st_mtime for p in _newest(snap))))
-        return (f"Ray's state files ({', '.join(p.name for p in damaged)}) were cut short by the interruption; "
-                f"resuming from geotune's snapshot of {taken} (the damaged files are in {aside})")
+        return (
+            f"Ray's state files ({', '.join(p.name for p in damaged)}) were cut short by the interruption; "
+            f"resuming from geotune's snapshot of {taken} (the damaged files are in {aside})"
+        )
     return None

@@ -1,11 +1,13 @@
 """Schedulers whose decisions a study can read back after the fact."""
+
 from __future__ import annotations
 
 import json
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from study.tuner import STOPPED_FILE, write_text
+from geotune.layout import STOPPED_FILE
+from geotune.storage import write_text
 
 
 class RecordingASHA(ASHAScheduler):

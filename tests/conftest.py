@@ -1,4 +1,5 @@
 """Shared fixtures: one loopback Ray for the whole session, tiny configs, on-disk data set writers."""
+
 from __future__ import annotations
 
 import os
@@ -13,12 +14,19 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test that needs the shared Ray runs trials through it: it is slow (pyproject's `slow` marker)."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance on 127.0.0.2 with token auth, shared by every test that needs Ray."""
-    from study.cluster import LOOPBACK_NODE_IP, ensure_ray
-
     import ray
+
+    from geotune.study.cluster import LOOPBACK_NODE_IP, ensure_ray
 
     info = ensure_ray(num_cpus=2, num_gpus=0)
     assert ray.get_runtime_context().gcs_address.startswith(LOOPBACK_NODE_IP + ":")
@@ -85,8 +93,11 @@ def write_cifar(root: Path, hundred: bool = False, per_batch: int = 40, seed: in
         with open(folder / file, "wb") as fh:
             pickle.dump(entry, fh)
         written[file] = (data, labels)
-    meta = {"fine_label_names": names, "coarse_label_names": [f"super{i}" for i in range(20)]} if hundred \
+    meta = (
+        {"fine_label_names": names, "coarse_label_names": [f"super{i}" for i in range(20)]}
+        if hundred
         else {"label_names": names, "num_cases_per_batch": per_batch}
+    )
     with open(folder / ("meta" if hundred else "batches.meta"), "wb") as fh:
         pickle.dump(meta, fh)
     return written

@@ -1,4 +1,5 @@
 """Analysis on synthetic studies: loading, group statistics, pairing, paired tests, the report."""
+
 import json
 import math
 import re
@@ -10,30 +11,56 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from analysis.load import load_study
-from analysis.report import build_report, write_report
-from analysis.stats import (PairedEffect, geometry_change, group_summary, mean_ci, pair_with_baselines,
-                            paired_effects, paired_test)
+from geotune.analysis.load import load_study
+from geotune.analysis.report import build_report, write_report
+from geotune.analysis.stats import (
+    PairedEffect,
+    geometry_change,
+    group_summary,
+    mean_ci,
+    pair_with_baselines,
+    paired_effects,
+    paired_test,
+)
 from synthetic import make_study
 
 REG_GRID = [{"regularizer.name": r, "train.seed": s} for r in ("none", "geodesic") for s in (0, 1, 2)]
 
 
 def reg_study(tmp_path: Path, **extra) -> Path:
-    accs = {("none", 0): 0.90, ("none", 1): 0.92, ("none", 2): 0.94,
-            ("geodesic", 0): 0.91, ("geodesic", 1): 0.94, ("geodesic", 2): 0.97}
-    flat = {("none", 0): 1.30, ("none", 1): 1.32, ("none", 2): 1.28,
-            ("geodesic", 0): 1.10, ("geodesic", 1): 1.15, ("geodesic", 2): 1.12}
-    trials = [{"variant": i, "metrics": {"test_accuracy": accs[(v["regularizer.name"], v["train.seed"])],
-                                         "val_accuracy": accs[(v["regularizer.name"], v["train.seed"])],
-                                         "flatness_calibrated": flat[(v["regularizer.name"], v["train.seed"])]}}
-              for i, v in enumerate(REG_GRID)]
+    accs = {
+        ("none", 0): 0.90,
+        ("none", 1): 0.92,
+        ("none", 2): 0.94,
+        ("geodesic", 0): 0.91,
+        ("geodesic", 1): 0.94,
+        ("geodesic", 2): 0.97,
+    }
+    flat = {
+        ("none", 0): 1.30,
+        ("none", 1): 1.32,
+        ("none", 2): 1.28,
+        ("geodesic", 0): 1.10,
+        ("geodesic", 1): 1.15,
+        ("geodesic", 2): 1.12,
+    }
+    trials = [
+        {
+            "variant": i,
+            "metrics": {
+                "test_accuracy": accs[(v["regularizer.name"], v["train.seed"])],
+                "val_accuracy": accs[(v["regularizer.name"], v["train.seed"])],
+                "flatness_calibrated": flat[(v["regularizer.name"], v["train.seed"])],
+            },
+        }
+        for i, v in enumerate(REG_GRID)
+    ]
     return make_study(tmp_path / "study", REG_GRID, trials, **extra)
 
 
 def test_mean_ci_matches_hand_computation():
     s = mean_ci([0.90, 0.92, 0.94])
-    half = 4.302652729911275 * 0.02 / math.sqrt(3)   # t(0.975, df=2) * std / sqrt(n)
+    half = 4.302652729911275 * 0.02 / math.sqrt(3)  # t(0.975, df=2) * std / sqrt(n)
     assert s.n == 3 and s.mean == pytest.approx(0.92) and s.std == pytest.approx(0.02)
     assert s.ci_low == pytest.approx(0.92 - half) and s.ci_high == pytest.approx(0.92 + half)
     one = mean_ci([0.5])
@@ -74,10 +101,12 @@ def test_pairing_and_paired_t_test(tmp_path):
 
 
 def test_pairing_refuses_trials_that_differ_in_more_than_the_regularizer(tmp_path):
-    variants = [{"regularizer.name": "none", "train.lr": 0.001, "train.seed": 0},
-                {"regularizer.name": "geodesic", "train.lr": 0.002, "train.seed": 0},   # other lr: no pair
-                {"regularizer.name": "geodesic", "train.lr": 0.001, "train.seed": 1},   # other seed: no pair
-                {"regularizer.name": "geometry", "train.lr": 0.001, "train.seed": 0}]   # a real pair
+    variants = [
+        {"regularizer.name": "none", "train.lr": 0.001, "train.seed": 0},
+        {"regularizer.name": "geodesic", "train.lr": 0.002, "train.seed": 0},  # other lr: no pair
+        {"regularizer.name": "geodesic", "train.lr": 0.001, "train.seed": 1},  # other seed: no pair
+        {"regularizer.name": "geometry", "train.lr": 0.001, "train.seed": 0},
+    ]  # a real pair
     folder = make_study(tmp_path / "s", variants, [{"variant": i} for i in range(4)])
     pairing = pair_with_baselines(load_study(folder).usable)
     assert pairing.pairs["trial"].tolist() == ["00003_name=geometry,lr=0.001,seed=0"]
@@ -86,7 +115,8 @@ def test_pairing_refuses_trials_that_differ_in_more_than_the_regularizer(tmp_pat
 
 def test_geodesic_settings_pair_with_the_plain_baseline(tmp_path):
     variants = [{"regularizer.name": "none", "train.seed": 0}] + [
-        {"regularizer.name": "geodesic", "regularizer.geodesic.lambda_reg": lam, "train.seed": 0} for lam in (0.1, 1.0)]
+        {"regularizer.name": "geodesic", "regularizer.geodesic.lambda_reg": lam, "train.seed": 0} for lam in (0.1, 1.0)
+    ]
     folder = make_study(tmp_path / "s", variants, [{"variant": i} for i in range(3)])
     pairing = pair_with_baselines(load_study(folder).usable)
     assert sorted(pairing.pairs["regularizer"]) == ["geodesic, lambda_reg=0.1", "geodesic, lambda_reg=1"]
@@ -105,12 +135,23 @@ def test_paired_test_choice():
 
 def test_partial_study_with_failed_interrupted_asha_and_missing_trials(tmp_path):
     variants = [{"regularizer.name": r, "train.seed": s} for r in ("none", "geodesic") for s in (0, 1, 2)]
-    trials = [{"variant": 0}, {"variant": 1, "status": "asha", "epochs": 2}, {"variant": 2, "status": "failed"},
-              {"variant": 3}, {"variant": 4, "status": "interrupted", "epochs": 4}]   # variant 5 never started
+    trials = [
+        {"variant": 0},
+        {"variant": 1, "status": "asha", "epochs": 2},
+        {"variant": 2, "status": "failed"},
+        {"variant": 3},
+        {"variant": 4, "status": "interrupted", "epochs": 4},
+    ]  # variant 5 never started
     study = load_study(make_study(tmp_path / "s", variants, trials))
     status = dict(zip(study.frame["variant"], study.frame["status"]))
-    assert list(study.frame["status"].astype(str)) == ["completed", "stopped by ASHA", "failed", "completed",
-                                                       "interrupted", "missing"]
+    assert list(study.frame["status"].astype(str)) == [
+        "completed",
+        "stopped by ASHA",
+        "failed",
+        "completed",
+        "interrupted",
+        "missing",
+    ]
     failed = study.frame[study.frame["status"] == "failed"].iloc[0]
     assert "became nan in epoch 2" in failed["error"]
     assert study.frame.loc[study.frame["status"] == "interrupted", "epochs"].iloc[0] == 2
@@ -123,6 +164,7 @@ def test_partial_study_with_failed_interrupted_asha_and_missing_trials(tmp_path)
     assert len(pair_with_baselines(study.usable).pairs) == 1
 
 
+@pytest.mark.slow
 def test_report_files_and_content(tmp_path):
     folder = reg_study(tmp_path)
     index = write_report(folder)
@@ -153,9 +195,14 @@ def test_report_with_fewer_than_three_seeds_gives_no_p_value(tmp_path):
     assert all(e["p_value"] is None and "too few for a test" in e["note"] for e in paired["effects"])
 
 
+@pytest.mark.slow
 def test_pooling_bn_and_lambda_figures(tmp_path):
-    pooling = [{"model.pooling": p, "model.batch_norm": bn, "regularizer.name": r, "train.seed": 0}
-               for p in ("max", "avg") for bn in (True, False) for r in ("none", "geodesic")]
+    pooling = [
+        {"model.pooling": p, "model.batch_norm": bn, "regularizer.name": r, "train.seed": 0}
+        for p in ("max", "avg")
+        for bn in (True, False)
+        for r in ("none", "geodesic")
+    ]
     report = build_report(load_study(make_study(tmp_path / "p", pooling, [{"variant": i} for i in range(8)])))
     keys = [f.key for f in report.figures]
     assert "pooling_bn_heatmaps" in keys and "grad_norms" in keys
@@ -165,8 +212,15 @@ def test_pooling_bn_and_lambda_figures(tmp_path):
     assert set(grads) == {"with BatchNorm", "without BatchNorm"}
 
     grid = [{"regularizer.name": "none", "train.seed": 0}] + [
-        {"regularizer.name": "geodesic", "regularizer.geodesic.lambda_reg": lam,
-         "regularizer.geodesic.n_neighbors": k, "train.seed": 0} for lam in (0.1, 1.0) for k in (3, 5)]
+        {
+            "regularizer.name": "geodesic",
+            "regularizer.geodesic.lambda_reg": lam,
+            "regularizer.geodesic.n_neighbors": k,
+            "train.seed": 0,
+        }
+        for lam in (0.1, 1.0)
+        for k in (3, 5)
+    ]
     trials = [{"variant": i, "metrics": {"test_accuracy": 0.8 + 0.01 * i}} for i in range(5)]
     report = build_report(load_study(make_study(tmp_path / "g", grid, trials)))
     lines = next(f for f in report.figures if f.key == "metric_vs_lambda").data
@@ -175,6 +229,7 @@ def test_pooling_bn_and_lambda_figures(tmp_path):
     assert acc.lines["n_neighbors=5"].x == [0.1, 1.0] and acc.lines["n_neighbors=5"].mean == pytest.approx([0.82, 0.84])
 
 
+@pytest.mark.slow
 def test_report_cli_on_a_study_and_errors(tmp_path):
     folder = reg_study(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "study", "report", str(folder)], capture_output=True, text=True)
@@ -185,11 +240,13 @@ def test_report_cli_on_a_study_and_errors(tmp_path):
     assert proc.returncode == 2 and "holds no trials" in proc.stderr
 
 
+@pytest.mark.slow
 def test_loading_500_trials_is_fast_enough_to_use(tmp_path):
     """Functional check on a large study (timing goals live in benchmarks/)."""
     variants = [{"regularizer.geodesic.lambda_reg": 0.001 * (i + 1), "train.seed": 0} for i in range(500)]
-    folder = make_study(tmp_path / "big", variants, [{"variant": i} for i in range(500)],
-                        base={"regularizer": {"name": "geodesic"}})
+    folder = make_study(
+        tmp_path / "big", variants, [{"variant": i} for i in range(500)], base={"regularizer": {"name": "geodesic"}}
+    )
     study = load_study(folder)
     assert len(study.frame) == 500 and study.frame["test_accuracy"].notna().all()
 
@@ -202,19 +259,26 @@ def effect(metric, mean, low, high, n=3):
     return PairedEffect("geodesic", metric, n, mean, low, high, "paired t-test", 0.0, 0.01, "")
 
 
-@pytest.mark.parametrize("flat, spread, dim, verdict", [
-    ((-0.05, -0.08, -0.02), (-2.0, -3.0, -1.0), (0.1, -0.5, 0.7), "flatter by collapse"),
-    ((-0.05, -0.08, -0.02), (0.1, -0.5, 0.7), (-1.0, -1.5, -0.5), "flatter by collapse"),   # TwoNN fell
-    ((-0.05, -0.08, -0.02), (0.1, -0.5, 0.7), (0.1, -0.5, 0.7), "flatter without collapse"),
-    ((0.01, -0.02, 0.04), (-2.0, -3.0, -1.0), (0.1, -0.5, 0.7), "collapse without flattening"),
-    ((0.05, 0.02, 0.08), (0.1, -0.5, 0.7), (0.1, -0.5, 0.7), "more curved"),
-    ((0.01, -0.02, 0.04), (0.1, -0.5, 0.7), (0.1, -0.5, 0.7), "no detectable change"),
-    ((-0.05, None, None), (-2.0, None, None), (0.1, None, None), "not testable"),           # one pair: no CI
-])
+@pytest.mark.parametrize(
+    "flat, spread, dim, verdict",
+    [
+        ((-0.05, -0.08, -0.02), (-2.0, -3.0, -1.0), (0.1, -0.5, 0.7), "flatter by collapse"),
+        ((-0.05, -0.08, -0.02), (0.1, -0.5, 0.7), (-1.0, -1.5, -0.5), "flatter by collapse"),  # TwoNN fell
+        ((-0.05, -0.08, -0.02), (0.1, -0.5, 0.7), (0.1, -0.5, 0.7), "flatter without collapse"),
+        ((0.01, -0.02, 0.04), (-2.0, -3.0, -1.0), (0.1, -0.5, 0.7), "collapse without flattening"),
+        ((0.05, 0.02, 0.08), (0.1, -0.5, 0.7), (0.1, -0.5, 0.7), "more curved"),
+        ((0.01, -0.02, 0.04), (0.1, -0.5, 0.7), (0.1, -0.5, 0.7), "no detectable change"),
+        ((-0.05, None, None), (-2.0, None, None), (0.1, None, None), "not testable"),  # one pair: no CI
+    ],
+)
 def test_geometry_verdict(flat, spread, dim, verdict):
-    change = geometry_change({"flatness_calibrated_per_class": effect("flatness_calibrated_per_class", *flat),
-                              "participation_ratio_per_class": effect("participation_ratio_per_class", *spread),
-                              "intrinsic_dim_twonn": effect("intrinsic_dim_twonn", *dim)})
+    change = geometry_change(
+        {
+            "flatness_calibrated_per_class": effect("flatness_calibrated_per_class", *flat),
+            "participation_ratio_per_class": effect("participation_ratio_per_class", *spread),
+            "intrinsic_dim_twonn": effect("intrinsic_dim_twonn", *dim),
+        }
+    )
     assert change.verdict == verdict
 
 
@@ -223,14 +287,22 @@ def collapse_study(tmp_path: Path, spread_drop: float) -> Path:
     trials = []
     for i, v in enumerate(REG_GRID):
         reg, seed = v["regularizer.name"] != "none", v["train.seed"]
-        trials.append({"variant": i, "metrics": {
-            "test_accuracy": 0.9 + 0.01 * seed, "val_accuracy": 0.9,
-            "flatness_calibrated_per_class": 1.10 + 0.01 * seed - (0.06 + 0.005 * seed if reg else 0.0),
-            "participation_ratio_per_class": 5.0 + 0.1 * seed - ((spread_drop + 0.2 * seed) if reg else 0.0),
-            "intrinsic_dim_twonn": 7.0 + 0.1 * seed + (0.05 * (seed - 1) if reg else 0.0)}})
+        trials.append(
+            {
+                "variant": i,
+                "metrics": {
+                    "test_accuracy": 0.9 + 0.01 * seed,
+                    "val_accuracy": 0.9,
+                    "flatness_calibrated_per_class": 1.10 + 0.01 * seed - (0.06 + 0.005 * seed if reg else 0.0),
+                    "participation_ratio_per_class": 5.0 + 0.1 * seed - ((spread_drop + 0.2 * seed) if reg else 0.0),
+                    "intrinsic_dim_twonn": 7.0 + 0.1 * seed + (0.05 * (seed - 1) if reg else 0.0),
+                },
+            }
+        )
     return make_study(tmp_path / f"collapse{spread_drop}", REG_GRID, trials)
 
 
+@pytest.mark.slow
 def test_findings_say_flatter_by_collapse_and_the_report_opens_with_the_forest_plot(tmp_path):
     study = load_study(collapse_study(tmp_path, spread_drop=2.0))
     report = build_report(study)

@@ -1,4 +1,5 @@
 """A two-node Ray cluster on loopback addresses, joined with --address; token authentication."""
+
 import json
 import os
 import secrets
@@ -34,25 +35,41 @@ class LoopbackCluster:
         self.temp_dir = tempfile.mkdtemp(prefix="gt-", dir="/tmp")
         self.port = free_port("127.0.0.2")
         self.address = f"127.0.0.2:{self.port}"
-        self.env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
-                        RAY_USAGE_STATS_ENABLED="0")
+        self.env = dict(
+            os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), RAY_USAGE_STATS_ENABLED="0"
+        )
         self.procs: list[subprocess.Popen] = []
 
     def _start(self, *args: str) -> None:
         log = open(Path(self.temp_dir) / f"node{len(self.procs)}.log", "w")
-        self.procs.append(subprocess.Popen([RAY, "start", "--block", *args], env=self.env, stdout=log,
-                                           stderr=subprocess.STDOUT, start_new_session=True))
+        self.procs.append(
+            subprocess.Popen(
+                [RAY, "start", "--block", *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
 
     def alive_nodes(self) -> int:
-        probe = ("import ray; ray.init(address='%s', _node_ip_address='127.0.0.2', logging_level='ERROR'); "
-                 "print(sum(n['Alive'] for n in ray.nodes()))" % self.address)
-        proc = subprocess.run([sys.executable, "-c", probe], env=self.env, capture_output=True, text=True,
-                              timeout=120)
+        probe = (
+            f"import ray; ray.init(address='{self.address}', _node_ip_address='127.0.0.2', logging_level='ERROR'); "
+            "print(sum(n['Alive'] for n in ray.nodes()))"
+        )
+        proc = subprocess.run([sys.executable, "-c", probe], env=self.env, capture_output=True, text=True, timeout=120)
         return int(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else 0
 
     def __enter__(self):
-        self._start("--head", "--node-ip-address=127.0.0.2", f"--port={self.port}", "--num-cpus=1",
-                    "--include-dashboard=false", f"--temp-dir={self.temp_dir}", "--disable-usage-stats")
+        self._start(
+            "--head",
+            "--node-ip-address=127.0.0.2",
+            f"--port={self.port}",
+            "--num-cpus=1",
+            "--include-dashboard=false",
+            f"--temp-dir={self.temp_dir}",
+            "--disable-usage-stats",
+        )
         self._start(f"--address={self.address}", "--node-ip-address=127.0.0.3", "--num-cpus=1")
         deadline = time.time() + 120
         while self.alive_nodes() < 2:
@@ -74,12 +91,15 @@ class LoopbackCluster:
 
     def leftover_processes(self) -> list[str]:
         out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-        return [line for line in out.splitlines() if self.temp_dir in line or f"--port={self.port}" in line
-                or f"address={self.address}" in line]
+        return [
+            line
+            for line in out.splitlines()
+            if self.temp_dir in line or f"--port={self.port}" in line or f"address={self.address}" in line
+        ]
 
 
 SPACE = """
-from search_spaces.spec import StudySpec
+from geotune.search_spaces.spec import StudySpec
 SPACE = StudySpec(name="cluster", question="q", base=%r,
                   grid=[{"train.lr": [0.003, 0.002, 0.001, 0.0005]}], seeds=[0], cpus_per_trial=1)
 """
@@ -92,15 +112,49 @@ def test_study_across_two_loopback_nodes(ray_session, tmp_path):
     space.write_text(textwrap.dedent(SPACE % tiny_config(train={"epochs": 3})))
     storage = tmp_path / "store"
     with LoopbackCluster() as cluster:
-        proc = subprocess.run([sys.executable, "-m", "study", "run", str(space), "--address", cluster.address,
-                               "--storage", str(storage), "--name", "c"], cwd=str(REPO), env=cluster.env,
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "study",
+                "run",
+                str(space),
+                "--address",
+                cluster.address,
+                "--storage",
+                str(storage),
+                "--name",
+                "c",
+            ],
+            cwd=str(REPO),
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
         wrong = dict(cluster.env, RAY_AUTH_TOKEN=secrets.token_hex(32))
-        denied = subprocess.run([sys.executable, "-m", "study", "run", str(space), "--address", cluster.address,
-                                 "--storage", str(storage), "--name", "denied"], cwd=str(REPO), env=wrong,
-                                capture_output=True, text=True, timeout=300)
+        denied = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "study",
+                "run",
+                str(space),
+                "--address",
+                cluster.address,
+                "--storage",
+                str(storage),
+                "--name",
+                "denied",
+            ],
+            cwd=str(REPO),
+            env=wrong,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert not cluster.leftover_processes(), "stopping the cluster stopped what it started"
     assert ray.is_initialized() and ray.get(ray.remote(lambda: 42).remote()) == 42, "the session's Ray is untouched"
 
@@ -121,7 +175,7 @@ def test_study_across_two_loopback_nodes(ray_session, tmp_path):
 
 
 def test_storage_not_visible_from_a_node_is_a_clear_error(tmp_path, monkeypatch):
-    from study import cluster
+    from geotune.study import cluster
 
     monkeypatch.setattr(cluster, "probe_nodes", lambda marker, token: [("127.0.0.2", True), ("127.0.0.3", False)])
     with pytest.raises(cluster.ClusterError, match=r"not visible from Ray node\(s\) 127.0.0.3.*shared by every node"):
@@ -148,7 +202,7 @@ def _listening_inodes() -> dict[str, str]:
                 ip = socket.inet_ntop(socket.AF_INET, bytes.fromhex(hex_ip)[::-1])
             else:
                 words = bytes.fromhex(hex_ip)
-                ip = socket.inet_ntop(socket.AF_INET6, b"".join(words[i:i + 4][::-1] for i in range(0, 16, 4)))
+                ip = socket.inet_ntop(socket.AF_INET6, b"".join(words[i : i + 4][::-1] for i in range(0, 16, 4)))
             out[fields[9]] = f"{ip}:{int(hex_port, 16)}"
     return out
 

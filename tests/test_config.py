@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from study.config import (ConfigError, TrialConfig, apply_overrides, commented_defaults, load_config,
-                          reference_rows)
+from geotune.config import TrialConfig, commented_defaults, reference_rows
+from geotune.config_loading import apply_overrides, load_config
+from geotune.errors import ConfigError
 
 REPO = Path(__file__).parents[1]
 
@@ -24,11 +25,11 @@ def test_yaml_then_set_precedence(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  lr: 0.01\n  epochs: 7\nmodel:\n  pooling: avg\n")
     cfg = load_config(path, ["train.lr=0.05", "regularizer.geodesic.n_neighbors=4"])
-    assert cfg.train.lr == 0.05          # --set beats the file
-    assert cfg.train.epochs == 7         # the file beats the default
+    assert cfg.train.lr == 0.05  # --set beats the file
+    assert cfg.train.epochs == 7  # the file beats the default
     assert cfg.model.pooling == "avg"
     assert cfg.regularizer.geodesic.n_neighbors == 4
-    assert cfg.train.batch_size == 128   # untouched default
+    assert cfg.train.batch_size == 128  # untouched default
 
 
 def test_scientific_notation_string_from_yaml_is_a_number(tmp_path):
@@ -37,29 +38,34 @@ def test_scientific_notation_string_from_yaml_is_a_number(tmp_path):
     assert load_config(path).train.lr == pytest.approx(1e-3)
 
 
-@pytest.mark.parametrize("overrides, fragments", [
-    (["train.learning_rate=0.1"], ["train.learning_rate", "did you mean 'lr'"]),
-    (["bogus.key=1"], ["bogus", "keys allowed in the top level"]),
-    (["train.lr=-0.1"], ["train.lr", "-0.1", "must be > 0"]),
-    (["train.epochs=ten"], ["train.epochs", "ten", "expected an integer"]),
-    (["train.epochs=2.5"], ["train.epochs", "2.5", "expected an integer"]),
-    (["model.batch_norm=3"], ["model.batch_norm", "expected true/false"]),
-    (["dataset.val_ratio=1.0"], ["dataset.val_ratio", "must be < 1"]),
-    (["dataset.val_ratio=0.6", "dataset.test_ratio=0.5"], ["dataset.val_ratio", "must be < 1"]),
-    (["regularizer.geodesic.n_neighbors=0"], ["regularizer.geodesic.n_neighbors", "must be >= 1"]),
-    (["model.pooling=mean"], ["model.pooling", "mean", "stride, max, avg"]),
-    (["model.kernel_size=4"], ["model.kernel_size", "3, 5, 7"]),
-    (["model.channels=[16, -2]"], ["model.channels", "every entry must be >= 1"]),
-    (["train.lr=.nan"], ["train.lr", "finite"]),
-    (["dataset.classes=[3]"], ["dataset.classes", "at least two"]),
-    (["model.input_shape=[1, 8]"], ["model.input_shape", "[channels, height, width]"]),
-    (["regularizer.name=geodesic", "regularizer.geodesic.n_neighbors=200"],
-     ["regularizer.geodesic.n_neighbors", "train.batch_size"]),
-    (["train=5"], ["'train'", "expected a mapping"]),
-    (["regularizer.geodesic.target_ratio=1.2"], ["regularizer.geodesic.target_ratio", "1.2", "target=fixed"]),
-    (["regularizer.geodesic.exclude_direct=true"], ["regularizer.geodesic.exclude_direct", "fixed only"]),
-    (["regularizer.geodesic.target=curved"], ["regularizer.geodesic.target", "curved", "flat, fixed"]),
-])
+@pytest.mark.parametrize(
+    "overrides, fragments",
+    [
+        (["train.learning_rate=0.1"], ["train.learning_rate", "did you mean 'lr'"]),
+        (["bogus.key=1"], ["bogus", "keys allowed in the top level"]),
+        (["train.lr=-0.1"], ["train.lr", "-0.1", "must be > 0"]),
+        (["train.epochs=ten"], ["train.epochs", "ten", "expected an integer"]),
+        (["train.epochs=2.5"], ["train.epochs", "2.5", "expected an integer"]),
+        (["model.batch_norm=3"], ["model.batch_norm", "expected true/false"]),
+        (["dataset.val_ratio=1.0"], ["dataset.val_ratio", "must be < 1"]),
+        (["dataset.val_ratio=0.6", "dataset.test_ratio=0.5"], ["dataset.val_ratio", "must be < 1"]),
+        (["regularizer.geodesic.n_neighbors=0"], ["regularizer.geodesic.n_neighbors", "must be >= 1"]),
+        (["model.pooling=mean"], ["model.pooling", "mean", "stride, max, avg"]),
+        (["model.kernel_size=4"], ["model.kernel_size", "3, 5, 7"]),
+        (["model.channels=[16, -2]"], ["model.channels", "every entry must be >= 1"]),
+        (["train.lr=.nan"], ["train.lr", "finite"]),
+        (["dataset.classes=[3]"], ["dataset.classes", "at least two"]),
+        (["model.input_shape=[1, 8]"], ["model.input_shape", "[channels, height, width]"]),
+        (
+            ["regularizer.name=geodesic", "regularizer.geodesic.n_neighbors=200"],
+            ["regularizer.geodesic.n_neighbors", "train.batch_size"],
+        ),
+        (["train=5"], ["'train'", "expected a mapping"]),
+        (["regularizer.geodesic.target_ratio=1.2"], ["regularizer.geodesic.target_ratio", "1.2", "target=fixed"]),
+        (["regularizer.geodesic.exclude_direct=true"], ["regularizer.geodesic.exclude_direct", "fixed only"]),
+        (["regularizer.geodesic.target=curved"], ["regularizer.geodesic.target", "curved", "flat, fixed"]),
+    ],
+)
 def test_bad_values_are_rejected_with_one_line_naming_the_key(overrides, fragments):
     with pytest.raises(ConfigError) as info:
         load_config(None, overrides)
@@ -92,8 +98,9 @@ def test_file_errors_name_the_file(tmp_path):
 def test_numpy_scalars_from_search_spaces_are_accepted():
     import numpy as np
 
-    cfg = TrialConfig.from_dict({"train": {"epochs": np.int64(4), "lr": np.float32(0.5)},
-                                 "model": {"batch_norm": np.bool_(False)}})
+    cfg = TrialConfig.from_dict(
+        {"train": {"epochs": np.int64(4), "lr": np.float32(0.5)}, "model": {"batch_norm": np.bool_(False)}}
+    )
     assert cfg.train.epochs == 4 and isinstance(cfg.train.epochs, int)
     assert cfg.model.batch_norm is False
 
@@ -108,12 +115,14 @@ def test_reference_documents_every_key_and_readme_lists_them():
     assert not missing, f"README config reference lacks {missing}"
 
 
+@pytest.mark.slow
 def test_cli_bad_config_exits_2_with_one_line(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model:\n  pooling: median\n")
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "study", "train", str(cfg), str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "study", "train", str(cfg), str(out)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -121,23 +130,44 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path):
     assert not out.exists(), "nothing may start before validation passes"
 
 
+@pytest.mark.slow
 def test_cli_refuses_to_overwrite_results(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "metrics.json").write_text("{}")
-    proc = subprocess.run([sys.executable, "-m", "study", "train", "configs/digits.yaml", str(out)],
-                          capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "study", "train", "configs/digits.yaml", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(REPO),
+    )
     assert proc.returncode == 2
     assert "already holds results" in proc.stderr
     assert (out / "metrics.json").read_text() == "{}"
 
 
+@pytest.mark.slow
 def test_cli_missing_dataset_files_exit_2(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
-    proc = subprocess.run([sys.executable, "-m", "study", "train", str(empty), str(tmp_path / "o"),
-                           "--set", "dataset.name=cifar10", "--set", f"dataset.root={tmp_path}"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "study",
+            "train",
+            str(empty),
+            str(tmp_path / "o"),
+            "--set",
+            "dataset.name=cifar10",
+            "--set",
+            f"dataset.root={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "cifar-10-batches-py" in proc.stderr and "data_batch_1" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

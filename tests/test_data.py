@@ -3,9 +3,19 @@ import pytest
 import torch
 
 from conftest import write_cifar, write_image_folder, write_mnist
-from study.config import ConfigError, DatasetConfig, TrialConfig
-from trainables.data import (SHAPES_CENTRES, Augmentation, DatasetNotFoundError, augment_batch, describe_input,
-                             generate_shapes, load_data, stratified_splits, training_batches)
+from geotune.config import DatasetConfig, TrialConfig
+from geotune.errors import ConfigError
+from geotune.trainables.data import (
+    SHAPES_CENTRES,
+    Augmentation,
+    DatasetNotFoundError,
+    augment_batch,
+    describe_input,
+    generate_shapes,
+    load_data,
+    stratified_splits,
+    training_batches,
+)
 
 
 def dataset(**kw) -> DatasetConfig:
@@ -56,7 +66,7 @@ def test_shapes_follow_the_colour_table_and_seed():
         assert (colour == colour[:, :1]).all()
         assert np.abs(colour[:, 0].astype(int) - SHAPES_CENTRES[labels[i]]).max() <= 15
         rows, cols = np.nonzero(mask)
-        assert mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all(), "a filled rectangle"
+        assert mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all(), "a filled rectangle"
     again, labels_again = generate_shapes(300, 24, 15, 0.3, 0.8, seed=3)
     assert np.array_equal(again, images) and np.array_equal(labels_again, labels)
     assert not np.array_equal(generate_shapes(300, 24, 15, 0.3, 0.8, seed=4)[0], images)
@@ -66,6 +76,7 @@ def test_shapes_follow_the_colour_table_and_seed():
     assert len(data.train) + len(data.val) + len(data.test) == 150
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
 def test_mnist_like_from_idx_files(tmp_path, name, folder):
     train_x, train_y, test_x, test_y = write_mnist(tmp_path, folder)
@@ -161,7 +172,7 @@ def test_training_batches_slice_a_permutation():
     # batches are disjoint slices: recover each batch's images in the training split
     g = torch.Generator().manual_seed(0)
     order = torch.randperm(len(data.train), generator=g)
-    assert torch.equal(torch.cat(seen), data.train.labels[order[:len(seen) * 100]])
+    assert torch.equal(torch.cat(seen), data.train.labels[order[: len(seen) * 100]])
 
 
 def test_augmentation_is_vectorized_flip_and_integer_shift():
@@ -178,8 +189,8 @@ def test_augmentation_is_vectorized_flip_and_integer_shift():
         for dy in range(-2, 3):
             for dx in range(-2, 3):
                 ref = torch.zeros_like(x[i])
-                src = x[i][:, max(0, dy):10 + min(0, dy), max(0, dx):10 + min(0, dx)]
-                ref[:, max(0, -dy):10 - max(0, dy), max(0, -dx):10 - max(0, dx)] = src
+                src = x[i][:, max(0, dy) : 10 + min(0, dy), max(0, dx) : 10 + min(0, dx)]
+                ref[:, max(0, -dy) : 10 - max(0, dy), max(0, -dx) : 10 - max(0, dx)] = src
                 matches.append(torch.allclose(shifted[i], ref, atol=1e-5))
         assert sum(matches) == 1
 

@@ -6,17 +6,17 @@ per test. Exact values: over uniform pairs, the mean great-circle / chord ratio 
 a sphere is pi - 2, of a circle 4G/pi (G = Catalan's constant), of an arc of angle
 A the integral in ``arc_exact``.
 """
+
 import math
 
 import numpy as np
 import pytest
 from scipy import integrate
-
 from scipy.sparse.csgraph import connected_components
 
-from analysis.flatness import chord_flatness, support_tolerance
-from analysis.latent import geometry_summary, intrinsic_dim_twonn
-from analysis.neighbors import knn_graph
+from geotune.analysis.flatness import chord_flatness, support_tolerance
+from geotune.analysis.latent import geometry_summary, intrinsic_dim_twonn
+from geotune.analysis.neighbors import knn_graph
 
 K = 10
 FLAT_TOLERANCE = 0.03  # every flat case, every seed and size: |calibrated - 1| <= 0.03
@@ -79,8 +79,9 @@ def swiss_roll(n=1000, seed=0):
 
 def arc_exact(angle: float) -> float:
     """Mean over uniform pairs of an arc of ``angle`` of arc length / chord: theta has density 2(A - theta)/A^2."""
-    value, _ = integrate.quad(lambda t: (t / (2 * math.sin(t / 2)) if t > 0 else 1.0) * 2 * (angle - t) / angle ** 2,
-                              0, angle)
+    value, _ = integrate.quad(
+        lambda t: (t / (2 * math.sin(t / 2)) if t > 0 else 1.0) * 2 * (angle - t) / angle**2, 0, angle
+    )
     return value
 
 
@@ -99,6 +100,7 @@ FLAT = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FLAT)
 def test_flat_clouds_of_any_shape_read_one(name):
     for n, seed in ((1000, 0), (1000, 1), (500, 2)):
@@ -115,6 +117,7 @@ def test_separated_flat_clusters_read_one_per_class():
     assert metrics["geodesic_ratio_mean_per_class"] > 1.2, "the raw ratio of the same clusters is far from 1"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [500, 1000, 2000])
 def test_sphere_reads_its_exact_excess(n):
     value = calibrated(sphere(n, seed=n), seed=n)
@@ -130,6 +133,7 @@ def test_swiss_roll_reads_far_above_flat(seed):
     assert value <= exact * 1.05, (value, exact)  # shortcuts can only lower the chord geodesics
 
 
+@pytest.mark.slow
 def test_circle_reads_its_exact_excess():
     catalan = 0.915965594177219
     for seed in (0, 1):
@@ -139,6 +143,7 @@ def test_circle_reads_its_exact_excess():
         assert abs(value - arc_sample_exact(2 * math.pi, seed=seed)[0]) <= 0.005, value
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 3])  # seed 3: the kNN graph splits in two (924 + 76 points)
 def test_arcs_read_their_exact_excess_and_increase_with_curvature(seed):
     angles = (0.25 * math.pi, 0.5 * math.pi, math.pi, 1.5 * math.pi)
@@ -151,8 +156,11 @@ def test_arcs_read_their_exact_excess_and_increase_with_curvature(seed):
             assert abs(exact - arc_exact(a)) <= 0.02
 
 
-@pytest.mark.parametrize("make", [lambda: gaussian(12, seed=4), lambda: cube(3, seed=4), lambda: sphere(seed=4),
-                                  lambda: swiss_roll(seed=4)[0]])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: gaussian(12, seed=4), lambda: cube(3, seed=4), lambda: sphere(seed=4), lambda: swiss_roll(seed=4)[0]],
+)
+@pytest.mark.slow
 def test_a_small_change_of_the_dimension_estimate_barely_moves_the_value(make):
     x = make()
     d = intrinsic_dim_twonn(x)
@@ -164,7 +172,7 @@ def test_support_tolerance_follows_the_empty_space_law():
     # a uniform point misses every ball of radius tau * r_k with probability exp(-k tau^d) = 1 - 0.99
     for d in (1.0, 2.0, 2.5, 12.0):
         tau = support_tolerance(10, d)
-        assert math.exp(-10 * tau ** d) == pytest.approx(0.01, rel=1e-9)
+        assert math.exp(-10 * tau**d) == pytest.approx(0.01, rel=1e-9)
     assert support_tolerance(10, 2.0) < support_tolerance(10, 2.05) < support_tolerance(10, 12.0) < 1.0
 
 
@@ -177,6 +185,7 @@ def test_reference_is_the_raw_ratio_over_the_calibrated_one():
     assert flat.n_points == 800 and flat.n_pairs > 40_000 and 0.9 < flat.direct_fraction <= 1.0
 
 
+@pytest.mark.slow
 def test_large_sets_are_measured_on_a_seeded_subsample():
     x = gaussian(4, 3500, seed=6)
     a = chord_flatness(x, K, 4.0, seed=1)
@@ -186,9 +195,9 @@ def test_large_sets_are_measured_on_a_seeded_subsample():
 
 
 def test_small_sets_read_flat_whatever_their_shape_which_the_report_says():
-    from analysis.flatness import MIN_RESOLVED_POINTS
+    from geotune.analysis.flatness import MIN_RESOLVED_POINTS
 
     small = [calibrated(sphere(27, seed=s), s) for s in range(3)]
     resolved = [calibrated(sphere(2 * MIN_RESOLVED_POINTS, seed=s), s) for s in range(3)]
-    assert max(small) <= 1.01, small         # a sphere of 27 points: no curvature visible
-    assert min(resolved) >= 1.05, resolved   # of 100 points: clearly curved
+    assert max(small) <= 1.01, small  # a sphere of 27 points: no curvature visible
+    assert min(resolved) >= 1.05, resolved  # of 100 points: clearly curved

@@ -1,4 +1,5 @@
 """Regularized trials end to end, their geometry artifacts, and `geotune geometry`."""
+
 import json
 import subprocess
 import sys
@@ -6,23 +7,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_trial import MemorySession
 
 from conftest import tiny_config
-from study.config import TrialConfig
-from test_trial import MemorySession
-from trainables.trial import run_trial
+from geotune.config import TrialConfig
+from geotune.trainables.trial import run_trial
 
 REPO = Path(__file__).parents[1]
 
 
-@pytest.mark.parametrize("name, target", [("geodesic", "fixed"), ("geodesic", "flat"), ("geometry", "flat"),
-                                          ("combined", "fixed")])
+@pytest.mark.parametrize(
+    "name, target", [("geodesic", "fixed"), ("geodesic", "flat"), ("geometry", "flat"), ("combined", "fixed")]
+)
+@pytest.mark.slow
 def test_digits_trial_with_each_regularizer(tmp_path, name, target):
-    cfg = TrialConfig.from_dict(tiny_config(
-        train={"epochs": 8, "batch_size": 128},
-        regularizer={"name": name, "geodesic": {"n_neighbors": 5, "lambda_reg": 0.5, "start_epoch": 2,
-                                                "target": target}},
-        logging={"embedding_metrics_every": 4}))
+    cfg = TrialConfig.from_dict(
+        tiny_config(
+            train={"epochs": 8, "batch_size": 128},
+            regularizer={
+                "name": name,
+                "geodesic": {"n_neighbors": 5, "lambda_reg": 0.5, "start_epoch": 2, "target": target},
+            },
+            logging={"embedding_metrics_every": 4},
+        )
+    )
     session = MemorySession()
     metrics = run_trial(cfg, session, tmp_path, verbose=False)
     assert metrics["val_accuracy"] >= 0.85
@@ -44,8 +52,12 @@ def test_digits_trial_with_each_regularizer(tmp_path, name, target):
     if name in ("geometry", "combined"):
         assert history[0]["reg_loss"] > 0
         assert all("reg_geometry_dim_estimate" in row for row in history)
-    for key in ("geodesic_ratio_mean", "flatness_calibrated", "flatness_calibrated_per_class",
-                "participation_ratio_per_class"):
+    for key in (
+        "geodesic_ratio_mean",
+        "flatness_calibrated",
+        "flatness_calibrated_per_class",
+        "participation_ratio_per_class",
+    ):
         assert key in history[3], key  # every 4 epochs
     assert "geodesic_ratio_mean" not in history[2]
     assert session.reports[-1]["reg_loss"] == pytest.approx(history[-1]["reg_loss"])  # reported to Tune too
@@ -57,23 +69,41 @@ def test_digits_trial_with_each_regularizer(tmp_path, name, target):
     assert geodesic["overall"]["flatness"]["calibrated"] == pytest.approx(metrics["flatness_calibrated"])
     assert geodesic["overall"]["flatness"]["reference"] == pytest.approx(metrics["flatness_reference"])
     assert set(geodesic["per_class"]) == {str(d) for d in range(10)}
-    for key in ("geodesic_ratio_mean", "flatness_calibrated", "flatness_reference", "flatness_calibrated_per_class",
-                "participation_ratio_per_class", "top_pc_share_per_class", "class_size_median", "intrinsic_dim_twonn",
-                "intrinsic_dim_mle", "silhouette", "linear_separability", "knn_accuracy", "pca_dims_90",
-                "trustworthiness"):
+    for key in (
+        "geodesic_ratio_mean",
+        "flatness_calibrated",
+        "flatness_reference",
+        "flatness_calibrated_per_class",
+        "participation_ratio_per_class",
+        "top_pc_share_per_class",
+        "class_size_median",
+        "intrinsic_dim_twonn",
+        "intrinsic_dim_mle",
+        "silhouette",
+        "linear_separability",
+        "knn_accuracy",
+        "pca_dims_90",
+        "trustworthiness",
+    ):
         assert metrics[key] is not None, key
     assert (tmp_path / "umap.png").is_file()
 
 
 def test_regularized_trial_through_ray_with_umap_and_scatter(ray_session, tmp_path):
-    from study.cli import main
+    from geotune.study.cli import main
 
     config = tmp_path / "c.yaml"
     import yaml
 
-    config.write_text(yaml.safe_dump(tiny_config(
-        train={"epochs": 4, "batch_size": 128}, regularizer={"name": "combined", "geodesic": {"n_neighbors": 5}},
-        logging={"save_umap": True, "interactive_scatter": True})))
+    config.write_text(
+        yaml.safe_dump(
+            tiny_config(
+                train={"epochs": 4, "batch_size": 128},
+                regularizer={"name": "combined", "geodesic": {"n_neighbors": 5}},
+                logging={"save_umap": True, "interactive_scatter": True},
+            )
+        )
+    )
     assert main(["train", str(config), str(tmp_path / "out"), "--cpus", "1"]) == 0
     trial = tmp_path / "out" / "trial"
     for name in ("geometry_summary.json", "geodesic_summary.json", "umap.png", "latent_scatter.html"):
@@ -87,7 +117,7 @@ def test_regularized_trial_through_ray_with_umap_and_scatter(ray_session, tmp_pa
 def write_latents(path: Path, with_labels: bool = True) -> None:
     from sklearn.datasets import make_swiss_roll
 
-    roll = make_swiss_roll(700, random_state=0)[0]   # 700 points: a roll this size is resolved (300 read 1.13)
+    roll = make_swiss_roll(700, random_state=0)[0]  # 700 points: a roll this size is resolved (300 read 1.13)
     blob = np.random.default_rng(0).standard_normal((300, 3)) + 40
     arrays = {"embeddings": np.vstack([roll, blob])}
     if with_labels:
@@ -99,14 +129,21 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "study", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_geometry_cli_text_and_json(tmp_path):
     path = tmp_path / "latents.npz"
     write_latents(path)
     text = run_cli("geometry", str(path), "--n-neighbors", "8")
     assert text.returncode == 0, text.stderr
     assert "1000 embeddings of dimension 3, k = 8" in text.stdout
-    for key in ("flatness_calibrated_per_class", "participation_ratio_per_class", "top_pc_share_per_class",
-                "flatness_calibrated", "roll", "blob"):
+    for key in (
+        "flatness_calibrated_per_class",
+        "participation_ratio_per_class",
+        "top_pc_share_per_class",
+        "flatness_calibrated",
+        "roll",
+        "blob",
+    ):
         assert key in text.stdout, key
     js = run_cli("geometry", str(path), "--json")
     data = json.loads(js.stdout)
@@ -114,10 +151,12 @@ def test_geometry_cli_text_and_json(tmp_path):
     per_class = data["summary"]["per_class"]
     assert per_class["roll"]["flatness_calibrated"] > 1.2 and abs(per_class["blob"]["flatness_calibrated"] - 1) < 0.03
     assert data["metrics"]["participation_ratio_per_class"] == pytest.approx(
-        (per_class["roll"]["participation_ratio"] + per_class["blob"]["participation_ratio"]) / 2)
+        (per_class["roll"]["participation_ratio"] + per_class["blob"]["participation_ratio"]) / 2
+    )
     assert data["metrics"]["linear_separability"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_geometry_cli_without_labels(tmp_path):
     path = tmp_path / "latents.npz"
     write_latents(path, with_labels=False)
@@ -125,13 +164,17 @@ def test_geometry_cli_without_labels(tmp_path):
     assert data["metrics"]["silhouette"] is None and data["metrics"]["geodesic_ratio_mean"] > 1.0
 
 
-@pytest.mark.parametrize("arrays, fragment", [
-    (None, "does not exist"),
-    ({"z": np.zeros((5, 2))}, "has no array 'embeddings' (it has: z)"),
-    ({"embeddings": np.zeros(5)}, "(N, D) array"),
-    ({"embeddings": np.ones((5, 2)), "labels": np.zeros(4, dtype=int)}, "'labels' must be N=5 integers"),
-    ({"embeddings": np.full((5, 2), np.nan)}, "NaN"),
-])
+@pytest.mark.parametrize(
+    "arrays, fragment",
+    [
+        (None, "does not exist"),
+        ({"z": np.zeros((5, 2))}, "has no array 'embeddings' (it has: z)"),
+        ({"embeddings": np.zeros(5)}, "(N, D) array"),
+        ({"embeddings": np.ones((5, 2)), "labels": np.zeros(4, dtype=int)}, "'labels' must be N=5 integers"),
+        ({"embeddings": np.full((5, 2), np.nan)}, "NaN"),
+    ],
+)
+@pytest.mark.slow
 def test_geometry_cli_bad_input(tmp_path, arrays, fragment):
     path = tmp_path / "latents.npz"
     if arrays is not None:

@@ -3,6 +3,7 @@
 The interruption cases (one and two Ctrl-Cs, SIGKILL) are in test_resume.py; the network
 exposure of geotune's own Ray in test_cluster.py.
 """
+
 import json
 import os
 import pickle
@@ -14,8 +15,8 @@ import pytest
 import yaml
 
 from conftest import tiny_config, write_cifar, write_idx, write_image_folder, write_mnist
-from study.cli import main
-from study.config import DatasetConfig
+from geotune.config import DatasetConfig
+from geotune.study.cli import main
 
 
 def run_cli(capsys, *argv) -> tuple[int, str]:
@@ -89,7 +90,7 @@ def test_a_planted_cifar_pickle_runs_nothing(tmp_path, capsys, payload):
 
 
 def test_a_planted_cifar_batch_runs_nothing_in_the_loader(tmp_path):
-    from trainables.data import DatasetFileError, load_data
+    from geotune.trainables.data import DatasetFileError, load_data
 
     write_cifar(tmp_path)
     batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
@@ -102,7 +103,7 @@ def test_a_planted_cifar_batch_runs_nothing_in_the_loader(tmp_path):
 
 def test_real_cifar_pickles_still_load(tmp_path):
     """Python 3 pickles of numpy arrays (protocols 2 to 5) pass the restricted unpickler."""
-    from trainables.data import read_data_pickle
+    from geotune.trainables.data import read_data_pickle
 
     array = np.arange(3072 * 2, dtype=np.uint8).reshape(2, 3072)
     for protocol in (2, 3, 4, 5):
@@ -116,15 +117,20 @@ def test_corrupt_cifar_and_mnist_files_name_the_file(tmp_path, capsys):
     write_cifar(tmp_path / "c")
     batch = tmp_path / "c" / "cifar-10-batches-py" / "data_batch_2"
     batch.write_bytes(batch.read_bytes()[:100])
-    code, err = run_cli(capsys, "train", write_config(tmp_path, dataset={"name": "cifar10", "root": str(tmp_path / "c")}),
-                        tmp_path / "o1")
+    code, err = run_cli(
+        capsys,
+        "train",
+        write_config(tmp_path, dataset={"name": "cifar10", "root": str(tmp_path / "c")}),
+        tmp_path / "o1",
+    )
     assert code == 2 and str(batch) in one_line_error(err) and "not a readable CIFAR batch" in err
 
     write_mnist(tmp_path / "m")
     labels = tmp_path / "m" / "MNIST" / "raw" / "train-labels-idx1-ubyte"
     labels.write_bytes(b"\x00\x00\x09\x99" + labels.read_bytes()[4:])
-    code, err = run_cli(capsys, "train", write_config(tmp_path, dataset={"name": "mnist", "root": str(tmp_path / "m")}),
-                        tmp_path / "o2")
+    code, err = run_cli(
+        capsys, "train", write_config(tmp_path, dataset={"name": "mnist", "root": str(tmp_path / "m")}), tmp_path / "o2"
+    )
     assert code == 2 and str(labels) in one_line_error(err) and "magic number" in err
 
 
@@ -132,8 +138,9 @@ def test_mnist_with_fewer_labels_than_images_is_refused(tmp_path, capsys):
     write_mnist(tmp_path, n_train=300)
     raw = tmp_path / "MNIST" / "raw"
     write_idx(raw / "train-labels-idx1-ubyte", np.arange(250) % 10)
-    code, err = run_cli(capsys, "train", write_config(tmp_path, dataset={"name": "mnist", "root": str(tmp_path)}),
-                        tmp_path / "out")
+    code, err = run_cli(
+        capsys, "train", write_config(tmp_path, dataset={"name": "mnist", "root": str(tmp_path)}), tmp_path / "out"
+    )
     assert code == 2 and "300 images but 250 labels" in one_line_error(err)
 
 
@@ -141,8 +148,9 @@ def test_truncated_mnist_file_is_refused(tmp_path, capsys):
     write_mnist(tmp_path)
     images = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:-5])
-    code, err = run_cli(capsys, "train", write_config(tmp_path, dataset={"name": "mnist", "root": str(tmp_path)}),
-                        tmp_path / "out")
+    code, err = run_cli(
+        capsys, "train", write_config(tmp_path, dataset={"name": "mnist", "root": str(tmp_path)}), tmp_path / "out"
+    )
     assert code == 2 and str(images) in one_line_error(err) and "holds" in err
 
 
@@ -153,54 +161,60 @@ def test_truncated_mnist_file_is_refused(tmp_path, capsys):
 def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path):
     from PIL import Image
 
-    from trainables.data import load_data
+    from geotune.trainables.data import load_data
 
     write_image_folder(tmp_path, {"a": 6, "b": 6})
     Image.fromarray(np.full((8, 8), 32896, dtype=np.uint16)).save(tmp_path / "a" / "deep.png")  # 16-bit mid grey
     Image.fromarray(np.full((8, 8), 0.25, dtype=np.float32), "F").save(tmp_path / "b" / "float.tif")
-    from trainables.data import image_to_uint8
+    from geotune.trainables.data import image_to_uint8
 
     with Image.open(tmp_path / "a" / "deep.png") as im:
         assert im.mode.startswith("I")
         assert np.all(image_to_uint8(im, grayscale=False, size=4) == 128)
     with Image.open(tmp_path / "b" / "float.tif") as im:
         assert np.all(image_to_uint8(im, grayscale=True, size=4) == 64)
-    data = load_data(DatasetConfig(name="image_folder", root=str(tmp_path), image_size=8, val_ratio=0.25,
-                                   test_ratio=0.25))
+    data = load_data(
+        DatasetConfig(name="image_folder", root=str(tmp_path), image_size=8, val_ratio=0.25, test_ratio=0.25)
+    )
     assert len(data.train) + len(data.val) + len(data.test) == 14
 
 
 def test_float_images_outside_0_1_are_skipped_with_the_reason(tmp_path, capsys):
     from PIL import Image
 
-    from trainables.data import load_data
+    from geotune.trainables.data import load_data
 
     write_image_folder(tmp_path, {"a": 6, "b": 6})
     Image.fromarray(np.full((8, 8), 300.0, dtype=np.float32), "F").save(tmp_path / "a" / "hdr.tif")
-    data = load_data(DatasetConfig(name="image_folder", root=str(tmp_path), image_size=8, val_ratio=0.25,
-                                   test_ratio=0.25))
+    data = load_data(
+        DatasetConfig(name="image_folder", root=str(tmp_path), image_size=8, val_ratio=0.25, test_ratio=0.25)
+    )
     assert len(data.train) + len(data.val) + len(data.test) == 12
     err = capsys.readouterr().err
     assert "skipped 1 unreadable image(s)" in err and "hdr.tif" in err and "[0, 1]" in err
 
 
 def test_a_fifo_named_like_an_image_is_not_read(tmp_path):
-    from trainables.data import load_data
+    from geotune.trainables.data import load_data
 
     write_image_folder(tmp_path, {"a": 6, "b": 6})
     os.mkfifo(tmp_path / "a" / "x.png")  # opening it for reading would block forever
-    data = load_data(DatasetConfig(name="image_folder", root=str(tmp_path), image_size=8, val_ratio=0.25,
-                                   test_ratio=0.25))
+    data = load_data(
+        DatasetConfig(name="image_folder", root=str(tmp_path), image_size=8, val_ratio=0.25, test_ratio=0.25)
+    )
     assert len(data.train) + len(data.val) + len(data.test) == 12
 
 
-@pytest.mark.parametrize("layout, message", [
-    ({"only": 8}, "leaves 1 class(es) with images"),
-    ({"a": 8, "b": 0}, "holds no images"),
-])
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ({"only": 8}, "leaves 1 class(es) with images"),
+        ({"a": 8, "b": 0}, "holds no images"),
+    ],
+)
 def test_image_folder_class_problems_are_found_before_training(tmp_path, capsys, layout, message):
     write_image_folder(tmp_path / "img", {k: v for k, v in layout.items() if v})
-    for name, count in layout.items():
+    for name in layout:
         (tmp_path / "img" / name).mkdir(exist_ok=True)
     config = write_config(tmp_path, dataset={"name": "image_folder", "root": str(tmp_path / "img")})
     code, err = run_cli(capsys, "train", config, tmp_path / "out")
@@ -212,15 +226,18 @@ def test_image_folder_class_problems_are_found_before_training(tmp_path, capsys,
 # what is knowable before training fails before Ray, with exit 2 and one line
 
 
-@pytest.mark.parametrize("override, message", [
-    ("dataset.classes=[0,12]", "class index 12 is outside 0..9"),
-    ("dataset.classes=[zero,one]", "names class 'zero'"),
-    ("train.device=cuda", "'train.device' = 'cuda' but trials get no GPU"),
-    ("dataset.val_ratio=0.001", "cannot be stratified"),
-    ("train.seed=18446744073709551616", "'train.seed'"),
-    ("train.epochs=1.0e+30", "must be <= 100000"),
-    ("regularizer.name=geodesic", "'regularizer.geodesic.start_epoch' = 5: must be <= train.epochs (3)"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("dataset.classes=[0,12]", "class index 12 is outside 0..9"),
+        ("dataset.classes=[zero,one]", "names class 'zero'"),
+        ("train.device=cuda", "'train.device' = 'cuda' but trials get no GPU"),
+        ("dataset.val_ratio=0.001", "cannot be stratified"),
+        ("train.seed=18446744073709551616", "'train.seed'"),
+        ("train.epochs=1.0e+30", "must be <= 100000"),
+        ("regularizer.name=geodesic", "'regularizer.geodesic.start_epoch' = 5: must be <= train.epochs (3)"),
+    ],
+)
 def test_train_refuses_before_ray(tmp_path, capsys, override, message):
     sets = [override] + (["regularizer.geodesic.start_epoch=5"] if "geodesic" in override else [])
     args = ["train", write_config(tmp_path), tmp_path / "out"]
@@ -230,13 +247,16 @@ def test_train_refuses_before_ray(tmp_path, capsys, override, message):
     assert code == 2 and message in one_line_error(err), err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--cpus-per-trial", "nan"], "--cpus-per-trial nan: must be a number > 0"),
-    (["--cpus-per-trial", "0"], "--cpus-per-trial 0: must be a number > 0"),
-    (["--max-failures", "-1"], "--max-failures -1: must be in 0..20"),
-    (["--address", "127.0.0.1:9"], "--address 127.0.0.1:9: no Ray cluster answered"),
-    (["--set", "train.epochs=2"], "ASHA's grace period (3 epochs) exceeds train.epochs (2)"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--cpus-per-trial", "nan"], "--cpus-per-trial nan: must be a number > 0"),
+        (["--cpus-per-trial", "0"], "--cpus-per-trial 0: must be a number > 0"),
+        (["--max-failures", "-1"], "--max-failures -1: must be in 0..20"),
+        (["--address", "127.0.0.1:9"], "--address 127.0.0.1:9: no Ray cluster answered"),
+        (["--set", "train.epochs=2"], "ASHA's grace period (3 epochs) exceeds train.epochs (2)"),
+    ],
+)
 def test_run_refuses_before_training(tmp_path, capsys, argv, message):
     storage = tmp_path / "runs"
     code, err = run_cli(capsys, "run", "geodesic_grid", "--storage", storage, "--name", "s", *argv)
@@ -284,8 +304,7 @@ def test_a_damaged_study_json_is_one_line(tmp_path, capsys):
 def test_a_refused_optuna_space_leaves_a_folder_that_run_accepts(tmp_path, capsys):
     """The grace-period check comes before the study directory is made, so the same name works once fixed."""
     storage = tmp_path / "runs"
-    code, _ = run_cli(capsys, "run", "optuna_geodesic", "--storage", storage, "--name", "s", "--set",
-                      "train.epochs=2")
+    code, _ = run_cli(capsys, "run", "optuna_geodesic", "--storage", storage, "--name", "s", "--set", "train.epochs=2")
     assert code == 2
     code, err = run_cli(capsys, "run", "optuna_geodesic", "--storage", storage, "--name", "s", "--dry-run")
     assert code == 0, err
@@ -300,12 +319,15 @@ def save_npz(path: Path, **arrays) -> Path:
     return path
 
 
-@pytest.mark.parametrize("embeddings, message", [
-    (np.random.default_rng(0).normal(size=(50, 1)), "D >= 2"),
-    (np.random.default_rng(0).normal(size=(50, 4)) + 1j, "real-valued"),
-    (np.random.default_rng(0).normal(size=(50, 4)) * 1e200, "overflow"),
-    (np.full((50, 4), np.nan), "NaN"),
-])
+@pytest.mark.parametrize(
+    "embeddings, message",
+    [
+        (np.random.default_rng(0).normal(size=(50, 1)), "D >= 2"),
+        (np.random.default_rng(0).normal(size=(50, 4)) + 1j, "real-valued"),
+        (np.random.default_rng(0).normal(size=(50, 4)) * 1e200, "overflow"),
+        (np.full((50, 4), np.nan), "NaN"),
+    ],
+)
 def test_geometry_refuses_hostile_embeddings(tmp_path, capsys, embeddings, message):
     path = save_npz(tmp_path / "x.npz", embeddings=embeddings)
     code, err = run_cli(capsys, "geometry", path)
@@ -313,11 +335,11 @@ def test_geometry_refuses_hostile_embeddings(tmp_path, capsys, embeddings, messa
 
 
 def test_geometry_checks_the_unpacked_size_before_loading(tmp_path, capsys, monkeypatch):
-    import study.cli
+    import geotune.latents_file
 
     path = save_npz(tmp_path / "bomb.npz", embeddings=np.zeros((4000, 256)))  # 8 MB of zeros, a few kB packed
     assert path.stat().st_size < 100_000
-    monkeypatch.setattr(study.cli, "MAX_LATENTS_BYTES", 2**20)
+    monkeypatch.setattr(geotune.latents_file, "MAX_LATENTS_BYTES", 2**20)
     loaded = []
     monkeypatch.setattr(np, "load", lambda *a, **k: loaded.append(a) or pytest.fail("np.load ran"))
     code, err = run_cli(capsys, "geometry", path)
@@ -337,13 +359,12 @@ def test_geometry_refuses_a_file_that_is_not_a_zip(tmp_path, capsys):
 
 def test_a_tiny_validation_split_keeps_its_results(tmp_path):
     """4 validation images: trustworthiness is undefined, the artifacts are still written."""
-    from trainables.trial import check_config, run_trial
-    from study.config import TrialConfig
-
     from test_trial import MemorySession
 
-    cfg = TrialConfig.from_dict(tiny_config(dataset={"classes": [0, 1], "val_ratio": 0.01},
-                                            train={"epochs": 2}))
+    from geotune.config import TrialConfig
+    from geotune.trainables.trial import check_config, run_trial
+
+    cfg = TrialConfig.from_dict(tiny_config(dataset={"classes": [0, 1], "val_ratio": 0.01}, train={"epochs": 2}))
     warnings = check_config(cfg)
     assert any("validation split holds 4 images" in w for w in warnings), warnings
     final = run_trial(cfg, MemorySession(), tmp_path, verbose=False)
@@ -354,22 +375,25 @@ def test_a_tiny_validation_split_keeps_its_results(tmp_path):
 
 
 def test_a_run_at_chance_is_flagged():
-    from trainables.artifacts import learning_warnings
+    from geotune.trainables.artifacts import learning_warnings
 
     (warning,) = learning_warnings(0.11, 270, 10, 1e6)
     assert "no better than chance" in warning and "1e+06" in warning
     assert learning_warnings(0.6, 270, 10, 1e-3) == []
-    assert learning_warnings(1.0, 4, 2, 1e-3) == []   # a tiny split at 100% is not "at chance"
+    assert learning_warnings(1.0, 4, 2, 1e-3) == []  # a tiny split at 100% is not "at chance"
     assert learning_warnings(0.5, 4, 2, 1e-3) != []
 
 
 def test_a_pickle_in_a_study_folder_is_never_unpickled_by_report(tmp_path):
     """geotune report reads JSON and CSV only: planted pickles in a study folder do not run."""
-    from analysis.report import write_report
+    from geotune.analysis.report import write_report
     from synthetic import make_study
 
-    study = make_study(tmp_path / "s", [{"regularizer.name": "none", "train.seed": s} for s in range(2)],
-                       [{"variant": 0}, {"variant": 1}])
+    study = make_study(
+        tmp_path / "s",
+        [{"regularizer.name": "none", "train.seed": s} for s in range(2)],
+        [{"variant": 0}, {"variant": 1}],
+    )
     marker = tmp_path / "pwned"
     for name in ("tuner.pkl", "searcher-state-2026.pkl"):
         (study / name).write_bytes(pickle.dumps(RunsShell(marker)))
@@ -383,7 +407,7 @@ def test_a_pickle_in_a_study_folder_is_never_unpickled_by_report(tmp_path):
 def test_palette_and_alpha_images_keep_their_colours(tmp_path):
     from PIL import Image
 
-    from trainables.data import image_to_uint8
+    from geotune.trainables.data import image_to_uint8
 
     palette = Image.new("P", (6, 6))
     palette.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)

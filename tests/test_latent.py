@@ -1,11 +1,21 @@
 """Latent-geometry metrics against ground truths with known answers."""
+
 import numpy as np
 import pytest
 
-from analysis.latent import (geodesic_stats, geometry_summary, intrinsic_dim_mle, intrinsic_dim_twonn,
-                             knn_accuracy, linear_separability, participation_ratio, pca_dims, silhouette,
-                             top_pc_share)
-from analysis.neighbors import graph_geodesics, knn_graph, nearest_neighbors
+from geotune.analysis.latent import (
+    geodesic_stats,
+    geometry_summary,
+    intrinsic_dim_mle,
+    intrinsic_dim_twonn,
+    knn_accuracy,
+    linear_separability,
+    participation_ratio,
+    pca_dims,
+    silhouette,
+    top_pc_share,
+)
+from geotune.analysis.neighbors import graph_geodesics, knn_graph, nearest_neighbors
 
 RNG = np.random.default_rng(0)
 
@@ -121,23 +131,37 @@ def test_separability_knn_accuracy_and_pca_dims():
     assert pca_dims(plane) == 2
 
 
+@pytest.mark.slow
 def test_geometry_summary_per_class_and_headline_names():
     x = np.vstack([unit_square(800, seed=7), swiss_roll(800, seed=8) + 100])
     y = np.repeat([0, 1], 800)
     summary = geometry_summary(x, y, n_neighbors=10, class_names=["square", "roll"])
     flat = summary.flat_metrics()
-    for key in ("geodesic_ratio_mean", "flatness_calibrated", "flatness_calibrated_per_class", "intrinsic_dim_twonn",
-                "intrinsic_dim_mle", "participation_ratio", "participation_ratio_per_class", "top_pc_share_per_class",
-                "silhouette", "linear_separability", "knn_accuracy", "pca_dims_90"):
+    for key in (
+        "geodesic_ratio_mean",
+        "flatness_calibrated",
+        "flatness_calibrated_per_class",
+        "intrinsic_dim_twonn",
+        "intrinsic_dim_mle",
+        "participation_ratio",
+        "participation_ratio_per_class",
+        "top_pc_share_per_class",
+        "silhouette",
+        "linear_separability",
+        "knn_accuracy",
+        "pca_dims_90",
+    ):
         assert flat[key] is not None, key
     assert set(summary.per_class) == {"square", "roll"}
     roll, square = summary.per_class["roll"], summary.per_class["square"]
     assert roll["flatness_calibrated"] > 1.5 and abs(square["flatness_calibrated"] - 1) < 0.03
     # the headline weights each class by its connected pairs (equal sizes: the plain mean)
     assert flat["flatness_calibrated_per_class"] == pytest.approx(
-        (roll["flatness_calibrated"] + square["flatness_calibrated"]) / 2, rel=1e-3)
+        (roll["flatness_calibrated"] + square["flatness_calibrated"]) / 2, rel=1e-3
+    )
     assert flat["participation_ratio_per_class"] == pytest.approx(
-        (roll["participation_ratio"] + square["participation_ratio"]) / 2)
+        (roll["participation_ratio"] + square["participation_ratio"]) / 2
+    )
     assert summary.geodesic.n_components == 2
 
 
@@ -155,9 +179,8 @@ def test_duplicated_points_do_not_collapse_the_dimension(estimator):
 def test_participation_ratio_and_top_axis_share_of_known_spectra():
     # rows +/- a_i e_i: zero mean, covariance diag(a_i^2 / d), so both values are exact
     a2 = np.array([4.0, 1.0, 1.0, 0.25, 0.0625])
-    d = len(a2)
     x = embed(np.vstack([np.diag(np.sqrt(a2)), -np.diag(np.sqrt(a2))]))
-    assert participation_ratio(x) == pytest.approx(a2.sum() ** 2 / (a2 ** 2).sum(), rel=1e-9)
+    assert participation_ratio(x) == pytest.approx(a2.sum() ** 2 / (a2**2).sum(), rel=1e-9)
     assert top_pc_share(x) == pytest.approx(a2.max() / a2.sum(), rel=1e-9)
     for dims in (1, 5, 12):  # isotropic: d (sampling spreads the eigenvalues: a little below d)
         cloud = embed(np.random.default_rng(dims).standard_normal((2000, dims)))

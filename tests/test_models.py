@@ -4,22 +4,35 @@ import numpy as np
 import pytest
 import torch
 
-from study.config import ConfigError, TrialConfig
-from trainables.heads import OutputLayer, sparsemax, sparsemax_loss
-from trainables.models import build_model
+from geotune.config import TrialConfig
+from geotune.errors import ConfigError
+from geotune.trainables.heads import OutputLayer, sparsemax, sparsemax_loss
+from geotune.trainables.models import build_model
 
 
 def model_config(**kw):
     return TrialConfig.from_dict({"model": kw}).model
 
 
-@pytest.mark.parametrize("kind, pooling, batch_norm, kernel", [
-    (k, p, bn, ks) for k, p, bn, ks in itertools.product(
-        ["simple_cnn", "resnet_basic", "resnet_bottleneck"], ["stride", "max", "avg"], [True, False], [3, 5, 7])
-])
+@pytest.mark.parametrize(
+    "kind, pooling, batch_norm, kernel",
+    [
+        (k, p, bn, ks)
+        for k, p, bn, ks in itertools.product(
+            ["simple_cnn", "resnet_basic", "resnet_bottleneck"], ["stride", "max", "avg"], [True, False], [3, 5, 7]
+        )
+    ],
+)
 def test_conv_models_shapes(kind, pooling, batch_norm, kernel):
-    cfg = model_config(type=kind, pooling=pooling, batch_norm=batch_norm, kernel_size=kernel, channels=[8, 16],
-                       hidden_dim=24, head_type="mlp" if kernel == 5 else "linear")
+    cfg = model_config(
+        type=kind,
+        pooling=pooling,
+        batch_norm=batch_norm,
+        kernel_size=kernel,
+        channels=[8, 16],
+        hidden_dim=24,
+        head_type="mlp" if kernel == 5 else "linear",
+    )
     for shape in [(1, 8, 8), (3, 32, 32)]:
         model = build_model(cfg, shape, num_classes=7)
         x = torch.randn(5, *shape)
@@ -34,8 +47,16 @@ def test_conv_models_shapes(kind, pooling, batch_norm, kernel):
         assert any(m.kernel_size == (kernel, kernel) for m in convs)
 
 
-@pytest.mark.parametrize("kind, pooling", [("simple_cnn", "max"), ("simple_cnn", "avg"), ("resnet_basic", "stride"),
-                                           ("resnet_bottleneck", "max"), ("fc", "max")])
+@pytest.mark.parametrize(
+    "kind, pooling",
+    [
+        ("simple_cnn", "max"),
+        ("simple_cnn", "avg"),
+        ("resnet_basic", "stride"),
+        ("resnet_bottleneck", "max"),
+        ("fc", "max"),
+    ],
+)
 def test_channels_last_changes_the_memory_layout_not_the_function(kind, pooling):
     """train.channels_last (on by default) must give the same embeddings, logits and gradients."""
     import copy
@@ -60,8 +81,10 @@ def test_channels_last_changes_the_memory_layout_not_the_function(kind, pooling)
 def test_pooling_choice_changes_the_downsampling_layers():
     def kinds(pooling):
         model = build_model(model_config(pooling=pooling), (1, 16, 16), 10)
-        return {type(m).__name__ for m in model.modules()}, [m.stride for m in model.modules()
-                                                              if isinstance(m, torch.nn.Conv2d)]
+        return {type(m).__name__ for m in model.modules()}, [
+            m.stride for m in model.modules() if isinstance(m, torch.nn.Conv2d)
+        ]
+
     assert "MaxPool2d" in kinds("max")[0] and "AvgPool2d" not in kinds("max")[0]
     assert "AvgPool2d" in kinds("avg")[0]
     layers, strides = kinds("stride")
@@ -128,7 +151,7 @@ def test_sparsemax_loss_properties():
     loss = sparsemax_loss(z, target, reduction="sum")
     loss.backward()
     expected = sparsemax(z.detach()) - torch.nn.functional.one_hot(target, 6).double()
-    assert torch.allclose(z.grad, expected)       # gradient = sparsemax(z) - onehot(y)
+    assert torch.allclose(z.grad, expected)  # gradient = sparsemax(z) - onehot(y)
     assert (sparsemax_loss(z.detach(), target, "none") >= -1e-12).all()
     confident = torch.tensor([[5.0, 0.0, 0.0]])
     assert sparsemax_loss(confident, torch.tensor([0])).item() == pytest.approx(0.0)
@@ -148,7 +171,7 @@ def test_sparsemax_loss_is_exact_for_large_and_offset_logits(scale, offset):
         p = reference_sparsemax(shifted)
         tau = (shifted[p > 0] - p[p > 0]).mean()
         support = p > 0
-        reference = -shifted[y] + 0.5 * (shifted[support] ** 2 - tau ** 2).sum() + 0.5
+        reference = -shifted[y] + 0.5 * (shifted[support] ** 2 - tau**2).sum() + 0.5
         assert abs(value - reference) <= 1e-4 * max(1.0, abs(reference)), (scale, offset, value, reference)
     # probabilities are shift-invariant too
     assert torch.allclose(sparsemax(z), sparsemax(z - offset), atol=1e-6)

@@ -1,8 +1,11 @@
 """The README's promises: its test command is what CI runs; the CLI explains every verb."""
+
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).parents[1]
 
@@ -23,12 +26,13 @@ def test_readme_has_two_commands_and_ci_runs_the_test_command():
     assert tests in ci_lines
 
 
+@pytest.mark.slow
 def test_help_explains_every_verb():
-    from study.cli import build_parser
+    from geotune.study.cli import build_parser
 
     parser = build_parser()
     verbs = parser._subparsers._group_actions[0].choices
-    out = subprocess.run([sys.executable, "-m", "study", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "geotune", "--help"], capture_output=True, text=True, check=True).stdout
     for verb, sub in verbs.items():
         assert re.search(rf"^\s+{verb}\s+\S", out, flags=re.M), f"{verb} lacks a help line"
         assert sub.description, f"{verb} lacks a description"

@@ -2,10 +2,17 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.latent import geodesic_stats, intrinsic_dim_mle, intrinsic_dim_twonn
-from study.config import TrialConfig
-from trainables.regularizers import (build_regularizer, class_structure_term, coincidence_tolerance, geodesic_penalty,
-                                     geodesic_ratios, intrinsic_dim_estimate, pairwise_distances)
+from geotune.analysis.latent import geodesic_stats, intrinsic_dim_mle, intrinsic_dim_twonn
+from geotune.config import TrialConfig
+from geotune.trainables.regularizers import (
+    build_regularizer,
+    class_structure_term,
+    coincidence_tolerance,
+    geodesic_penalty,
+    geodesic_ratios,
+    intrinsic_dim_estimate,
+    pairwise_distances,
+)
 
 
 def arc(n=120, dim=8, seed=0, angle=1.6 * np.pi):
@@ -32,15 +39,15 @@ def test_batch_ratios_match_the_scipy_metric():
 
 def test_gradients_are_finite_and_flow_only_where_they_should():
     rng = np.random.default_rng(1)
-    big = rng.standard_normal((40, 5))               # class 0: large enough for indirect paths
-    tiny = rng.standard_normal((4, 5)) + 20.0        # class 1: 4 points, k=5: complete graph, ratio 1
+    big = rng.standard_normal((40, 5))  # class 0: large enough for indirect paths
+    tiny = rng.standard_normal((4, 5)) + 20.0  # class 1: 4 points, k=5: complete graph, ratio 1
     z = torch.tensor(np.vstack([big, big[:3], tiny]), dtype=torch.float32, requires_grad=True)  # with duplicates
     labels = torch.tensor([0] * 43 + [1] * 4)
     penalty, stats = geodesic_penalty(z, 5, 1.0, labels)
     penalty.backward()
     assert torch.isfinite(penalty) and penalty.item() > 0
     assert torch.isfinite(z.grad).all()
-    assert z.grad[:40].abs().sum(1).gt(0).float().mean() > 0.9   # points on paths of counted pairs move
+    assert z.grad[:40].abs().sum(1).gt(0).float().mean() > 0.9  # points on paths of counted pairs move
     assert torch.equal(z.grad[43:], torch.zeros_like(z.grad[43:]))  # the trivially flat class does not
     # per-class graphs: the fraction is relative to the pairs within classes, all of which are connected here
     assert stats["geodesic_pairs"].item() > 0 and stats["geodesic_connected_fraction"].item() == 1.0
@@ -65,6 +72,7 @@ def test_exclude_direct_edges():
     assert torch.allclose(all_ratios[torch.as_tensor(paths.hops == 1)], torch.ones(n_direct, dtype=torch.float64))
 
 
+@pytest.mark.slow
 def test_optimising_the_geodesic_loss_flattens_a_curved_cloud():
     x = arc(100)
     before = geodesic_stats(x, 6).mean
@@ -101,7 +109,8 @@ def test_class_structure_term_rewards_separation_and_is_scale_free():
     apart = class_structure_term(base + 10.0 * offsets, labels)
     assert apart < close
     assert class_structure_term(3.0 * (base + offsets), labels).item() == pytest.approx(
-        class_structure_term(base + offsets, labels).item())
+        class_structure_term(base + offsets, labels).item()
+    )
     assert class_structure_term(base, torch.zeros(60, dtype=torch.long)) is None
 
 
@@ -123,15 +132,22 @@ def test_geometry_penalty_lowers_under_optimisation():
 
 
 def test_schedule_start_epoch_and_every_n_steps():
-    reg = build_regularizer(reg_config(name="combined", geodesic={"start_epoch": 3, "every_n_steps": 2},
-                                       geometry={"start_epoch": 1, "every_n_steps": 3}), 3, 128)
+    reg = build_regularizer(
+        reg_config(
+            name="combined",
+            geodesic={"start_epoch": 3, "every_n_steps": 2},
+            geometry={"start_epoch": 1, "every_n_steps": 3},
+        ),
+        3,
+        128,
+    )
     z = torch.randn(64, 8)
     y = torch.arange(64) % 3
-    assert reg(z, y, 1, 1) == (None, {})                          # neither due
+    assert reg(z, y, 1, 1) == (None, {})  # neither due
     _, stats = reg(z, y, 1, 3)
-    assert "geometry_penalty" in stats and "geodesic_pairs" not in stats   # geodesic starts at epoch 3
+    assert "geometry_penalty" in stats and "geodesic_pairs" not in stats  # geodesic starts at epoch 3
     _, stats = reg(z, y, 3, 6)
-    assert "geometry_penalty" in stats and "geodesic_pairs" in stats      # both due
+    assert "geometry_penalty" in stats and "geodesic_pairs" in stats  # both due
     assert build_regularizer(reg_config(name="geodesic", enabled=False), 3, 128) is None
     assert build_regularizer(reg_config(name="geodesic", weight=0.0), 3, 128) is None
     assert build_regularizer(reg_config(name="none"), 3, 128) is None
@@ -140,9 +156,12 @@ def test_schedule_start_epoch_and_every_n_steps():
 def test_weight_and_lambda_scale_the_penalty():
     z = torch.tensor(arc(90), dtype=torch.float32)
     y = torch.zeros(90, dtype=torch.long)
-    one, _ = build_regularizer(reg_config(name="geodesic", geodesic={"lambda_reg": 1.0, "n_neighbors": 5}), 1, 90)(z, y, 1, 0)
-    scaled, _ = build_regularizer(reg_config(name="geodesic", weight=0.5,
-                                             geodesic={"lambda_reg": 0.2, "n_neighbors": 5}), 1, 90)(z, y, 1, 0)
+    one, _ = build_regularizer(reg_config(name="geodesic", geodesic={"lambda_reg": 1.0, "n_neighbors": 5}), 1, 90)(
+        z, y, 1, 0
+    )
+    scaled, _ = build_regularizer(
+        reg_config(name="geodesic", weight=0.5, geodesic={"lambda_reg": 0.2, "n_neighbors": 5}), 1, 90
+    )(z, y, 1, 0)
     assert scaled.item() == pytest.approx(0.1 * one.item(), rel=1e-6)
 
 
@@ -223,6 +242,7 @@ def embedded(points: np.ndarray, seed: int) -> np.ndarray:
     return points @ q.T
 
 
+@pytest.mark.slow
 def test_flat_target_leaves_a_flat_gaussian_alone_while_the_fixed_target_collapses_it():
     x = embedded(np.random.default_rng(1).standard_normal((250, 12)), 1)
     before = intrinsic_dim_twonn(x)
@@ -233,11 +253,12 @@ def test_flat_target_leaves_a_flat_gaussian_alone_while_the_fixed_target_collaps
     assert intrinsic_dim_twonn(fixed) < 0.6 * before, "the fixed target 1 rewards collapse (README numbers)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 3])
 def test_flat_target_unrolls_a_swiss_roll_without_thickening_it(seed):
     from sklearn.datasets import make_swiss_roll
 
-    from analysis.flatness import chord_flatness
+    from geotune.analysis.flatness import chord_flatness
 
     x = embedded(make_swiss_roll(400, random_state=seed)[0] / 5, seed)
     before = chord_flatness(x, 10, intrinsic_dim_twonn(x)).calibrated

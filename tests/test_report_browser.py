@@ -1,13 +1,14 @@
 """The report page in a real browser: every figure loads, the tables are there, nothing is fetched."""
+
 import json
 import re
 import shutil
 import subprocess
 
 import pytest
-
-from analysis.report import write_report
 from test_analysis import reg_study
+
+from geotune.analysis.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -27,24 +28,48 @@ window.addEventListener('load', () => {
 </script>"""
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed here (.ci/run installs Debian's chromium); "
-                                             "the report page is not rendered in a browser")
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Chromium is not installed here (.ci/run installs Debian's chromium); "
+    "the report page is not rendered in a browser",
+)
+@pytest.mark.slow
 def test_report_page_renders_in_headless_chromium(tmp_path):
     index = write_report(reg_study(tmp_path))
     probe = index.with_name("probe.html")
     probe.write_text(index.read_text().replace("</body>", CHECK + "</body>"))
     proc = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
-        capture_output=True, text=True, timeout=180)
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     match = re.search(r'<pre id="geotune-check">(.*?)</pre>', proc.stdout)
     assert match, f"the page did not finish loading:\n{proc.stderr[-2000:]}"
     result = json.loads(match.group(1))
     assert result["images"] >= 4 and result["loaded"] == result["images"], result
     assert result["tables"] == 5 and result["rows"] >= 10, result  # plan, three group tables, paired effects
-    for heading in ("What each regularizer did, and how sure we are", "Findings", "Plan",
-                    "Paired effect of regularization (regularized minus its baseline)", "Training curves",
-                    "Accuracy against flatness within classes"):
+    for heading in (
+        "What each regularizer did, and how sure we are",
+        "Findings",
+        "Plan",
+        "Paired effect of regularization (regularized minus its baseline)",
+        "Training curves",
+        "Accuracy against flatness within classes",
+    ):
         assert heading in result["headings"], result["headings"]
     assert result["headings"][0] == "What each regularizer did, and how sure we are", "the forest plot comes first"

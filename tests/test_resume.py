@@ -1,4 +1,5 @@
 """Kill a running study with SIGKILL, then `geotune resume` it."""
+
 import json
 import os
 import signal
@@ -58,8 +59,7 @@ def reported_epochs(trial: Path) -> list[int]:
 
 def run_until_interruptible(cmd: list[str], study: Path, log: Path, timeout: float = 240) -> None:
     """Start the study in its own process group; SIGKILL it once one trial finished and another is mid-way."""
-    proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_finished_and_midway(proc, study, log, timeout)
     finally:
@@ -98,23 +98,32 @@ def kill_session(sid: int) -> None:
     deadline = time.time() + 30
     while time.time() < deadline:  # until none of them is left running
         out = subprocess.run(["ps", "-eo", "sid=,stat="], capture_output=True, text=True).stdout
-        if not any(int(s) == sid and not st.startswith("Z") for s, st in (l.split() for l in out.splitlines())):
+        if not any(int(s) == sid and not st.startswith("Z") for s, st in (line.split() for line in out.splitlines())):
             return
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["grid", "optuna"])
 def test_sigkill_then_resume(tmp_path, kind):
     space = tmp_path / "space.py"
-    space.write_text("from search_spaces.spec import StudySpec\n"
-                     f"BASE = {tiny_config(train={'epochs': 80, 'patience': 0})!r}\n"
-                     + textwrap.dedent(GRID_SPACE if kind == "grid" else OPTUNA_SPACE))
+    space.write_text(
+        "from geotune.search_spaces.spec import StudySpec\n"
+        f"BASE = {tiny_config(train={'epochs': 80, 'patience': 0})!r}\n"
+        + textwrap.dedent(GRID_SPACE if kind == "grid" else OPTUNA_SPACE)
+    )
     study = tmp_path / "runs" / "s"
-    run_until_interruptible([sys.executable, "-m", "study", "run", str(space), "--storage", str(tmp_path / "runs"),
-                             "--name", "s"], study, tmp_path / "run.log")
+    run_until_interruptible(
+        [sys.executable, "-m", "study", "run", str(space), "--storage", str(tmp_path / "runs"), "--name", "s"],
+        study,
+        tmp_path / "run.log",
+    )
     before = {t.name: t for t in trial_dirs(study)}
-    finished = {name: {f: (t / f).read_bytes() for f in RESULT_FILES}
-                for name, t in before.items() if (t / "metrics.json").is_file()}
+    finished = {
+        name: {f: (t / f).read_bytes() for f in RESULT_FILES}
+        for name, t in before.items()
+        if (t / "metrics.json").is_file()
+    }
     interrupted = {name: checkpointed_history(t) for name, t in before.items() if name not in finished}
     assert finished and any(len(h) >= 3 for h in interrupted.values()), (sorted(finished), interrupted)
     if kind == "grid":
@@ -123,8 +132,13 @@ def test_sigkill_then_resume(tmp_path, kind):
             for path in study.glob(pattern):
                 path.write_bytes(b"")
 
-    proc = subprocess.run([sys.executable, "-m", "study", "resume", str(study)], cwd=str(REPO),
-                          capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        [sys.executable, "-m", "study", "resume", str(study)],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     if kind == "grid":
         assert "resuming from geotune's snapshot" in proc.stderr
@@ -141,7 +155,7 @@ def test_sigkill_then_resume(tmp_path, kind):
         planned = json.loads((study / name / "metrics.json").read_text())["epochs_run"]
         assert [h["epoch"] for h in history] == list(range(1, planned + 1))
         # Epoch times are wall-clock measurements: a restart from scratch would have measured them anew.
-        assert history[:len(history_before)] == history_before, f"{name} did not continue from its checkpoint"
+        assert history[: len(history_before)] == history_before, f"{name} did not continue from its checkpoint"
     if kind == "optuna":
         import optuna
 
@@ -153,8 +167,7 @@ def test_sigkill_then_resume(tmp_path, kind):
 def interrupt_with_ctrl_c(cmd: list[str], study: Path, log: Path, presses: int, timeout: float = 240) -> int:
     """Start the study; once a trial finished and another is mid-way, press Ctrl-C ``presses`` times
     (SIGINT to the study's process group, as a terminal does). Returns the exit code."""
-    proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_finished_and_midway(proc, study, log, timeout)
         for _ in range(presses):
@@ -171,12 +184,18 @@ def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, p
     """One Ctrl-C lets Ray stop gracefully, two skip that; either way nothing is finalised at the interrupted
     epoch, the run exits 130 naming `geotune resume`, and the resume trains every trial to its plan."""
     space = tmp_path / "space.py"
-    space.write_text("from search_spaces.spec import StudySpec\n"
-                     f"BASE = {tiny_config(train={'epochs': 80, 'patience': 0})!r}\n" + textwrap.dedent(GRID_SPACE))
+    space.write_text(
+        "from geotune.search_spaces.spec import StudySpec\n"
+        f"BASE = {tiny_config(train={'epochs': 80, 'patience': 0})!r}\n" + textwrap.dedent(GRID_SPACE)
+    )
     study = tmp_path / "runs" / "s"
     log = tmp_path / "run.log"
-    code = interrupt_with_ctrl_c([sys.executable, "-m", "study", "run", str(space), "--storage",
-                                  str(tmp_path / "runs"), "--name", "s"], study, log, presses)
+    code = interrupt_with_ctrl_c(
+        [sys.executable, "-m", "study", "run", str(space), "--storage", str(tmp_path / "runs"), "--name", "s"],
+        study,
+        log,
+        presses,
+    )
     text = log.read_text()
     assert code == 130, text[-3000:]
     assert f"geotune resume {study}" in text or "interrupted" in text, text[-3000:]
@@ -184,8 +203,13 @@ def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, p
     assert unfinished, "the interrupted trial must not have been finalised at the interrupted epoch"
     assert not any((t / "stopped_by_scheduler.json").exists() for t in trial_dirs(study))
 
-    proc = subprocess.run([sys.executable, "-m", "study", "resume", str(study)], cwd=str(REPO),
-                          capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        [sys.executable, "-m", "study", "resume", str(study)],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     after = [t for t in trial_dirs(study) if (t / "params.json").is_file()]
     assert len(after) == 3
@@ -193,8 +217,12 @@ def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, p
         metrics = json.loads((trial / "metrics.json").read_text())
         planned = json.loads((trial / "params.json").read_text())
         epochs = {"2": 2, "100": 100, "3": 3}[trial.name.split("epochs=")[1].split(",")[0]]
-        assert metrics["epochs_run"] == epochs and metrics["stop_reason"] == "completed all epochs", \
-            (trial.name, metrics["epochs_run"], metrics["stop_reason"], planned)
+        assert metrics["epochs_run"] == epochs and metrics["stop_reason"] == "completed all epochs", (
+            trial.name,
+            metrics["epochs_run"],
+            metrics["stop_reason"],
+            planned,
+        )
     assert "stopped by ASHA" not in (study / "report" / "REPORT.md").read_text()
 
 
@@ -206,8 +234,13 @@ def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path):
     config.write_text(yaml.safe_dump(tiny_config(train={"epochs": 60, "patience": 0})))
     out = tmp_path / "out"
     log = tmp_path / "train.log"
-    proc = subprocess.Popen([sys.executable, "-m", "study", "train", str(config), str(out), "--cpus", "1"],
-                            cwd=str(REPO), stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "study", "train", str(config), str(out), "--cpus", "1"],
+        cwd=str(REPO),
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 240
         while len(reported_epochs(out / "trial")) < 3:
@@ -219,8 +252,9 @@ def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path):
         kill_session(proc.pid)
     assert f"geotune resume {out}" in log.read_text()
     assert not (out / "trial" / "metrics.json").exists()
-    done = subprocess.run([sys.executable, "-m", "study", "resume", str(out)], cwd=str(REPO), capture_output=True,
-                          text=True, timeout=400)
+    done = subprocess.run(
+        [sys.executable, "-m", "study", "resume", str(out)], cwd=str(REPO), capture_output=True, text=True, timeout=400
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "resuming from the checkpoint of epoch" in done.stdout + done.stderr
     assert json.loads((out / "trial" / "metrics.json").read_text())["epochs_run"] == 60

@@ -1,4 +1,5 @@
 """Search spaces: every named space plans the right trials; dry runs print them and train nothing."""
+
 import itertools
 import subprocess
 import sys
@@ -6,29 +7,51 @@ from pathlib import Path
 
 import pytest
 
-from search_spaces.spec import builtin_space_names, load_space
-from study.config import ConfigError
-from study.tuner import RunOptions, make_plan
+from geotune.errors import ConfigError
+from geotune.search_spaces.spec import builtin_space_names, load_space
+from geotune.study.plan import RunOptions, make_plan
 
 REPO = Path(__file__).parents[1]
 
 EXPECTED = {
-    "quickstart": [{"regularizer.name": r, "train.seed": s} for r in ("none", "geodesic", "geometry") for s in (0, 1, 2)]
+    "quickstart": [
+        {"regularizer.name": r, "train.seed": s} for r in ("none", "geodesic", "geometry") for s in (0, 1, 2)
+    ]
     + [{"regularizer.name": "geodesic", "regularizer.geodesic.target": "fixed", "train.seed": s} for s in (0, 1, 2)],
     "geodesic_grid": [{"regularizer.name": "none", "train.seed": s} for s in (0, 1, 2)]
-    + [{"regularizer.name": "geodesic", "regularizer.geodesic.lambda_reg": lam,
-        "regularizer.geodesic.n_neighbors": k, "train.seed": s}
-       for lam in (0.05, 0.2, 1.0) for k in (3, 5, 8) for s in (0, 1, 2)],
-    "pooling_bn": [{"model.pooling": p, "model.batch_norm": bn, "regularizer.name": r, "train.seed": s}
-                   for p, bn, r, s in itertools.product(("stride", "max", "avg"), (True, False),
-                                                        ("none", "geodesic"), (0, 1))],
-    "architectures": [{"model.type": "fc", "model.channels": [256, 128], "regularizer.name": r, "train.seed": s}
-                      for r in ("none", "geodesic") for s in (0, 1)]
-    + [{"model.type": t, "model.kernel_size": k, "regularizer.name": r, "train.seed": s}
-       for t in ("simple_cnn", "resnet_basic", "resnet_bottleneck") for k in (3, 5, 7)
-       for r in ("none", "geodesic") for s in (0, 1)],
-    "heads": [{"model.output": o, "regularizer.name": r, "train.seed": s}
-              for o in ("softmax", "sparsemax") for r in ("none", "geodesic") for s in (0, 1, 2)],
+    + [
+        {
+            "regularizer.name": "geodesic",
+            "regularizer.geodesic.lambda_reg": lam,
+            "regularizer.geodesic.n_neighbors": k,
+            "train.seed": s,
+        }
+        for lam in (0.05, 0.2, 1.0)
+        for k in (3, 5, 8)
+        for s in (0, 1, 2)
+    ],
+    "pooling_bn": [
+        {"model.pooling": p, "model.batch_norm": bn, "regularizer.name": r, "train.seed": s}
+        for p, bn, r, s in itertools.product(("stride", "max", "avg"), (True, False), ("none", "geodesic"), (0, 1))
+    ],
+    "architectures": [
+        {"model.type": "fc", "model.channels": [256, 128], "regularizer.name": r, "train.seed": s}
+        for r in ("none", "geodesic")
+        for s in (0, 1)
+    ]
+    + [
+        {"model.type": t, "model.kernel_size": k, "regularizer.name": r, "train.seed": s}
+        for t in ("simple_cnn", "resnet_basic", "resnet_bottleneck")
+        for k in (3, 5, 7)
+        for r in ("none", "geodesic")
+        for s in (0, 1)
+    ],
+    "heads": [
+        {"model.output": o, "regularizer.name": r, "train.seed": s}
+        for o in ("softmax", "sparsemax")
+        for r in ("none", "geodesic")
+        for s in (0, 1, 2)
+    ],
 }
 
 
@@ -37,10 +60,11 @@ def test_every_builtin_space_is_known_and_documented():
     assert set(names) == set(EXPECTED) | {"optuna_geodesic"}
     for name in names:
         space = load_space(name)
-        module = sys.modules[f"search_spaces.{name}"]
+        module = sys.modules[f"geotune.search_spaces.{name}"]
         assert module.__doc__ and space.question, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_grid_spaces_plan_the_right_trials(name, tmp_path):
     plan = make_plan(load_space(name), {}, RunOptions(storage=str(tmp_path)))
@@ -49,10 +73,12 @@ def test_grid_spaces_plan_the_right_trials(name, tmp_path):
 
 
 def run_cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "study", *args], capture_output=True, text=True, timeout=300,
-                          cwd=str(REPO), **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "study", *args], capture_output=True, text=True, timeout=300, cwd=str(REPO), **kw
+    )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_dry_run_lists_the_trials_and_trains_nothing(name, tmp_path):
     proc = run_cli("run", name, "--dry-run", "--storage", str(tmp_path))
@@ -65,17 +91,24 @@ def test_dry_run_lists_the_trials_and_trains_nothing(name, tmp_path):
     assert not any(tmp_path.iterdir()), "a dry run writes nothing"
 
 
+@pytest.mark.slow
 def test_dry_run_of_the_optuna_space():
     proc = run_cli("run", "optuna_geodesic", "--dry-run", "--num-samples", "7")
     assert proc.returncode == 0, proc.stderr
     assert "trials          : 7 (Optuna TPE samples)" in proc.stdout
-    for key in ("regularizer.geodesic.lambda_reg", "regularizer.geodesic.n_neighbors",
-                "regularizer.geodesic.target", "regularizer.geodesic.start_epoch", "train.lr"):
+    for key in (
+        "regularizer.geodesic.lambda_reg",
+        "regularizer.geodesic.n_neighbors",
+        "regularizer.geodesic.target",
+        "regularizer.geodesic.start_epoch",
+        "train.lr",
+    ):
         assert key in proc.stdout
     assert "log=True" in proc.stdout
     assert "ASHA on epochs (grace period 3, reduction factor 2" in proc.stdout
 
 
+@pytest.mark.slow
 def test_spaces_lists_questions_and_counts():
     proc = run_cli("spaces")
     assert proc.returncode == 0
@@ -86,8 +119,11 @@ def test_spaces_lists_questions_and_counts():
 
 def test_options_and_conflicts(tmp_path):
     space = load_space("heads")
-    plan = make_plan(space, {"train": {"epochs": 3}}, RunOptions(storage=str(tmp_path), num_samples=4,
-                                                                 cpus_per_trial=2, gpus_per_trial=0.5))
+    plan = make_plan(
+        space,
+        {"train": {"epochs": 3}},
+        RunOptions(storage=str(tmp_path), num_samples=4, cpus_per_trial=2, gpus_per_trial=0.5),
+    )
     assert len(plan.variants) == 2 * 2 * 4  # --num-samples: seeds per variant for grid spaces
     assert plan.base["train"]["epochs"] == 3 and plan.cpus_per_trial == 2 and plan.gpus_per_trial == 0.5
     assert Path(plan.base["dataset"]["root"]).is_absolute()
@@ -107,12 +143,14 @@ def test_invalid_planned_trial_is_named(tmp_path):
         make_plan(load_space("geodesic_grid"), {"train": {"batch_size": 8}}, RunOptions(storage=str(tmp_path)))
 
 
+@pytest.mark.slow
 def test_user_space_module(tmp_path):
     module = tmp_path / "my_space.py"
     module.write_text(
-        "from search_spaces.spec import StudySpec\n"
+        "from geotune.search_spaces.spec import StudySpec\n"
         "SPACE = StudySpec(name='mine', question='Does k matter?', base={'regularizer': {'name': 'geodesic'}},\n"
-        "                  grid=[{'regularizer.geodesic.n_neighbors': [3, 4]}], seeds=[5])\n")
+        "                  grid=[{'regularizer.geodesic.n_neighbors': [3, 4]}], seeds=[5])\n"
+    )
     proc = run_cli("run", str(module), "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "study 'mine': Does k matter?" in proc.stdout and "trials          : 2 (grid)" in proc.stdout

@@ -1,4 +1,5 @@
 """Studies through Ray Tune: ASHA, failures, Optuna storage, paired comparison."""
+
 import json
 import textwrap
 from pathlib import Path
@@ -11,8 +12,9 @@ TINY = tiny_config()
 
 
 def write_space(path: Path, body: str) -> Path:
-    path.write_text("from search_spaces.spec import Asha, StudySpec\n"
-                    f"TINY = {TINY!r}\n" + textwrap.dedent(body))
+    path.write_text(
+        f"from geotune.search_spaces.spec import Asha, StudySpec\nTINY = {TINY!r}\n" + textwrap.dedent(body)
+    )
     return path
 
 
@@ -25,17 +27,32 @@ def epochs_reported(trial_dir: Path) -> list[int]:
 
 
 def test_grid_study_with_asha_a_diverging_trial_and_no_gpu(ray_session, tmp_path, capsys):
-    from study.cli import main
+    from geotune.study.cli import main
 
-    space = write_space(tmp_path / "asha_space.py", """
+    space = write_space(
+        tmp_path / "asha_space.py",
+        """
         SPACE = StudySpec(
             name="tiny_asha", question="Which learning rate?", base=TINY,
             grid=[{"train.lr": [0.003, 0.00003, 0.00001]},
                   {"train.optimizer": ["sgd"], "train.lr": [1.0e6]}],   # diverges to NaN in epoch 1
             seeds=[0], asha=Asha(grace_period=1, reduction_factor=2), max_concurrent=1)
-    """)
-    rc = main(["run", str(space), "--storage", str(tmp_path / "runs"), "--name", "s", "--gpus-per-trial", "0.5",
-               "--set", "train.epochs=4"])
+    """,
+    )
+    rc = main(
+        [
+            "run",
+            str(space),
+            "--storage",
+            str(tmp_path / "runs"),
+            "--name",
+            "s",
+            "--gpus-per-trial",
+            "0.5",
+            "--set",
+            "train.epochs=4",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 1, "a failed trial makes the run exit non-zero"
     assert "the Ray cluster has no GPU, so trials run on CPUs" in err
@@ -64,8 +81,14 @@ def test_grid_study_with_asha_a_diverging_trial_and_no_gpu(ray_session, tmp_path
     assert epochs_reported(best) == [1, 2, 3, 4]
     stopped = [t for t in good if t != best]
     for trial in good:  # completed and ASHA-stopped trials alike have every artifact
-        for name in ("metrics.json", "training_history.json", "geometry_summary.json", "latents.npz",
-                     "confusion_matrix.png", "config.yaml"):
+        for name in (
+            "metrics.json",
+            "training_history.json",
+            "geometry_summary.json",
+            "latents.npz",
+            "confusion_matrix.png",
+            "config.yaml",
+        ):
             assert (trial / name).is_file(), (trial.name, name)
     for trial in stopped:
         metrics = json.loads((trial / "metrics.json").read_text())
@@ -78,9 +101,11 @@ def test_grid_study_with_asha_a_diverging_trial_and_no_gpu(ray_session, tmp_path
 def test_optuna_study_keeps_its_study_in_sqlite(ray_session, tmp_path, capsys):
     import optuna
 
-    from study.cli import main
+    from geotune.study.cli import main
 
-    space = write_space(tmp_path / "optuna_space.py", """
+    space = write_space(
+        tmp_path / "optuna_space.py",
+        """
         def sample(trial):
             trial.suggest_float("regularizer.geodesic.lambda_reg", 1e-3, 1.0, log=True)
             trial.suggest_int("regularizer.geodesic.n_neighbors", 3, 6)
@@ -88,7 +113,8 @@ def test_optuna_study_keeps_its_study_in_sqlite(ray_session, tmp_path, capsys):
         SPACE = StudySpec(name="tiny_optuna", question="Which lambda and k?",
                           base={**TINY, "regularizer": {"name": "geodesic"}}, optuna=sample, num_samples=3,
                           seeds=[0], max_concurrent=2)
-    """)
+    """,
+    )
     rc = main(["run", str(space), "--storage", str(tmp_path), "--name", "o", "--set", "train.epochs=2"])
     assert rc == 0
     page = (tmp_path / "o" / "report" / "REPORT.md").read_text()
@@ -101,13 +127,17 @@ def test_optuna_study_keeps_its_study_in_sqlite(ray_session, tmp_path, capsys):
     assert len(trials) == 3
     seen = set()
     for trial in trials:
-        from study.config import load_config
+        from geotune.config_loading import load_config
 
         cfg = load_config(trial / "config.yaml")
         metrics = json.loads((trial / "metrics.json").read_text())
         key = (round(cfg.regularizer.geodesic.lambda_reg, 10), cfg.regularizer.geodesic.n_neighbors)
-        match = [t for t in complete if (round(t.params["regularizer.geodesic.lambda_reg"], 10),
-                                         t.params["regularizer.geodesic.n_neighbors"]) == key]
+        match = [
+            t
+            for t in complete
+            if (round(t.params["regularizer.geodesic.lambda_reg"], 10), t.params["regularizer.geodesic.n_neighbors"])
+            == key
+        ]
         assert len(match) == 1, "each trial ran exactly the configuration Optuna sampled"
         assert match[0].value == pytest.approx(metrics["val_accuracy"], abs=1e-6)
         assert cfg.regularizer.name == "geodesic" and cfg.train.epochs == 2
@@ -118,11 +148,17 @@ def test_optuna_study_keeps_its_study_in_sqlite(ray_session, tmp_path, capsys):
 def test_compare_writes_the_paired_report(ray_session, tmp_path, capsys):
     import yaml
 
-    from study.cli import main
+    from geotune.study.cli import main
 
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(train={"epochs": 3, "seed": 4}, regularizer={
-        "name": "geodesic", "geodesic": {"lambda_reg": 1.0, "target": "fixed"}})))  # fixed: acts at any batch size
+    config.write_text(
+        yaml.safe_dump(
+            tiny_config(
+                train={"epochs": 3, "seed": 4},
+                regularizer={"name": "geodesic", "geodesic": {"lambda_reg": 1.0, "target": "fixed"}},
+            )
+        )
+    )  # fixed: acts at any batch size
     out = tmp_path / "cmp"
     assert main(["compare", str(config), str(out)]) == 0
     report = json.loads((out / "comparison_report.json").read_text())
@@ -146,13 +182,13 @@ def test_compare_writes_the_paired_report(ray_session, tmp_path, capsys):
 
 
 def load_seed(trial_dir: str) -> int:
-    from study.config import load_config
+    from geotune.config_loading import load_config
 
     return load_config(Path(trial_dir) / "config.yaml").train.seed
 
 
 def test_compare_refuses_a_config_without_regularizer(tmp_path, capsys):
-    from study.cli import main
+    from geotune.study.cli import main
 
     empty = tmp_path / "c.yaml"
     empty.write_text("")

@@ -1,4 +1,5 @@
 """One trial end to end: through the CLI and Ray Tune, bit-for-bit reproducibility, resume."""
+
 import io
 import json
 from pathlib import Path
@@ -8,13 +9,24 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from study.config import TrialConfig, load_config
-from trainables.trial import run_trial
+from geotune.config import TrialConfig
+from geotune.config_loading import load_config
+from geotune.trainables.trial import run_trial
 
 REPO = Path(__file__).parents[1]
-ARTIFACTS = ["config.yaml", "metrics.json", "training_history.json", "classification_report.json",
-             "confusion_matrix.png", "train_val_loss.png", "train_val_accuracy.png", "grad_norms.png",
-             "latents.npz", "model.pt", "model.onnx"]
+ARTIFACTS = [
+    "config.yaml",
+    "metrics.json",
+    "training_history.json",
+    "classification_report.json",
+    "confusion_matrix.png",
+    "train_val_loss.png",
+    "train_val_accuracy.png",
+    "grad_norms.png",
+    "latents.npz",
+    "model.pt",
+    "model.onnx",
+]
 
 
 class Interrupted(Exception):
@@ -53,11 +65,24 @@ def comparable(history):
 
 
 def test_train_cli_end_to_end(ray_session, tmp_path, capsys):
-    from study.cli import main
+    from geotune.study.cli import main
 
     out = tmp_path / "digits"
-    rc = main(["train", str(REPO / "configs" / "digits.yaml"), str(out), "--cpus", "2",
-               "--set", "train.epochs=8", "--set", "logging.export_onnx=true", "--set", "logging.save_umap=false"])
+    rc = main(
+        [
+            "train",
+            str(REPO / "configs" / "digits.yaml"),
+            str(out),
+            "--cpus",
+            "2",
+            "--set",
+            "train.epochs=8",
+            "--set",
+            "logging.export_onnx=true",
+            "--set",
+            "logging.save_umap=false",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     trial = out / "trial"
@@ -70,19 +95,39 @@ def test_train_cli_end_to_end(ray_session, tmp_path, capsys):
     assert metrics["test_accuracy"] >= 0.85
     assert metrics["epochs_run"] == 8 and metrics["onnx_matches"] is True
 
-    cfg = load_config(REPO / "configs" / "digits.yaml",
-                      ["train.epochs=8", "logging.export_onnx=true", "logging.save_umap=false",
-                       f"dataset.root={Path('data').resolve()}"])  # trials see an absolute data root
+    cfg = load_config(
+        REPO / "configs" / "digits.yaml",
+        [
+            "train.epochs=8",
+            "logging.export_onnx=true",
+            "logging.save_umap=false",
+            f"dataset.root={Path('data').resolve()}",
+        ],
+    )  # trials see an absolute data root
     assert load_config(trial / "config.yaml") == cfg  # the resolved config sits next to the results
 
     history = json.loads((trial / "training_history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, 9))
     for row in history:
-        assert set(row) >= {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "reg_loss", "lr",
-                            "epoch_time", "grad_norms"}
+        assert set(row) >= {
+            "train_loss",
+            "val_loss",
+            "train_accuracy",
+            "val_accuracy",
+            "reg_loss",
+            "lr",
+            "epoch_time",
+            "grad_norms",
+        }
         assert row["reg_loss"] == 0.0
-        assert set(row["grad_norms"]) == {"body.block1.conv", "body.block1.bn", "body.block2.conv",
-                                          "body.block2.bn", "embedding.linear", "head"}
+        assert set(row["grad_norms"]) == {
+            "body.block1.conv",
+            "body.block1.bn",
+            "body.block2.conv",
+            "body.block2.bn",
+            "embedding.linear",
+            "head",
+        }
         assert all(v > 0 for v in row["grad_norms"].values())
     assert history[0]["lr"] > history[-1]["lr"]  # cosine schedule
 
@@ -94,8 +139,8 @@ def test_train_cli_end_to_end(ray_session, tmp_path, capsys):
         assert (trial / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # model.pt reloads with weights_only and reproduces the saved validation logits
-    from trainables.data import load_data
-    from trainables.models import build_model
+    from geotune.trainables.data import load_data
+    from geotune.trainables.models import build_model
 
     latents = np.load(trial / "latents.npz")
     data = load_data(cfg.dataset)
@@ -121,6 +166,7 @@ def test_train_cli_end_to_end(ray_session, tmp_path, capsys):
     assert np.allclose(session.run(None, {"images": batch.numpy()})[0], expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_same_seed_is_bitwise_reproducible(tmp_path):
     cfg = TrialConfig.from_dict(tiny_config(dataset={"augment": True}, model={"dropout": 0.2}))
     first, second = MemorySession(), MemorySession()
@@ -138,9 +184,11 @@ def test_same_seed_is_bitwise_reproducible(tmp_path):
     assert comparable(h3) != comparable(h1)
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_continues_the_history(tmp_path):
-    cfg = TrialConfig.from_dict(tiny_config(dataset={"augment": True}, model={"dropout": 0.2},
-                                            train={"epochs": 5, "patience": 0}))
+    cfg = TrialConfig.from_dict(
+        tiny_config(dataset={"augment": True}, model={"dropout": 0.2}, train={"epochs": 5, "patience": 0})
+    )
     reference = MemorySession()
     run_trial(cfg, reference, tmp_path / "ref", verbose=False)
 
@@ -163,7 +211,7 @@ def test_resume_through_ray_tune_after_a_crash(ray_session, tmp_path):
     """Tune restarts a crashed trial; the trainable restores from tune.get_checkpoint() and continues."""
     from ray import tune
 
-    from trainables.trainable import TuneSession, train_trial
+    from geotune.trainables.trainable import TuneSession, tune_trial
 
     marker = tmp_path / "crashed-once"
     restored = tmp_path / "restored-epoch"
@@ -171,8 +219,8 @@ def test_resume_through_ray_tune_after_a_crash(ray_session, tmp_path):
     def crash_once_after_epoch_2(config):
         import tempfile
 
-        from study.config import TrialConfig as Config
-        from trainables.trial import run_trial as run
+        from geotune.config import TrialConfig as Config
+        from geotune.trainables.trial import run_trial as run
 
         class CrashingSession(TuneSession):
             def restore(self):
@@ -194,15 +242,22 @@ def test_resume_through_ray_tune_after_a_crash(ray_session, tmp_path):
     config = tiny_config(dataset={"augment": True}, model={"dropout": 0.2}, train={"epochs": 5, "patience": 0})
 
     def fit(trainable, name, failures):
-        tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": 1}), param_space=config,
-                           run_config=tune.RunConfig(storage_path=str(tmp_path), name=name, verbose=0,
-                                                     failure_config=tune.FailureConfig(max_failures=failures)))
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": 1}),
+            param_space=config,
+            run_config=tune.RunConfig(
+                storage_path=str(tmp_path),
+                name=name,
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=failures),
+            ),
+        )
         result = tuner.fit()[0]
         assert result.error is None
         return Path(result.path)
 
     crashed_dir = fit(crash_once_after_epoch_2, "crashed", 1)
-    reference_dir = fit(train_trial, "reference", 0)
+    reference_dir = fit(tune_trial, "reference", 0)
     assert marker.exists()
 
     assert restored.read_text() == "2", "the restarted trial continues from the epoch-2 checkpoint"
@@ -215,6 +270,7 @@ def test_resume_through_ray_tune_after_a_crash(ray_session, tmp_path):
     assert comparable(h_crashed) == comparable(h_reference)
 
 
+@pytest.mark.slow
 def test_bf16_channels_last_trial_on_cpu(tmp_path):
     """The GPU speed switches (bf16 autocast, channels_last) also run, and learn, on the CPU."""
     cfg = TrialConfig.from_dict(tiny_config(train={"epochs": 4, "precision": "bf16", "channels_last": True}))

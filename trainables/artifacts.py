@@ -6,60 +6,70 @@
 embeddings, labels, logits), ``model.pt`` (state dict) and, when asked,
 ``model.onnx`` checked against PyTorch.
 """
+
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from analysis.figures import (draw_confusion_matrix, draw_embedding_scatter, draw_grad_norms,
-                              draw_training_curves, grad_norm_table, save_figure, scatter_html)
-from analysis.latent import geometry_summary, pca_projection, umap_projection
-from study.config import TrialConfig, save_config
-from trainables.loop import EarlyStopping, Evaluation, evaluate
-
-if TYPE_CHECKING:
-    from trainables.trial import TrialParts
-
-
-def write_json(path: Path, data) -> None:
-    def clean(value):
-        if isinstance(value, dict):
-            return {str(k): clean(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean(v) for v in value]
-        if isinstance(value, (np.floating, float)):
-            return float(value) if math.isfinite(value) else None
-        if isinstance(value, np.integer):
-            return int(value)
-        if isinstance(value, np.ndarray):
-            return clean(value.tolist())
-        return value
-
-    path.write_text(json.dumps(clean(data), indent=2))
+from geotune.analysis.figures import (
+    draw_confusion_matrix,
+    draw_embedding_scatter,
+    draw_grad_norms,
+    draw_training_curves,
+    grad_norm_table,
+    save_figure,
+    scatter_html,
+)
+from geotune.analysis.latent import geometry_summary, pca_projection, umap_projection
+from geotune.config import TrialConfig
+from geotune.config_loading import save_config
+from geotune.latents_file import write_latents
+from geotune.layout import (
+    CLASSIFICATION_FILE,
+    CONFIG_FILE,
+    GEODESIC_FILE,
+    GEOMETRY_FILE,
+    HISTORY_FILE,
+    LATENTS_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    StopReason,
+    write_json,
+)
+from geotune.trainables.loop import EarlyStopping, Evaluation, evaluate
+from geotune.trainables.parts import TrialParts
 
 
 def classification_summary(evaluation: Evaluation, class_names: list[str]) -> tuple[dict, np.ndarray]:
     """(per-class precision/recall/F1 report, confusion matrix) of one evaluated split."""
+    # deferred: scikit-learn's first import costs 1.4 s; only the final evaluation needs it
     from sklearn.metrics import classification_report, confusion_matrix
 
     labels = list(range(len(class_names)))
     y_true, y_pred = evaluation.labels.numpy(), evaluation.predictions.numpy()
-    report = classification_report(y_true, y_pred, labels=labels, target_names=class_names, output_dict=True,
-                                   zero_division=0)
+    report = classification_report(
+        y_true, y_pred, labels=labels, target_names=class_names, output_dict=True, zero_division=0
+    )
     return report, confusion_matrix(y_true, y_pred, labels=labels)
 
 
-def write_trial_artifacts(artifact_dir: Path, cfg: TrialConfig, parts: "TrialParts", history: list[dict],
-                          early: EarlyStopping, stopped: bool, elapsed: float, stop_reason: str | None = None) -> dict:
+def write_trial_artifacts(
+    artifact_dir: Path,
+    cfg: TrialConfig,
+    parts: TrialParts,
+    history: list[dict],
+    early: EarlyStopping,
+    stop: StopReason,
+    elapsed: float,
+) -> dict:
     """Evaluate the final model on val and test, write every artifact, return the final metrics."""
     artifact_dir = Path(artifact_dir)
     artifact_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, artifact_dir / "config.yaml")
+    save_config(cfg, artifact_dir / CONFIG_FILE)
     data, t = parts.data, cfg.train
     val = evaluate(parts.model, parts.output, data, data.val, precision=t.precision, channels_last=t.channels_last)
     test = evaluate(parts.model, parts.output, data, data.test, precision=t.precision, channels_last=t.channels_last)
@@ -67,24 +77,29 @@ def write_trial_artifacts(artifact_dir: Path, cfg: TrialConfig, parts: "TrialPar
     test_report, test_matrix = classification_summary(test, data.class_names)
 
     last = history[-1] if history else {}
-    if stop_reason is None:
-        stop_reason = (f"early stop: val_loss did not improve for {cfg.train.patience} epochs" if stopped
-                       else "completed all epochs")
     metrics = {
-        "val_loss": val.loss, "val_accuracy": val.accuracy, "val_macro_f1": val_report["macro avg"]["f1-score"],
-        "test_loss": test.loss, "test_accuracy": test.accuracy, "test_macro_f1": test_report["macro avg"]["f1-score"],
-        "train_loss": last.get("train_loss"), "train_accuracy": last.get("train_accuracy"),
+        "val_loss": val.loss,
+        "val_accuracy": val.accuracy,
+        "val_macro_f1": val_report["macro avg"]["f1-score"],
+        "test_loss": test.loss,
+        "test_accuracy": test.accuracy,
+        "test_macro_f1": test_report["macro avg"]["f1-score"],
+        "train_loss": last.get("train_loss"),
+        "train_accuracy": last.get("train_accuracy"),
         "overfit_gap": (last["train_accuracy"] - val.accuracy) if history else None,
         "reg_loss": last.get("reg_loss", 0.0),
         "best_val_loss": early.best if history else None,
         "best_val_accuracy": max((h["val_accuracy"] for h in history), default=None),
         "best_epoch": early.best_epoch,
         "epochs_run": len(history),
-        "stop_reason": stop_reason,
+        "stop": stop.value,
+        "stop_reason": stop.sentence(cfg.train.patience),
         "wall_time_s": elapsed,
         "num_parameters": sum(p.numel() for p in parts.model.parameters()),
         "device": str(parts.device),
-        "train_size": len(data.train), "val_size": len(data.val), "test_size": len(data.test),
+        "train_size": len(data.train),
+        "val_size": len(data.val),
+        "test_size": len(data.test),
     }
 
     warnings = learning_warnings(val.accuracy, len(data.val), data.num_classes, cfg.train.lr)
@@ -96,35 +111,55 @@ def write_trial_artifacts(artifact_dir: Path, cfg: TrialConfig, parts: "TrialPar
         except Exception as exc:
             warnings.append(f"{what} could not be written ({type(exc).__name__}: {str(exc)[:160]})")
 
-    write_json(artifact_dir / "training_history.json", history)
-    write_json(artifact_dir / "classification_report.json", {"test": test_report, "val": val_report})
+    write_json(artifact_dir / HISTORY_FILE, history)
+    write_json(artifact_dir / CLASSIFICATION_FILE, {"test": test_report, "val": val_report})
     if cfg.logging.save_latents:
-        np.savez_compressed(artifact_dir / "latents.npz", embeddings=val.embeddings.numpy(),
-                            labels=val.labels.numpy(), logits=val.logits.numpy(),
-                            class_names=np.asarray(data.class_names))
-    torch.save({k: v.detach().cpu() for k, v in parts.model.state_dict().items()}, artifact_dir / "model.pt")
-    optional("confusion_matrix.png", lambda: save_figure(draw_confusion_matrix(
-        test_matrix, data.class_names, f"test confusion matrix (accuracy {test.accuracy:.3f})"),
-        artifact_dir / "confusion_matrix.png"))
+        write_latents(
+            artifact_dir / LATENTS_FILE,
+            val.embeddings.numpy(),
+            val.labels.numpy(),
+            val.logits.numpy(),
+            data.class_names,
+        )
+    torch.save({k: v.detach().cpu() for k, v in parts.model.state_dict().items()}, artifact_dir / MODEL_FILE)
+    optional(
+        "confusion_matrix.png",
+        lambda: save_figure(
+            draw_confusion_matrix(
+                test_matrix, data.class_names, f"test confusion matrix (accuracy {test.accuracy:.3f})"
+            ),
+            artifact_dir / "confusion_matrix.png",
+        ),
+    )
     if history:
         optional("the training curves", lambda: write_curves(artifact_dir, history))
-    optional("the geometry summary", lambda: metrics.update(write_geometry_artifacts(
-        artifact_dir, cfg, val.embeddings.numpy(), val.labels.numpy(), data.class_names)))
+    optional(
+        "the geometry summary",
+        lambda: metrics.update(
+            write_geometry_artifacts(artifact_dir, cfg, val.embeddings.numpy(), val.labels.numpy(), data.class_names)
+        ),
+    )
     if cfg.logging.export_onnx:
-        from trainables.export import export_onnx  # deferred: onnx is an optional extra
+        from geotune.trainables.export import export_onnx  # deferred: onnx is an optional extra
 
         example = data.normalize(data.test.images[:64]).cpu()
         metrics.update(export_onnx(parts.model, example, artifact_dir / "model.onnx"))
     metrics["warnings"] = warnings
-    write_json(artifact_dir / "metrics.json", metrics)
+    write_json(artifact_dir / METRICS_FILE, metrics)
     return metrics
 
 
 def write_curves(artifact_dir: Path, history: list[dict]) -> None:
-    save_figure(draw_training_curves(history, ["train_loss", "val_loss"], "loss", "training and validation loss"),
-                artifact_dir / "train_val_loss.png")
-    save_figure(draw_training_curves(history, ["train_accuracy", "val_accuracy"], "accuracy",
-                                     "training and validation accuracy"), artifact_dir / "train_val_accuracy.png")
+    save_figure(
+        draw_training_curves(history, ["train_loss", "val_loss"], "loss", "training and validation loss"),
+        artifact_dir / "train_val_loss.png",
+    )
+    save_figure(
+        draw_training_curves(
+            history, ["train_accuracy", "val_accuracy"], "accuracy", "training and validation accuracy"
+        ),
+        artifact_dir / "train_val_accuracy.png",
+    )
     save_figure(draw_grad_norms(grad_norm_table(history)), artifact_dir / "grad_norms.png")
 
 
@@ -132,36 +167,55 @@ def learning_warnings(val_accuracy: float, n_val: int, n_classes: int, lr: float
     """A run whose validation accuracy is within two standard errors of guessing (and less than halfway
     from guessing to perfect, so that a tiny split does not trigger it) has learned nothing."""
     chance = 1.0 / n_classes
-    if n_val and val_accuracy <= chance + 2.0 * math.sqrt(chance * (1 - chance) / n_val) \
-            and val_accuracy < (1.0 + chance) / 2:
-        return [f"val_accuracy {val_accuracy:.3f} is no better than chance ({chance:.3f} for {n_classes} classes, "
-                f"{n_val} images): the network did not learn; a diverging train.lr ({lr:g}) is the usual cause"]
+    if (
+        n_val
+        and val_accuracy <= chance + 2.0 * math.sqrt(chance * (1 - chance) / n_val)
+        and val_accuracy < (1.0 + chance) / 2
+    ):
+        return [
+            f"val_accuracy {val_accuracy:.3f} is no better than chance ({chance:.3f} for {n_classes} classes, "
+            f"{n_val} images): the network did not learn; a diverging train.lr ({lr:g}) is the usual cause"
+        ]
     return []
 
 
-def write_geometry_artifacts(artifact_dir: Path, cfg: TrialConfig, embeddings: np.ndarray, labels: np.ndarray,
-                             class_names: list[str]) -> dict:
+def write_geometry_artifacts(
+    artifact_dir: Path, cfg: TrialConfig, embeddings: np.ndarray, labels: np.ndarray, class_names: list[str]
+) -> dict:
     """geometry_summary.json, geodesic_summary.json, umap.png (and the HTML scatter); returns headline metrics."""
     k = cfg.logging.metrics_n_neighbors
     if cfg.logging.save_umap:
         projection, name = umap_projection(embeddings, k, seed=cfg.train.seed), "umap"
     else:
         projection, name = pca_projection(embeddings), "pca"
-    summary = geometry_summary(embeddings, labels, n_neighbors=k, class_names=class_names, projection=projection,
-                               projection_name=name, seed=cfg.train.seed)
-    write_json(artifact_dir / "geometry_summary.json", summary.to_dict())
-    write_json(artifact_dir / "geodesic_summary.json", {
-        "definition": "graph geodesic / Euclidean distance over connected pairs of the symmetric kNN graph "
-                      "(Euclidean edge weights, as scikit-learn Isomap's dist_matrix_); flatness: the same ratio "
-                      "for chord geodesics (paths may take any straight segment that stays on the data): 1 = flat",
-        "n_neighbors": k,
-        "overall": {**summary.to_dict()["geodesic"], "flatness": summary.to_dict()["flatness"]},
-        "per_class": {c: {**v["geodesic"], "flatness": v["flatness"]} for c, v in summary.per_class.items()},
-    })
+    summary = geometry_summary(
+        embeddings,
+        labels,
+        n_neighbors=k,
+        class_names=class_names,
+        projection=projection,
+        projection_name=name,
+        seed=cfg.train.seed,
+    )
+    write_json(artifact_dir / GEOMETRY_FILE, summary.to_dict())
+    write_json(
+        artifact_dir / GEODESIC_FILE,
+        {
+            "definition": "graph geodesic / Euclidean distance over connected pairs of the symmetric kNN graph "
+            "(Euclidean edge weights, as scikit-learn Isomap's dist_matrix_); flatness: the same ratio "
+            "for chord geodesics (paths may take any straight segment that stays on the data): 1 = flat",
+            "n_neighbors": k,
+            "overall": {**summary.to_dict()["geodesic"], "flatness": summary.to_dict()["flatness"]},
+            "per_class": {c: {**v["geodesic"], "flatness": v["flatness"]} for c, v in summary.per_class.items()},
+        },
+    )
     flat = summary.flat_metrics()
     trust = flat.get("trustworthiness")
-    title = ("UMAP" if name == "umap" else "PCA (UMAP off: logging.save_umap = false)") + " of validation embeddings" \
+    title = (
+        ("UMAP" if name == "umap" else "PCA (UMAP off: logging.save_umap = false)")
+        + " of validation embeddings"
         + (f"; trustworthiness {trust:.3f}" if trust is not None else "; too few points for trustworthiness")
+    )
     save_figure(draw_embedding_scatter(projection, labels, class_names, title), artifact_dir / "umap.png")
     if cfg.logging.interactive_scatter:
         (artifact_dir / "latent_scatter.html").write_text(scatter_html(projection, labels, class_names, title))

@@ -7,39 +7,35 @@ to the device. Training batches are index slices of a random permutation, and
 augmentation is one batched affine resampling: nothing per sample, no PIL, no
 DataLoader in the hot loop.
 """
+
 from __future__ import annotations
 
 import functools
 import math
 import pickle
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 
-from study.config import ConfigError, DatasetConfig
-
-
-class DatasetNotFoundError(ConfigError):
-    """The files of an on-disk data set are missing; the message names folder and files."""
-
-
-class DatasetFileError(ConfigError):
-    """A data file exists but is not what its format says; the message names the file and the fault."""
+from geotune.config import DatasetConfig
+from geotune.errors import ConfigError, DatasetFileError, DatasetNotFoundError
 
 
 @dataclass
 class RawDataset:
     """Images as uint8 (N, C, H, W) with labels; ``test_*`` set where the data set has an official test split."""
+
     images: np.ndarray
     labels: np.ndarray
     class_names: list[str]
-    test_images: Optional[np.ndarray] = None
-    test_labels: Optional[np.ndarray] = None
+    test_images: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -47,7 +43,7 @@ class RawDataset:
 
 
 def load_digits_raw(cfg: DatasetConfig) -> RawDataset:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # deferred: scikit-learn's first import costs 1.4 s; only digits needs it
 
     bunch = load_digits()
     # Pixel values are counts 0..16; spread them over 0..255 so every data set shares one uint8 range.
@@ -58,8 +54,9 @@ def load_digits_raw(cfg: DatasetConfig) -> RawDataset:
 SHAPES_CENTRES = np.array([(42, 127, 212), (127, 212, 42), (212, 42, 127)], dtype=np.int64)
 
 
-def generate_shapes(num_samples: int, image_size: int, delta: int, min_extent: float, max_extent: float,
-                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+def generate_shapes(
+    num_samples: int, image_size: int, delta: int, min_extent: float, max_extent: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Coloured rectangles on black; class k's RGB is drawn uniformly from SHAPES_CENTRES[k] +/- delta."""
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(num_samples) % len(SHAPES_CENTRES))
@@ -80,8 +77,9 @@ def generate_shapes(num_samples: int, image_size: int, delta: int, min_extent: f
 
 def load_shapes_raw(cfg: DatasetConfig) -> RawDataset:
     s = cfg.shapes
-    images, labels = generate_shapes(s.num_samples, cfg.image_size or 32, s.delta, s.min_extent, s.max_extent,
-                                     cfg.split_seed)
+    images, labels = generate_shapes(
+        s.num_samples, cfg.image_size or 32, s.delta, s.min_extent, s.max_extent, cfg.split_seed
+    )
     return RawDataset(images, labels, ["blue-ish (42,127,212)", "green-ish (127,212,42)", "magenta-ish (212,42,127)"])
 
 
@@ -92,8 +90,10 @@ def _require_files(name: str, folder: Path, files: tuple[str, ...], download_hin
     missing = [f for f in files if not (folder / f).is_file()]
     if missing:
         how = " (set dataset.download: true to fetch it, or copy the files there)" if download_hint else ""
-        raise DatasetNotFoundError(f"dataset '{name}' not found: folder '{folder}' must hold "
-                                   f"{', '.join(files)}; missing {', '.join(missing)}{how}")
+        raise DatasetNotFoundError(
+            f"dataset '{name}' not found: folder '{folder}' must hold "
+            f"{', '.join(files)}; missing {', '.join(missing)}{how}"
+        )
 
 
 def _mnist_folder(cfg: DatasetConfig) -> Path:
@@ -112,9 +112,11 @@ def read_idx_header(path: Path, ndim: int) -> tuple[int, ...]:
     except OSError as exc:
         raise DatasetFileError(f"data file '{path}' cannot be read ({exc.strerror})") from None
     if len(head) < 4 + 4 * ndim or int.from_bytes(head[:4], "big") != IDX_MAGIC[ndim]:
-        raise DatasetFileError(f"data file '{path}' is not an idx file of uint8 {'images' if ndim == 3 else 'labels'} "
-                               f"(magic number {head[:4].hex() or 'missing'}, expected {IDX_MAGIC[ndim]:08x})")
-    shape = tuple(int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+        raise DatasetFileError(
+            f"data file '{path}' is not an idx file of uint8 {'images' if ndim == 3 else 'labels'} "
+            f"(magic number {head[:4].hex() or 'missing'}, expected {IDX_MAGIC[ndim]:08x})"
+        )
+    shape = tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = 4 + 4 * ndim + math.prod(shape)
     if size != expected:
         raise DatasetFileError(f"data file '{path}' declares shape {shape} ({expected} bytes) but holds {size} bytes")
@@ -130,21 +132,25 @@ def check_mnist_files(cfg: DatasetConfig) -> np.ndarray:
         shape = read_idx_header(folder / images_file, 3)
         (count,) = read_idx_header(folder / labels_file, 1)
         if shape[1:] != (28, 28):
-            raise DatasetFileError(f"data file '{folder / images_file}' holds {shape[1]}x{shape[2]} images; "
-                                   f"{cfg.name} images are 28x28")
+            raise DatasetFileError(
+                f"data file '{folder / images_file}' holds {shape[1]}x{shape[2]} images; {cfg.name} images are 28x28"
+            )
         if shape[0] != count:
-            raise DatasetFileError(f"data files '{folder / images_file}' and '{labels_file}' disagree: "
-                                   f"{shape[0]} images but {count} labels")
+            raise DatasetFileError(
+                f"data files '{folder / images_file}' and '{labels_file}' disagree: "
+                f"{shape[0]} images but {count} labels"
+            )
         y = np.fromfile(folder / labels_file, dtype=np.uint8, offset=8).astype(np.int64)
         if len(y) and y.max() > 9:
             raise DatasetFileError(f"data file '{folder / labels_file}': labels must lie in 0..9, found {y.max()}")
         labels = y if labels is None else labels
+    assert labels is not None  # the loop reads the training files first
     return labels
 
 
 def load_mnist_like_raw(cfg: DatasetConfig) -> RawDataset:
     """MNIST / Fashion-MNIST through torchvision, from ``root/<MNIST|FashionMNIST>/raw`` idx files."""
-    from torchvision import datasets
+    from torchvision import datasets  # deferred: torchvision costs 3.6 s to import; only its data sets need it
 
     cls = datasets.MNIST if cfg.name == "mnist" else datasets.FashionMNIST
     root = Path(cfg.root).expanduser()
@@ -153,14 +159,25 @@ def load_mnist_like_raw(cfg: DatasetConfig) -> RawDataset:
     check_mnist_files(cfg)  # torchvision's own checks are bare asserts naming no file
     train = cls(str(root), train=True)
     test = cls(str(root), train=False)
-    return RawDataset(train.data.numpy()[:, None], train.targets.numpy().astype(np.int64), list(train.classes),
-                      test.data.numpy()[:, None], test.targets.numpy().astype(np.int64))
+    return RawDataset(
+        train.data.numpy()[:, None],
+        train.targets.numpy().astype(np.int64),
+        list(train.classes),
+        test.data.numpy()[:, None],
+        test.targets.numpy().astype(np.int64),
+    )
 
 
 CIFAR_LAYOUT = {
     # name: (folder, training batches, test batch, meta file, label key, class-name key)
-    "cifar10": ("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
-                "batches.meta", "labels", "label_names"),
+    "cifar10": (
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "test_batch",
+        "batches.meta",
+        "labels",
+        "label_names",
+    ),
     "cifar100": ("cifar-100-python", ("train",), "test", "meta", "fine_labels", "fine_label_names"),
 }
 
@@ -173,15 +190,20 @@ class DataBatchUnpickler(pickle.Unpickler):
     """
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refused to load '{module}.{name}' (a data batch holds only "
-                                         "dicts, lists, strings and numpy arrays)")
+            raise pickle.UnpicklingError(
+                f"refused to load '{module}.{name}' (a data batch holds only dicts, lists, strings and numpy arrays)"
+            )
         return super().find_class(module, name)
 
 
@@ -204,11 +226,14 @@ def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarra
         raise DatasetFileError(f"data file '{path}' is not a CIFAR batch (no {', '.join(missing)} entry)")
     data, labels = np.asarray(entry["data"]), np.asarray(entry[label_key])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise DatasetFileError(f"data file '{path}': 'data' must be uint8 rows of 3072 pixels, got {data.shape} "
-                               f"of {data.dtype}")
+        raise DatasetFileError(
+            f"data file '{path}': 'data' must be uint8 rows of 3072 pixels, got {data.shape} of {data.dtype}"
+        )
     if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
-        raise DatasetFileError(f"data file '{path}': {len(data)} images but '{label_key}' holds "
-                               f"{labels.shape} of {labels.dtype} (expected {len(data)} integers)")
+        raise DatasetFileError(
+            f"data file '{path}': {len(data)} images but '{label_key}' holds "
+            f"{labels.shape} of {labels.dtype} (expected {len(data)} integers)"
+        )
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
@@ -234,7 +259,7 @@ def load_cifar_raw(cfg: DatasetConfig) -> RawDataset:
     root = Path(cfg.root).expanduser()
     folder = root / folder_name
     if cfg.download:
-        from torchvision import datasets
+        from torchvision import datasets  # deferred: torchvision costs 3.6 s to import; only its data sets need it
 
         cls = datasets.CIFAR10 if cfg.name == "cifar10" else datasets.CIFAR100
         cls(str(root), train=True, download=True)  # fetches, verifies and extracts the archive
@@ -246,8 +271,10 @@ def load_cifar_raw(cfg: DatasetConfig) -> RawDataset:
     class_names = _cifar_class_names(cfg)
     for name, y in ((folder / train_files[0], labels), (folder / test_file, test_labels)):
         if len(y) and (y.min() < 0 or y.max() >= len(class_names)):
-            raise DatasetFileError(f"data file '{name}': labels must lie in 0..{len(class_names) - 1} "
-                                   f"({len(class_names)} class names in {meta_file}), found {y.min()}..{y.max()}")
+            raise DatasetFileError(
+                f"data file '{name}': labels must lie in 0..{len(class_names) - 1} "
+                f"({len(class_names)} class names in {meta_file}), found {y.min()}..{y.max()}"
+            )
     return RawDataset(images, labels, class_names, test_images, test_labels)
 
 
@@ -257,12 +284,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 def _class_folders(cfg: DatasetConfig) -> list[Path]:
     root = Path(cfg.root).expanduser()
     if not root.is_dir():
-        raise DatasetNotFoundError(f"dataset 'image_folder' not found: folder '{root}' does not exist "
-                                   "(set dataset.root to a folder with one sub-folder of images per class)")
+        raise DatasetNotFoundError(
+            f"dataset 'image_folder' not found: folder '{root}' does not exist "
+            "(set dataset.root to a folder with one sub-folder of images per class)"
+        )
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
-        raise DatasetNotFoundError(f"dataset 'image_folder': folder '{root}' has no class sub-folders "
-                                   "(expected root/<class>/*.jpg|png)")
+        raise DatasetNotFoundError(
+            f"dataset 'image_folder': folder '{root}' has no class sub-folders (expected root/<class>/*.jpg|png)"
+        )
     return class_dirs
 
 
@@ -278,26 +308,29 @@ def image_to_uint8(im, grayscale: bool, size: int) -> np.ndarray:
     (65535 -> 255); float images must lie in [0, 1] and are multiplied by 255; anything
     else is refused rather than silently clipped to white or black.
     """
-    from PIL import Image
-
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         values = np.asarray(im, dtype=np.float64)
         if im.mode == "F":
             if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
-                raise ImageRangeError(f"float image with values in [{values.min():.3g}, {values.max():.3g}]; "
-                                      "only [0, 1] can be mapped to 0..255 without guessing")
+                raise ImageRangeError(
+                    f"float image with values in [{values.min():.3g}, {values.max():.3g}]; "
+                    "only [0, 1] can be mapped to 0..255 without guessing"
+                )
             values = values * 255.0
         else:
             if values.min() < 0 or values.max() > 65535:
-                raise ImageRangeError(f"{im.mode} image with values in [{values.min():.0f}, {values.max():.0f}], "
-                                      "outside the 16-bit range")
+                raise ImageRangeError(
+                    f"{im.mode} image with values in [{values.min():.0f}, {values.max():.0f}], outside the 16-bit range"
+                )
             values = values / 257.0
-        resized = np.asarray(Image.fromarray(values.astype(np.float32), "F").resize(
-            (size, size), Image.Resampling.BILINEAR))
+        resized = np.asarray(
+            Image.fromarray(values.astype(np.float32), "F").resize((size, size), Image.Resampling.BILINEAR)
+        )
         gray = np.clip(np.rint(resized), 0, 255).astype(np.uint8)[None]  # rounding error only: values are in range
         return gray if grayscale else np.repeat(gray, 3, axis=0)
-    array = np.asarray(im.convert("L" if grayscale else "RGB").resize((size, size), Image.Resampling.BILINEAR),
-                       dtype=np.uint8)
+    array = np.asarray(
+        im.convert("L" if grayscale else "RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8
+    )
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
@@ -308,8 +341,6 @@ def _image_files(class_dir: Path) -> list[Path]:
 
 def load_image_folder_raw(cfg: DatasetConfig) -> RawDataset:
     """``root/<class>/*.jpg|png``: decoded once, resized to ``image_size`` (default 32)."""
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(cfg.root).expanduser()
     class_dirs = _class_folders(cfg)
     size = cfg.image_size or 32
@@ -317,8 +348,10 @@ def load_image_folder_raw(cfg: DatasetConfig) -> RawDataset:
     for label, class_dir in enumerate(class_dirs):
         files = _image_files(class_dir)
         if not files:
-            raise DatasetNotFoundError(f"dataset 'image_folder': class folder '{class_dir}' holds no images "
-                                       f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise DatasetNotFoundError(
+                f"dataset 'image_folder': class folder '{class_dir}' holds no images "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
         for path in files:
             try:
                 with Image.open(path) as im:
@@ -328,10 +361,12 @@ def load_image_folder_raw(cfg: DatasetConfig) -> RawDataset:
                 continue
             labels.append(label)
     if skipped:
-        path, exc = skipped[0]
-        reason = str(exc) if isinstance(exc, ImageRangeError) else type(exc).__name__
-        print(f"warning: skipped {len(skipped)} unreadable image(s) under '{root}' "
-              f"(first: {path.name}: {reason})", file=sys.stderr)
+        first_path, first_error = skipped[0]
+        reason = str(first_error) if isinstance(first_error, ImageRangeError) else type(first_error).__name__
+        print(
+            f"warning: skipped {len(skipped)} unreadable image(s) under '{root}' (first: {first_path.name}: {reason})",
+            file=sys.stderr,
+        )
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_dirs))
     for class_dir, count in zip(class_dirs, counts):
         if count == 0:
@@ -350,15 +385,22 @@ LOADERS = {
 }
 
 # Shape of one image and number of classes before subsetting/resizing; image_folder is read from disk.
-NATIVE_SHAPES = {"digits": (1, 8, 8, 10), "shapes": (3, 32, 32, 3), "mnist": (1, 28, 28, 10),
-                 "fashion_mnist": (1, 28, 28, 10), "cifar10": (3, 32, 32, 10), "cifar100": (3, 32, 32, 100)}
+NATIVE_SHAPES = {
+    "digits": (1, 8, 8, 10),
+    "shapes": (3, 32, 32, 3),
+    "mnist": (1, 28, 28, 10),
+    "fashion_mnist": (1, 28, 28, 10),
+    "cifar10": (3, 32, 32, 10),
+    "cifar100": (3, 32, 32, 100),
+}
 
 
 @dataclass
 class DataCheck:
     """What a config's data will be, found without decoding images: known before any training starts."""
+
     class_names: list[str]
-    split_sizes: tuple[int, int]   # train, val
+    split_sizes: tuple[int, int]  # train, val
     warnings: list[str]
 
 
@@ -367,7 +409,7 @@ def _label_source(cfg: DatasetConfig) -> tuple[np.ndarray, list[str], bool]:
     if cfg.name in ("mnist", "fashion_mnist"):
         if cfg.download:  # nothing on disk yet: the trial downloads and checks the files
             raise _Deferred
-        from torchvision import datasets
+        from torchvision import datasets  # deferred: torchvision costs 3.6 s to import; only its data sets need it
 
         cls = datasets.MNIST if cfg.name == "mnist" else datasets.FashionMNIST
         return check_mnist_files(cfg), list(cls.classes), True
@@ -385,8 +427,10 @@ def _label_source(cfg: DatasetConfig) -> tuple[np.ndarray, list[str], bool]:
         for class_dir in class_dirs:
             files = _image_files(class_dir)
             if not files:
-                raise DatasetNotFoundError(f"dataset 'image_folder': class folder '{class_dir}' holds no images "
-                                           f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise DatasetNotFoundError(
+                    f"dataset 'image_folder': class folder '{class_dir}' holds no images "
+                    f"({', '.join(sorted(IMAGE_SUFFIXES))})"
+                )
             counts.append(len(files))
         return np.repeat(np.arange(len(class_dirs)), counts), [p.name for p in class_dirs], False
     raw = LOADERS[cfg.name](cfg)  # digits and shapes are small and built in memory
@@ -409,7 +453,7 @@ class _Deferred(Exception):
 MIN_VAL_FOR_GEOMETRY = 30  # below this the validation latents cannot carry geometry metrics
 
 
-def check_dataset(cfg: DatasetConfig) -> Optional[DataCheck]:
+def check_dataset(cfg: DatasetConfig) -> DataCheck | None:
     """Everything about the data that can fail, checked now: files and their formats, class choice,
     at least two classes, stratifiable splits. None where the trial downloads the data first."""
     try:
@@ -427,9 +471,11 @@ def check_dataset(cfg: DatasetConfig) -> Optional[DataCheck]:
     train, val, _ = stratified_splits(raw.labels, cfg.val_ratio, cfg.test_ratio, cfg.split_seed, has_test)
     warnings = []
     if len(val) < MIN_VAL_FOR_GEOMETRY:
-        warnings.append(f"the validation split holds {len(val)} images: accuracy moves in steps of "
-                        f"{1 / len(val):.2f} and the latent geometry metrics need at least "
-                        f"{MIN_VAL_FOR_GEOMETRY} points (raise dataset.val_ratio)")
+        warnings.append(
+            f"the validation split holds {len(val)} images: accuracy moves in steps of "
+            f"{1 / len(val):.2f} and the latent geometry metrics need at least "
+            f"{MIN_VAL_FOR_GEOMETRY} points (raise dataset.val_ratio)"
+        )
     return DataCheck(raw.class_names, (len(train), len(val)), warnings)
 
 
@@ -441,8 +487,8 @@ def describe_input(cfg: DatasetConfig) -> tuple[tuple[int, int, int], int]:
         shape = (channels, size, size)
     else:
         c, h, w, n_classes = NATIVE_SHAPES[cfg.name]
-        size = cfg.image_size or (32 if cfg.name == "shapes" else None)
-        shape = (c, size, size) if size else (c, h, w)
+        resized = cfg.image_size or (32 if cfg.name == "shapes" else None)
+        shape = (c, resized, resized) if resized else (c, h, w)
     if cfg.classes is not None:
         n_classes = len(cfg.classes)
     return shape, n_classes
@@ -460,14 +506,18 @@ def select_classes(raw: RawDataset, classes: list[int | str] | None) -> RawDatas
     for c in classes:
         if isinstance(c, str) and not c.lstrip("-").isdigit():
             if c not in raw.class_names:
-                raise ConfigError(f"config key 'dataset.classes' names class '{c}', which is not one of "
-                                  f"{', '.join(raw.class_names[:20])}")
+                raise ConfigError(
+                    f"config key 'dataset.classes' names class '{c}', which is not one of "
+                    f"{', '.join(raw.class_names[:20])}"
+                )
             indices.append(raw.class_names.index(c))
         else:
             index = int(c)
             if not 0 <= index < len(raw.class_names):
-                raise ConfigError(f"config key 'dataset.classes' = {classes}: class index {index} is outside "
-                                  f"0..{len(raw.class_names) - 1}")
+                raise ConfigError(
+                    f"config key 'dataset.classes' = {classes}: class index {index} is outside "
+                    f"0..{len(raw.class_names) - 1}"
+                )
             indices.append(index)
     mapping = np.full(len(raw.class_names), -1, dtype=np.int64)
     mapping[indices] = np.arange(len(indices))
@@ -490,15 +540,17 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
         return images
     out = []
     for start in range(0, len(images), 4096):  # chunks bound the float copy's memory
-        chunk = torch.from_numpy(images[start:start + 4096]).float()
+        chunk = torch.from_numpy(images[start : start + 4096]).float()
         chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         out.append(chunk.round().clamp(0, 255).to(torch.uint8).numpy())
     return np.concatenate(out)
 
 
-def stratified_splits(labels: np.ndarray, val_ratio: float, test_ratio: float, seed: int,
-                      has_test: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def stratified_splits(
+    labels: np.ndarray, val_ratio: float, test_ratio: float, seed: int, has_test: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of train/val(/test) stratified by label; test is empty when the data set brings its own."""
+    # deferred: scikit-learn's first import costs 1.4 s; only the splits need it
     from sklearn.model_selection import train_test_split
 
     all_idx = np.arange(len(labels))
@@ -511,9 +563,11 @@ def stratified_splits(labels: np.ndarray, val_ratio: float, test_ratio: float, s
         train, val = train_test_split(rest, test_size=val_share, stratify=labels[rest], random_state=seed)
     except ValueError as exc:
         counts = np.bincount(labels)
-        raise ConfigError(f"config keys 'dataset.val_ratio'/'dataset.test_ratio' ({val_ratio:g}/{test_ratio:g}) "
-                          f"cannot be stratified: the smallest class has {counts[counts > 0].min()} images "
-                          f"({str(exc).splitlines()[0]})") from None
+        raise ConfigError(
+            f"config keys 'dataset.val_ratio'/'dataset.test_ratio' ({val_ratio:g}/{test_ratio:g}) "
+            f"cannot be stratified: the smallest class has {counts[counts > 0].min()} images "
+            f"({str(exc).splitlines()[0]})"
+        ) from None
     return np.sort(train), np.sort(val), np.sort(test)
 
 
@@ -524,6 +578,7 @@ def stratified_splits(labels: np.ndarray, val_ratio: float, test_ratio: float, s
 @dataclass
 class Split:
     """One split: uint8 images and int64 labels, on the training device."""
+
     images: torch.Tensor
     labels: torch.Tensor
 
@@ -538,11 +593,12 @@ class DataSplits:
     test: Split
     class_names: list[str]
     mean: torch.Tensor  # per-channel mean of training pixels in [0, 1], shape (1, C, 1, 1)
-    std: torch.Tensor   # per-channel std of training pixels in [0, 1], shape (1, C, 1, 1)
+    std: torch.Tensor  # per-channel std of training pixels in [0, 1], shape (1, C, 1, 1)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.images.shape[1:])
+        c, h, w = self.train.images.shape[1:]
+        return int(c), int(h), int(w)
 
     @property
     def num_classes(self) -> int:
@@ -561,10 +617,13 @@ def load_data(cfg: DatasetConfig, device: torch.device | str = "cpu") -> DataSpl
         if raw.test_images is not None:
             raw.test_images = resize_images(raw.test_images, cfg.image_size)
     has_test = raw.test_images is not None
-    train_idx, val_idx, test_idx = stratified_splits(raw.labels, cfg.val_ratio, cfg.test_ratio, cfg.split_seed,
-                                                     has_test)
-    test_images = raw.test_images if has_test else raw.images[test_idx]
-    test_labels = raw.test_labels if has_test else raw.labels[test_idx]
+    train_idx, val_idx, test_idx = stratified_splits(
+        raw.labels, cfg.val_ratio, cfg.test_ratio, cfg.split_seed, has_test
+    )
+    if raw.test_images is not None and raw.test_labels is not None:  # the data set's official test split
+        test_images, test_labels = raw.test_images, raw.test_labels
+    else:
+        test_images, test_labels = raw.images[test_idx], raw.labels[test_idx]
 
     train_pixels = torch.from_numpy(raw.images[train_idx]).float().div_(255.0)
     mean = train_pixels.mean(dim=(0, 2, 3), keepdim=True)
@@ -573,13 +632,19 @@ def load_data(cfg: DatasetConfig, device: torch.device | str = "cpu") -> DataSpl
     del train_pixels
 
     def to_split(images: np.ndarray, labels: np.ndarray) -> Split:
-        return Split(torch.from_numpy(np.ascontiguousarray(images)).to(device),
-                     torch.from_numpy(np.ascontiguousarray(labels)).to(device))
+        return Split(
+            torch.from_numpy(np.ascontiguousarray(images)).to(device),
+            torch.from_numpy(np.ascontiguousarray(labels)).to(device),
+        )
 
-    return DataSplits(to_split(raw.images[train_idx], raw.labels[train_idx]),
-                      to_split(raw.images[val_idx], raw.labels[val_idx]),
-                      to_split(test_images, test_labels),
-                      list(map(str, raw.class_names)), mean.to(device), std.to(device))
+    return DataSplits(
+        to_split(raw.images[train_idx], raw.labels[train_idx]),
+        to_split(raw.images[val_idx], raw.labels[val_idx]),
+        to_split(test_images, test_labels),
+        list(map(str, raw.class_names)),
+        mean.to(device),
+        std.to(device),
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -588,12 +653,12 @@ def load_data(cfg: DatasetConfig, device: torch.device | str = "cpu") -> DataSpl
 
 @dataclass
 class Augmentation:
-    flip: bool = False        # random horizontal flip
-    translate: int = 0        # max shift in pixels along each axis
-    rotate: float = 0.0       # max rotation in degrees
+    flip: bool = False  # random horizontal flip
+    translate: int = 0  # max shift in pixels along each axis
+    rotate: float = 0.0  # max rotation in degrees
 
     @classmethod
-    def from_config(cls, cfg: DatasetConfig) -> Optional["Augmentation"]:
+    def from_config(cls, cfg: DatasetConfig) -> Augmentation | None:
         if not cfg.augment:
             return None
         aug = cls(cfg.augment_flip, cfg.augment_translate, cfg.augment_rotate)
@@ -615,16 +680,20 @@ def augment_batch(x: torch.Tensor, aug: Augmentation, generator: torch.Generator
     if aug.flip:
         flip = torch.where(torch.rand(n, generator=generator, device=dev) < 0.5, -1.0, 1.0)
     shift = torch.randint(-aug.translate, aug.translate + 1, (n, 2), generator=generator, device=dev).float()
-    theta = torch.stack([
-        torch.stack([cos * flip, -sin, shift[:, 0] * 2.0 / w], dim=1),
-        torch.stack([sin * flip, cos, shift[:, 1] * 2.0 / h], dim=1),
-    ], dim=1)
+    theta = torch.stack(
+        [
+            torch.stack([cos * flip, -sin, shift[:, 0] * 2.0 / w], dim=1),
+            torch.stack([sin * flip, cos, shift[:, 1] * 2.0 / h], dim=1),
+        ],
+        dim=1,
+    )
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def training_batches(data: DataSplits, batch_size: int, generator: torch.Generator,
-                     augmentation: Optional[Augmentation] = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def training_batches(
+    data: DataSplits, batch_size: int, generator: torch.Generator, augmentation: Augmentation | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled, normalised (and augmented) training batches sliced from device tensors.
 
     The last partial batch is dropped when there is more than one batch: a batch of
@@ -636,14 +705,15 @@ def training_batches(data: DataSplits, batch_size: int, generator: torch.Generat
     order = torch.randperm(n, generator=generator, device=generator.device)
     n_batches = max(1, n // batch_size)
     for b in range(n_batches):
-        idx = order[b * batch_size:(b + 1) * batch_size]
+        idx = order[b * batch_size : (b + 1) * batch_size]
         x = data.normalize(split.images[idx])
         if augmentation is not None:
             x = augment_batch(x, augmentation, generator)
         yield x, split.labels[idx]
 
 
-def evaluation_batches(data: DataSplits, split: Split, batch_size: int = 1024
-                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def evaluation_batches(
+    data: DataSplits, split: Split, batch_size: int = 1024
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for start in range(0, len(split), batch_size):
-        yield data.normalize(split.images[start:start + batch_size]), split.labels[start:start + batch_size]
+        yield data.normalize(split.images[start : start + batch_size]), split.labels[start : start + batch_size]

@@ -1,4 +1,5 @@
 """ONNX export of a trained model, checked against PyTorch on a real batch."""
+
 from __future__ import annotations
 
 import copy
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from study.config import ConfigError
+from geotune.errors import ConfigError
 
 
 def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, tolerance: float = 1e-4) -> dict:
@@ -20,14 +21,25 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, toler
         import onnxruntime
         import onnxscript  # noqa: F401  (the exporter needs it)
     except ImportError as exc:
-        raise ConfigError(f"config key 'logging.export_onnx' = true needs the ONNX extra ({exc.name} is missing): "
-                          "pip install 'geotune[onnx]'") from None
+        raise ConfigError(
+            f"config key 'logging.export_onnx' = true needs the ONNX extra ({exc.name} is missing): "
+            "pip install 'geotune[onnx]'"
+        ) from None
     cpu_model = copy.deepcopy(model).float().cpu().eval()
     cpu_model = cpu_model.to(memory_format=torch.contiguous_format)
     example = example.float().cpu().contiguous()
     batch = torch.export.Dim("batch", min=1)
-    program = torch.onnx.export(cpu_model, (example,), dynamo=True, input_names=["images"], output_names=["logits"],
-                                dynamic_shapes=({0: batch},), verbose=False)
+    program = torch.onnx.export(
+        cpu_model,
+        (example,),
+        dynamo=True,
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_shapes=({0: batch},),
+        verbose=False,
+    )
+    if program is None:  # torch returns None only for the legacy exporter, which dynamo=True does not use
+        raise RuntimeError("torch.onnx.export returned no ONNX program")
     program.save(str(path))
     with torch.no_grad():
         expected = cpu_model(example).numpy()

@@ -9,6 +9,7 @@ computed in the equal Fenchel-Young form ``<p - e_y, z> + (1 - |p|^2) / 2`` on
 logits shifted by their row maximum, which stays exact for large logits. Both
 predict the arg-max logit, since sparsemax preserves the order of its inputs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -108,6 +109,10 @@ def build_head(head_type: str, hidden_dim: int, num_classes: int, dropout: float
     if head_type == "linear":
         return nn.Linear(hidden_dim, num_classes)
     if head_type == "mlp":
-        return nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                             nn.Linear(hidden_dim, num_classes))
+        return nn.Sequential(
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, num_classes),
+        )
     raise ValueError(f"unknown head type '{head_type}'")

@@ -4,19 +4,21 @@ The loop never calls ``.item()`` inside the batch loop: losses, correct counts a
 gradient norms accumulate as device tensors and are read once per epoch, so a
 GPU is never stalled waiting for the host.
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
 
 import torch
 import torch.nn as nn
 
-from trainables.data import DataSplits, Split, evaluation_batches
-from trainables.heads import OutputLayer
+from geotune.trainables.data import DataSplits, Split, evaluation_batches
+from geotune.trainables.heads import OutputLayer
+from geotune.trainables.models import LatentModel
 
 
 class NonFiniteLossError(RuntimeError):
@@ -57,8 +59,14 @@ class GradientNormTracker:
         self.batches = 0
 
     def update(self) -> None:
-        squares = torch.stack([p.grad.detach().float().pow(2).sum() if p.grad is not None
-                               else torch.zeros((), device=self.assign.device) for p in self.params])
+        squares = torch.stack(
+            [
+                p.grad.detach().float().pow(2).sum()
+                if p.grad is not None
+                else torch.zeros((), device=self.assign.device)
+                for p in self.params
+            ]
+        )
         self.total += (self.assign @ squares).sqrt()
         self.batches += 1
 
@@ -71,6 +79,7 @@ class GradientNormTracker:
 @dataclass
 class EarlyStopping:
     """Stop after ``patience`` epochs without a lower validation loss (0 disables)."""
+
     patience: int
     best: float = math.inf
     best_epoch: int = 0
@@ -92,7 +101,7 @@ class EarlyStopping:
 
 
 # A regularizer takes (embeddings, labels, epoch, step) and returns (penalty or None, stats).
-RegularizerFn = Callable[[torch.Tensor, torch.Tensor, int, int], tuple[Optional[torch.Tensor], dict]]
+RegularizerFn = Callable[[torch.Tensor, torch.Tensor, int, int], tuple[torch.Tensor | None, dict]]
 
 
 @dataclass
@@ -104,10 +113,19 @@ class EpochStats:
     reg_stats: dict[str, float] = field(default_factory=dict)
 
 
-def train_one_epoch(model: nn.Module, output: OutputLayer, optimizer: torch.optim.Optimizer,
-                    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], epoch: int, *,
-                    regularizer: Optional[RegularizerFn] = None, grad_tracker: Optional[GradientNormTracker] = None,
-                    precision: str = "fp32", channels_last: bool = False, step_offset: int = 0) -> EpochStats:
+def train_one_epoch(
+    model: LatentModel,
+    output: OutputLayer,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    epoch: int,
+    *,
+    regularizer: RegularizerFn | None = None,
+    grad_tracker: GradientNormTracker | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    step_offset: int = 0,
+) -> EpochStats:
     """One pass over ``batches`` (normalised inputs, labels); returns epoch means."""
     model.train()
     device = next(model.parameters()).device
@@ -146,8 +164,9 @@ def train_one_epoch(model: nn.Module, output: OutputLayer, optimizer: torch.opti
     reg_mean = (reg_sum / reg_steps).item() if reg_steps else 0.0
     for name, value in (("task loss", task_mean), ("regularizer loss", reg_mean)):
         if not math.isfinite(value):
-            raise NonFiniteLossError(f"the {name} became {value} in epoch {epoch}; "
-                                     "lower train.lr or the regularizer's lambda_reg")
+            raise NonFiniteLossError(
+                f"the {name} became {value} in epoch {epoch}; lower train.lr or the regularizer's lambda_reg"
+            )
     return EpochStats(
         loss=task_mean,
         accuracy=(correct / seen).item(),
@@ -161,9 +180,9 @@ def train_one_epoch(model: nn.Module, output: OutputLayer, optimizer: torch.opti
 class Evaluation:
     loss: float
     accuracy: float
-    logits: torch.Tensor       # (N, classes), on the CPU
-    embeddings: torch.Tensor   # (N, hidden_dim), on the CPU
-    labels: torch.Tensor       # (N,), on the CPU
+    logits: torch.Tensor  # (N, classes), on the CPU
+    embeddings: torch.Tensor  # (N, hidden_dim), on the CPU
+    labels: torch.Tensor  # (N,), on the CPU
 
     @property
     def predictions(self) -> torch.Tensor:
@@ -171,8 +190,16 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, output: OutputLayer, data: DataSplits, split: Split, *, precision: str = "fp32",
-             channels_last: bool = False, batch_size: int = 1024) -> Evaluation:
+def evaluate(
+    model: LatentModel,
+    output: OutputLayer,
+    data: DataSplits,
+    split: Split,
+    *,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    batch_size: int = 1024,
+) -> Evaluation:
     """Loss, accuracy, logits and embeddings of one split, in eval mode."""
     model.eval()
     device = split.images.device
@@ -188,8 +215,9 @@ def evaluate(model: nn.Module, output: OutputLayer, data: DataSplits, split: Spl
         z_all.append(z.float())
     logits = torch.cat(logits_all)
     accuracy = (logits.argmax(1) == split.labels).float().mean()
-    return Evaluation((loss_sum / len(split)).item(), accuracy.item(), logits.cpu(), torch.cat(z_all).cpu(),
-                      split.labels.cpu())
+    return Evaluation(
+        (loss_sum / len(split)).item(), accuracy.item(), logits.cpu(), torch.cat(z_all).cpu(), split.labels.cpu()
+    )
 
 
 def timed(fn: Callable, *args, device: torch.device, **kwargs):

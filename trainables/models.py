@@ -6,6 +6,7 @@ regularizers shape and the metrics measure: a linear bottleneck keeps every
 coordinate alive (a ReLU there would park many points on the orthant's faces and
 distort distances).
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -13,16 +14,18 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-from study.config import ConfigError, ModelConfig
-from trainables.heads import build_head
+from geotune.config import ModelConfig
+from geotune.errors import ConfigError
+from geotune.trainables.heads import build_head
 
 
 class LatentModel(nn.Module):
     def __init__(self, body: nn.Module, body_features: int, hidden_dim: int, head: nn.Module, dropout: float):
         super().__init__()
         self.body = body
-        self.embedding = nn.Sequential(OrderedDict(
-            flatten=nn.Flatten(), dropout=nn.Dropout(dropout), linear=nn.Linear(body_features, hidden_dim)))
+        self.embedding = nn.Sequential(
+            OrderedDict(flatten=nn.Flatten(), dropout=nn.Dropout(dropout), linear=nn.Linear(body_features, hidden_dim))
+        )
         self.head = head
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,9 +53,11 @@ def _downsampled(size: int, kernel: int, pooling: str) -> int:
 
 def _check_size(size: int, cfg: ModelConfig, input_shape: tuple[int, int, int], what: str) -> None:
     if size < 1:
-        raise ConfigError(f"config key 'model.channels' = {cfg.channels}: {what} shrink a "
-                          f"{input_shape[1]}x{input_shape[2]} input below one pixel; use fewer entries "
-                          "or a larger dataset.image_size")
+        raise ConfigError(
+            f"config key 'model.channels' = {cfg.channels}: {what} shrink a "
+            f"{input_shape[1]}x{input_shape[2]} input below one pixel; use fewer entries "
+            "or a larger dataset.image_size"
+        )
 
 
 def build_fc(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
@@ -75,7 +80,8 @@ def build_simple_cnn(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> tup
     for i, out in enumerate(cfg.channels, 1):
         stride = 2 if cfg.pooling == "stride" else 1
         block: OrderedDict[str, nn.Module] = OrderedDict(
-            conv=nn.Conv2d(channels, out, k, stride=stride, padding=k // 2, bias=not cfg.batch_norm))
+            conv=nn.Conv2d(channels, out, k, stride=stride, padding=k // 2, bias=not cfg.batch_norm)
+        )
         if cfg.batch_norm:
             block["bn"] = nn.BatchNorm2d(out)
         block["relu"] = nn.ReLU(inplace=True)
@@ -99,6 +105,7 @@ def _downsampled_shape(size: int, kernel: int, pooling: str, times: int) -> int:
 
 class BasicBlock(nn.Module):
     """Two k x k convs with an identity (or 1x1 projection) shortcut."""
+
     expansion = 1
 
     def __init__(self, in_ch: int, planes: int, stride: int, k: int, batch_norm: bool):
@@ -118,6 +125,7 @@ class BasicBlock(nn.Module):
 
 class BottleneckBlock(nn.Module):
     """1x1 reduce -> k x k -> 1x1 expand (x4), with a shortcut."""
+
     expansion = 4
 
     def __init__(self, in_ch: int, planes: int, stride: int, k: int, batch_norm: bool):
@@ -144,7 +152,9 @@ def _shortcut(in_ch: int, out: int, stride: int, batch_norm: bool) -> nn.Module:
     return nn.Sequential(nn.Conv2d(in_ch, out, 1, stride=stride, bias=not batch_norm), _norm2d(out, batch_norm))
 
 
-def build_resnet(cfg: ModelConfig, input_shape: tuple[int, int, int], block: type) -> tuple[nn.Module, int]:
+def build_resnet(
+    cfg: ModelConfig, input_shape: tuple[int, int, int], block: type[BasicBlock] | type[BottleneckBlock]
+) -> tuple[nn.Module, int]:
     """A small ResNet for 8-32 px inputs: 3x3 stem (no downsampling), one stage per channels entry.
 
     Every stage after the first halves the resolution: with a strided first conv
@@ -153,8 +163,12 @@ def build_resnet(cfg: ModelConfig, input_shape: tuple[int, int, int], block: typ
     k = cfg.kernel_size
     stem_ch = cfg.channels[0]
     layers: OrderedDict[str, nn.Module] = OrderedDict(
-        stem=nn.Sequential(nn.Conv2d(input_shape[0], stem_ch, 3, padding=1, bias=not cfg.batch_norm),
-                           _norm2d(stem_ch, cfg.batch_norm), nn.ReLU(inplace=True)))
+        stem=nn.Sequential(
+            nn.Conv2d(input_shape[0], stem_ch, 3, padding=1, bias=not cfg.batch_norm),
+            _norm2d(stem_ch, cfg.batch_norm),
+            nn.ReLU(inplace=True),
+        )
+    )
     in_ch, size = stem_ch, min(input_shape[1:])
     for s, planes in enumerate(cfg.channels, 1):
         stage: list[nn.Module] = []
@@ -177,11 +191,15 @@ def build_resnet(cfg: ModelConfig, input_shape: tuple[int, int, int], block: typ
 def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> LatentModel:
     """Build the configured network for inputs of ``input_shape`` (C, H, W)."""
     if cfg.input_shape is not None and tuple(cfg.input_shape) != tuple(input_shape):
-        raise ConfigError(f"config key 'model.input_shape' = {cfg.input_shape}: the data set gives "
-                          f"{list(input_shape)}; remove the key or change dataset.image_size")
+        raise ConfigError(
+            f"config key 'model.input_shape' = {cfg.input_shape}: the data set gives "
+            f"{list(input_shape)}; remove the key or change dataset.image_size"
+        )
     if cfg.num_classes is not None and cfg.num_classes != num_classes:
-        raise ConfigError(f"config key 'model.num_classes' = {cfg.num_classes}: the data set has "
-                          f"{num_classes} classes; remove the key or change dataset.classes")
+        raise ConfigError(
+            f"config key 'model.num_classes' = {cfg.num_classes}: the data set has "
+            f"{num_classes} classes; remove the key or change dataset.classes"
+        )
     if cfg.type == "fc":
         body, features = build_fc(cfg, input_shape)
     elif cfg.type == "simple_cnn":

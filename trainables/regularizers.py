@@ -21,22 +21,27 @@ total loss = task loss + weight * sum(lambda_reg * regularizer)
   neighbour indices held fixed) towards ``target_dim``.
 - **combined**: both, each with its own lambda_reg, start_epoch and every_n_steps.
 """
+
 from __future__ import annotations
 
 import math
 import sys
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components, dijkstra
 
-from analysis.flatness import (MIN_RESOLVED_POINTS, SHORT_CHORD_NEIGHBORS, chord_graph, segments_supported,
-                               support_tolerance)
-from analysis.latent import intrinsic_dim_twonn
-from study.config import GeometryConfig, RegularizerConfig
+from geotune.analysis.flatness import (
+    MIN_RESOLVED_POINTS,
+    SHORT_CHORD_NEIGHBORS,
+    chord_graph,
+    segments_supported,
+    support_tolerance,
+)
+from geotune.analysis.latent import intrinsic_dim_twonn
+from geotune.config import GeometryConfig, RegularizerConfig
 
 EPS = 1e-12
 
@@ -61,7 +66,7 @@ def coincidence_tolerance(z: torch.Tensor) -> float:
     return float(4.0 * math.sqrt(torch.finfo(z.dtype).eps) * z.detach().norm(dim=1).max())
 
 
-def knn_indices(dist: torch.Tensor, k: int, labels: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+def knn_indices(dist: torch.Tensor, k: int, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(distances, indices) of each point's k nearest others, within its class when ``labels`` is given.
 
     Entries that do not exist (a class smaller than k+1) come back as inf.
@@ -82,13 +87,14 @@ def knn_indices(dist: torch.Tensor, k: int, labels: Optional[torch.Tensor] = Non
 @dataclass
 class ShortestPaths:
     """Measured pairs and, per hop, the edges of the path chosen for each (no gradient)."""
+
     i: np.ndarray
     j: np.ndarray
-    hop_a: np.ndarray     # (H, P) edge start per hop (0 where the path has ended)
-    hop_b: np.ndarray     # (H, P) edge end per hop
+    hop_a: np.ndarray  # (H, P) edge start per hop (0 where the path has ended)
+    hop_b: np.ndarray  # (H, P) edge end per hop
     hop_mask: np.ndarray  # (H, P) 1 where the hop exists
-    hops: np.ndarray      # (P,) number of edges on each path
-    total_pairs: int      # pairs that could be measured: within classes when the graph is per class
+    hops: np.ndarray  # (P,) number of edges on each path
+    total_pairs: int  # pairs that could be measured: within classes when the graph is per class
 
 
 def _unroll(pred: np.ndarray, row: np.ndarray, i: np.ndarray, j: np.ndarray) -> tuple:
@@ -109,7 +115,7 @@ def _unroll(pred: np.ndarray, row: np.ndarray, i: np.ndarray, j: np.ndarray) -> 
     return np.array(hop_a), np.array(hop_b), np.array(hop_mask), np.sum(hop_mask, axis=0).astype(np.int64)
 
 
-def _countable_pairs(groups: np.ndarray, sources: Optional[np.ndarray]) -> int:
+def _countable_pairs(groups: np.ndarray, sources: np.ndarray | None) -> int:
     """Pairs a graph could connect: all pairs within each group (one group without per-class graphs)."""
     _, group_of = np.unique(groups, return_inverse=True)
     sizes = np.bincount(group_of)
@@ -128,19 +134,18 @@ def _neighbor_graph(nbr_dist: np.ndarray, nbr_idx: np.ndarray) -> sparse.csr_mat
     valid = np.isfinite(nbr_dist)
     indptr = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(valid.sum(1), out=indptr[1:])
-    return sparse.csr_matrix((np.maximum(nbr_dist[valid], EPS), nbr_idx[valid].astype(np.int32), indptr),
-                             shape=(n, n))
+    return sparse.csr_matrix((np.maximum(nbr_dist[valid], EPS), nbr_idx[valid].astype(np.int32), indptr), shape=(n, n))
 
 
-def shortest_paths(nbr_dist: np.ndarray, nbr_idx: np.ndarray, sources: Optional[np.ndarray] = None,
-                   groups: Optional[np.ndarray] = None) -> ShortestPaths:
+def shortest_paths(
+    nbr_dist: np.ndarray, nbr_idx: np.ndarray, sources: np.ndarray | None = None, groups: np.ndarray | None = None
+) -> ShortestPaths:
     """Dijkstra on the symmetric kNN graph, paths unrolled hop by hop (no gradient).
 
     All pairs i<j by default; with ``sources``, the pairs (s, j), j != s, of those sources only.
     """
     n = len(nbr_idx)
-    dist, pred = dijkstra(_neighbor_graph(nbr_dist, nbr_idx), directed=False, return_predecessors=True,
-                          indices=sources)
+    dist, pred = dijkstra(_neighbor_graph(nbr_dist, nbr_idx), directed=False, return_predecessors=True, indices=sources)
     if sources is None:
         row, j = np.nonzero(np.isfinite(dist))
         upper = row < j
@@ -158,11 +163,18 @@ def shortest_paths(nbr_dist: np.ndarray, nbr_idx: np.ndarray, sources: Optional[
 
 def _no_paths(total: int) -> ShortestPaths:
     empty = np.zeros((0, 0), dtype=np.int64)
-    return ShortestPaths(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), empty, empty,
-                         empty.astype(np.float32), np.zeros(0, dtype=np.int64), total)
+    return ShortestPaths(
+        np.zeros(0, dtype=np.int64),
+        np.zeros(0, dtype=np.int64),
+        empty,
+        empty,
+        empty.astype(np.float32),
+        np.zeros(0, dtype=np.int64),
+        total,
+    )
 
 
-def _sources(n: int, max_sources: int) -> Optional[np.ndarray]:
+def _sources(n: int, max_sources: int) -> np.ndarray | None:
     """Random sources drawn from torch's seeded generator, or None for all pairs."""
     if 0 < max_sources < n:
         return np.sort(torch.randperm(n)[:max_sources].numpy())
@@ -172,14 +184,18 @@ def _sources(n: int, max_sources: int) -> Optional[np.ndarray]:
 def _live_ratios(dist: torch.Tensor, paths: ShortestPaths, keep: np.ndarray) -> torch.Tensor:
     """Path length re-summed from the live distances along the fixed paths, over the live Euclidean distance."""
     device = dist.device
-    hop_a, hop_b = torch.as_tensor(paths.hop_a[:, keep], device=device), torch.as_tensor(paths.hop_b[:, keep], device=device)
+    hop_a, hop_b = (
+        torch.as_tensor(paths.hop_a[:, keep], device=device),
+        torch.as_tensor(paths.hop_b[:, keep], device=device),
+    )
     mask = torch.as_tensor(paths.hop_mask[:, keep], device=device).to(dist.dtype)
     geodesic = (dist[hop_a, hop_b] * mask).sum(0)
     return geodesic / dist[torch.as_tensor(paths.i[keep], device=device), torch.as_tensor(paths.j[keep], device=device)]
 
 
-def geodesic_ratios(z: torch.Tensor, k: int, labels: Optional[torch.Tensor] = None, exclude_direct: bool = False,
-                    max_sources: int = 0) -> tuple[torch.Tensor, ShortestPaths]:
+def geodesic_ratios(
+    z: torch.Tensor, k: int, labels: torch.Tensor | None = None, exclude_direct: bool = False, max_sources: int = 0
+) -> tuple[torch.Tensor, ShortestPaths]:
     """Differentiable kNN-graph geodesic / Euclidean ratios of the connected pairs of a batch.
 
     ``max_sources`` > 0 measures only the pairs starting at that many random points (drawn from
@@ -189,8 +205,9 @@ def geodesic_ratios(z: torch.Tensor, k: int, labels: Optional[torch.Tensor] = No
     dist = pairwise_distances(z)
     nbr_dist, nbr_idx = knn_indices(dist, k, labels)
     groups = labels.cpu().numpy() if labels is not None else None
-    paths = shortest_paths(nbr_dist.double().cpu().numpy(), nbr_idx.cpu().numpy(), _sources(len(z), max_sources),
-                           groups)
+    paths = shortest_paths(
+        nbr_dist.double().cpu().numpy(), nbr_idx.cpu().numpy(), _sources(len(z), max_sources), groups
+    )
     euclid = dist.detach()[torch.as_tensor(paths.i, device=z.device), torch.as_tensor(paths.j, device=z.device)]
     # coincident points have no defined ratio (tolerance relative to the embeddings' scale, see above)
     keep = (paths.hops > (1 if exclude_direct else 0)) & (euclid > coincidence_tolerance(z)).cpu().numpy()
@@ -199,8 +216,9 @@ def geodesic_ratios(z: torch.Tensor, k: int, labels: Optional[torch.Tensor] = No
     return _live_ratios(dist, paths, keep), paths
 
 
-def chord_ratios(z: torch.Tensor, k: int, labels: Optional[torch.Tensor] = None, max_sources: int = 0
-                 ) -> tuple[torch.Tensor, torch.Tensor, ShortestPaths]:
+def chord_ratios(
+    z: torch.Tensor, k: int, labels: torch.Tensor | None = None, max_sources: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, ShortestPaths]:
     """Differentiable chord-geodesic / Euclidean ratios of a batch's pairs (``analysis.flatness``).
 
     A pair whose straight segment stays on its class (every point of it within
@@ -236,8 +254,11 @@ def chord_ratios(z: torch.Tensor, k: int, labels: Optional[torch.Tensor] = None,
             li, lj = np.repeat(local_sources, len(members)), np.tile(np.arange(len(members)), len(local_sources))
         gi, gj = members[li], members[lj]
         # not coincident, and connected by the kNN graph (a class of <= k points is complete: flat by construction)
-        keep = (gi != gj) & (np.linalg.norm(points[gi] - points[gj], axis=1) > tolerance) & \
-            (component[gi] == component[gj])
+        keep = (
+            (gi != gj)
+            & (np.linalg.norm(points[gi] - points[gj], axis=1) > tolerance)
+            & (component[gi] == component[gj])
+        )
         li, lj, gi, gj = li[keep], lj[keep], gi[keep], gj[keep]
         pairs_i.append(gi)
         if len(members) <= k or len(gi) == 0:
@@ -246,7 +267,7 @@ def chord_ratios(z: torch.Tensor, k: int, labels: Optional[torch.Tensor] = None,
         # TwoNN of the class (detached) from the within-class distances at hand
         dimension = intrinsic_dim_twonn(points[members], neighbors=(nbr_dist[members, :2], nbr_idx[members, :2]))
         support = support_tolerance(k, dimension) * radius
-        radius2 = torch.as_tensor(support ** 2, dtype=torch.float32, device=z.device)
+        radius2 = torch.as_tensor(support**2, dtype=torch.float32, device=z.device)
         spacing = float(np.median(support))
         members_t = torch.as_tensor(members, device=z.device)
         sub = sq[members_t][:, members_t]
@@ -256,11 +277,12 @@ def chord_ratios(z: torch.Tensor, k: int, labels: Optional[torch.Tensor] = None,
         bent_i.append(gi[~direct])
         bent_j.append(gj[~direct])
         # the class's kNN edges and supported segments to its near neighbours, in the class's own indices
-        near = min(m, len(members) - 1)               # columns that hold members of the class
+        near = min(m, len(members) - 1)  # columns that hold members of the class
         local = np.full(n, -1)
         local[members] = np.arange(len(members))
-        class_graph = chord_graph(points[members], sub, (nbr_dist[members, :near],
-                                                         local[nbr_idx[members, :near]]), k, radius2, spacing).tocoo()
+        class_graph = chord_graph(
+            points[members], sub, (nbr_dist[members, :near], local[nbr_idx[members, :near]]), k, radius2, spacing
+        ).tocoo()
         graphs.append((class_graph.data, members[class_graph.row], members[class_graph.col]))
     counted = torch.tensor(float(sum(len(p) for p in pairs_i)))
     if not bent_i:
@@ -275,9 +297,15 @@ def chord_ratios(z: torch.Tensor, k: int, labels: Optional[torch.Tensor] = None,
     return _live_ratios(dist, paths, np.ones(len(i), dtype=bool)), counted, paths
 
 
-def geodesic_penalty(z: torch.Tensor, k: int, target: float, labels: Optional[torch.Tensor] = None,
-                     exclude_direct: bool = False, max_sources: int = 0, mode: str = "fixed"
-                     ) -> tuple[torch.Tensor, dict]:
+def geodesic_penalty(
+    z: torch.Tensor,
+    k: int,
+    target: float,
+    labels: torch.Tensor | None = None,
+    exclude_direct: bool = False,
+    max_sources: int = 0,
+    mode: str = "fixed",
+) -> tuple[torch.Tensor, dict]:
     """The geodesic penalty of a batch and its statistics.
 
     ``mode`` fixed: mean over connected pairs of (kNN-graph ratio - ``target``)^2.
@@ -286,8 +314,10 @@ def geodesic_penalty(z: torch.Tensor, k: int, target: float, labels: Optional[to
     """
     if mode == "flat":
         bent, counted, paths = chord_ratios(z, k, labels, max_sources)
-        stats = {"geodesic_pairs": counted,
-                 "geodesic_bent_fraction": torch.tensor(len(bent) / max(1.0, float(counted)))}
+        stats = {
+            "geodesic_pairs": counted,
+            "geodesic_bent_fraction": torch.tensor(len(bent) / max(1.0, float(counted))),
+        }
         if len(bent) == 0:  # every pair runs straight: nothing to pull (and no graph to differentiate)
             stats["geodesic_ratio"] = torch.tensor(1.0)
             return z.sum() * 0.0, stats
@@ -296,8 +326,10 @@ def geodesic_penalty(z: torch.Tensor, k: int, target: float, labels: Optional[to
         stats["geodesic_penalty"] = penalty.detach()
         return penalty, stats
     ratios, paths = geodesic_ratios(z, k, labels, exclude_direct, max_sources)
-    stats = {"geodesic_pairs": torch.tensor(float(len(ratios))),
-             "geodesic_connected_fraction": torch.tensor(len(paths.i) / max(1, paths.total_pairs))}
+    stats = {
+        "geodesic_pairs": torch.tensor(float(len(ratios))),
+        "geodesic_connected_fraction": torch.tensor(len(paths.i) / max(1, paths.total_pairs)),
+    }
     if len(ratios) == 0:
         return z.sum() * 0.0, stats
     penalty = ((ratios - target) ** 2).mean()
@@ -310,7 +342,7 @@ def geodesic_penalty(z: torch.Tensor, k: int, target: float, labels: Optional[to
 # geometry
 
 
-def class_structure_term(z: torch.Tensor, labels: torch.Tensor) -> Optional[torch.Tensor]:
+def class_structure_term(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
     """Mean squared distance to the own class centroid over mean squared centroid separation (scale-free)."""
     classes, inverse = torch.unique(labels, return_inverse=True)
     if len(classes) < 2:
@@ -325,7 +357,7 @@ def class_structure_term(z: torch.Tensor, labels: torch.Tensor) -> Optional[torc
     return intra / (inter + EPS)
 
 
-def intrinsic_dim_estimate(z: torch.Tensor, k: int, estimator: str) -> Optional[torch.Tensor]:
+def intrinsic_dim_estimate(z: torch.Tensor, k: int, estimator: str) -> torch.Tensor | None:
     """Differentiable intrinsic dimension of a batch: neighbour indices fixed, distances live."""
     if len(z) < 3:
         return None
@@ -338,7 +370,7 @@ def intrinsic_dim_estimate(z: torch.Tensor, k: int, estimator: str) -> Optional[
     _, idx = knn_indices(dist, k)
     t = dist.gather(1, idx).clamp_min(1e-6)
     inverse = torch.log(t[:, -1:] / t[:, :-1]).mean(1)  # 1 / m_k(x), Levina-Bickel
-    return 1.0 / inverse.mean().clamp_min(EPS)          # MacKay-Ghahramani average
+    return 1.0 / inverse.mean().clamp_min(EPS)  # MacKay-Ghahramani average
 
 
 def geometry_penalty(z: torch.Tensor, labels: torch.Tensor, cfg: GeometryConfig) -> tuple[torch.Tensor, dict]:
@@ -376,14 +408,22 @@ class LatentRegularizer:
         self.use_geodesic = cfg.name in ("geodesic", "combined") and cfg.geodesic.lambda_reg > 0
         self.use_geometry = cfg.name in ("geometry", "combined") and cfg.geometry.lambda_reg > 0
 
-    def __call__(self, z: torch.Tensor, labels: torch.Tensor, epoch: int, step: int
-                 ) -> tuple[Optional[torch.Tensor], dict]:
-        total: Optional[torch.Tensor] = None
+    def __call__(
+        self, z: torch.Tensor, labels: torch.Tensor, epoch: int, step: int
+    ) -> tuple[torch.Tensor | None, dict]:
+        total: torch.Tensor | None = None
         stats: dict = {}
         g, m = self.cfg.geodesic, self.cfg.geometry
         if self.use_geodesic and _due(g.start_epoch, g.every_n_steps, epoch, step):
-            value, s = geodesic_penalty(z, g.n_neighbors, g.target_ratio, labels if g.per_class else None,
-                                        g.exclude_direct, g.max_sources, g.target)
+            value, s = geodesic_penalty(
+                z,
+                g.n_neighbors,
+                g.target_ratio,
+                labels if g.per_class else None,
+                g.exclude_direct,
+                g.max_sources,
+                g.target,
+            )
             total = g.lambda_reg * value
             stats.update(s)
         if self.use_geometry and _due(m.start_epoch, m.every_n_steps, epoch, step):
@@ -395,8 +435,9 @@ class LatentRegularizer:
         return self.cfg.weight * total, stats
 
 
-def build_regularizer(cfg: RegularizerConfig, num_classes: int, batch_size: int | None = None,
-                      class_sizes: Optional[list[int]] = None) -> Optional[LatentRegularizer]:
+def build_regularizer(
+    cfg: RegularizerConfig, num_classes: int, batch_size: int | None = None, class_sizes: list[int] | None = None
+) -> LatentRegularizer | None:
     """The penalty function for the loop, or None when no regularizer is active.
 
     ``class_sizes`` (training examples per class) lets the trivial-graph warning look at a
@@ -411,19 +452,29 @@ def build_regularizer(cfg: RegularizerConfig, num_classes: int, batch_size: int 
     if reg.use_geodesic and batch_size:
         if g.per_class:
             sizes = np.asarray(class_sizes if class_sizes else [1] * num_classes, dtype=float)
-            expected = batch_size * sizes / sizes.sum()   # each class's expected count in a batch
+            expected = batch_size * sizes / sizes.sum()  # each class's expected count in a batch
             per_group = float(np.median(expected))
-            where = (f"a typical class holds about {per_group:.0f} points in a batch of {batch_size} "
-                     f"({num_classes} classes; median over classes)")
+            where = (
+                f"a typical class holds about {per_group:.0f} points in a batch of {batch_size} "
+                f"({num_classes} classes; median over classes)"
+            )
         else:
             per_group, where = float(batch_size), f"a batch of {batch_size}"
         if per_group <= g.n_neighbors + 1:
-            print(f"warning: regularizer.geodesic.n_neighbors = {g.n_neighbors} while {where}: the kNN graphs are "
-                  "(nearly) complete, so geodesic ratios are trivially 1; raise train.batch_size or lower "
-                  "n_neighbors", file=sys.stderr, flush=True)
+            print(
+                f"warning: regularizer.geodesic.n_neighbors = {g.n_neighbors} while {where}: the kNN graphs are "
+                "(nearly) complete, so geodesic ratios are trivially 1; raise train.batch_size or lower "
+                "n_neighbors",
+                file=sys.stderr,
+                flush=True,
+            )
         elif g.target == "flat" and per_group < MIN_RESOLVED_POINTS:
-            print(f"warning: regularizer.geodesic.target = flat while {where}: below about {MIN_RESOLVED_POINTS} "
-                  "points a class reads flat whatever its shape, so the penalty will rarely act "
-                  "(reg_geodesic_bent_fraction in the history says how often); raise train.batch_size, or use "
-                  "target fixed to reproduce the original platform", file=sys.stderr, flush=True)
+            print(
+                f"warning: regularizer.geodesic.target = flat while {where}: below about {MIN_RESOLVED_POINTS} "
+                "points a class reads flat whatever its shape, so the penalty will rarely act "
+                "(reg_geodesic_bent_fraction in the history says how often); raise train.batch_size, or use "
+                "target fixed to reproduce the original platform",
+                file=sys.stderr,
+                flush=True,
+            )
     return reg

@@ -1,34 +1,36 @@
 """The Ray Tune function trainable: one trial of geotune.
 
-``train_trial(config)`` receives the nested trial config from Tune, restores from
+``tune_trial(config)`` receives the nested trial config from Tune, restores from
 ``tune.get_checkpoint()`` when Tune restarts or resumes the trial, reports once
 per epoch with a checkpoint, and copies the finished trial's artifacts into the
 trial's directory in the experiment storage (a local folder, a shared file
 system or an object store alike).
 """
+
 from __future__ import annotations
 
+import io
 import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Optional
 
+import pyarrow.fs
+import ray
 import torch
 from ray import tune
 
-from study.config import TrialConfig, assemble_trial_config
-from trainables.loop import NonFiniteLossError
-from trainables.trial import final_tune_metrics, finalize_from_state, run_trial
-
-STATE_FILE = "state.pt"
-DIVERGED_FILE = "diverged.txt"
+from geotune.config import TrialConfig
+from geotune.config_loading import assemble_trial_config
+from geotune.layout import DIVERGED_FILE, HISTORY_FILE, METRICS_FILE, STATE_FILE
+from geotune.trainables.loop import NonFiniteLossError
+from geotune.trainables.trial import final_tune_metrics, finalize_trial, run_trial
 
 
 class TuneSession:
     """TrialSession backed by Ray Tune's checkpoints and storage."""
 
-    def restore(self) -> Optional[dict]:
+    def restore(self) -> dict | None:
         state = None
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
@@ -39,17 +41,19 @@ class TuneSession:
         newer = self._newest_own_state(after_epoch=state["epoch"] if state is not None else 0)
         return newer if newer is not None else state
 
-    def _newest_own_state(self, after_epoch: int) -> Optional[dict]:
+    def _newest_own_state(self, after_epoch: int) -> dict | None:
         """The newest readable checkpoint in this trial's folder, if it is past ``after_epoch``."""
-        import io
-
-        import pyarrow.fs
-
         storage = tune.get_context().get_storage()
         fs, base = storage.storage_filesystem, storage.trial_fs_path
         entries = fs.get_file_info(pyarrow.fs.FileSelector(base, allow_not_found=True))
-        folders = sorted((e.path for e in entries if e.type == pyarrow.fs.FileType.Directory
-                          and e.base_name.startswith("checkpoint_")), reverse=True)
+        folders = sorted(
+            (
+                e.path
+                for e in entries
+                if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith("checkpoint_")
+            ),
+            reverse=True,
+        )
         for folder in folders:
             try:
                 with fs.open_input_stream(f"{folder}/{STATE_FILE}") as src:
@@ -59,7 +63,7 @@ class TuneSession:
             return state if state["epoch"] > after_epoch else None
         return None
 
-    def report(self, metrics: dict, state: Optional[dict]) -> None:
+    def report(self, metrics: dict, state: dict | None) -> None:
         if state is None:
             tune.report(metrics)
             return
@@ -71,10 +75,8 @@ class TuneSession:
         storage = tune.get_context().get_storage()
         copy_to_storage(artifact_dir, storage.trial_fs_path, storage.storage_filesystem)
 
-    def read_artifact(self, name: str) -> Optional[str]:
+    def read_artifact(self, name: str) -> str | None:
         """A file already in this trial's storage folder (from an earlier attempt), or None."""
-        import pyarrow.fs
-
         storage = tune.get_context().get_storage()
         path = f"{storage.trial_fs_path}/{name}"
         if storage.storage_filesystem.get_file_info(path).type != pyarrow.fs.FileType.File:
@@ -89,21 +91,18 @@ class TuneSession:
 
 
 def copy_to_storage(local_dir: Path, destination: str, filesystem) -> None:
-    import pyarrow.fs
-
     filesystem.create_dir(destination, recursive=True)  # a trial that never reported has no folder yet
-    pyarrow.fs.copy_files(str(local_dir), destination, source_filesystem=pyarrow.fs.LocalFileSystem(),
-                          destination_filesystem=filesystem)
+    pyarrow.fs.copy_files(
+        str(local_dir), destination, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=filesystem
+    )
 
 
 def assigned_cpus() -> int:
-    import ray
-
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     return max(1, int(round(cpus)))
 
 
-def trial_config(config: dict, base: Optional[dict], variants: Optional[dict]) -> TrialConfig:
+def trial_config(config: dict, base: dict | None, variants: dict | None) -> TrialConfig:
     """The trial's validated config (Tune's ``config`` over a study's base and variants), with torch threads set."""
     cfg = TrialConfig.from_dict(assemble_trial_config(config, base, variants))
     # Threads follow the CPUs Ray reserved for this trial, so parallel trials share cores instead of fighting.
@@ -111,8 +110,7 @@ def trial_config(config: dict, base: Optional[dict], variants: Optional[dict]) -
     return cfg
 
 
-def train_trial(config: dict, base: Optional[dict] = None, variants: Optional[dict] = None,
-                verbose: bool = True) -> None:
+def tune_trial(config: dict, base: dict | None = None, variants: dict | None = None, verbose: bool = True) -> None:
     """Ray Tune entry point: build everything from ``config`` (over a study's ``base``) and run one trial.
 
     Studies pass ``verbose=False``: their progress is Ray's table and one line per finished trial.
@@ -121,11 +119,11 @@ def train_trial(config: dict, base: Optional[dict] = None, variants: Optional[di
         logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" per epoch
     cfg = trial_config(config, base, variants)
     session = TuneSession()
-    finished = session.read_artifact("metrics.json")
+    finished = session.read_artifact(METRICS_FILE)
     if finished is not None:
         # Tune's saved state can lag behind a trial that finished just before an interruption:
         # report its final metrics again rather than train it a second time.
-        history = json.loads(session.read_artifact("training_history.json") or "[]")
+        history = json.loads(session.read_artifact(HISTORY_FILE) or "[]")
         tune.report(final_tune_metrics(history[-1] if history else {}, json.loads(finished)))
         return
     diverged = session.read_artifact(DIVERGED_FILE)
@@ -139,13 +137,19 @@ def train_trial(config: dict, base: Optional[dict] = None, variants: Optional[di
             raise
 
 
-def finalize_stopped_trial(config: dict, checkpoint: "tune.Checkpoint", trial_path: str, filesystem,
-                           base: Optional[dict] = None, variants: Optional[dict] = None) -> str:
+def tune_finalize_trial(
+    config: dict,
+    checkpoint: tune.Checkpoint,
+    trial_path: str,
+    filesystem,
+    base: dict | None = None,
+    variants: dict | None = None,
+) -> str:
     """Write the artifacts of a trial the scheduler stopped, from its last checkpoint (run as a Ray task)."""
     cfg = trial_config(config, base, variants)
     with checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
     with tempfile.TemporaryDirectory(prefix="geotune-artifacts-") as folder:
-        finalize_from_state(cfg, state, Path(folder))
+        finalize_trial(cfg, state, Path(folder))
         copy_to_storage(Path(folder), trial_path, filesystem)
     return trial_path

@@ -7,78 +7,35 @@ artifact into a local folder that the session then persists. The Ray trainable
 (``trainables.trainable``) is a thin adapter around it; tests and the study's
 finalisation of early-stopped trials use other sessions.
 """
+
 from __future__ import annotations
 
-import os
-import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Protocol
 
-import numpy as np
 import torch
 
-from study.config import ConfigError, TrialConfig
-from trainables.data import (Augmentation, DataSplits, check_dataset, describe_input, load_data,
-                             training_batches)
-from trainables.heads import OutputLayer
-from trainables.loop import EarlyStopping, GradientNormTracker, evaluate, train_one_epoch
-from trainables.models import LatentModel, build_model
-from trainables.regularizers import build_regularizer
+from geotune.analysis.latent import epoch_geometry
+from geotune.config import TrialConfig
+from geotune.errors import ConfigError
+from geotune.layout import StopReason
+from geotune.trainables.artifacts import write_trial_artifacts
+from geotune.trainables.data import Augmentation, check_dataset, describe_input, training_batches
+from geotune.trainables.loop import EarlyStopping, GradientNormTracker, evaluate, train_one_epoch
+from geotune.trainables.models import build_model
+from geotune.trainables.parts import build_trial, load_trial_state, trial_state
+from geotune.trainables.regularizers import build_regularizer
 
 
 class TrialSession(Protocol):
     """Where a trial reports to and checkpoints into (Ray Tune, or a plain folder)."""
 
-    def restore(self) -> Optional[dict]: ...
+    def restore(self) -> dict | None: ...
 
-    def report(self, metrics: dict, state: Optional[dict]) -> None: ...
+    def report(self, metrics: dict, state: dict | None) -> None: ...
 
     def persist(self, artifact_dir: Path) -> None: ...
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if name == "cuda":
-        raise ConfigError("config key 'train.device' = 'cuda': no GPU is visible to this trial "
-                          "(give trials GPUs with --gpus-per-trial, or use device auto/cpu)")
-    return torch.device("cpu")
-
-
-def seed_everything(seed: int, deterministic: bool, device: torch.device) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        if device.type == "cuda":
-            # cuBLAS needs a fixed workspace to give the same sums every run.
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def build_optimizer(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    t = cfg.train
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    if t.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-
-
-def build_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer):
-    t = cfg.train
-    if t.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
-    if t.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.lr_step_size, gamma=t.lr_gamma)
-    if t.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=t.lr_gamma, patience=t.lr_step_size)
-    return None
 
 
 def check_config(cfg: TrialConfig) -> list[str]:
@@ -97,62 +54,10 @@ def check_config(cfg: TrialConfig) -> list[str]:
 def check_device(cfg: TrialConfig, gpus: float) -> None:
     """A trial that must run on CUDA needs a GPU share: known once the resources are."""
     if cfg.train.device == "cuda" and not gpus:
-        raise ConfigError("config key 'train.device' = 'cuda' but trials get no GPU (none on this machine or "
-                          "cluster, or --gpus-per-trial 0); use train.device auto or cpu, or give trials GPUs")
-
-
-@dataclass
-class TrialParts:
-    data: DataSplits
-    model: LatentModel
-    output: OutputLayer
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    device: torch.device
-
-
-def build_trial(cfg: TrialConfig) -> TrialParts:
-    device = resolve_device(cfg.train.device)
-    seed_everything(cfg.train.seed, cfg.train.deterministic, device)
-    data = load_data(cfg.dataset, device)
-    model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg, model)
-    return TrialParts(data, model, OutputLayer(cfg.model.output), optimizer, build_scheduler(cfg, optimizer), device)
-
-
-def trial_state(parts: TrialParts, generator: torch.Generator, epoch: int, step: int, history: list,
-                early: EarlyStopping, stopped: bool, elapsed: float) -> dict:
-    """Everything needed to continue bit for bit; loadable with ``torch.load(weights_only=True)``."""
-    state = {
-        "model": parts.model.state_dict(),
-        "optimizer": parts.optimizer.state_dict(),
-        "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
-        "epoch": epoch,
-        "step": step,
-        "history": history,
-        "early_stopping": early.state_dict(),
-        "stopped": stopped,
-        "elapsed": elapsed,
-        "torch_rng": torch.get_rng_state(),
-        "data_rng": generator.get_state(),
-    }
-    if parts.device.type == "cuda":
-        state["cuda_rng"] = torch.cuda.get_rng_state(parts.device)
-    return state
-
-
-def load_trial_state(parts: TrialParts, generator: torch.Generator, state: dict, early: EarlyStopping) -> None:
-    parts.model.load_state_dict(state["model"])
-    parts.optimizer.load_state_dict(state["optimizer"])
-    if parts.scheduler is not None and state["scheduler"] is not None:
-        parts.scheduler.load_state_dict(state["scheduler"])
-    early.load_state_dict(state["early_stopping"])
-    torch.set_rng_state(state["torch_rng"])
-    generator.set_state(state["data_rng"])
-    if parts.device.type == "cuda" and "cuda_rng" in state:
-        torch.cuda.set_rng_state(state["cuda_rng"], parts.device)
+        raise ConfigError(
+            "config key 'train.device' = 'cuda' but trials get no GPU (none on this machine or "
+            "cluster, or --gpus-per-trial 0); use train.device auto or cpu, or give trials GPUs"
+        )
 
 
 def final_tune_metrics(last_epoch: dict, final: dict) -> dict:
@@ -166,15 +71,16 @@ def epoch_metrics(history: list[dict], early: EarlyStopping) -> dict:
     """What Tune sees after each epoch: the last history row (without per-layer norms) and bests."""
     last = {k: v for k, v in history[-1].items() if k != "grad_norms"}
     best = history[early.best_epoch - 1] if early.best_epoch else history[-1]
-    last.update(best_val_loss=best["val_loss"], best_val_accuracy=max(h["val_accuracy"] for h in history),
-                best_epoch=early.best_epoch)
+    last.update(
+        best_val_loss=best["val_loss"],
+        best_val_accuracy=max(h["val_accuracy"] for h in history),
+        best_epoch=early.best_epoch,
+    )
     return last
 
 
 def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, verbose: bool = True) -> dict:
     """Train and evaluate one trial; returns the final metrics (also written to metrics.json)."""
-    from trainables.artifacts import write_trial_artifacts
-
     start = time.perf_counter()
     parts = build_trial(cfg)
     generator = torch.Generator(device=parts.device).manual_seed(cfg.train.seed)
@@ -200,27 +106,51 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
         lr = parts.optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
         batches = training_batches(parts.data, cfg.train.batch_size, generator, augmentation)
-        stats = train_one_epoch(parts.model, parts.output, parts.optimizer, batches, epoch, regularizer=regularizer,
-                                grad_tracker=grad_tracker, precision=cfg.train.precision,
-                                channels_last=cfg.train.channels_last, step_offset=step)
+        stats = train_one_epoch(
+            parts.model,
+            parts.output,
+            parts.optimizer,
+            batches,
+            epoch,
+            regularizer=regularizer,
+            grad_tracker=grad_tracker,
+            precision=cfg.train.precision,
+            channels_last=cfg.train.channels_last,
+            step_offset=step,
+        )
         train_time = time.perf_counter() - t0
         step += steps_per_epoch
-        val = evaluate(parts.model, parts.output, parts.data, parts.data.val, precision=cfg.train.precision,
-                       channels_last=cfg.train.channels_last)
+        val = evaluate(
+            parts.model,
+            parts.output,
+            parts.data,
+            parts.data.val,
+            precision=cfg.train.precision,
+            channels_last=cfg.train.channels_last,
+        )
         if isinstance(parts.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             parts.scheduler.step(val.loss)
         elif parts.scheduler is not None:
             parts.scheduler.step()
-        row = {"epoch": epoch, "train_loss": stats.loss, "train_accuracy": stats.accuracy,
-               "val_loss": val.loss, "val_accuracy": val.accuracy, "reg_loss": stats.reg_loss, "lr": lr,
-               "epoch_time": time.perf_counter() - t0, "train_time": train_time}
+        row = {
+            "epoch": epoch,
+            "train_loss": stats.loss,
+            "train_accuracy": stats.accuracy,
+            "val_loss": val.loss,
+            "val_accuracy": val.accuracy,
+            "reg_loss": stats.reg_loss,
+            "lr": lr,
+            "epoch_time": time.perf_counter() - t0,
+            "train_time": train_time,
+        }
         row.update({f"reg_{k}": v for k, v in stats.reg_stats.items()})
         every = cfg.logging.embedding_metrics_every
         if every and epoch % every == 0 and epoch != cfg.train.epochs:
-            from analysis.latent import epoch_geometry
-
-            row.update(epoch_geometry(val.embeddings.numpy(), val.labels.numpy(), cfg.logging.metrics_n_neighbors,
-                                      seed=cfg.train.seed))
+            row.update(
+                epoch_geometry(
+                    val.embeddings.numpy(), val.labels.numpy(), cfg.logging.metrics_n_neighbors, seed=cfg.train.seed
+                )
+            )
         row["grad_norms"] = stats.grad_norms
         history.append(row)
         # Patience running out on the last epoch is not an early stop: the run was complete anyway.
@@ -229,32 +159,43 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
         elapsed = elapsed_before + time.perf_counter() - start
         metrics = epoch_metrics(history, early)
         if verbose:
-            print(f"epoch {epoch:3d}/{cfg.train.epochs}  train_loss {stats.loss:.4f}  val_loss {val.loss:.4f}  "
-                  f"val_acc {val.accuracy:.4f}  reg {stats.reg_loss:.4f}  {row['epoch_time']:.2f}s"
-                  + ("  (early stop)" if stopped else ""), flush=True)
+            print(
+                f"epoch {epoch:3d}/{cfg.train.epochs}  train_loss {stats.loss:.4f}  val_loss {val.loss:.4f}  "
+                f"val_acc {val.accuracy:.4f}  reg {stats.reg_loss:.4f}  {row['epoch_time']:.2f}s"
+                + ("  (early stop)" if stopped else ""),
+                flush=True,
+            )
         if finished:
             break
-        session.report(metrics, trial_state(parts, generator, epoch, step, history, early, stopped, elapsed)
-                       if cfg.logging.save_checkpoint else None)
+        session.report(
+            metrics,
+            trial_state(parts, generator, epoch, step, history, early, stopped, elapsed)
+            if cfg.logging.save_checkpoint
+            else None,
+        )
 
     # The last report comes after the artifacts are persisted, so a finished trial always has them.
     elapsed = elapsed_before + time.perf_counter() - start
-    final = write_trial_artifacts(artifact_dir, cfg, parts, history, early, stopped, elapsed)
+    final = write_trial_artifacts(
+        artifact_dir, cfg, parts, history, early, StopReason.PATIENCE if stopped else StopReason.COMPLETED, elapsed
+    )
     session.persist(artifact_dir)
     metrics = final_tune_metrics(epoch_metrics(history, early) if history else {}, final)
-    session.report(metrics, trial_state(parts, generator, epoch, step, history, early, True, elapsed)
-                   if cfg.logging.save_checkpoint else None)
+    session.report(
+        metrics,
+        trial_state(parts, generator, epoch, step, history, early, True, elapsed)
+        if cfg.logging.save_checkpoint
+        else None,
+    )
     return final
 
 
-def finalize_from_state(cfg: TrialConfig, state: dict, artifact_dir: Path) -> dict:
+def finalize_trial(cfg: TrialConfig, state: dict, artifact_dir: Path) -> dict:
     """Write the artifacts of a trial stopped from outside (e.g. by ASHA) from its last checkpoint."""
-    from trainables.artifacts import write_trial_artifacts
-
     parts = build_trial(cfg)
     generator = torch.Generator(device=parts.device)
     early = EarlyStopping(cfg.train.patience)
     load_trial_state(parts, generator, state, early)
-    return write_trial_artifacts(artifact_dir, cfg, parts, list(state["history"]), early, True,
-                                 state["elapsed"], stop_reason="stopped by the scheduler")
-
+    return write_trial_artifacts(
+        artifact_dir, cfg, parts, list(state["history"]), early, StopReason.SCHEDULER, state["elapsed"]
+    )

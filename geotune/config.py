@@ -1,0 +1,257 @@
+"""The trial config: every hyperparameter declared once, with its default, allowed values and meaning.
+
+A YAML file overrides the defaults and ``--set section.key=value`` overrides the
+file (``geotune.config_loading``). Anything that cannot be right (an unknown key,
+a wrong type, a negative learning rate, a start epoch after the last) raises
+:class:`~geotune.errors.ConfigError` before anything trains; its message is one
+line naming the key, the value and what is allowed (``geotune.schema``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import yaml
+
+from geotune.errors import ConfigError
+from geotune.schema import build, commented_yaml, declared_rows, param, show
+
+DATASETS = ("digits", "shapes", "mnist", "fashion_mnist", "cifar10", "cifar100", "image_folder")
+MODELS = ("fc", "simple_cnn", "resnet_basic", "resnet_bottleneck")
+REGULARIZERS = ("none", "geodesic", "geometry", "combined")
+
+
+@dataclass
+class ShapesConfig:
+    num_samples: int = param(1500, "number of images generated (classes balanced)", ge=3)
+    delta: int = param(15, "each RGB channel is drawn uniformly from class centre +/- delta", ge=0, le=42)
+    min_extent: float = param(0.3, "smallest rectangle side, as a fraction of the image side", gt=0, le=1)
+    max_extent: float = param(0.8, "largest rectangle side, as a fraction of the image side", gt=0, le=1)
+
+
+@dataclass
+class DatasetConfig:
+    name: str = param("digits", "which data set to train on", choices=DATASETS)
+    root: str = param("data", "folder holding on-disk data sets (mnist, fashion_mnist, cifar*, image_folder)")
+    download: bool = param(False, "let torchvision download mnist/fashion_mnist/cifar10/cifar100 into root")
+    val_ratio: float = param(0.15, "fraction of the training data held out for validation (stratified)", gt=0, lt=1)
+    test_ratio: float = param(
+        0.15, "fraction held out for test where the data set has no official test split", gt=0, lt=1
+    )
+    split_seed: int = param(0, "seed of the stratified splits and of synthetic data generation", ge=0, le=2**32 - 1)
+    classes: list[int | str] | None = param(
+        None, "keep only these classes (indices, or folder names for image_folder), relabelled 0..n-1"
+    )
+    image_size: int | None = param(
+        None, "resize images once at load to this square size; null keeps the native size", ge=4
+    )
+    grayscale: bool = param(False, "image_folder only: decode images as one grey channel instead of RGB")
+    augment: bool = param(False, "augment training batches on the device (vectorized flips, translations, rotations)")
+    augment_flip: bool = param(
+        False, "random horizontal flips (leave off for digits: a mirrored glyph is another glyph)"
+    )
+    augment_translate: int = param(2, "random translation of up to this many pixels (a padded random crop)", ge=0)
+    augment_rotate: float = param(10.0, "random rotation within +/- this many degrees", ge=0, le=180)
+    shapes: ShapesConfig = param(ShapesConfig(), "settings of the synthetic coloured-rectangles data set")
+
+
+@dataclass
+class ModelConfig:
+    type: str = param("simple_cnn", "network body", choices=MODELS)
+    input_shape: list[int] | None = param(None, "[channels, height, width]; null takes it from the data set")
+    num_classes: int | None = param(None, "number of outputs; null takes it from the data set", ge=2)
+    hidden_dim: int = param(64, "size of the embedding (latent vector) that the geometry work measures", ge=2)
+    channels: list[int] = param(
+        [32, 64], "conv channels per block (simple_cnn), per stage (resnets) or hidden widths (fc)"
+    )
+    kernel_size: int = param(3, "convolution kernel size", choices=(3, 5, 7))
+    pooling: str = param("max", "how each conv block downsamples by 2", choices=("stride", "max", "avg"))
+    batch_norm: bool = param(True, "BatchNorm after each convolution (and hidden layer of fc)")
+    dropout: float = param(0.1, "dropout probability before the embedding layer and inside the mlp head", ge=0, lt=1)
+    blocks_per_stage: int = param(1, "residual blocks per stage (resnet_basic, resnet_bottleneck)", ge=1)
+    head_type: str = param("linear", "map from embedding to logits", choices=("linear", "mlp"))
+    output: str = param(
+        "softmax",
+        "output layer: softmax + cross-entropy, or sparsemax + sparsemax loss",
+        choices=("softmax", "sparsemax"),
+    )
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = param(128, "examples per optimisation step", ge=2)
+    epochs: int = param(15, "maximum number of passes over the training split", ge=1, le=100_000)
+    lr: float = param(1e-3, "peak learning rate", gt=0)
+    optimizer: str = param("adam", "optimiser", choices=("adam", "adamw", "sgd"))
+    momentum: float = param(0.9, "SGD momentum (sgd only)", ge=0, lt=1)
+    weight_decay: float = param(0.0, "L2 weight decay (decoupled for adamw)", ge=0)
+    scheduler: str = param(
+        "cosine", "learning-rate schedule, stepped once per epoch", choices=("none", "cosine", "step", "plateau")
+    )
+    lr_step_size: int = param(
+        10, "step: epochs between decays; plateau: epochs without improvement before a decay", ge=1
+    )
+    lr_gamma: float = param(0.1, "step/plateau: factor applied to the learning rate at each decay", gt=0, lt=1)
+    seed: int = param(0, "seed of weight init, batch order, augmentation and dropout", ge=0, le=2**32 - 1)
+    device: str = param(
+        "auto", "where the trial runs; auto takes the GPU Ray assigned, if any", choices=("auto", "cpu", "cuda")
+    )
+    patience: int = param(5, "stop after this many epochs without a lower val_loss; 0 never stops early", ge=0)
+    precision: str = param(
+        "fp32", "autocast precision for forward passes (bf16 on GPU or recent CPUs)", choices=("fp32", "bf16")
+    )
+    channels_last: bool = param(
+        True, "store conv activations channels-last (1.3-1.8x faster CNN steps on CPU, faster with bf16 on GPUs)"
+    )
+    deterministic: bool = param(True, "use deterministic kernels, so a seed reproduces a run bit for bit on CPU")
+    num_threads: int | None = param(None, "torch CPU threads; null follows the CPUs Ray gives the trial", ge=1)
+
+
+@dataclass
+class GeodesicConfig:
+    lambda_reg: float = param(0.1, "strength of the geodesic-flatness penalty", ge=0)
+    target: str = param(
+        "flat",
+        "flat: pull pairs that must bend towards their straight chord (flat data of any "
+        "shape is left alone); fixed: pull every kNN-graph ratio to target_ratio "
+        "(the original platform; rewards collapse)",
+        choices=("flat", "fixed"),
+    )
+    target_ratio: float = param(1.0, "target: fixed only: geodesic/Euclidean ratio the penalty pulls towards", ge=1)
+    n_neighbors: int = param(5, "k of the batch's symmetric kNN graph; keep well below batch_size / classes", ge=1)
+    start_epoch: int = param(1, "first epoch (1-based) in which the penalty is applied", ge=1)
+    every_n_steps: int = param(1, "apply the penalty on every n-th training step only", ge=1)
+    per_class: bool = param(True, "build one graph per class in the batch instead of one for the whole batch")
+    exclude_direct: bool = param(
+        False, "target: fixed only: leave out pairs joined by one edge (ratio 1 by construction)"
+    )
+    max_sources: int = param(
+        0, "geodesics from at most this many random points per batch (a cheaper estimate); 0 = all", ge=0
+    )
+
+
+@dataclass
+class GeometryConfig:
+    lambda_reg: float = param(0.1, "strength of the geometry penalty", ge=0)
+    class_weight: float = param(
+        1.0, "weight of the class-structure term (intra-class spread / centroid separation)", ge=0
+    )
+    dim_weight: float = param(0.1, "weight of the local-intrinsic-dimension term", ge=0)
+    target_dim: float = param(8.0, "intrinsic dimension the dimension term pulls towards", gt=0)
+    estimator: str = param("mle", "differentiable intrinsic-dimension estimate", choices=("mle", "twonn"))
+    n_neighbors: int = param(10, "neighbours used by the MLE estimate", ge=2)
+    start_epoch: int = param(1, "first epoch (1-based) in which the penalty is applied", ge=1)
+    every_n_steps: int = param(1, "apply the penalty on every n-th training step only", ge=1)
+
+
+@dataclass
+class RegularizerConfig:
+    name: str = param("none", "latent-geometry regularizer added to the task loss", choices=REGULARIZERS)
+    enabled: bool = param(True, "switch the regularizer off without changing its settings")
+    weight: float = param(1.0, "global multiplier: total = task + weight * lambda_reg * regularizer", ge=0)
+    geodesic: GeodesicConfig = param(GeodesicConfig(), "settings of the geodesic regularizer")
+    geometry: GeometryConfig = param(GeometryConfig(), "settings of the geometry regularizer")
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.name != "none" and self.weight > 0
+
+
+@dataclass
+class LoggingConfig:
+    embedding_metrics_every: int = param(
+        0, "measure latent geometry of the val set every n epochs; 0 only at the end", ge=0
+    )
+    metrics_n_neighbors: int = param(10, "k of the kNN graph the geometry metrics use (fixed, so trials compare)", ge=2)
+    save_latents: bool = param(True, "write latents.npz (val embeddings, labels, logits)")
+    save_umap: bool = param(True, "project latents with UMAP for umap.png (off: PCA, stated in the figure)")
+    save_checkpoint: bool = param(True, "checkpoint every epoch, so trials resume where they stopped")
+    export_onnx: bool = param(False, "export the final model to ONNX and check it against PyTorch (extra 'onnx')")
+    interactive_scatter: bool = param(False, "also write a self-contained interactive HTML scatter of the latents")
+
+
+@dataclass
+class TrialConfig:
+    dataset: DatasetConfig = param(DatasetConfig(), "data set, splits and augmentation")
+    model: ModelConfig = param(ModelConfig(), "network body, embedding, head and output")
+    train: TrainConfig = param(TrainConfig(), "optimisation")
+    regularizer: RegularizerConfig = param(RegularizerConfig(), "latent-geometry regularizer")
+    logging: LoggingConfig = param(LoggingConfig(), "what each trial measures and writes")
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> TrialConfig:
+        """Build and validate a config from nested dicts (missing keys take defaults)."""
+        config = build(cls, data or {}, "")
+        _check_cross_field(config)
+        return config
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _check_cross_field(config: TrialConfig) -> None:
+    d, m, r = config.dataset, config.model, config.regularizer
+    if d.val_ratio + d.test_ratio >= 1:
+        raise ConfigError(
+            f"config keys 'dataset.val_ratio' + 'dataset.test_ratio' = {d.val_ratio + d.test_ratio:g}: "
+            "must be < 1 to leave training data"
+        )
+    if d.shapes.min_extent > d.shapes.max_extent:
+        raise ConfigError(
+            f"config key 'dataset.shapes.min_extent' = {d.shapes.min_extent:g}: "
+            f"must be <= dataset.shapes.max_extent ({d.shapes.max_extent:g})"
+        )
+    if not m.channels:
+        raise ConfigError("config key 'model.channels' = []: needs at least one entry")
+    if any(c < 1 for c in m.channels):
+        raise ConfigError(f"config key 'model.channels' = {show(m.channels)}: every entry must be >= 1")
+    if m.input_shape is not None and (len(m.input_shape) != 3 or any(s < 1 for s in m.input_shape)):
+        raise ConfigError(
+            f"config key 'model.input_shape' = {show(m.input_shape)}: "
+            "expected [channels, height, width] of positive integers"
+        )
+    if d.classes is not None:
+        if len(d.classes) < 2:
+            raise ConfigError(f"config key 'dataset.classes' = {show(d.classes)}: needs at least two classes")
+        if len(set(map(str, d.classes))) != len(d.classes):
+            raise ConfigError(f"config key 'dataset.classes' = {show(d.classes)}: lists a class twice")
+    if r.geodesic.target == "flat" and r.geodesic.target_ratio != 1.0:
+        raise ConfigError(
+            f"config key 'regularizer.geodesic.target_ratio' = {r.geodesic.target_ratio:g}: applies to "
+            "regularizer.geodesic.target: fixed only (target flat pulls bent pairs to their chord); "
+            "set regularizer.geodesic.target=fixed to use it"
+        )
+    if r.geodesic.target == "flat" and r.geodesic.exclude_direct:
+        raise ConfigError(
+            "config key 'regularizer.geodesic.exclude_direct' = true: applies to "
+            "regularizer.geodesic.target: fixed only (target flat never counts a straight segment)"
+        )
+    for part in {"geodesic": ["geodesic"], "geometry": ["geometry"], "combined": ["geodesic", "geometry"]}.get(
+        r.name, []
+    ):
+        start = getattr(r, part).start_epoch
+        if start > config.train.epochs:
+            raise ConfigError(
+                f"config key 'regularizer.{part}.start_epoch' = {start}: must be <= train.epochs "
+                f"({config.train.epochs}); the penalty would never apply"
+            )
+    if r.name == "geodesic" or r.name == "combined":
+        if r.geodesic.n_neighbors >= config.train.batch_size:
+            raise ConfigError(
+                f"config key 'regularizer.geodesic.n_neighbors' = {r.geodesic.n_neighbors}: "
+                f"must be < train.batch_size ({config.train.batch_size})"
+            )
+
+
+def reference_rows() -> list[tuple[str, str, str, str]]:
+    """(key, default, allowed, meaning) of every config key: the README's reference and ``geotune config``."""
+    return declared_rows(TrialConfig)
+
+
+def commented_defaults() -> str:
+    """The default trial config as YAML, each key's meaning as a comment."""
+    return commented_yaml(TrialConfig)

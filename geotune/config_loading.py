@@ -1,0 +1,131 @@
+"""Where a trial config comes from: defaults < a search space's base < the YAML file < ``--set`` overrides.
+
+Also the nested-dict helpers every floor uses on configs (merge, dotted keys), and
+``assemble_trial_config``, which rebuilds a trial's nested config from what Ray
+Tune passes a trainable.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from geotune.config import TrialConfig
+from geotune.errors import ConfigError
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse one ``section.key=value`` into (path, value); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. train.lr=0.01")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".")]
+    if not all(path):
+        raise ConfigError(f"--set {text!r}: '{key}' is not a dotted key such as train.lr")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Return a copy of nested ``data`` with each ``section.key=value`` applied."""
+    data = copy.deepcopy(data)
+    for text in overrides or []:
+        path, value = parse_override(text)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: '{'.'.join(path[: i + 1])}' is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path}' is not a text file (not UTF-8); expected YAML") from None
+    except OSError as exc:
+        raise ConfigError(f"config file '{path}' cannot be read ({exc.strerror or type(exc).__name__})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file '{path}'{where}: not valid YAML ({problem})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}': expected a mapping of sections at the top level")
+    return data
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None
+) -> TrialConfig:
+    """Defaults, then ``base`` (e.g. a search space's base), then the YAML file, then ``--set``."""
+    data = merge(base or {}, read_yaml(path) if path else {})
+    data = apply_overrides(data, overrides)
+    return TrialConfig.from_dict(data)
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Recursive dict merge: values of ``update`` win; sections merge key by key."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def nest(dotted: dict) -> dict:
+    """{"a.b": 1} -> {"a": {"b": 1}}"""
+    out: dict = {}
+    for key, value in dotted.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def flatten(nested: dict, prefix: str = "", sep: str = ".") -> dict:
+    out = {}
+    for key, value in nested.items():
+        path = f"{prefix}{sep}{key}" if prefix else key
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path, sep))
+        else:
+            out[path] = value
+    return out
+
+
+def assemble_trial_config(config: dict, base: dict | None = None, variants: dict | None = None) -> dict:
+    """The nested trial config from what Tune passes.
+
+    ``config`` is either a whole nested config (one trial), or a grid ``variant``
+    label that ``variants`` maps to dotted overrides, or dotted keys sampled by a
+    searcher; either is applied over ``base``.
+    """
+    config = dict(config)
+    label = config.pop("variant", None)
+    overrides = dict((variants or {})[label]) if label is not None else {}
+    overrides.update({k: config.pop(k) for k in list(config) if "." in k})
+    return merge(merge(base or {}, config), nest(overrides))
+
+
+def save_config(config: TrialConfig, path: str | Path) -> None:
+    Path(path).write_text(config.to_yaml())

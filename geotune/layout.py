@@ -1,0 +1,267 @@
+"""The on-disk format of a study and of a trial: file names, ``study.json``, statuses, stop reasons.
+
+A study directory (``STORAGE/NAME``) holds ``study.json`` (the ``StudyPlan``: base
+config, planned variants, resources, ranking metric, scheduler, versions), Ray
+Tune's experiment state, ``optuna.db`` for Optuna spaces, ``report/`` and one
+folder per trial. A trial folder holds Tune's ``params.json`` and ``result.json``
+(one line per epoch), checkpoints, and what the trial writes at its end:
+``config.yaml``, ``metrics.json`` (typed stop reason included),
+``training_history.json``, the geometry summaries, ``latents.npz``, ``model.pt``
+and figures. Every module reads and writes these through the names and readers
+below, never through literals of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from geotune.config import TrialConfig
+from geotune.errors import ConfigError
+from geotune.storage import read_text, write_text
+from geotune.variants import variant_labels
+
+# --- a study directory
+STUDY_FILE = "study.json"  # the StudyPlan
+OPTUNA_FILE = "optuna.db"  # Optuna spaces: the sampler's SQLite study
+REPORT_DIR = "report"  # geotune report's output
+COMPARISON_FILE = "comparison_report.json"  # paired effects (report/, and geotune compare's folder)
+SNAPSHOT_DIR = ".geotune/ray_state"  # geotune.study.recovery's durable copy of Ray's state
+TRAIN_TRIAL_DIR = "trial"  # the one trial folder of a `geotune train` directory
+
+# --- a trial folder: written by Ray Tune
+PARAMS_FILE = "params.json"  # the trial's Tune config (grid: {"variant": label})
+RESULT_FILE = "result.json"  # one JSON line per reported epoch
+ERROR_FILE = "error.txt"  # the traceback of a failed trial
+
+# --- a trial folder: written by geotune
+CONFIG_FILE = "config.yaml"  # the resolved trial config
+METRICS_FILE = "metrics.json"  # final metrics; present = the trial finished
+HISTORY_FILE = "training_history.json"  # one dict per epoch
+CLASSIFICATION_FILE = "classification_report.json"
+GEOMETRY_FILE = "geometry_summary.json"
+GEODESIC_FILE = "geodesic_summary.json"
+LATENTS_FILE = "latents.npz"  # format owned by geotune.latents_file
+MODEL_FILE = "model.pt"  # state dict of the final model
+STATE_FILE = "state.pt"  # inside each checkpoint_*/: the resumable training state
+DIVERGED_FILE = "diverged.txt"  # the loss became non-finite: retrying would diverge again
+STOPPED_FILE = "stopped_by_scheduler.json"  # the scheduler stopped the trial before its last epoch
+
+
+class StopReason(str, Enum):
+    """Why a finished trial stopped training (``metrics.json``'s ``stop``)."""
+
+    COMPLETED = "completed"  # every planned epoch
+    PATIENCE = "patience"  # early stopping: val_loss did not improve for train.patience epochs
+    SCHEDULER = "scheduler"  # the study's scheduler (ASHA) stopped it
+
+    def __str__(self) -> str:
+        return self.value
+
+    def sentence(self, patience: int | None = None) -> str:
+        """The words of ``metrics.json``'s ``stop_reason``."""
+        if self is StopReason.PATIENCE:
+            return f"early stop: val_loss did not improve for {patience} epochs"
+        return "completed all epochs" if self is StopReason.COMPLETED else "stopped by the scheduler"
+
+
+class TrialStatus(str, Enum):
+    """Where a trial of a study stands, as tables, summaries and the report show it."""
+
+    COMPLETED = "completed"  # trained every planned epoch
+    EARLY_STOP = "early stop"  # stopped by its own patience
+    STOPPED = "stopped by ASHA"  # stopped by the study's scheduler; final metrics at that epoch
+    FAILED = "failed"  # raised (error.txt or diverged.txt says why)
+    INTERRUPTED = "interrupted"  # reported epochs, then the study was interrupted: resume continues it
+    PENDING = "pending"  # has a folder but never reported
+    MISSING = "missing"  # planned, no folder
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def usable(self) -> bool:
+        """Whether the trial has final metrics."""
+        return self in USABLE
+
+
+USABLE = (TrialStatus.COMPLETED, TrialStatus.EARLY_STOP, TrialStatus.STOPPED)
+STATUS_OF_STOP = {
+    StopReason.COMPLETED: TrialStatus.COMPLETED,
+    StopReason.PATIENCE: TrialStatus.EARLY_STOP,
+    StopReason.SCHEDULER: TrialStatus.STOPPED,
+}
+
+
+def stop_of(metrics: dict) -> StopReason:
+    """The stop reason of a finished trial's metrics.json (files from geotune 0.1 only have the sentence)."""
+    if "stop" in metrics:
+        return StopReason(metrics["stop"])
+    sentence = str(metrics.get("stop_reason", ""))
+    if "scheduler" in sentence:
+        return StopReason.SCHEDULER
+    return StopReason.PATIENCE if sentence.startswith("early") else StopReason.COMPLETED
+
+
+def finished_status(metrics: dict) -> TrialStatus:
+    return STATUS_OF_STOP[stop_of(metrics)]
+
+
+# ---------------------------------------------------------------------------
+# JSON files
+
+
+def clean_json(value: Any) -> Any:
+    """Plain JSON values from numpy scalars and arrays; NaN and infinities become null."""
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    if isinstance(value, Enum):
+        return value.value
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays and scalars
+        return clean_json(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+
+
+def write_json(path: Path, data: Any) -> None:
+    Path(path).write_text(json.dumps(clean_json(data), indent=2))
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or None where it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def read_last_json_line(path: Path) -> dict | None:
+    """The last record of a JSON-lines file (Tune's result.json), reading only its tail."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 65536))
+            lines = [line for line in fh.read().splitlines() if line.strip()]
+        return json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class TrialRecord:
+    """What a trial folder says about itself once it finished (empty metrics when it did not)."""
+
+    name: str
+    path: str
+    metrics: dict
+    history: list
+    geometry: dict | None
+    geodesic: dict | None
+
+    @classmethod
+    def load(cls, trial_dir: str | Path, name: str | None = None) -> TrialRecord:
+        folder = Path(trial_dir)
+        return cls(
+            name or folder.name,
+            str(folder),
+            read_json(folder / METRICS_FILE) or {},
+            read_json(folder / HISTORY_FILE) or [],
+            read_json(folder / GEOMETRY_FILE),
+            read_json(folder / GEODESIC_FILE),
+        )
+
+
+# ---------------------------------------------------------------------------
+# study.json
+
+
+class PlanKind(str, Enum):
+    STUDY = "study"  # geotune run / compare: a search space's trials
+    TRAIN = "train"  # geotune train: one trial of a config, in TRAIN_TRIAL_DIR
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class StudyPlan:
+    """A study as planned and as ``study.json`` records it; every floor reads a study's plan as this."""
+
+    space: str
+    module: str  # where the space came from: geotune.search_spaces.NAME, a file, or a verb
+    question: str
+    study_dir: str
+    base: dict  # the trial config every trial shares (over the defaults)
+    variants: list[dict]  # grid spaces: dotted-key overrides of each planned trial (seeds included)
+    optuna: bool
+    num_samples: int
+    seeds: list[int]
+    metric: str
+    mode: str
+    asha: dict | None  # {"grace_period", "reduction_factor"} or None
+    cpus_per_trial: float
+    gpus_per_trial: float
+    max_concurrent: int | None
+    max_failures: int
+    created: str = ""
+    command: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # weak-but-valid choices found while planning
+    kind: PlanKind = PlanKind.STUDY
+    versions: dict = field(default_factory=dict)  # geotune, torch, ray, optuna, numpy, git commit
+
+    @property
+    def trial_count(self) -> int:
+        return self.num_samples if self.optuna else len(self.variants)
+
+    def variants_by_label(self) -> dict[str, dict]:
+        return dict(zip(variant_labels(self.variants), self.variants))
+
+    @property
+    def epochs(self) -> int:
+        return TrialConfig.from_dict(self.base).train.epochs
+
+    def to_dict(self) -> dict:
+        return clean_json(asdict(self))
+
+    def save(self) -> None:
+        write_text(self.study_dir, STUDY_FILE, json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def from_dict(cls, data: dict, study_dir: str) -> StudyPlan:
+        known = {f.name for f in dataclasses.fields(cls)}
+        plan = cls(**{k: v for k, v in data.items() if k in known and k != "study_dir"}, study_dir=study_dir)
+        plan.kind = PlanKind(plan.kind)
+        return plan
+
+    @classmethod
+    def load(cls, study_dir: str) -> StudyPlan:
+        """The plan of ``study_dir`` (which may have moved since it was written); one-line errors."""
+        text = read_text(study_dir, STUDY_FILE)
+        if text is None:
+            raise ConfigError(f"'{study_dir}' is not a geotune study directory (no {STUDY_FILE})")
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise TypeError(f"holds a {type(data).__name__}, not a mapping")
+            return cls.from_dict(data, study_dir)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"'{study_dir}/{STUDY_FILE}' is damaged or not a geotune plan ({str(exc).splitlines()[0][:120]})"
+            ) from None
+
+    @classmethod
+    def find(cls, study_dir: str | Path) -> StudyPlan | None:
+        """The plan of a local folder, or None for a bare Tune experiment or a damaged file."""
+        try:
+            return cls.load(str(study_dir))
+        except ConfigError:
+            return None

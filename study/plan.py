@@ -1,0 +1,217 @@
+"""Planning a study: a search space and the user's overrides -> a validated ``StudyPlan``.
+
+Everything that can be known before Ray starts is checked here (every planned
+trial's config, resources, early-stopping settings, a writable and empty study
+directory), so bad input costs seconds, not a cluster's worth of failed trials.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import optuna
+
+from geotune.analysis.tables import text_table
+from geotune.config import TrialConfig
+from geotune.config_loading import merge
+from geotune.errors import ConfigError
+from geotune.layout import PlanKind, StudyPlan
+from geotune.provenance import versions
+from geotune.search_spaces.spec import StudySpec, planned_configs
+from geotune.storage import is_uri
+from geotune.trainables.trial import check_config
+from geotune.variants import keys_of
+
+MAX_FAILURES = 20  # --max-failures bound: Ray's -1 (retry forever) would loop on a diverging config
+
+
+def refuse_existing_results(out_dir: str | Path, what: str = "OUT_DIR") -> None:
+    """Never overwrite finished work: an experiment folder that already holds results is an error."""
+    if is_uri(str(out_dir)):
+        return
+    path = Path(out_dir).expanduser()
+    if path.is_file():
+        raise ConfigError(f"{what} '{path}' is a file, not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise ConfigError(
+            f"{what} '{path}' already holds results; choose a new folder "
+            "(or 'geotune resume' it if it is an interrupted study)"
+        )
+    created = [p for p in [path, *path.parents] if not p.exists()]
+    probe = path / ".geotune-write-test"
+    try:  # a read-only, full or file-blocked storage fails here, before Ray starts, not in every trial
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"{what} '{path}' cannot be written ({exc.strerror or type(exc).__name__}"
+            f"{': ' + exc.filename if exc.filename and str(exc.filename) != str(probe) else ''})"
+        ) from None
+    finally:
+        for folder in created:  # leave no trace: a refused command must not leave an empty study folder
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+def absolute_data_root(base: dict) -> dict:
+    """Tune runs trials with the trial folder as working directory: make dataset.root absolute here."""
+    root = base.get("dataset", {}).get("root")
+    root = root if root is not None else TrialConfig().dataset.root
+    return merge(base, {"dataset": {"root": str(Path(root).expanduser().resolve())}})
+
+
+@dataclass
+class RunOptions:
+    storage: str = "runs"
+    name: str | None = None
+    num_samples: int | None = None
+    max_concurrent: int | None = None
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
+    asha: bool = True
+    max_failures: int = 2
+
+
+def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
+    """Resolve a space with the user's config overrides and options; validate every planned trial."""
+    if options.num_samples is not None and options.num_samples < 1:
+        raise ConfigError(f"--num-samples {options.num_samples}: must be >= 1")
+    if options.num_samples and not spec.is_optuna:
+        spec.seeds = list(range(options.num_samples))  # grid spaces: N seeds per variant
+    elif options.num_samples:
+        spec.num_samples = options.num_samples
+    for key in spec.varied_keys():
+        if _has_dotted(user, key):
+            raise ConfigError(
+                f"config key '{key}' is varied by the space '{spec.name}'; a fixed value "
+                "from --config/--set would be overridden (write your own space instead)"
+            )
+    base = absolute_data_root(merge(spec.base, user))
+    configs = planned_configs(spec, base)
+    seen, warnings = set(), []
+    for cfg in configs:  # model shapes and data files, once per distinct trial
+        key = cfg.to_yaml().replace(f"seed: {cfg.train.seed}\n", "")
+        if key not in seen:
+            seen.add(key)
+            warnings += [w for w in check_config(cfg) if w not in warnings]
+    cpus = options.cpus_per_trial if options.cpus_per_trial is not None else spec.cpus_per_trial
+    gpus = options.gpus_per_trial if options.gpus_per_trial is not None else spec.gpus_per_trial
+    if not (math.isfinite(cpus) and cpus > 0):
+        raise ConfigError(f"--cpus-per-trial {cpus:g}: must be a number > 0")
+    if not math.isfinite(gpus) or gpus < 0 or (gpus > 1 and gpus != int(gpus)):
+        raise ConfigError(f"--gpus-per-trial {gpus:g}: must be a fraction in (0, 1] or a whole number")
+    if options.max_concurrent is not None and options.max_concurrent < 1:
+        raise ConfigError(f"--max-concurrent {options.max_concurrent}: must be >= 1")
+    if not 0 <= options.max_failures <= MAX_FAILURES:
+        raise ConfigError(
+            f"--max-failures {options.max_failures}: must be in 0..{MAX_FAILURES} (retries of a "
+            "crashed trial; a deterministic failure fails again)"
+        )
+    epochs = min(cfg.train.epochs for cfg in configs)
+    if spec.asha and options.asha and spec.asha.grace_period > epochs:
+        raise ConfigError(
+            f"space '{spec.name}': ASHA's grace period ({spec.asha.grace_period} epochs) exceeds "
+            f"train.epochs ({epochs}); raise train.epochs or run with --no-asha"
+        )
+    name = options.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = options.storage if is_uri(options.storage) else str(Path(options.storage).expanduser().resolve())
+    study_dir = f"{storage.rstrip('/')}/{name}"
+    return StudyPlan(
+        space=spec.name,
+        module=spec.module,
+        question=spec.question,
+        study_dir=study_dir,
+        base=base,
+        variants=spec.variants(),
+        optuna=spec.is_optuna,
+        num_samples=spec.num_samples,
+        seeds=list(spec.seeds),
+        metric=spec.metric,
+        mode=spec.mode,
+        asha=asdict(spec.asha) if (spec.asha and options.asha) else None,
+        cpus_per_trial=cpus,
+        gpus_per_trial=gpus,
+        max_concurrent=options.max_concurrent or spec.max_concurrent,
+        max_failures=options.max_failures,
+        created=time.strftime("%Y-%m-%d %H:%M:%S"),
+        command=sys.argv[1:],
+        warnings=warnings,
+        versions=versions(),
+    )
+
+
+def _has_dotted(nested: dict, key: str) -> bool:
+    node = nested
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def plan_text(plan: StudyPlan, spec: StudySpec | None = None) -> str:
+    """The trial plan and resources, as `--dry-run` prints it."""
+    lines = [
+        f"study '{plan.space}': {plan.question}",
+        f"  study directory : {plan.study_dir}",
+        f"  trials          : {plan.trial_count} ({'Optuna TPE samples' if plan.optuna else 'grid'})",
+        f"  per trial       : {plan.cpus_per_trial:g} CPU, {plan.gpus_per_trial:g} GPU"
+        + (f"; at most {plan.max_concurrent} at once" if plan.max_concurrent else ""),
+        f"  ranked by       : {plan.metric} ({plan.mode})",
+        "  early stopping  : "
+        + (
+            f"ASHA on epochs (grace period {plan.asha['grace_period']}, reduction "
+            f"factor {plan.asha['reduction_factor']}, max {plan.epochs})"
+            if plan.asha
+            else "none: every trial trains to the end"
+        )
+        + f"; patience {TrialConfig.from_dict(plan.base).train.patience or 'off'}",
+        "",
+    ]
+    if plan.optuna:
+        lines.append(f"Optuna samples these keys (seed {plan.seeds[0]}), TPE with {plan.num_samples} trials:")
+        study = optuna.create_study()
+        trial = study.ask()
+        if spec is not None and spec.optuna is not None:
+            spec.optuna(trial)
+            for key, dist in trial.distributions.items():
+                lines.append(f"  {key}: {dist}")
+        return "\n".join(lines)
+    keys = keys_of(plan.variants)
+    rows = [[i] + [v.get(k, "") for k in keys] for i, v in enumerate(plan.variants)]
+    lines.append(text_table(["#"] + keys, rows))
+    return "\n".join(lines)
+
+
+def train_plan(cfg: TrialConfig, out_dir: str | Path, cpus: float, gpus: float) -> StudyPlan:
+    """The plan of `geotune train`: one trial, saved as study.json so the folder can be resumed."""
+    study_dir = str(Path(out_dir).expanduser().resolve())
+    return StudyPlan(
+        space="train",
+        module="geotune train",
+        question="one trial of a config",
+        study_dir=study_dir,
+        base=absolute_data_root(cfg.to_dict()),
+        variants=[{}],
+        optuna=False,
+        num_samples=1,
+        seeds=[cfg.train.seed],
+        metric="val_accuracy",
+        mode="max",
+        asha=None,
+        cpus_per_trial=cpus,
+        gpus_per_trial=gpus,
+        max_concurrent=None,
+        max_failures=0,
+        created=time.strftime("%Y-%m-%d %H:%M:%S"),
+        command=sys.argv[1:],
+        kind=PlanKind.TRAIN,
+        versions=versions(),
+    )

@@ -1,0 +1,96 @@
+"""Running a planned study through Ray Tune, resuming one, and the one trial of `geotune train`.
+
+Each returns what Tune's fit gave; ``geotune.study.finish`` turns that into the
+summary, the report and the exit code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ray import tune
+
+from geotune.errors import ConfigError, error_line
+from geotune.layout import METRICS_FILE, TRAIN_TRIAL_DIR, StudyPlan, read_json
+from geotune.search_spaces.spec import StudySpec, load_space
+from geotune.storage import experiment_location, is_uri
+from geotune.study.cluster import notice
+from geotune.study.progress import TrialLedger, TrialLines, unfinished_count
+from geotune.study.recovery import StateKeeper, install_snapshot
+from geotune.study.tune_setup import build_tuner, train_trainable, trainable_for, tune_environment
+
+
+def run_study(plan: StudyPlan, spec: StudySpec):
+    """Fit the planned study; returns Tune's ResultGrid (trials stopped by ASHA are finalized after)."""
+    tune_environment()
+    plan.save()
+    tuner = build_tuner(
+        plan, spec, [TrialLines(plan.trial_count, plan.metric), StateKeeper(plan.study_dir), TrialLedger()]
+    )
+    TrialLedger.active = None
+    return tuner.fit()
+
+
+def resume_study(plan: StudyPlan):
+    """Finish an interrupted study (``StudyPlan.load`` of its directory, resources as Ray can give them):
+    finished trials stay, interrupted ones continue, errored ones retry. Returns Tune's ResultGrid."""
+    tune_environment()
+    study_dir = plan.study_dir
+    if not tune.Tuner.can_restore(study_dir):
+        raise ConfigError(f"'{study_dir}' holds no Ray Tune experiment state to resume (was it started?)")
+    if not is_uri(study_dir):
+        repaired = install_snapshot(study_dir)
+        if repaired:
+            notice(repaired)
+    if plan.optuna:
+        # The saved searcher refers to the space's sampler function by module: import that module again.
+        module = plan.module.removeprefix("geotune.").removeprefix("search_spaces.")
+        try:
+            load_space(module)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"cannot resume '{study_dir}': its Optuna space {plan.module} cannot be loaded ({exc})"
+            ) from None
+    tuner = tune.Tuner.restore(study_dir, trainable=trainable_for(plan), resume_unfinished=True, resume_errored=True)
+    TrialLedger.active = None  # studies from before the ledger existed resume without one
+    return tuner.fit()
+
+
+@dataclass
+class TrialOutcome:
+    trial_dir: Path
+    metrics: dict
+    error: str | None
+    interrupted: bool = False  # Ctrl-C: the trial stopped mid-way and can be resumed
+
+
+def run_train(plan: StudyPlan, verbose: int = 1, resume: bool = False) -> TrialOutcome:
+    """Run (or resume) the one trial of ``plan``; its directory is ``STUDY_DIR/trial``."""
+    tune_environment()
+    if resume:
+        tuner = tune.Tuner.restore(
+            plan.study_dir, trainable=train_trainable(plan), resume_unfinished=True, resume_errored=True
+        )
+    else:
+        plan.save()
+        storage, name = experiment_location(plan.study_dir)
+        tuner = tune.Tuner(
+            train_trainable(plan),
+            param_space=plan.base,
+            tune_config=tune.TuneConfig(num_samples=1, trial_dirname_creator=lambda trial: TRAIN_TRIAL_DIR),
+            run_config=tune.RunConfig(
+                storage_path=storage,
+                name=name,
+                verbose=verbose,
+                callbacks=[TrialLedger()],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    TrialLedger.active = None
+    results = tuner.fit()
+    result = results[0]
+    trial_dir = Path(result.path)
+    metrics = read_json(trial_dir / METRICS_FILE) or dict(result.metrics or {})
+    interrupted = unfinished_count(results) > 0
+    return TrialOutcome(trial_dir, metrics, error_line(result.error) if result.error else None, interrupted)

@@ -1,0 +1,145 @@
+"""Ray Tune wiring of a planned study: the trainable with its resources, searcher, scheduler, reporter, Tuner.
+
+The same ``trainable_for`` serves a new study and its resume, so a restored Tuner
+runs exactly the trainable it was planned with.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import optuna
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
+
+from geotune.errors import ConfigError
+from geotune.layout import OPTUNA_FILE, StudyPlan
+from geotune.search_spaces.spec import StudySpec
+from geotune.storage import experiment_location, is_uri
+from geotune.study.schedulers import RecordingASHA
+from geotune.trainables.trainable import tune_trial
+from geotune.variants import variant_label
+
+
+def trial_dirname(trial) -> str:
+    """'00003_name=geodesic,seed=1': the trial's index and what it varies."""
+    index = trial.trial_id.rsplit("_", 1)[-1]
+    label = trial.config.get("variant") or variant_label(
+        {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in trial.config.items() if "." in k}
+    )
+    return f"{index}_{label}"[:120] if label else f"trial_{index}"
+
+
+def trainable_for(plan: StudyPlan):
+    """The trainable with the study's base config and variants attached (the same on run and resume)."""
+    with_data = tune.with_parameters(tune_trial, base=plan.base, variants=plan.variants_by_label(), verbose=False)
+    return tune.with_resources(with_data, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+
+
+def progress_reporter(plan: StudyPlan, keys: list[str]):
+    """Ray's trial table with the columns a reader needs: what varies, the epoch and the main metrics."""
+    metrics = {"epoch": "epoch", plan.metric: plan.metric}
+    for name in ("val_loss", "reg_loss", "test_accuracy"):
+        metrics.setdefault(name, name)
+    params = {"variant": "variant"} if not plan.optuna else {k: k.rsplit(".", 1)[-1] for k in keys}
+    return tune.CLIReporter(
+        parameter_columns=params, metric_columns=metrics, max_report_frequency=30, max_column_length=60
+    )
+
+
+def build_tuner(plan: StudyPlan, spec: StudySpec, callbacks: list):
+    storage, name = experiment_location(plan.study_dir)
+    scheduler = FIFOScheduler()
+    if plan.asha:
+        scheduler = RecordingASHA(
+            time_attr="epoch",
+            metric=plan.metric,
+            mode=plan.mode,
+            max_t=plan.epochs,
+            grace_period=plan.asha["grace_period"],
+            reduction_factor=plan.asha["reduction_factor"],
+        )
+    search_alg = None
+    if plan.optuna:
+        search_alg = optuna_searcher(plan, spec)
+        param_space: dict = {}
+        num_samples = plan.num_samples
+    else:
+        param_space = {"variant": tune.grid_search(list(plan.variants_by_label()))}
+        num_samples = 1
+    tune_config = tune.TuneConfig(
+        num_samples=num_samples,
+        search_alg=search_alg,
+        scheduler=scheduler,
+        max_concurrent_trials=plan.max_concurrent if not plan.optuna else None,
+        trial_dirname_creator=trial_dirname,
+        reuse_actors=True,
+        metric=None if (plan.asha or plan.optuna) else plan.metric,
+        mode=None if (plan.asha or plan.optuna) else plan.mode,
+    )
+    run_config = tune.RunConfig(
+        storage_path=storage,
+        name=name,
+        verbose=1,
+        callbacks=callbacks,
+        progress_reporter=progress_reporter(plan, spec.varied_keys()),
+        failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+        # Local studies: study.recovery.StateKeeper deletes old checkpoints, only once a durable snapshot of
+        # Ray's state no longer names them (Ray's own num_to_keep can leave a state naming a deleted one).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2 if is_uri(plan.study_dir) else None),
+    )
+    return tune.Tuner(trainable_for(plan), param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def optuna_searcher(plan: StudyPlan, spec: StudySpec):
+    """OptunaSearch (TPE) over the space's define-by-run sampler, stored in STUDY_DIR/optuna.db."""
+    from ray.tune.search.optuna import OptunaSearch  # deferred: Ray's Optuna searcher, for Optuna spaces only
+
+    if is_uri(plan.study_dir):
+        raise ConfigError(
+            f"--storage {plan.study_dir}: Optuna spaces keep their SQLite study in the study "
+            "directory, which must be a local or shared-filesystem path"
+        )
+    Path(plan.study_dir).mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{Path(plan.study_dir) / OPTUNA_FILE}")
+    searcher = OptunaSearch(
+        space=OptunaSpace(spec.optuna, plan.seeds[0]),
+        metric=plan.metric,
+        mode=plan.mode,
+        sampler=optuna.samplers.TPESampler(seed=plan.seeds[0]),
+        study_name=plan.space,
+        storage=storage,
+    )
+    return ConcurrencyLimiter(searcher, plan.max_concurrent) if plan.max_concurrent else searcher
+
+
+class OptunaSpace:
+    """Define-by-run function for OptunaSearch: sample the space's dotted keys, fix the seed."""
+
+    def __init__(self, sampler, seed: int):
+        self.sampler, self.seed = sampler, seed
+
+    def __call__(self, trial) -> dict:
+        self.sampler(trial)
+        return {"train.seed": self.seed}
+
+
+def tune_environment() -> None:
+    """Settings Tune reads from the environment, set where a study starts (never on import)."""
+    # Save the experiment state at least every 5 s (Ray's default waits >= 10 s), so an interrupted
+    # study redoes little. Each save copies the driver's whole staging folder, so saving at every
+    # event would cost large studies dearly. A trial that finished inside the window is not retrained
+    # on resume (the trainable finds its metrics.json and only reports it again).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+    # Ray's classic trial table (CLIReporter) lets us choose its columns; the newer output engine
+    # prints a box with every metric of every finished trial instead.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Short epochs force frequent state saves on object-store studies (one per num_to_keep checkpoints).
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def train_trainable(plan: StudyPlan):
+    """The trainable of `geotune train`: the whole config comes as Tune's param_space."""
+    return tune.with_resources(tune_trial, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})

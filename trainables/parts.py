@@ -1,0 +1,124 @@
+"""A trial assembled from its config (data, model, output layer, optimiser, schedule) and its resumable state."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from geotune.config import TrialConfig
+from geotune.errors import ConfigError
+from geotune.trainables.data import DataSplits, load_data
+from geotune.trainables.heads import OutputLayer
+from geotune.trainables.loop import EarlyStopping
+from geotune.trainables.models import LatentModel, build_model
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if name == "cuda":
+        raise ConfigError(
+            "config key 'train.device' = 'cuda': no GPU is visible to this trial "
+            "(give trials GPUs with --gpus-per-trial, or use device auto/cpu)"
+        )
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int, deterministic: bool, device: torch.device) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        if device.type == "cuda":
+            # cuBLAS needs a fixed workspace to give the same sums every run.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def build_optimizer(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+
+def build_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer):
+    t = cfg.train
+    if t.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
+    if t.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.lr_step_size, gamma=t.lr_gamma)
+    if t.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=t.lr_gamma, patience=t.lr_step_size)
+    return None
+
+
+@dataclass
+class TrialParts:
+    data: DataSplits
+    model: LatentModel
+    output: OutputLayer
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    device: torch.device
+
+
+def build_trial(cfg: TrialConfig) -> TrialParts:
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed, cfg.train.deterministic, device)
+    data = load_data(cfg.dataset, device)
+    model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model)
+    return TrialParts(data, model, OutputLayer(cfg.model.output), optimizer, build_scheduler(cfg, optimizer), device)
+
+
+def trial_state(
+    parts: TrialParts,
+    generator: torch.Generator,
+    epoch: int,
+    step: int,
+    history: list,
+    early: EarlyStopping,
+    stopped: bool,
+    elapsed: float,
+) -> dict:
+    """Everything needed to continue bit for bit; loadable with ``torch.load(weights_only=True)``."""
+    state = {
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
+        "epoch": epoch,
+        "step": step,
+        "history": history,
+        "early_stopping": early.state_dict(),
+        "stopped": stopped,
+        "elapsed": elapsed,
+        "torch_rng": torch.get_rng_state(),
+        "data_rng": generator.get_state(),
+    }
+    if parts.device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(parts.device)
+    return state
+
+
+def load_trial_state(parts: TrialParts, generator: torch.Generator, state: dict, early: EarlyStopping) -> None:
+    parts.model.load_state_dict(state["model"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    if parts.scheduler is not None and state["scheduler"] is not None:
+        parts.scheduler.load_state_dict(state["scheduler"])
+    early.load_state_dict(state["early_stopping"])
+    torch.set_rng_state(state["torch_rng"])
+    generator.set_state(state["data_rng"])
+    if parts.device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], parts.device)
