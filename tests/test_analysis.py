@@ -232,11 +232,11 @@ def test_pooling_bn_and_lambda_figures(tmp_path):
 @pytest.mark.slow
 def test_report_cli_on_a_study_and_errors(tmp_path):
     folder = reg_study(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "study", "report", str(folder)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "geotune", "report", str(folder)], capture_output=True, text=True)
     assert proc.returncode == 0 and "report:" in proc.stdout and (folder / "report" / "index.html").is_file()
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "study", "report", str(empty)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "geotune", "report", str(empty)], capture_output=True, text=True)
     assert proc.returncode == 2 and "holds no trials" in proc.stderr
 
 

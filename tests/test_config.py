@@ -121,7 +121,7 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path):
     cfg.write_text("model:\n  pooling: median\n")
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "study", "train", str(cfg), str(out)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "geotune", "train", str(cfg), str(out)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -136,7 +136,7 @@ def test_cli_refuses_to_overwrite_results(tmp_path):
     out.mkdir()
     (out / "metrics.json").write_text("{}")
     proc = subprocess.run(
-        [sys.executable, "-m", "study", "train", "configs/digits.yaml", str(out)],
+        [sys.executable, "-m", "geotune", "train", "configs/digits.yaml", str(out)],
         capture_output=True,
         text=True,
         timeout=120,

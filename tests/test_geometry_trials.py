@@ -126,7 +126,7 @@ def write_latents(path: Path, with_labels: bool = True) -> None:
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "study", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "geotune", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow

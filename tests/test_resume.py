@@ -34,9 +34,11 @@ RESULT_FILES = ("metrics.json", "training_history.json", "model.pt", "latents.np
 
 def trial_dirs(study: Path) -> list[Path]:
     """Trial folders, also before Ray's periodic sync has copied their params.json."""
-    if not study.is_dir():
+    try:  # the folder can vanish for a moment: the driver's writability probe creates and removes it
+        entries = list(study.iterdir())
+    except FileNotFoundError:
         return []
-    return sorted(p for p in study.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "report")
+    return sorted(p for p in entries if p.is_dir() and not p.name.startswith(".") and p.name != "report")
 
 
 def checkpointed_history(trial: Path) -> list[dict]:
@@ -114,7 +116,7 @@ def test_sigkill_then_resume(tmp_path, kind):
     )
     study = tmp_path / "runs" / "s"
     run_until_interruptible(
-        [sys.executable, "-m", "study", "run", str(space), "--storage", str(tmp_path / "runs"), "--name", "s"],
+        [sys.executable, "-m", "geotune", "run", str(space), "--storage", str(tmp_path / "runs"), "--name", "s"],
         study,
         tmp_path / "run.log",
     )
@@ -133,7 +135,7 @@ def test_sigkill_then_resume(tmp_path, kind):
                 path.write_bytes(b"")
 
     proc = subprocess.run(
-        [sys.executable, "-m", "study", "resume", str(study)],
+        [sys.executable, "-m", "geotune", "resume", str(study)],
         cwd=str(REPO),
         capture_output=True,
         text=True,
@@ -191,7 +193,7 @@ def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, p
     study = tmp_path / "runs" / "s"
     log = tmp_path / "run.log"
     code = interrupt_with_ctrl_c(
-        [sys.executable, "-m", "study", "run", str(space), "--storage", str(tmp_path / "runs"), "--name", "s"],
+        [sys.executable, "-m", "geotune", "run", str(space), "--storage", str(tmp_path / "runs"), "--name", "s"],
         study,
         log,
         presses,
@@ -204,7 +206,7 @@ def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, p
     assert not any((t / "stopped_by_scheduler.json").exists() for t in trial_dirs(study))
 
     proc = subprocess.run(
-        [sys.executable, "-m", "study", "resume", str(study)],
+        [sys.executable, "-m", "geotune", "resume", str(study)],
         cwd=str(REPO),
         capture_output=True,
         text=True,
@@ -235,7 +237,7 @@ def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path):
     out = tmp_path / "out"
     log = tmp_path / "train.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "study", "train", str(config), str(out), "--cpus", "1"],
+        [sys.executable, "-m", "geotune", "train", str(config), str(out), "--cpus", "1"],
         cwd=str(REPO),
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
@@ -253,7 +255,11 @@ def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path):
     assert f"geotune resume {out}" in log.read_text()
     assert not (out / "trial" / "metrics.json").exists()
     done = subprocess.run(
-        [sys.executable, "-m", "study", "resume", str(out)], cwd=str(REPO), capture_output=True, text=True, timeout=400
+        [sys.executable, "-m", "geotune", "resume", str(out)],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "resuming from the checkpoint of epoch" in done.stdout + done.stderr

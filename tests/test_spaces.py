@@ -74,7 +74,7 @@ def test_grid_spaces_plan_the_right_trials(name, tmp_path):
 
 def run_cli(*args, **kw):
     return subprocess.run(
-        [sys.executable, "-m", "study", *args], capture_output=True, text=True, timeout=300, cwd=str(REPO), **kw
+        [sys.executable, "-m", "geotune", *args], capture_output=True, text=True, timeout=300, cwd=str(REPO), **kw
     )
 
 
