@@ -56,8 +56,19 @@ def pair_in_full(regularized: TrialRecord, baseline: TrialRecord) -> dict:
     }
 
 
-def comparison_report(pairing: Pairing, effects: list[PairedEffect], frame: pd.DataFrame) -> dict:
-    """The content of comparison_report.json; ``frame`` (a loaded study's) gives each trial's folder."""
+def single_pair(pairing: Pairing, frame: pd.DataFrame) -> tuple[TrialRecord, TrialRecord] | None:
+    """(regularized, baseline) records where the study has exactly one pair; ``frame`` gives the folders."""
+    if len(pairing.pairs) != 1:
+        return None
+    folders = dict(zip(frame["trial"], frame["path"]))
+    pair = pairing.pairs.iloc[0]
+    return TrialRecord.load(folders[pair["trial"]]), TrialRecord.load(folders[pair["baseline"]])
+
+
+def comparison_report(
+    pairing: Pairing, effects: list[PairedEffect], pair: tuple[TrialRecord, TrialRecord] | None
+) -> dict:
+    """The content of comparison_report.json; ``pair``: the study's one pair (``single_pair``), if it has one."""
     report: dict = {
         "schema_version": SCHEMA_VERSION,
         "definition": "difference = regularized trial minus its baseline (same config except regularizer.*)",
@@ -65,12 +76,8 @@ def comparison_report(pairing: Pairing, effects: list[PairedEffect], frame: pd.D
         "pairs": pairing.pairs.to_dict(orient="records") if not pairing.pairs.empty else [],
         "unpaired": pairing.unpaired,
     }
-    if len(pairing.pairs) == 1:
-        folders = dict(zip(frame["trial"], frame["path"]))
-        pair = pairing.pairs.iloc[0]
-        report.update(
-            pair_in_full(TrialRecord.load(folders[pair["trial"]]), TrialRecord.load(folders[pair["baseline"]]))
-        )
+    if pair is not None:
+        report.update(pair_in_full(*pair))
     return report
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from geotune.analysis import figure_data as fd
 from geotune.analysis import figures
-from geotune.analysis.comparison import comparison_report, write_comparison_report
+from geotune.analysis.comparison import comparison_report, single_pair, write_comparison_report
 from geotune.analysis.flatness import MIN_RESOLVED_POINTS
 from geotune.analysis.load import StudyData, load_histories, load_study
 from geotune.analysis.stats import (
@@ -356,7 +356,7 @@ def build_report(study: StudyData) -> Report:
                 "from 10, none below 3",
             )
         )
-    report.paired = comparison_report(pairing, effects, frame)
+    report.paired = comparison_report(pairing, effects, single_pair(pairing, frame))
     report.figures = _figure_specs(study, usable)
     forest = fd.forest(pairing, effects, HEADLINE)
     if forest is not None:

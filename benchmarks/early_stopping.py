@@ -48,7 +48,7 @@ def run(space: Path, storage: Path, name: str, *extra: str) -> dict:
         [
             sys.executable,
             "-m",
-            "study",
+            "geotune",
             "run",
             str(space),
             "--storage",

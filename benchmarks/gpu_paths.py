@@ -156,7 +156,7 @@ def packing(space: str = PACKING_SPACE, fractions=(1.0, 0.5, 0.25)) -> dict:
             [
                 sys.executable,
                 "-m",
-                "study",
+                "geotune",
                 "run",
                 str(work / "space.py"),
                 "--storage",

@@ -230,7 +230,7 @@ def main() -> None:
                     [
                         sys.executable,
                         "-m",
-                        "study",
+                        "geotune",
                         "run",
                         str(work / "space.py"),
                         "--storage",

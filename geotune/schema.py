@@ -92,15 +92,15 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' = {show(value)}: expected a mapping of the keys of '{key}'")
         return build(typing.cast(type, tp), value, key)
     if tp is bool:
-        if isinstance(value, (bool, _np_bool())):
+        if isinstance(value, (bool, np.bool_)):
             return bool(value)
     elif tp is int:
-        if isinstance(value, numbers.Integral) and not isinstance(value, (bool, _np_bool())):
+        if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
             return int(value)
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif tp is float:
-        if isinstance(value, numbers.Real) and not isinstance(value, (bool, _np_bool())):
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
             return float(value)
         if isinstance(value, str):
             # YAML 1.1 reads "1e-3" (no dot) as a string; accept it as the number it means.
@@ -112,10 +112,6 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if isinstance(value, str):
             return value
     raise ConfigError(f"config key '{key}' = {show(value)}: expected {type_name(tp)}")
-
-
-def _np_bool() -> type:
-    return np.bool_
 
 
 def _check_value(key: str, value: Any, meta: dict) -> None:

@@ -25,6 +25,7 @@ from geotune.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, Config
 from geotune.layout import COMPARISON_FILE, ERROR_FILE, PlanKind, StudyPlan
 from geotune.metric_names import TRAIN_PRINTED
 from geotune.storage import is_uri
+from geotune.study.cluster import notice
 
 # Each verb imports what it runs inside its handler: `geotune --help`, `config` and `spaces` answer at once
 # instead of loading torch (1.8 s), Ray (1 s) and pandas for nothing. Those imports say "deferred: start-up".
@@ -234,7 +235,7 @@ def _user_overrides(args: argparse.Namespace) -> dict:
 
 def _print_warnings(plan: StudyPlan) -> None:
     for warning in plan.warnings:
-        print(f"geotune: warning: {warning}", file=sys.stderr, flush=True)
+        notice(f"warning: {warning}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from geotune.analysis.comparison import comparison_report, write_comparison_report
+from geotune.analysis.comparison import comparison_report, single_pair, write_comparison_report
 from geotune.analysis.figures import draw_curves_comparison, save_figure
 from geotune.analysis.load import load_study
 from geotune.analysis.stats import pair_with_baselines, paired_effects
 from geotune.analysis.tables import text_table
 from geotune.config import TrialConfig
 from geotune.errors import ConfigError
-from geotune.layout import StudyPlan, TrialRecord
+from geotune.layout import StudyPlan
 from geotune.metric_names import SUMMARY
 from geotune.search_spaces.spec import StudySpec
 from geotune.study.plan import RunOptions, make_plan
@@ -55,16 +55,15 @@ def write_comparison(plan: StudyPlan) -> dict | None:
     """comparison_report.json and the curves of a finished compare study; None where a run has no results."""
     study = load_study(plan.study_dir)
     pairing = pair_with_baselines(study.usable)
-    if len(pairing.pairs) != 1:
+    pair = single_pair(pairing, study.frame)
+    if pair is None:
         return None
-    report = comparison_report(pairing, paired_effects(pairing), study.frame)
+    report = comparison_report(pairing, paired_effects(pairing), pair)
     out = Path(plan.study_dir)
     write_comparison_report(out, report)
     name = plan.variants[0]["regularizer.name"]
-    curves = [
-        (name, TrialRecord.load(report["runs"]["regularized"]["trial"]).history),
-        ("none", TrialRecord.load(report["runs"]["baseline"]["trial"]).history),
-    ]
+    regularized, baseline = pair
+    curves = [(name, regularized.history), ("none", baseline.history)]
     save_figure(draw_curves_comparison(curves, f"{name} vs no regularizer (seed {plan.seeds[0]})"), out / CURVES_FILE)
     return report
 

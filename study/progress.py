@@ -59,7 +59,7 @@ class TrialLedger(tune.Callback):
     in memory, like finished ones; only its callbacks tell them apart: those trials
     were started but never completed. Tune restores callbacks from the study's
     pickled state on resume, so the ledger of the running experiment is found
-    through ``latest_ledger()`` rather than through the instance the caller built.
+    through the class attribute ``active`` rather than through the instance the caller built.
     """
 
     active: TrialLedger | None = None

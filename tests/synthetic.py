@@ -39,6 +39,31 @@ def history(epochs: int, final_acc: float, layers=("body.block1.conv", "embeddin
     return rows
 
 
+def study_plan(root: Path, variants: list[dict], **fields) -> StudyPlan:
+    """A plan as `geotune run` would save it for ``variants`` in ``root``; ``fields`` override any of it."""
+    plan = dict(
+        space="synthetic",
+        module="tests",
+        question="Does it work?",
+        study_dir=str(root),
+        base={"dataset": {"name": "digits"}, "train": {"epochs": 4}},
+        variants=variants,
+        optuna=False,
+        num_samples=1,
+        seeds=sorted({v.get("train.seed", 0) for v in variants}),
+        metric="val_accuracy",
+        mode="max",
+        asha=None,
+        cpus_per_trial=1,
+        gpus_per_trial=0,
+        max_concurrent=None,
+        max_failures=2,
+        created="2026-11-22 10:00:00",
+    )
+    plan.update(fields)
+    return StudyPlan(**plan)
+
+
 def make_study(
     root: Path,
     variants: list[dict],
@@ -56,26 +81,7 @@ def make_study(
     root.mkdir(parents=True)
     base = base or {"dataset": {"name": "digits"}, "train": {"epochs": 4}}
     labels = variant_labels(variants)
-    StudyPlan(
-        space=space,
-        module="tests",
-        question="Does it work?",
-        study_dir=str(root),
-        base=base,
-        variants=variants,
-        optuna=optuna,
-        num_samples=1,
-        seeds=sorted({v.get("train.seed", 0) for v in variants}),
-        metric="val_accuracy",
-        mode="max",
-        asha=None,
-        cpus_per_trial=1,
-        gpus_per_trial=0,
-        max_concurrent=None,
-        max_failures=2,
-        created="2026-11-22 10:00:00",
-        command=["run", space],
-    ).save()
+    study_plan(root, variants, base=base, space=space, optuna=optuna, command=["run", space]).save()
     for index, trial in enumerate(trials):
         label = labels[trial["variant"]]
         folder = root / f"{index:05d}_{label}"

@@ -43,19 +43,10 @@ def floor_of(module: str) -> int:
     raise AssertionError(module)
 
 
-def project_imports(path: Path, module: str) -> list[tuple[int, str, bool]]:
-    """(line, imported geotune module, inside a function) of every import in ``path``."""
-    known = source_modules()
-    tree = ast.parse(path.read_text())
-    nested = {
-        id(n)
-        for f in ast.walk(tree)
-        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-        for n in ast.walk(f)
-        if isinstance(n, (ast.Import, ast.ImportFrom))
-    }
+def project_imports(path: Path, known: set[str]) -> list[tuple[int, str]]:
+    """(line, imported geotune module) of every import in ``path``; ``known``: the modules there are."""
     out = []
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -64,9 +55,7 @@ def project_imports(path: Path, module: str) -> list[tuple[int, str, bool]]:
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         else:
             continue
-        for target in targets:
-            if target.split(".")[0] == "geotune":
-                out.append((node.lineno, target, id(node) in nested))
+        out += [(node.lineno, target) for target in targets if target.split(".")[0] == "geotune"]
     return out
 
 
@@ -91,10 +80,11 @@ def test_nothing_is_imported_by_its_generic_folder_name():
 
 def test_imports_point_only_downward():
     upward = []
-    for module, path in source_modules().items():
+    modules = source_modules()
+    for module, path in modules.items():
         if module in ENTRY_POINTS:
             continue
-        for line, target, _ in project_imports(path, module):
+        for line, target in project_imports(path, set(modules)):
             if floor_of(target) > floor_of(module):
                 upward.append(f"{path.relative_to(ROOT)}:{line} {module} -> {target}")
     assert not upward, "imports from a higher floor:\n" + "\n".join(upward)
@@ -142,7 +132,7 @@ def test_no_import_cycle_between_modules():
     modules = source_modules()
     graph = {}
     for module, path in modules.items():
-        targets = {t for _, t, _ in project_imports(path, module)}
+        targets = {t for _, t in project_imports(path, set(modules))}
         # importing geotune.x.y runs geotune.x/__init__ first; the packages' own __init__ import nothing
         graph[module] = {t for t in targets if t in modules and t != module}
     assert not import_cycles(graph)

@@ -112,49 +112,23 @@ def test_study_across_two_loopback_nodes(ray_session, tmp_path):
     space.write_text(textwrap.dedent(SPACE % tiny_config(train={"epochs": 3})))
     storage = tmp_path / "store"
     with LoopbackCluster() as cluster:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "study",
-                "run",
-                str(space),
-                "--address",
-                cluster.address,
-                "--storage",
-                str(storage),
-                "--name",
-                "c",
-            ],
-            cwd=str(REPO),
-            env=cluster.env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+
+        def run_in_cluster(name: str, env: dict, timeout: int) -> subprocess.CompletedProcess:
+            cmd = ["run", str(space), "--address", cluster.address, "--storage", str(storage), "--name", name]
+            return subprocess.run(
+                [sys.executable, "-m", "geotune", *cmd],
+                cwd=str(REPO),
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+
+        proc = run_in_cluster("c", cluster.env, 600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
         wrong = dict(cluster.env, RAY_AUTH_TOKEN=secrets.token_hex(32))
-        denied = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "study",
-                "run",
-                str(space),
-                "--address",
-                cluster.address,
-                "--storage",
-                str(storage),
-                "--name",
-                "denied",
-            ],
-            cwd=str(REPO),
-            env=wrong,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        denied = run_in_cluster("denied", wrong, 300)
     assert not cluster.leftover_processes(), "stopping the cluster stopped what it started"
     assert ray.is_initialized() and ray.get(ray.remote(lambda: 42).remote()) == 42, "the session's Ray is untouched"
 

@@ -155,7 +155,7 @@ def test_cli_missing_dataset_files_exit_2(tmp_path):
         [
             sys.executable,
             "-m",
-            "study",
+            "geotune",
             "train",
             str(empty),
             str(tmp_path / "o"),

@@ -20,30 +20,13 @@ from geotune.layout import (
 )
 from geotune.metric_names import COMPARED, HEADLINE, METRICS, SUMMARY
 from geotune.provenance import versions
-from synthetic import make_study
+from synthetic import make_study, study_plan
 
 
 def plan(tmp_path, **changes) -> StudyPlan:
-    fields = dict(
-        space="s",
-        module="m",
-        question="q",
-        study_dir=str(tmp_path),
-        base={"train": {"epochs": 3}},
-        variants=[{"regularizer.name": "none", "train.seed": 0}],
-        optuna=False,
-        num_samples=1,
-        seeds=[0],
-        metric="val_accuracy",
-        mode="max",
-        asha=None,
-        cpus_per_trial=1.0,
-        gpus_per_trial=0.0,
-        max_concurrent=None,
-        max_failures=2,
+    return study_plan(
+        tmp_path, [{"regularizer.name": "none", "train.seed": 0}], base={"train": {"epochs": 3}}, **changes
     )
-    fields.update(changes)
-    return StudyPlan(**fields)
 
 
 def test_study_json_round_trips_as_a_typed_plan(tmp_path):
@@ -125,7 +108,7 @@ def test_every_listed_metric_is_registered():
 
 
 def test_one_comparison_schema_for_a_study_and_for_one_pair(tmp_path):
-    from geotune.analysis.comparison import comparison_report
+    from geotune.analysis.comparison import comparison_report, single_pair
     from geotune.analysis.load import load_study
     from geotune.analysis.stats import pair_with_baselines, paired_effects
 
@@ -139,7 +122,7 @@ def test_one_comparison_schema_for_a_study_and_for_one_pair(tmp_path):
             )
         )
         pairing = pair_with_baselines(study.usable)
-        report = comparison_report(pairing, paired_effects(pairing), study.frame)
+        report = comparison_report(pairing, paired_effects(pairing), single_pair(pairing, study.frame))
         assert {"schema_version", "effects", "pairs", "unpaired"} <= set(report)
         if name == "three":
             assert len(report["pairs"]) == 3 and "runs" not in report

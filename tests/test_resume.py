@@ -59,6 +59,17 @@ def reported_epochs(trial: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def resume(study: Path) -> subprocess.CompletedProcess:
+    """`geotune resume STUDY` to its end, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "geotune", "resume", str(study)],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+
+
 def run_until_interruptible(cmd: list[str], study: Path, log: Path, timeout: float = 240) -> None:
     """Start the study in its own process group; SIGKILL it once one trial finished and another is mid-way."""
     proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -134,13 +145,7 @@ def test_sigkill_then_resume(tmp_path, kind):
             for path in study.glob(pattern):
                 path.write_bytes(b"")
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "geotune", "resume", str(study)],
-        cwd=str(REPO),
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    proc = resume(study)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     if kind == "grid":
         assert "resuming from geotune's snapshot" in proc.stderr
@@ -205,13 +210,7 @@ def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, p
     assert unfinished, "the interrupted trial must not have been finalised at the interrupted epoch"
     assert not any((t / "stopped_by_scheduler.json").exists() for t in trial_dirs(study))
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "geotune", "resume", str(study)],
-        cwd=str(REPO),
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    proc = resume(study)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     after = [t for t in trial_dirs(study) if (t / "params.json").is_file()]
     assert len(after) == 3
@@ -254,13 +253,7 @@ def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path):
         kill_session(proc.pid)
     assert f"geotune resume {out}" in log.read_text()
     assert not (out / "trial" / "metrics.json").exists()
-    done = subprocess.run(
-        [sys.executable, "-m", "geotune", "resume", str(out)],
-        cwd=str(REPO),
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    done = resume(out)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "resuming from the checkpoint of epoch" in done.stdout + done.stderr
     assert json.loads((out / "trial" / "metrics.json").read_text())["epochs_run"] == 60
