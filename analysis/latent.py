@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.sparse.csgraph import connected_components, shortest_path
 
+from geotune.analysis.compile_cache import cache_umap_kernels
 from geotune.analysis.flatness import Flatness, chord_flatness
 from geotune.analysis.neighbors import Neighbors, graph_geodesics, knn_graph, nearest_neighbors, unique_points
 
@@ -329,8 +330,10 @@ def pca_projection(x: np.ndarray) -> np.ndarray:
 
 
 def umap_projection(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    import umap  # imported here: a first import compiles numba code for seconds
+    """UMAP to 2-D (seeded, so single-threaded and reproducible); its kernels come from the compile cache."""
+    import umap  # deferred: importing umap-learn costs 1.3-1.8 s, and only projections need it
 
+    cache_umap_kernels()
     return umap.UMAP(n_neighbors=max(2, min(15, len(x) - 1)), random_state=seed, n_jobs=1).fit_transform(x)
 
 

@@ -36,7 +36,7 @@ from geotune.analysis.stats import (
     regularizer_label,
 )
 from geotune.analysis.tables import fmt, markdown_table
-from geotune.layout import CONFIG_FILE, MODEL_FILE, OPTUNA_FILE, REPORT_DIR, TrialStatus
+from geotune.layout import CHECKPOINT_PREFIX, CONFIG_FILE, MODEL_FILE, OPTUNA_FILE, REPORT_DIR, TrialStatus
 from geotune.metric_names import (
     AGAINST_LAMBDA,
     BY_FACTOR,
@@ -146,7 +146,7 @@ def _best(study: StudyData) -> dict | None:
         return None
     row = usable.loc[usable[study.metric].idxmax() if study.mode == "max" else usable[study.metric].idxmin()]
     folder = Path(row["path"])
-    checkpoints = sorted(folder.glob("checkpoint_*"))
+    checkpoints = sorted(folder.glob(f"{CHECKPOINT_PREFIX}*"))
     return {
         "trial": row["trial"],
         "metric": study.metric,

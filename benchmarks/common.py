@@ -1,5 +1,5 @@
 """What every benchmark script shares: how it names the machine, how it writes its result,
-and a trial session that reports nowhere (for timing trials outside Ray)."""
+and a trial session that reports nowhere (for timing trials outside Ray: geotune's own NoSession)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 import os
 import platform
 import time
+
+from geotune.trainables.trial import NoSession  # re-exported for the scripts
 
 
 def machine(extra: str = "") -> str:
@@ -27,14 +29,4 @@ def emit(result: dict, json_path: str | None) -> None:
             json.dump(result, fh, indent=2)
 
 
-class NoSession:
-    """A trial session with nothing to report to and nothing to resume from: a plain-loop trial."""
-
-    def restore(self):
-        return None
-
-    def report(self, metrics, state):
-        pass
-
-    def persist(self, folder):
-        pass
+__all__ = ["NoSession", "emit", "machine", "today"]

@@ -37,6 +37,8 @@ TRAIN_TRIAL_DIR = "trial"  # the one trial folder of a `geotune train` directory
 # --- a trial folder: written by Ray Tune
 PARAMS_FILE = "params.json"  # the trial's Tune config (grid: {"variant": label})
 RESULT_FILE = "result.json"  # one JSON line per reported epoch
+PROGRESS_FILE = "progress.csv"  # the same reports as CSV rows
+CHECKPOINT_PREFIX = "checkpoint_"  # checkpoint_NNNNNN/ folders, each holding STATE_FILE
 ERROR_FILE = "error.txt"  # the traceback of a failed trial
 
 # --- a trial folder: written by geotune

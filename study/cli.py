@@ -65,10 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = verbs.add_parser(
         "train",
-        help="train one trial of CONFIG through Ray Tune, writing its artifacts to OUT_DIR/trial",
-        description="Train one classifier from a YAML config as a Ray Tune trial on this machine. "
-        "Writes metrics.json, training_history.json, plots, latents.npz and model.pt to "
-        "OUT_DIR/trial and prints the key metrics.",
+        help="train one trial of CONFIG, writing its artifacts to OUT_DIR/trial",
+        description="Train one classifier from a YAML config on this machine, in this process (no Ray start-up; "
+        "--ray runs it as a Ray Tune trial instead, with the same results). Writes metrics.json, "
+        "training_history.json, plots, latents.npz, model.pt and Tune's result.json/progress.csv/TensorBoard "
+        "files to OUT_DIR/trial and prints the key metrics. Ctrl-C stops it resumably (geotune resume OUT_DIR).",
     )
     _add_config_args(train, config_required=True)
     train.add_argument("out_dir", help="new folder for the results (an existing non-empty folder is refused)")
@@ -78,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="GPUs for the trial, fractions allowed (default: 1 if a GPU is visible, else 0)",
+    )
+    train.add_argument(
+        "--ray",
+        action="store_true",
+        help="run the trial through Ray Tune (a local Ray instance) rather than in this process",
     )
     train.set_defaults(handler=cmd_train)
 
@@ -322,7 +328,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     study_dir = args.study_dir if is_uri(args.study_dir) else str(Path(args.study_dir).expanduser().resolve())
     plan = StudyPlan.load(study_dir)
     if plan.kind is PlanKind.TRAIN:
-        return _train(plan, resume=True)
+        return _train(plan, resume=True, through_ray=False)
     info = start_ray_for(plan, args.address)  # may set gpus_per_trial to 0 where the cluster has no GPU
     try:
         results = resume_study(plan)
@@ -371,20 +377,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     plan.warnings = warnings
     check_devices(plan)
     _print_warnings(plan)
-    return _train(plan, resume=False)
+    return _train(plan, resume=False, through_ray=args.ray)
 
 
-def _train(plan: StudyPlan, resume: bool) -> int:
-    """Run or resume the one trial of a `geotune train` folder and print what it gave."""
-    from geotune.study.cluster import shutdown_if_started  # deferred: start-up
-    from geotune.study.resources import start_ray_for_train  # deferred: start-up
-    from geotune.study.run import run_train  # deferred: start-up
+def _train(plan: StudyPlan, resume: bool, through_ray: bool) -> int:
+    """Run or resume the one trial of a `geotune train` folder and print what it gave.
 
-    info = start_ray_for_train(plan)
-    try:
-        outcome = run_train(plan, resume=resume)
-    finally:
-        shutdown_if_started(info)
+    A resume always runs in-process: it continues from the newest checkpoint in the
+    trial folder, which both ways of running write.
+    """
+    if through_ray:
+        from geotune.study.cluster import shutdown_if_started  # deferred: start-up
+        from geotune.study.resources import start_ray_for_train  # deferred: start-up
+        from geotune.study.run import run_train  # deferred: start-up
+
+        info = start_ray_for_train(plan)
+        try:
+            outcome = run_train(plan)
+        finally:
+            shutdown_if_started(info)
+    else:
+        from geotune.study.train_local import run_train_in_process  # deferred: start-up
+
+        if not resume:
+            plan.save()
+        outcome = run_train_in_process(plan)
     if outcome.interrupted:
         print(
             f"geotune: interrupted; the trial continues from its last checkpoint with: geotune resume {plan.study_dir}",

@@ -8,7 +8,6 @@ from geotune.analysis.report import write_report
 from geotune.errors import EXIT_FAILED, EXIT_INTERRUPTED, ConfigError
 from geotune.layout import StudyPlan, TrialStatus
 from geotune.storage import is_uri
-from geotune.study.finalize import finalize_stopped_trials
 from geotune.study.progress import summarize_results, summary_text, unfinished_count
 
 
@@ -29,6 +28,9 @@ def finish_study(plan: StudyPlan, results, with_report: bool = True) -> int:
     """Finalise, summarise and report a fitted study; returns the exit code."""
     if interrupted(plan, results):
         return EXIT_INTERRUPTED  # no finalisation: the unfinished trials train on when resumed
+    # deferred: finalizing imports torch and Ray (about 4 s), which `geotune report` alone never needs
+    from geotune.study.finalize import finalize_stopped_trials
+
     finalize_stopped_trials(results, plan)
     rows = summarize_results(results, plan.metric)
     print("\n" + summary_text(rows, plan.metric, plan.mode))

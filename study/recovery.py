@@ -29,7 +29,7 @@ from pathlib import Path
 from ray import tune
 
 from geotune.errors import ConfigError
-from geotune.layout import SNAPSHOT_DIR
+from geotune.layout import CHECKPOINT_PREFIX, SNAPSHOT_DIR
 
 STATE_PATTERNS = (
     "experiment_state-*.json",
@@ -94,7 +94,7 @@ def checkpoint_index(path: Path) -> int:
 
 def prune_checkpoints(trial_dir: Path, keep_from: int) -> None:
     """Delete the trial's checkpoint folders numbered below ``keep_from``."""
-    for folder in trial_dir.glob("checkpoint_*"):
+    for folder in trial_dir.glob(f"{CHECKPOINT_PREFIX}*"):
         if folder.is_dir() and 0 <= checkpoint_index(folder) < keep_from:
             shutil.rmtree(folder, ignore_errors=True)
 

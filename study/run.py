@@ -6,7 +6,6 @@ summary, the report and the exit code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from ray import tune
@@ -18,6 +17,7 @@ from geotune.storage import experiment_location, is_uri
 from geotune.study.cluster import notice
 from geotune.study.progress import TrialLedger, TrialLines, unfinished_count
 from geotune.study.recovery import StateKeeper, install_snapshot
+from geotune.study.train_local import TrialOutcome
 from geotune.study.tune_setup import build_tuner, train_trainable, trainable_for, tune_environment
 
 
@@ -57,36 +57,24 @@ def resume_study(plan: StudyPlan):
     return tuner.fit()
 
 
-@dataclass
-class TrialOutcome:
-    trial_dir: Path
-    metrics: dict
-    error: str | None
-    interrupted: bool = False  # Ctrl-C: the trial stopped mid-way and can be resumed
-
-
-def run_train(plan: StudyPlan, verbose: int = 1, resume: bool = False) -> TrialOutcome:
-    """Run (or resume) the one trial of ``plan``; its directory is ``STUDY_DIR/trial``."""
+def run_train(plan: StudyPlan, verbose: int = 1) -> TrialOutcome:
+    """Run the one trial of ``plan`` as a Ray Tune trial (`geotune train --ray`); its directory is
+    ``STUDY_DIR/trial``. Without --ray, and for every resume, ``study.train_local`` runs it in-process."""
     tune_environment()
-    if resume:
-        tuner = tune.Tuner.restore(
-            plan.study_dir, trainable=train_trainable(plan), resume_unfinished=True, resume_errored=True
-        )
-    else:
-        plan.save()
-        storage, name = experiment_location(plan.study_dir)
-        tuner = tune.Tuner(
-            train_trainable(plan),
-            param_space=plan.base,
-            tune_config=tune.TuneConfig(num_samples=1, trial_dirname_creator=lambda trial: TRAIN_TRIAL_DIR),
-            run_config=tune.RunConfig(
-                storage_path=storage,
-                name=name,
-                verbose=verbose,
-                callbacks=[TrialLedger()],
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            ),
-        )
+    plan.save()
+    storage, name = experiment_location(plan.study_dir)
+    tuner = tune.Tuner(
+        train_trainable(plan),
+        param_space=plan.base,
+        tune_config=tune.TuneConfig(num_samples=1, trial_dirname_creator=lambda trial: TRAIN_TRIAL_DIR),
+        run_config=tune.RunConfig(
+            storage_path=storage,
+            name=name,
+            verbose=verbose,
+            callbacks=[TrialLedger()],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
     TrialLedger.active = None
     results = tuner.fit()
     result = results[0]

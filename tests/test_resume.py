@@ -228,7 +228,8 @@ def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, p
 
 
 @pytest.mark.slow
-def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path):
+@pytest.mark.parametrize("how", [[], ["--ray"]], ids=["in-process", "ray"])
+def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path, how):
     config = tmp_path / "c.yaml"
     import yaml
 
@@ -236,7 +237,7 @@ def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path):
     out = tmp_path / "out"
     log = tmp_path / "train.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "geotune", "train", str(config), str(out), "--cpus", "1"],
+        [sys.executable, "-m", "geotune", "train", str(config), str(out), "--cpus", "1", *how],
         cwd=str(REPO),
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,

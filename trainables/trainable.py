@@ -10,7 +10,6 @@ system or an object store alike).
 from __future__ import annotations
 
 import io
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -22,9 +21,8 @@ from ray import tune
 
 from geotune.config import TrialConfig
 from geotune.config_loading import assemble_trial_config
-from geotune.layout import DIVERGED_FILE, HISTORY_FILE, METRICS_FILE, STATE_FILE
-from geotune.trainables.loop import NonFiniteLossError
-from geotune.trainables.trial import final_tune_metrics, finalize_trial, run_trial
+from geotune.layout import CHECKPOINT_PREFIX, STATE_FILE
+from geotune.trainables.trial import finalize_trial, run_stored_trial
 
 
 class TuneSession:
@@ -50,7 +48,7 @@ class TuneSession:
             (
                 e.path
                 for e in entries
-                if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith("checkpoint_")
+                if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith(CHECKPOINT_PREFIX)
             ),
             reverse=True,
         )
@@ -118,23 +116,8 @@ def tune_trial(config: dict, base: dict | None = None, variants: dict | None = N
     if not verbose:
         logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" per epoch
     cfg = trial_config(config, base, variants)
-    session = TuneSession()
-    finished = session.read_artifact(METRICS_FILE)
-    if finished is not None:
-        # Tune's saved state can lag behind a trial that finished just before an interruption:
-        # report its final metrics again rather than train it a second time.
-        history = json.loads(session.read_artifact(HISTORY_FILE) or "[]")
-        tune.report(final_tune_metrics(history[-1] if history else {}, json.loads(finished)))
-        return
-    diverged = session.read_artifact(DIVERGED_FILE)
-    if diverged is not None:
-        raise NonFiniteLossError(diverged)  # retrying a deterministic divergence would diverge again
     with tempfile.TemporaryDirectory(prefix="geotune-artifacts-") as folder:
-        try:
-            run_trial(cfg, session, Path(folder), verbose=verbose)
-        except NonFiniteLossError as exc:
-            session.write_artifact(DIVERGED_FILE, str(exc))
-            raise
+        run_stored_trial(cfg, TuneSession(), Path(folder), verbose=verbose)
 
 
 def tune_finalize_trial(

@@ -10,6 +10,9 @@ finalisation of early-stopped trials use other sessions.
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Protocol
@@ -19,10 +22,16 @@ import torch
 from geotune.analysis.latent import epoch_geometry
 from geotune.config import TrialConfig
 from geotune.errors import ConfigError
-from geotune.layout import StopReason
+from geotune.layout import DIVERGED_FILE, HISTORY_FILE, METRICS_FILE, StopReason
 from geotune.trainables.artifacts import write_trial_artifacts
 from geotune.trainables.data import Augmentation, check_dataset, describe_input, training_batches
-from geotune.trainables.loop import EarlyStopping, GradientNormTracker, evaluate, train_one_epoch
+from geotune.trainables.loop import (
+    EarlyStopping,
+    GradientNormTracker,
+    NonFiniteLossError,
+    evaluate,
+    train_one_epoch,
+)
 from geotune.trainables.models import build_model
 from geotune.trainables.parts import build_trial, load_trial_state, trial_state
 from geotune.trainables.regularizers import build_regularizer
@@ -36,6 +45,36 @@ class TrialSession(Protocol):
     def report(self, metrics: dict, state: dict | None) -> None: ...
 
     def persist(self, artifact_dir: Path) -> None: ...
+
+
+class NoSession:
+    """A session with nothing to resume and nowhere to report: the trial function alone (plain loops,
+    benchmarks, tests); the artifacts stay in the folder given to ``run_trial``."""
+
+    def restore(self) -> dict | None:
+        return None
+
+    def report(self, metrics: dict, state: dict | None) -> None:
+        pass
+
+    def persist(self, artifact_dir: Path) -> None:
+        pass
+
+
+class StoredSession(TrialSession, Protocol):
+    """A session whose trial folder outlives the process: files from an earlier attempt can be read back."""
+
+    def read_artifact(self, name: str) -> str | None: ...
+
+    def write_artifact(self, name: str, text: str) -> None: ...
+
+
+def say(line: str) -> None:
+    """Print a progress line; a closed pipe (`geotune train ... | head`) must not stop the training."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")
 
 
 def check_config(cfg: TrialConfig) -> list[str]:
@@ -98,7 +137,7 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
         history, step, stopped = list(state["history"]), state["step"], state["stopped"]
         first_epoch, elapsed_before = state["epoch"] + 1, state["elapsed"]
         if verbose:
-            print(f"resuming from the checkpoint of epoch {state['epoch']}", flush=True)
+            say(f"resuming from the checkpoint of epoch {state['epoch']}")
 
     steps_per_epoch = max(1, len(parts.data.train) // cfg.train.batch_size)
     epoch = first_epoch - 1
@@ -159,11 +198,10 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
         elapsed = elapsed_before + time.perf_counter() - start
         metrics = epoch_metrics(history, early)
         if verbose:
-            print(
+            say(
                 f"epoch {epoch:3d}/{cfg.train.epochs}  train_loss {stats.loss:.4f}  val_loss {val.loss:.4f}  "
                 f"val_acc {val.accuracy:.4f}  reg {stats.reg_loss:.4f}  {row['epoch_time']:.2f}s"
-                + ("  (early stop)" if stopped else ""),
-                flush=True,
+                + ("  (early stop)" if stopped else "")
             )
         if finished:
             break
@@ -188,6 +226,30 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
         else None,
     )
     return final
+
+
+def run_stored_trial(cfg: TrialConfig, session: StoredSession, artifact_dir: Path, *, verbose: bool = True) -> dict:
+    """``run_trial`` for a trial that may have been attempted before (Ray's restart, `geotune resume`).
+
+    A trial that already finished reports its final metrics again instead of training
+    a second time (its session's saved state can lag behind the trial); one whose loss
+    became non-finite fails again at once, since retrying a deterministic divergence
+    would diverge again.
+    """
+    finished = session.read_artifact(METRICS_FILE)
+    if finished is not None:
+        final = json.loads(finished)
+        history = json.loads(session.read_artifact(HISTORY_FILE) or "[]")
+        session.report(final_tune_metrics(history[-1] if history else {}, final), None)
+        return final
+    diverged = session.read_artifact(DIVERGED_FILE)
+    if diverged is not None:
+        raise NonFiniteLossError(diverged)
+    try:
+        return run_trial(cfg, session, artifact_dir, verbose=verbose)
+    except NonFiniteLossError as exc:
+        session.write_artifact(DIVERGED_FILE, str(exc))
+        raise
 
 
 def finalize_trial(cfg: TrialConfig, state: dict, artifact_dir: Path) -> dict:

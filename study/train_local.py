@@ -1,0 +1,62 @@
+"""The one trial of `geotune train` (and its `geotune resume`), run in this process without Ray.
+
+Ray adds nothing to a single trial but its start-up: ``ray.init`` (about 3 s), a
+worker process that imports torch again, and its result boxes. Here the same
+``run_stored_trial`` runs with a ``FolderSession``, which writes Tune's files into
+``STUDY_DIR/trial`` itself, so the folder is the same either way and resumes the
+same way (``geotune train --ray`` still goes through Ray Tune: ``study.run``).
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from geotune.config import TrialConfig
+from geotune.errors import error_line
+from geotune.layout import ERROR_FILE, TRAIN_TRIAL_DIR, StudyPlan
+from geotune.trainables.folder_session import FolderSession
+from geotune.trainables.trial import run_stored_trial
+
+
+@dataclass
+class TrialOutcome:
+    trial_dir: Path
+    metrics: dict
+    error: str | None
+    interrupted: bool = False  # Ctrl-C: the trial stopped mid-way and can be resumed
+
+
+def local_trial_config(plan: StudyPlan) -> TrialConfig:
+    """The trial's config, and this process's threads and device as a Ray worker's would be set."""
+    cfg = TrialConfig.from_dict(plan.base)
+    # As in a Ray worker: torch threads follow the CPUs given to the trial (--cpus, default all).
+    torch.set_num_threads(cfg.train.num_threads or max(1, math.ceil(plan.cpus_per_trial)))
+    if not plan.gpus_per_trial and cfg.train.device == "auto" and torch.cuda.is_available():
+        # Ray would hide the GPU from a trial given none (--gpus 0): keep it off the GPU here too.
+        cfg = TrialConfig.from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "device": "cpu"}})
+    return cfg
+
+
+def run_train_in_process(plan: StudyPlan, verbose: bool = True) -> TrialOutcome:
+    """Run or resume (from its newest checkpoint) the one trial of ``plan`` in ``STUDY_DIR/trial``."""
+    trial_dir = Path(plan.study_dir) / TRAIN_TRIAL_DIR
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    session = FolderSession(trial_dir, plan.base)
+    try:
+        cfg = local_trial_config(plan)
+        metrics = run_stored_trial(cfg, session, trial_dir, verbose=verbose)
+    except KeyboardInterrupt:
+        return TrialOutcome(trial_dir, {}, None, interrupted=True)
+    except Exception:
+        details = traceback.format_exc()
+        (trial_dir / ERROR_FILE).write_text(details)
+        return TrialOutcome(trial_dir, {}, error_line(details))
+    finally:
+        session.close()
+    (trial_dir / ERROR_FILE).unlink(missing_ok=True)  # an earlier attempt's error no longer stands
+    return TrialOutcome(trial_dir, metrics, None)
