@@ -233,7 +233,8 @@ def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path, how):
     config = tmp_path / "c.yaml"
     import yaml
 
-    config.write_text(yaml.safe_dump(tiny_config(train={"epochs": 60, "patience": 0})))
+    # batch 8: about 0.5 s an epoch, so the Ctrl-C lands mid-training even without Ray's start-up
+    config.write_text(yaml.safe_dump(tiny_config(train={"epochs": 60, "patience": 0, "batch_size": 8})))
     out = tmp_path / "out"
     log = tmp_path / "train.log"
     proc = subprocess.Popen(
