@@ -47,6 +47,7 @@ class FolderSession:
         self.elapsed_before = 0.0  # a resumed trial's time_total_s continues from its checkpoint
         self.iteration = 0
         self.iterations_since_restore = 0
+        self._progress_fields: list[str] | None = None  # progress.csv's header, read once
         self._events: Any = None  # tensorboardX's writer once created; False without tensorboardX
         write_json(self.trial_dir / PARAMS_FILE, config)
 
@@ -123,13 +124,14 @@ class FolderSession:
     def _append_progress(self, row: dict) -> None:
         path = self.trial_dir / PROGRESS_FILE
         scalars = {k: v for k, v in row.items() if not isinstance(v, (dict, list))}
-        if path.is_file():
-            with open(path, newline="") as fh:
-                fields = next(csv.reader(fh), None) or list(scalars)
-        else:
-            fields = list(scalars)
+        if self._progress_fields is None:  # a resumed trial keeps the columns its first report chose
+            header = None
+            if path.is_file():
+                with open(path, newline="") as fh:
+                    header = next(csv.reader(fh), None)
+            self._progress_fields = header or list(scalars)
         with open(path, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+            writer = csv.DictWriter(fh, fieldnames=self._progress_fields, extrasaction="ignore")
             if fh.tell() == 0:
                 writer.writeheader()
             writer.writerow(scalars)
