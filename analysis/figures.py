@@ -33,18 +33,33 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
 # per-trial figures
 
 
-def draw_training_curves(history: Sequence[dict], keys: Sequence[str], ylabel: str, title: str) -> Figure:
-    """One line per history key (e.g. train_loss and val_loss) against the epoch."""
+def draw_training_curves(
+    history: Sequence[dict], keys: Sequence[str], ylabel: str, title: str, kept_epoch: int = 0
+) -> Figure:
+    """One line per history key (e.g. train_loss and val_loss) against the epoch; a key whose quartiles over
+    batches are recorded (``train_loss_q25``/``_q75``) gets them as a band; the kept epoch as a dotted line."""
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     epochs = [row["epoch"] for row in history]
     for key in keys:
-        ax.plot(epochs, [row.get(key, math.nan) for row in history], marker="o", ms=3, label=key)
+        (line,) = ax.plot(epochs, [row.get(key, math.nan) for row in history], marker="o", ms=3, label=key)
+        if all(f"{key}_q25" in row for row in history):
+            ax.fill_between(
+                epochs,
+                [row[f"{key}_q25"] for row in history],
+                [row[f"{key}_q75"] for row in history],
+                color=line.get_color(),
+                alpha=0.2,
+                linewidth=0,
+                label=f"{key}: 25-75th percentile over batches",
+            )
+    if kept_epoch:
+        ax.axvline(kept_epoch, color="0.3", linestyle=":", linewidth=1, label=f"kept model (epoch {kept_epoch})")
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     return fig
 
 
@@ -371,6 +386,22 @@ def draw_image_grid(panels: Sequence, columns: int = 3) -> Figure:
         ax = fig.add_subplot(rows, min(columns, len(panels)), i + 1)
         ax.imshow(imread(panel.image))
         ax.set_title(panel.title, fontsize=8)
+        ax.axis("off")
+    return fig
+
+
+def draw_labelled_images(images: Sequence[np.ndarray], titles: Sequence[str], columns: int) -> Figure:
+    """uint8 images (C, H, W; one channel drawn grey) in a grid, each under its multi-line title."""
+    rows = math.ceil(len(images) / columns)
+    lines = max((t.count("\n") + 1 for t in titles), default=1)
+    fig = Figure(figsize=(1.9 * columns, (1.7 + 0.16 * lines) * rows), layout="constrained")
+    for i, (image, title) in enumerate(zip(images, titles)):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        if image.shape[0] == 1:
+            ax.imshow(image[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        else:
+            ax.imshow(image.transpose(1, 2, 0), interpolation="nearest")
+        ax.set_title(title, fontsize=7, loc="left")
         ax.axis("off")
     return fig
 

@@ -20,6 +20,7 @@ from geotune.schema import build, commented_yaml, declared_rows, param, show
 DATASETS = ("digits", "shapes", "mnist", "fashion_mnist", "cifar10", "cifar100", "image_folder")
 MODELS = ("fc", "simple_cnn", "resnet_basic", "resnet_bottleneck")
 REGULARIZERS = ("none", "geodesic", "geometry", "combined")
+KEEP_METRICS = ("val_loss", "val_accuracy")
 
 
 @dataclass
@@ -97,6 +98,16 @@ class TrainConfig:
     device: str = param(
         "auto", "where the trial runs; auto takes the GPU Ray assigned, if any", choices=("auto", "cpu", "cuda")
     )
+    keep: str = param(
+        "best",
+        "which epoch's weights the trial tests and saves: the best on the validation split (train.keep_by) or the last",
+        choices=("best", "last"),
+    )
+    keep_by: str = param(
+        "val_loss",
+        "validation metric that picks the best epoch (a study sets its ranking metric when that is one of these)",
+        choices=KEEP_METRICS,
+    )
     patience: int = param(5, "stop after this many epochs without a lower val_loss; 0 never stops early", ge=0)
     precision: str = param(
         "fp32", "autocast precision for forward passes (bf16 on GPU or recent CPUs)", choices=("fp32", "bf16")
@@ -167,6 +178,9 @@ class LoggingConfig:
     save_latents: bool = param(True, "write latents.npz (val embeddings, labels, logits)")
     save_umap: bool = param(True, "project latents with UMAP for umap.png (off: PCA, stated in the figure)")
     save_checkpoint: bool = param(True, "checkpoint every epoch, so trials resume where they stopped")
+    test_every_epoch: bool = param(
+        False, "also evaluate the test split after every epoch (test_loss, test_accuracy in the history)"
+    )
     export_onnx: bool = param(False, "export the final model to ONNX and check it against PyTorch (extra 'onnx')")
     interactive_scatter: bool = param(False, "also write a self-contained interactive HTML scatter of the latents")
 

@@ -6,7 +6,8 @@ Verbs:
   report    tables, figures and a browser page of a study
   compare   a regularized config against the same config without regularizer
   spaces    list the built-in search spaces
-  train     one trial of a YAML config through Ray Tune
+  train     one trial of a YAML config (in this process, or through Ray Tune with --ray)
+  predict   the top-k classes of image files by a finished trial's model
   geometry  latent-geometry metrics of any saved embeddings
   config    print the default (or resolved) config with every key explained
 """
@@ -165,6 +166,23 @@ def build_parser() -> argparse.ArgumentParser:
         "whether ASHA stops trials early. 'geotune run SPACE --dry-run' shows one space's plan.",
     )
     spaces.set_defaults(handler=cmd_spaces)
+
+    predict = verbs.add_parser(
+        "predict",
+        help="classify image files with a finished trial's model",
+        description="Print the top-k classes with their probabilities (softmax or sparsemax, as the model was "
+        "trained) for each image, and draw them in a grid PNG. Images are converted as the training data "
+        "was (grey or RGB, resized to the model's input size) using the trial folder's preprocessing.json; "
+        "files that cannot be read are reported and skipped.",
+    )
+    predict.add_argument("trial_dir", help="a finished trial folder (or the folder 'geotune train' wrote)")
+    predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders of them")
+    predict.add_argument("--top-k", type=int, default=3, help="classes shown per image (default 3)")
+    predict.add_argument(
+        "--out", default=".", help=f"folder for the grid PNG predictions.png (default: here; {GRID_MAX} images at most)"
+    )
+    predict.add_argument("--json", action="store_true", help="one JSON object per image: file, top_k")
+    predict.set_defaults(handler=cmd_predict)
 
     geometry = verbs.add_parser(
         "geometry",
@@ -361,6 +379,48 @@ def cmd_geometry(args: argparse.Namespace) -> int:
         print(json.dumps({"metrics": summary.flat_metrics(), "summary": summary.to_dict()}, indent=2, default=float))
         return 0
     print(geometry_text(summary, args.latents))
+    return 0
+
+
+GRID_MAX = 64  # images drawn in predictions.png; more stop being readable
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from geotune.analysis.figures import draw_labelled_images, save_figure  # deferred: start-up (matplotlib)
+    from geotune.trainables.predict import (  # deferred: start-up (torch)
+        grid_columns,
+        grid_title,
+        image_files,
+        load_trained,
+        predict_files,
+    )
+
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k {args.top_k}: must be >= 1")
+    trained = load_trained(args.trial_dir)
+    files, missing = image_files(args.inputs)
+    for path, why in missing:
+        print(f"geotune: skipped '{path}': {why}", file=sys.stderr)
+    shown: list = []  # the converted images drawn in the grid
+    titles: list[str] = []
+    predicted = 0
+    for prediction, image, problem in predict_files(trained, files, args.top_k):
+        if problem is not None:
+            print(f"geotune: skipped '{problem[0]}': {problem[1]}", file=sys.stderr)
+            continue
+        assert prediction is not None and image is not None
+        predicted += 1
+        print(json.dumps(prediction.to_dict()) if args.json else prediction.line(), flush=True)
+        if len(shown) < GRID_MAX:
+            shown.append(image)
+            titles.append(grid_title(prediction))
+    if not predicted:
+        raise ConfigError(f"no readable image among {', '.join(map(str, args.inputs))}")
+    out = Path(args.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    grid = save_figure(draw_labelled_images(shown, titles, grid_columns(len(shown))), out / "predictions.png")
+    first = f" (the first {GRID_MAX} of {predicted})" if predicted > GRID_MAX else ""
+    print(f"grid of the predictions{first}: {grid}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

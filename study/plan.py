@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 
 from geotune.analysis.tables import text_table
-from geotune.config import TrialConfig
+from geotune.config import KEEP_METRICS, TrialConfig
 from geotune.config_loading import merge
 from geotune.errors import ConfigError
 from geotune.layout import PlanKind, StudyPlan
@@ -94,6 +94,8 @@ def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
                 "from --config/--set would be overridden (write your own space instead)"
             )
     base = absolute_data_root(merge(spec.base, user))
+    if spec.metric in KEEP_METRICS and not _has_dotted(base, "train.keep_by"):
+        base = merge(base, {"train": {"keep_by": spec.metric}})  # keep each trial's best epoch by the study's metric
     configs = planned_configs(spec, base)
     seen, warnings = set(), []
     for cfg in configs:  # model shapes and data files, once per distinct trial

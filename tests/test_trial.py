@@ -25,6 +25,7 @@ ARTIFACTS = [
     "grad_norms.png",
     "latents.npz",
     "model.pt",
+    "preprocessing.json",
     "model.onnx",
 ]
 
@@ -120,6 +121,9 @@ def test_train_cli_end_to_end(ray_session, tmp_path, capsys):
             "grad_norms",
         }
         assert row["reg_loss"] == 0.0
+        # quartiles over the epoch's batches
+        assert 0 < row["train_loss_q25"] <= row["train_loss_q75"] < 10
+        assert 0 <= row["train_accuracy_q25"] <= row["train_accuracy_q75"] <= 1
         assert set(row["grad_norms"]) == {
             "body.block1.conv",
             "body.block1.bn",
@@ -132,7 +136,10 @@ def test_train_cli_end_to_end(ray_session, tmp_path, capsys):
     assert history[0]["lr"] > history[-1]["lr"]  # cosine schedule
 
     report = json.loads((trial / "classification_report.json").read_text())
+    assert set(report) == {"train", "val", "test"}
     assert {str(d) for d in range(10)} <= set(report["test"])
+    assert report["train"]["macro avg"]["support"] == metrics["train_size"]
+    assert report["train"]["accuracy"] == pytest.approx(metrics["train_eval_accuracy"])
     assert set(report["test"]["3"]) >= {"precision", "recall", "f1-score", "support"}
 
     for png in ("confusion_matrix.png", "train_val_loss.png", "train_val_accuracy.png", "grad_norms.png"):
@@ -156,14 +163,24 @@ def test_train_cli_end_to_end(ray_session, tmp_path, capsys):
     assert np.allclose(latents["embeddings"], embeddings.numpy(), atol=1e-4)
     assert (latents["logits"].argmax(1) == latents["labels"]).mean() == pytest.approx(metrics["val_accuracy"])
 
-    # the ONNX file gives PyTorch's logits on a test batch
+    # preprocessing.json holds what the model needs beyond its weights
+    from geotune.preprocessing_file import read_preprocessing
+
+    prep = read_preprocessing(trial / "preprocessing.json")
+    assert prep.input_shape == list(data.input_shape) and prep.channel_order == "L"
+    assert prep.class_names == data.class_names and prep.output == cfg.model.output
+    assert np.allclose(prep.mean, data.mean.flatten().numpy()) and np.allclose(prep.std, data.std.flatten().numpy())
+
+    # the ONNX file takes images scaled to [0, 1] (normalisation inside) and gives PyTorch's logits
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(trial / "model.onnx"), providers=["CPUExecutionProvider"])
-    batch = data.normalize(data.test.images[:32])
+    pixels = data.test.images[:32].float() / 255.0
     with torch.no_grad():
-        expected = model(batch).numpy()
-    assert np.allclose(session.run(None, {"images": batch.numpy()})[0], expected, atol=1e-4)
+        expected = model(data.normalize(data.test.images[:32])).numpy()
+    got = session.run(None, {"images": pixels.numpy()})[0]
+    assert np.abs(got - expected).max() < 1e-4 * max(1.0, np.abs(expected).max())
+    assert np.abs(expected).max() > 0.1  # the check is not between two near-zero outputs
 
 
 @pytest.mark.slow

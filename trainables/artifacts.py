@@ -1,10 +1,11 @@
 """Everything a finished trial leaves in its directory.
 
 ``config.yaml`` (resolved), ``metrics.json``, ``training_history.json``,
-``classification_report.json``, ``confusion_matrix.png``, ``train_val_loss.png``,
-``train_val_accuracy.png``, ``grad_norms.png``, ``latents.npz`` (validation
-embeddings, labels, logits), ``model.pt`` (state dict) and, when asked,
-``model.onnx`` checked against PyTorch.
+``classification_report.json`` (train, val, test), ``confusion_matrix.png``,
+``train_val_loss.png``, ``train_val_accuracy.png``, ``grad_norms.png``,
+``latents.npz`` (validation embeddings, labels, logits), ``model.pt`` (state dict)
+with ``preprocessing.json`` and, when asked, ``model.onnx`` checked against PyTorch.
+Everything evaluated comes from the kept epoch (``train.keep``).
 """
 
 from __future__ import annotations
@@ -37,10 +38,14 @@ from geotune.layout import (
     LATENTS_FILE,
     METRICS_FILE,
     MODEL_FILE,
+    ONNX_FILE,
+    PREPROCESSING_FILE,
     StopReason,
     write_json,
 )
-from geotune.trainables.loop import EarlyStopping, Evaluation, evaluate
+from geotune.preprocessing_file import CHANNEL_ORDERS, Preprocessing, write_preprocessing
+from geotune.trainables.data import DataSplits
+from geotune.trainables.loop import EarlyStopping, Evaluation, KeptWeights, evaluate
 from geotune.trainables.parts import TrialParts
 
 
@@ -57,37 +62,73 @@ def classification_summary(evaluation: Evaluation, class_names: list[str]) -> tu
     return report, confusion_matrix(y_true, y_pred, labels=labels)
 
 
+def preprocessing_of(cfg: TrialConfig, data: DataSplits) -> Preprocessing:
+    """How an image becomes this trial's model input: the data set's shape and the training split's statistics."""
+    channels = data.input_shape[0]
+    return Preprocessing(
+        input_shape=list(data.input_shape),
+        channel_order=CHANNEL_ORDERS[channels],
+        mean=data.mean.flatten().tolist(),
+        std=data.std.flatten().tolist(),
+        class_names=list(data.class_names),
+        output=cfg.model.output,
+        dataset=cfg.dataset.name,
+    )
+
+
 def write_trial_artifacts(
     artifact_dir: Path,
     cfg: TrialConfig,
     parts: TrialParts,
     history: list[dict],
     early: EarlyStopping,
+    kept: KeptWeights,
     stop: StopReason,
     elapsed: float,
 ) -> dict:
-    """Evaluate the final model on val and test, write every artifact, return the final metrics."""
+    """Evaluate the kept model (``train.keep``) on train, val and test, write every artifact, return the
+    final metrics."""
     artifact_dir = Path(artifact_dir)
     artifact_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, artifact_dir / CONFIG_FILE)
     data, t = parts.data, cfg.train
-    val = evaluate(parts.model, parts.output, data, data.val, precision=t.precision, channels_last=t.channels_last)
-    test = evaluate(parts.model, parts.output, data, data.test, precision=t.precision, channels_last=t.channels_last)
-    val_report, _ = classification_summary(val, data.class_names)
-    test_report, test_matrix = classification_summary(test, data.class_names)
+    model = kept.kept_model(parts.model)
+    splits = {"train": data.train, "val": data.val, "test": data.test}
+    evaluations = {
+        name: evaluate(model, parts.output, data, split, precision=t.precision, channels_last=t.channels_last)
+        for name, split in splits.items()
+    }
+    reports = {name: classification_summary(e, data.class_names) for name, e in evaluations.items()}
+    val, test = evaluations["val"], evaluations["test"]
+    test_matrix = reports["test"][1]
 
-    last = history[-1] if history else {}
+    # The kept epoch's training-set numbers are the running means of its epoch (as the history records them,
+    # with dropout and augmentation on), comparable with every other epoch's; train_eval_* is the kept model
+    # on the training split in eval mode, comparable with val and test.
+    row = history[kept.epoch - 1] if history and kept.epoch else (history[-1] if history else {})
     metrics = {
         "val_loss": val.loss,
         "val_accuracy": val.accuracy,
-        "val_macro_f1": val_report["macro avg"]["f1-score"],
+        "val_macro_f1": reports["val"][0]["macro avg"]["f1-score"],
         "test_loss": test.loss,
         "test_accuracy": test.accuracy,
-        "test_macro_f1": test_report["macro avg"]["f1-score"],
-        "train_loss": last.get("train_loss"),
-        "train_accuracy": last.get("train_accuracy"),
-        "overfit_gap": (last["train_accuracy"] - val.accuracy) if history else None,
-        "reg_loss": last.get("reg_loss", 0.0),
+        "test_macro_f1": reports["test"][0]["macro avg"]["f1-score"],
+        "train_loss": row.get("train_loss"),
+        "train_accuracy": row.get("train_accuracy"),
+        "train_eval_loss": evaluations["train"].loss,
+        "train_eval_accuracy": evaluations["train"].accuracy,
+        "overfit_gap": (row["train_accuracy"] - val.accuracy) if history else None,
+        "reg_loss": row.get("reg_loss", 0.0),
+        "keep": t.keep,
+        "keep_by": t.keep_by,
+        "kept_epoch": kept.epoch if history else 0,
+        "kept_reason": (
+            f"best {t.keep_by} on the validation split ({kept.value:.4g}, epoch {kept.epoch} of {len(history)})"
+            if t.keep == "best"
+            else f"last epoch ({kept.epoch})"
+        )
+        if history
+        else "untrained",
         "best_val_loss": early.best if history else None,
         "best_val_accuracy": max((h["val_accuracy"] for h in history), default=None),
         "best_epoch": early.best_epoch,
@@ -95,6 +136,7 @@ def write_trial_artifacts(
         "stop": stop.value,
         "stop_reason": stop.sentence(cfg.train.patience),
         "wall_time_s": elapsed,
+        "train_time_s": sum(h.get("epoch_time", 0.0) for h in history),
         "num_parameters": sum(p.numel() for p in parts.model.parameters()),
         "device": str(parts.device),
         "train_size": len(data.train),
@@ -112,7 +154,7 @@ def write_trial_artifacts(
             warnings.append(f"{what} could not be written ({type(exc).__name__}: {str(exc)[:160]})")
 
     write_json(artifact_dir / HISTORY_FILE, history)
-    write_json(artifact_dir / CLASSIFICATION_FILE, {"test": test_report, "val": val_report})
+    write_json(artifact_dir / CLASSIFICATION_FILE, {name: report for name, (report, _) in reports.items()})
     if cfg.logging.save_latents:
         write_latents(
             artifact_dir / LATENTS_FILE,
@@ -121,7 +163,8 @@ def write_trial_artifacts(
             val.logits.numpy(),
             data.class_names,
         )
-    torch.save({k: v.detach().cpu() for k, v in parts.model.state_dict().items()}, artifact_dir / MODEL_FILE)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, artifact_dir / MODEL_FILE)
+    write_preprocessing(artifact_dir / PREPROCESSING_FILE, preprocessing_of(cfg, data))
     optional(
         "confusion_matrix.png",
         lambda: save_figure(
@@ -132,7 +175,7 @@ def write_trial_artifacts(
         ),
     )
     if history:
-        optional("the training curves", lambda: write_curves(artifact_dir, history))
+        optional("the training curves", lambda: write_curves(artifact_dir, history, kept.epoch))
     optional(
         "the geometry summary",
         lambda: metrics.update(
@@ -142,24 +185,18 @@ def write_trial_artifacts(
     if cfg.logging.export_onnx:
         from geotune.trainables.export import export_onnx  # deferred: onnx is an optional extra
 
-        example = data.normalize(data.test.images[:64]).cpu()
-        metrics.update(export_onnx(parts.model, example, artifact_dir / "model.onnx"))
+        metrics.update(export_onnx(model, data.mean, data.std, data.test.images[:64], artifact_dir / ONNX_FILE))
     metrics["warnings"] = warnings
     write_json(artifact_dir / METRICS_FILE, metrics)
     return metrics
 
 
-def write_curves(artifact_dir: Path, history: list[dict]) -> None:
-    save_figure(
-        draw_training_curves(history, ["train_loss", "val_loss"], "loss", "training and validation loss"),
-        artifact_dir / "train_val_loss.png",
-    )
-    save_figure(
-        draw_training_curves(
-            history, ["train_accuracy", "val_accuracy"], "accuracy", "training and validation accuracy"
-        ),
-        artifact_dir / "train_val_accuracy.png",
-    )
+def write_curves(artifact_dir: Path, history: list[dict], kept_epoch: int = 0) -> None:
+    with_test = any("test_loss" in row for row in history)  # logging.test_every_epoch
+    for quantity, file in (("loss", "train_val_loss.png"), ("accuracy", "train_val_accuracy.png")):
+        keys = [f"train_{quantity}", f"val_{quantity}"] + ([f"test_{quantity}"] if with_test else [])
+        title = f"training{', validation and test' if with_test else ' and validation'} {quantity}"
+        save_figure(draw_training_curves(history, keys, quantity, title, kept_epoch), artifact_dir / file)
     save_figure(draw_grad_norms(grad_norm_table(history)), artifact_dir / "grad_norms.png")
 
 

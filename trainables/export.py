@@ -1,37 +1,72 @@
-"""ONNX export of a trained model, checked against PyTorch on a real batch."""
+"""ONNX export of a trained model, normalisation included, checked against PyTorch on a real batch."""
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from geotune.errors import ConfigError
 
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # the extra 'onnx': the exporter and the checker
 
-def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, tolerance: float = 1e-4) -> dict:
-    """Write ``path`` (dynamic batch size) and compare its logits with PyTorch's on ``example``.
+
+def require_onnx() -> None:
+    """Refuse ``logging.export_onnx`` before training when the extra is missing (cheap: nothing is imported)."""
+    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"config key 'logging.export_onnx' = true needs the ONNX extra ({', '.join(missing)} missing): "
+            "pip install 'geotune[onnx]', or set logging.export_onnx=false"
+        )
+
+
+class PixelInput(nn.Module):
+    """A model that takes images scaled to [0, 1] and applies the training split's normalisation itself,
+    so that a user of the exported file needs no statistics of ours."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", mean.reshape(1, -1, 1, 1).clone())
+        self.register_buffer("std", std.reshape(1, -1, 1, 1).clone())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model((images - self.mean) / self.std)
+
+
+def export_onnx(
+    model: nn.Module,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    images: torch.Tensor,
+    path: Path,
+    tolerance: float = 1e-4,
+) -> dict:
+    """Write ``path`` (input ``images``: N x C x H x W in [0, 1], dynamic N; output ``logits``) and compare
+    its logits on ``images`` (uint8, from the test split) with PyTorch's model on the same images normalised
+    as in training.
 
     Returns ``onnx_max_abs_diff`` and ``onnx_matches`` for metrics.json.
     """
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime
-        import onnxscript  # noqa: F401  (the exporter needs it)
-    except ImportError as exc:
-        raise ConfigError(
-            f"config key 'logging.export_onnx' = true needs the ONNX extra ({exc.name} is missing): "
-            "pip install 'geotune[onnx]'"
-        ) from None
-    cpu_model = copy.deepcopy(model).float().cpu().eval()
-    cpu_model = cpu_model.to(memory_format=torch.contiguous_format)
-    example = example.float().cpu().contiguous()
+    require_onnx()
+    import onnxruntime  # deferred: an optional extra, checked above
+
+    cpu_model = copy.deepcopy(model).float().cpu().eval().to(memory_format=torch.contiguous_format)
+    mean, std = mean.float().cpu(), std.float().cpu()
+    wrapped = PixelInput(cpu_model, mean, std).eval()
+    pixels = images.float().cpu().contiguous() / 255.0
     batch = torch.export.Dim("batch", min=1)
     program = torch.onnx.export(
-        cpu_model,
-        (example,),
+        wrapped,
+        (pixels,),
         dynamo=True,
         input_names=["images"],
         output_names=["logits"],
@@ -41,9 +76,9 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, toler
     if program is None:  # torch returns None only for the legacy exporter, which dynamo=True does not use
         raise RuntimeError("torch.onnx.export returned no ONNX program")
     program.save(str(path))
-    with torch.no_grad():
-        expected = cpu_model(example).numpy()
+    with torch.no_grad():  # the reference: the training path's own normalisation, not the wrapper's
+        expected = cpu_model((pixels - mean.reshape(1, -1, 1, 1)) / std.reshape(1, -1, 1, 1)).numpy()
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(["logits"], {"images": example.numpy()})[0]
+    got = session.run(["logits"], {"images": pixels.numpy()})[0]
     diff = float(np.max(np.abs(got - expected)))
     return {"onnx_max_abs_diff": diff, "onnx_matches": bool(diff <= tolerance * max(1.0, np.abs(expected).max()))}

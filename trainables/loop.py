@@ -8,10 +8,12 @@ GPU is never stalled waiting for the host.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 import torch.nn as nn
@@ -19,6 +21,8 @@ import torch.nn as nn
 from geotune.trainables.data import DataSplits, Split, evaluation_batches
 from geotune.trainables.heads import OutputLayer
 from geotune.trainables.models import LatentModel
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -105,12 +109,61 @@ RegularizerFn = Callable[[torch.Tensor, torch.Tensor, int, int], tuple[torch.Ten
 
 
 @dataclass
+class KeptWeights:
+    """The weights of the epoch a trial keeps (``train.keep``): the best validation value so far, or the last.
+
+    Best means strictly better than every earlier epoch, so a tie keeps the earlier
+    epoch. The copy lives on the training device (no host transfer per epoch) and
+    goes into each checkpoint, so a resumed trial keeps the same epoch.
+    """
+
+    keep: str  # "best" or "last"
+    metric: str  # a validation metric of the history, e.g. val_loss or val_accuracy
+    value: float = math.nan
+    epoch: int = 0
+    weights: dict[str, torch.Tensor] | None = None
+
+    @property
+    def mode(self) -> str:
+        return "min" if self.metric.endswith("loss") else "max"
+
+    def update(self, row: dict, model: nn.Module) -> bool:
+        """Record one epoch's history row; True when this epoch is now the kept one."""
+        value = float(row[self.metric])
+        better = (
+            self.epoch == 0 or self.keep == "last" or (value < self.value if self.mode == "min" else value > self.value)
+        )
+        if better:
+            self.value, self.epoch = value, int(row["epoch"])
+            if self.keep == "best":
+                self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return better
+
+    def kept_model(self, model: ModelT) -> ModelT:
+        """``model`` itself when it holds the kept weights, else a copy with them loaded."""
+        if self.weights is None:
+            return model
+        kept = copy.deepcopy(model)
+        kept.load_state_dict(self.weights)
+        return kept
+
+    def state_dict(self) -> dict:
+        return {"value": self.value, "epoch": self.epoch, "weights": self.weights}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value, self.epoch, self.weights = state["value"], state["epoch"], state["weights"]
+
+
+@dataclass
 class EpochStats:
     loss: float
     accuracy: float
     reg_loss: float
     grad_norms: dict[str, float] = field(default_factory=dict)
     reg_stats: dict[str, float] = field(default_factory=dict)
+    # spread over the epoch's batches: 25th and 75th percentiles of the batch loss and accuracy
+    loss_quartiles: tuple[float, float] = (math.nan, math.nan)
+    accuracy_quartiles: tuple[float, float] = (math.nan, math.nan)
 
 
 def train_one_epoch(
@@ -134,6 +187,7 @@ def train_one_epoch(
     reg_totals: dict[str, torch.Tensor] = {}
     reg_counts: dict[str, int] = {}
     reg_steps = 0
+    batch_losses, batch_accuracies = [], []  # device scalars, read once at the end of the epoch
     for step, (x, y) in enumerate(batches, start=step_offset):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -156,9 +210,12 @@ def train_one_epoch(
             grad_tracker.update()
         optimizer.step()
         n = len(y)
+        hits = (logits.detach().argmax(1) == y).sum()
         task_sum += task.detach() * n
-        correct += (logits.detach().argmax(1) == y).sum()
+        correct += hits
         seen += n
+        batch_losses.append(task.detach().float())
+        batch_accuracies.append(hits / n)
     # One host sync per epoch: here, where the numbers are needed anyway.
     task_mean = (task_sum / seen).item()
     reg_mean = (reg_sum / reg_steps).item() if reg_steps else 0.0
@@ -167,7 +224,12 @@ def train_one_epoch(
             raise NonFiniteLossError(
                 f"the {name} became {value} in epoch {epoch}; lower train.lr or the regularizer's lambda_reg"
             )
+    quartiles = torch.tensor([0.25, 0.75], device=device)
+    loss_q = torch.quantile(torch.stack(batch_losses), quartiles).tolist()
+    accuracy_q = torch.quantile(torch.stack(batch_accuracies).float(), quartiles).tolist()
     return EpochStats(
+        loss_quartiles=(loss_q[0], loss_q[1]),
+        accuracy_quartiles=(accuracy_q[0], accuracy_q[1]),
         loss=task_mean,
         accuracy=(correct / seen).item(),
         reg_loss=reg_mean,

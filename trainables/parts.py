@@ -13,7 +13,7 @@ from geotune.config import TrialConfig
 from geotune.errors import ConfigError
 from geotune.trainables.data import DataSplits, load_data
 from geotune.trainables.heads import OutputLayer
-from geotune.trainables.loop import EarlyStopping
+from geotune.trainables.loop import EarlyStopping, KeptWeights
 from geotune.trainables.models import LatentModel, build_model
 
 
@@ -90,6 +90,7 @@ def trial_state(
     step: int,
     history: list,
     early: EarlyStopping,
+    kept: KeptWeights,
     stopped: bool,
     elapsed: float,
 ) -> dict:
@@ -102,6 +103,7 @@ def trial_state(
         "step": step,
         "history": history,
         "early_stopping": early.state_dict(),
+        "kept": kept.state_dict(),
         "stopped": stopped,
         "elapsed": elapsed,
         "torch_rng": torch.get_rng_state(),
@@ -112,12 +114,16 @@ def trial_state(
     return state
 
 
-def load_trial_state(parts: TrialParts, generator: torch.Generator, state: dict, early: EarlyStopping) -> None:
+def load_trial_state(
+    parts: TrialParts, generator: torch.Generator, state: dict, early: EarlyStopping, kept: KeptWeights
+) -> None:
     parts.model.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])
     if parts.scheduler is not None and state["scheduler"] is not None:
         parts.scheduler.load_state_dict(state["scheduler"])
     early.load_state_dict(state["early_stopping"])
+    if "kept" in state:  # checkpoints written before train.keep existed kept the last epoch
+        kept.load_state_dict(state["kept"])
     torch.set_rng_state(state["torch_rng"])
     generator.set_state(state["data_rng"])
     if parts.device.type == "cuda" and "cuda_rng" in state:

@@ -24,10 +24,13 @@ from geotune.config import TrialConfig
 from geotune.errors import ConfigError
 from geotune.layout import DIVERGED_FILE, HISTORY_FILE, METRICS_FILE, StopReason
 from geotune.trainables.artifacts import write_trial_artifacts
-from geotune.trainables.data import Augmentation, check_dataset, describe_input, training_batches
+from geotune.trainables.data import Augmentation, Split, check_dataset, describe_input, training_batches
+from geotune.trainables.export import require_onnx
 from geotune.trainables.loop import (
     EarlyStopping,
+    Evaluation,
     GradientNormTracker,
+    KeptWeights,
     NonFiniteLossError,
     evaluate,
     train_one_epoch,
@@ -87,6 +90,8 @@ def check_config(cfg: TrialConfig) -> list[str]:
     data = check_dataset(cfg.dataset)
     shape, n_classes = describe_input(cfg.dataset)
     build_model(cfg.model, shape, n_classes)
+    if cfg.logging.export_onnx:
+        require_onnx()
     return data.warnings if data is not None else []
 
 
@@ -106,7 +111,7 @@ def final_tune_metrics(last_epoch: dict, final: dict) -> dict:
     return metrics
 
 
-def epoch_metrics(history: list[dict], early: EarlyStopping) -> dict:
+def epoch_metrics(history: list[dict], early: EarlyStopping, kept: KeptWeights) -> dict:
     """What Tune sees after each epoch: the last history row (without per-layer norms) and bests."""
     last = {k: v for k, v in history[-1].items() if k != "grad_norms"}
     best = history[early.best_epoch - 1] if early.best_epoch else history[-1]
@@ -114,6 +119,7 @@ def epoch_metrics(history: list[dict], early: EarlyStopping) -> dict:
         best_val_loss=best["val_loss"],
         best_val_accuracy=max(h["val_accuracy"] for h in history),
         best_epoch=early.best_epoch,
+        kept_epoch=kept.epoch,
     )
     return last
 
@@ -124,6 +130,7 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
     parts = build_trial(cfg)
     generator = torch.Generator(device=parts.device).manual_seed(cfg.train.seed)
     early = EarlyStopping(cfg.train.patience)
+    kept = KeptWeights(cfg.train.keep, cfg.train.keep_by)
     class_sizes = torch.bincount(parts.data.train.labels.cpu(), minlength=parts.data.num_classes).tolist()
     regularizer = build_regularizer(cfg.regularizer, parts.data.num_classes, cfg.train.batch_size, class_sizes)
     grad_tracker = GradientNormTracker(parts.model)
@@ -133,13 +140,18 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
 
     state = session.restore()
     if state is not None:
-        load_trial_state(parts, generator, state, early)
+        load_trial_state(parts, generator, state, early, kept)
         history, step, stopped = list(state["history"]), state["step"], state["stopped"]
         first_epoch, elapsed_before = state["epoch"] + 1, state["elapsed"]
         if verbose:
             say(f"resuming from the checkpoint of epoch {state['epoch']}")
 
     steps_per_epoch = max(1, len(parts.data.train) // cfg.train.batch_size)
+
+    def evaluate_split(split: Split) -> Evaluation:
+        precision, channels_last = cfg.train.precision, cfg.train.channels_last
+        return evaluate(parts.model, parts.output, parts.data, split, precision=precision, channels_last=channels_last)
+
     epoch = first_epoch - 1
     for epoch in range(first_epoch, cfg.train.epochs + 1 if not stopped else first_epoch):
         lr = parts.optimizer.param_groups[0]["lr"]
@@ -159,14 +171,7 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
         )
         train_time = time.perf_counter() - t0
         step += steps_per_epoch
-        val = evaluate(
-            parts.model,
-            parts.output,
-            parts.data,
-            parts.data.val,
-            precision=cfg.train.precision,
-            channels_last=cfg.train.channels_last,
-        )
+        val = evaluate_split(parts.data.val)
         if isinstance(parts.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             parts.scheduler.step(val.loss)
         elif parts.scheduler is not None:
@@ -182,6 +187,15 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
             "epoch_time": time.perf_counter() - t0,
             "train_time": train_time,
         }
+        row.update(
+            train_loss_q25=stats.loss_quartiles[0],
+            train_loss_q75=stats.loss_quartiles[1],
+            train_accuracy_q25=stats.accuracy_quartiles[0],
+            train_accuracy_q75=stats.accuracy_quartiles[1],
+        )
+        if cfg.logging.test_every_epoch:
+            test = evaluate_split(parts.data.test)
+            row.update(test_loss=test.loss, test_accuracy=test.accuracy)
         row.update({f"reg_{k}": v for k, v in stats.reg_stats.items()})
         every = cfg.logging.embedding_metrics_every
         if every and epoch % every == 0 and epoch != cfg.train.epochs:
@@ -192,11 +206,12 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
             )
         row["grad_norms"] = stats.grad_norms
         history.append(row)
+        kept.update(row, parts.model)
         # Patience running out on the last epoch is not an early stop: the run was complete anyway.
         stopped = early.step(val.loss, epoch) and epoch < cfg.train.epochs
         finished = stopped or epoch == cfg.train.epochs
         elapsed = elapsed_before + time.perf_counter() - start
-        metrics = epoch_metrics(history, early)
+        metrics = epoch_metrics(history, early, kept)
         if verbose:
             say(
                 f"epoch {epoch:3d}/{cfg.train.epochs}  train_loss {stats.loss:.4f}  val_loss {val.loss:.4f}  "
@@ -207,7 +222,7 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
             break
         session.report(
             metrics,
-            trial_state(parts, generator, epoch, step, history, early, stopped, elapsed)
+            trial_state(parts, generator, epoch, step, history, early, kept, stopped, elapsed)
             if cfg.logging.save_checkpoint
             else None,
         )
@@ -215,13 +230,20 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
     # The last report comes after the artifacts are persisted, so a finished trial always has them.
     elapsed = elapsed_before + time.perf_counter() - start
     final = write_trial_artifacts(
-        artifact_dir, cfg, parts, history, early, StopReason.PATIENCE if stopped else StopReason.COMPLETED, elapsed
+        artifact_dir,
+        cfg,
+        parts,
+        history,
+        early,
+        kept,
+        StopReason.PATIENCE if stopped else StopReason.COMPLETED,
+        elapsed,
     )
     session.persist(artifact_dir)
-    metrics = final_tune_metrics(epoch_metrics(history, early) if history else {}, final)
+    metrics = final_tune_metrics(epoch_metrics(history, early, kept) if history else {}, final)
     session.report(
         metrics,
-        trial_state(parts, generator, epoch, step, history, early, True, elapsed)
+        trial_state(parts, generator, epoch, step, history, early, kept, True, elapsed)
         if cfg.logging.save_checkpoint
         else None,
     )
@@ -257,7 +279,8 @@ def finalize_trial(cfg: TrialConfig, state: dict, artifact_dir: Path) -> dict:
     parts = build_trial(cfg)
     generator = torch.Generator(device=parts.device)
     early = EarlyStopping(cfg.train.patience)
-    load_trial_state(parts, generator, state, early)
+    kept = KeptWeights(cfg.train.keep, cfg.train.keep_by)
+    load_trial_state(parts, generator, state, early, kept)
     return write_trial_artifacts(
-        artifact_dir, cfg, parts, list(state["history"]), early, StopReason.SCHEDULER, state["elapsed"]
+        artifact_dir, cfg, parts, list(state["history"]), early, kept, StopReason.SCHEDULER, state["elapsed"]
     )

@@ -1,0 +1,160 @@
+"""A finished trial as a model: load it from its folder, read image files as training did, predict.
+
+Needs only the trial folder's ``config.yaml`` (the network), ``model.pt`` (the kept
+weights) and ``preprocessing.json`` (input shape, channels, normalisation, classes,
+output layer); never the training data. ``geotune predict`` is the command line of it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from geotune.config_loading import load_config
+from geotune.errors import ConfigError
+from geotune.layout import CONFIG_FILE, MODEL_FILE, PREPROCESSING_FILE, TRAIN_TRIAL_DIR
+from geotune.preprocessing_file import Preprocessing, read_preprocessing
+from geotune.trainables.data import IMAGE_SUFFIXES, ImageRangeError, image_to_uint8
+from geotune.trainables.heads import sparsemax
+from geotune.trainables.models import LatentModel, build_model
+
+BATCH = 256  # images decoded and predicted at a time: bounds memory for folders of any size
+
+
+@dataclass
+class TrainedModel:
+    model: LatentModel  # in eval mode, on the CPU
+    preprocessing: Preprocessing
+    trial_dir: Path
+
+
+@dataclass
+class Prediction:
+    file: Path
+    top_k: list[tuple[str, float]]  # (class name, probability), most probable first
+
+    def to_dict(self) -> dict:
+        return {"file": str(self.file), "top_k": [{"class": c, "probability": p} for c, p in self.top_k]}
+
+    def line(self) -> str:
+        return f"{self.file}: " + ", ".join(f"{c} ({p:.3f})" for c, p in self.top_k)
+
+
+def find_trial_dir(path: str | Path) -> Path:
+    """A trial folder, or the folder `geotune train` wrote (whose trial sits in ``trial/``)."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"trial folder '{folder}' does not exist")
+    if not (folder / MODEL_FILE).is_file() and (folder / TRAIN_TRIAL_DIR / MODEL_FILE).is_file():
+        folder = folder / TRAIN_TRIAL_DIR
+    for name in (CONFIG_FILE, MODEL_FILE, PREPROCESSING_FILE):
+        if not (folder / name).is_file():
+            raise ConfigError(f"'{folder}' is not a finished trial folder: it has no {name}")
+    return folder
+
+
+def load_trained(path: str | Path) -> TrainedModel:
+    """The kept model of a finished trial, ready to predict on the CPU."""
+    folder = find_trial_dir(path)
+    prep = read_preprocessing(folder / PREPROCESSING_FILE)
+    if prep.input_shape[1] != prep.input_shape[2]:
+        raise ConfigError(
+            f"'{folder / PREPROCESSING_FILE}': key 'input_shape' = {prep.input_shape}: predict reads square inputs"
+        )
+    cfg = load_config(folder / CONFIG_FILE)
+    channels, height, width = prep.input_shape
+    model = build_model(cfg.model, (channels, height, width), prep.num_classes)
+    try:
+        state = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:  # a truncated file, or weights of another network than config.yaml describes
+        raise ConfigError(f"'{folder / MODEL_FILE}' does not load into the model of {CONFIG_FILE}: {exc}") from None
+    return TrainedModel(model.eval(), prep, folder)
+
+
+def image_files(inputs: Sequence[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(image files, [(path, why skipped)]): files as given, folders searched recursively for image suffixes."""
+    files: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                skipped.append((item, f"a folder with no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"))
+            files += found
+        elif item.is_file():
+            files.append(item)
+        else:
+            skipped.append((item, "no such file or folder"))
+    return files, skipped
+
+
+def read_image(path: Path, prep: Preprocessing) -> np.ndarray:
+    """One file as uint8 (C, H, W), converted as the training images were: channel mode, then bilinear resize.
+
+    Raises ValueError (or OSError) with the reason when the file is not a usable image.
+    """
+    with Image.open(path) as im:
+        im.load()
+        return image_to_uint8(im, prep.channel_order == "L", prep.input_shape[1])
+
+
+def probabilities(trained: TrainedModel, images: torch.Tensor) -> torch.Tensor:
+    """(N, classes) class probabilities of uint8 images (N, C, H, W), by the output layer the model trained with."""
+    prep = trained.preprocessing
+    mean = torch.tensor(prep.mean).reshape(1, -1, 1, 1)
+    std = torch.tensor(prep.std).reshape(1, -1, 1, 1)
+    with torch.no_grad():
+        logits = trained.model((images.float() / 255.0 - mean) / std).float()
+    return sparsemax(logits, dim=1) if prep.output == "sparsemax" else torch.softmax(logits, dim=1)
+
+
+def top_k(probs: torch.Tensor, k: int, class_names: Sequence[str]) -> list[list[tuple[str, float]]]:
+    values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
+    return [
+        [(class_names[i], float(v)) for v, i in zip(row_v.tolist(), row_i.tolist())]
+        for row_v, row_i in zip(values, indices)
+    ]
+
+
+def predict_files(
+    trained: TrainedModel, files: Sequence[Path], k: int
+) -> Iterator[tuple[Prediction | None, np.ndarray | None, tuple[Path, str] | None]]:
+    """Per file, in order: (prediction, the converted image) or, for a file that cannot be read, its reason."""
+    if k < 1:
+        raise ConfigError(f"--top-k {k}: must be >= 1")
+    for start in range(0, len(files), BATCH):
+        readable: list[tuple[Path, np.ndarray]] = []
+        problems: dict[Path, str] = {}
+        for path in files[start : start + BATCH]:
+            try:
+                readable.append((path, read_image(path, trained.preprocessing)))
+            except (OSError, ValueError, ImageRangeError, Image.DecompressionBombError) as exc:
+                problems[path] = f"{type(exc).__name__}: {str(exc)[:160]}"
+        ranked: Iterator[list[tuple[str, float]]] = iter([])
+        if readable:
+            probs = probabilities(trained, torch.from_numpy(np.stack([image for _, image in readable])))
+            ranked = iter(top_k(probs, k, trained.preprocessing.class_names))
+        images = dict(readable)
+        for path in files[start : start + BATCH]:
+            if path in problems:
+                yield None, None, (path, problems[path])
+            else:
+                yield Prediction(path, next(ranked)), images[path], None
+
+
+def grid_title(prediction: Prediction, width: int = 22) -> str:
+    """A panel title: the file name, then one line per class of the top-k."""
+    name = prediction.file.name
+    name = name if len(name) <= width else name[: width - 1] + "…"
+    return "\n".join([name] + [f"{c[:14]}: {p:.2f}" for c, p in prediction.top_k])
+
+
+def grid_columns(n: int) -> int:
+    return max(1, min(8, math.ceil(math.sqrt(n))))
