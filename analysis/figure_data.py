@@ -11,9 +11,10 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from geotune.analysis.figures import GradNormTable, grad_norm_table
+from geotune.analysis.figures import GradNormTable, LayerSeries, grad_norm_table
 from geotune.analysis.stats import PairedEffect, Pairing, group_label, mean_ci, regularizer_label
-from geotune.metric_names import METRICS, metric_label
+from geotune.layout import LAYER_GEOMETRY_FILE, read_json
+from geotune.metric_names import LAYER_CURVES, METRICS, metric_label
 
 MAX_LINES = 10  # more groups than this in one panel stop being readable
 
@@ -98,6 +99,54 @@ def curve_bands(
                 )
             )
     return CurveBands(list(keys), out, grouped_by)
+
+
+@dataclass
+class LayerCurves:
+    """Layer-by-layer geometry per group: for each metric, one line per group (mean over its trials, 95% CI)."""
+
+    layers: list[str]
+    panels: list[tuple[str, list[LayerSeries]]]
+    grouped_by: str
+    left_out: list[str]  # groups measured at other layers than the most common list (not comparable on one axis)
+
+
+def layer_curves(
+    frame: pd.DataFrame,
+    factors: Sequence[str],
+    metric: str = "val_accuracy",
+    mode: str = "max",
+    metrics: Sequence[str] = LAYER_CURVES,
+) -> LayerCurves | None:
+    """From each trial's layer_geometry.json (logging.geometry_layers); None when no trial has one."""
+    labels, grouped_by = plot_groups(frame, factors, metric, mode)
+    measured: dict[str, list[list[dict]]] = {}
+    for label in sorted(labels.dropna().unique()):
+        for path in frame.loc[labels == label, "path"]:
+            data = read_json(Path(path) / LAYER_GEOMETRY_FILE) if isinstance(path, str) else None
+            if data and data.get("layers"):
+                measured.setdefault(label, []).append(data["layers"])
+    if not measured:
+        return None
+    lists = [tuple(row["layer"] for row in layers) for trials in measured.values() for layers in trials]
+    common = max(set(lists), key=lists.count)
+    panels: list[tuple[str, list[LayerSeries]]] = [(m, []) for m in metrics]
+    left_out = []
+    for label, trials in measured.items():
+        same = [layers for layers in trials if tuple(row["layer"] for row in layers) == common]
+        if not same:
+            left_out.append(label)
+            continue
+        for m, series in panels:
+            cis = [
+                mean_ci([float(v) for layers in same if (v := layers[i].get(m)) is not None])
+                for i in range(len(common))
+            ]
+            means = [float(c.mean) if c.n and c.mean is not None else math.nan for c in cis]
+            low = [float(c.ci_low) if c.ci_low is not None else mean for c, mean in zip(cis, means)]
+            high = [float(c.ci_high) if c.ci_high is not None else mean for c, mean in zip(cis, means)]
+            series.append(LayerSeries(f"{label} (n={len(same)})", means, low, high))
+    return LayerCurves(list(common), panels, grouped_by, left_out)
 
 
 @dataclass

@@ -390,6 +390,70 @@ def draw_image_grid(panels: Sequence, columns: int = 3) -> Figure:
     return fig
 
 
+def draw_logits(logits: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
+    """Validation logits as a heatmap: one row per image, grouped by true class (lines between classes)."""
+    order = np.argsort(labels, kind="stable")
+    values, sorted_labels = logits[order], labels[order]
+    n = len(class_names)
+    fig = Figure(figsize=(min(12, 3 + 0.45 * n), 6))
+    ax = fig.add_subplot()
+    limit = float(np.quantile(np.abs(values), 0.99)) or 1.0
+    image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    fig.colorbar(image, ax=ax, label="logit (colour clipped at the 99th percentile of |logit|)")
+    bounds = np.flatnonzero(np.diff(sorted_labels)) + 0.5
+    for y in bounds:
+        ax.axhline(y, color="black", linewidth=0.6)
+    starts = np.concatenate([[0], np.ceil(bounds)]).astype(int)
+    ends = np.concatenate([np.ceil(bounds), [len(values)]]).astype(int)
+    ax.set_yticks((starts + ends - 1) / 2, [class_names[sorted_labels[s]][:14] for s in starts], fontsize=7)
+    ax.set_xticks(range(n), [name[:14] for name in class_names], rotation=90 if n > 10 else 0, fontsize=7)
+    ax.set_xlabel("output (class)")
+    ax.set_ylabel("validation images, by true class")
+    ax.set_title(title)
+    return fig
+
+
+def draw_activations(mosaic: np.ndarray, rows: int, channels: int, layer: str, captions: Sequence[str]) -> Figure:
+    """Feature maps as one mosaic (a single image: fast to draw): per row an input and its first channels."""
+    fig = Figure(figsize=(1.3 * (channels + 1) + 1.2, 1.3 * rows + 0.8))
+    ax = fig.add_subplot()
+    ax.imshow(mosaic, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    tile_h, tile_w = mosaic.shape[0] / rows, mosaic.shape[1] / (channels + 1)
+    ax.set_xticks([tile_w * (i + 0.5) for i in range(channels + 1)], ["input"] + [f"ch {c}" for c in range(channels)])
+    ax.set_yticks([tile_h * (i + 0.5) for i in range(rows)], list(captions))
+    ax.tick_params(length=0, labelsize=8)
+    ax.set_title(f"feature maps of {layer} (each channel scaled to [0, 1] over these images)", fontsize=9)
+    return fig
+
+
+@dataclass
+class LayerSeries:
+    """One line of a metric against depth: a trial's values, or a group's mean over seeds with a 95% CI."""
+
+    label: str
+    mean: list[float]
+    low: list[float]
+    high: list[float]
+
+
+def draw_layer_curves(layers: Sequence[str], panels: Sequence[tuple[str, Sequence[LayerSeries]]]) -> Figure:
+    """Metrics against depth: one panel per metric, one line per series, a band where low and high differ."""
+    fig = Figure(figsize=(4.2 * len(panels), 3.8), layout="constrained")
+    x = np.arange(len(layers))
+    for i, (metric, series) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for one in series:
+            (line,) = ax.plot(x, one.mean, marker="o", ms=3, label=one.label)
+            if not np.allclose(np.asarray(one.low, float), np.asarray(one.high, float), equal_nan=True):
+                ax.fill_between(x, one.low, one.high, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_xticks(x, [layer[-16:] for layer in layers], rotation=30, ha="right", fontsize=8)
+        ax.set_title(_pretty(metric), fontsize=10)
+        ax.grid(alpha=0.3)
+        if len(series) > 1 and i == len(panels) - 1:
+            ax.legend(fontsize=7)
+    return fig
+
+
 def draw_labelled_images(images: Sequence[np.ndarray], titles: Sequence[str], columns: int) -> Figure:
     """uint8 images (C, H, W; one channel drawn grey) in a grid, each under its multi-line title."""
     rows = math.ceil(len(images) / columns)

@@ -40,6 +40,7 @@ from geotune.layout import CHECKPOINT_PREFIX, CONFIG_FILE, MODEL_FILE, OPTUNA_FI
 from geotune.metric_names import (
     AGAINST_LAMBDA,
     BY_FACTOR,
+    COST,
     GEOMETRY,
     HEADLINE,
     HEATMAPS,
@@ -113,6 +114,33 @@ def summary_table(key: str, title: str, summary: pd.DataFrame, metrics: Sequence
 
 
 CI_CAPTION = "mean ± std over the group's trials [95% confidence interval of the mean, t distribution]"
+
+
+def cost_table(summary: pd.DataFrame) -> Table:
+    """Model size and time per group: parameters as a count (a range where a group's models differ)."""
+    rows = []
+    for _, r in summary.iterrows():
+        mean, std = r.get("num_parameters_mean"), r.get("num_parameters_std")
+        if _missing(mean):
+            size = "-"
+        elif _missing(std) or std == 0:
+            size = f"{mean:,.0f}"
+        else:
+            size = f"{mean:,.0f} ± {std:,.0f}"
+        times = [
+            _ci_cell(r.get(f"{m}_mean"), r.get(f"{m}_std"), r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high"), digits=1)
+            for m in ("train_time_s", "wall_time_s")
+        ]
+        rows.append([r["group"], int(r["n"]), size, *times])
+    return Table(
+        "groups_cost",
+        "Model size and time per variant",
+        ["group", "n", metric_label("num_parameters"), metric_label("train_time_s"), metric_label("wall_time_s")],
+        rows,
+        "parameters of the network (the same for every seed); times: " + CI_CAPTION + "; wall time runs from the "
+        "trial's start (data and model set-up included) to the end of its last epoch; trials that share a "
+        "machine slow each other down",
+    )
 
 
 def _plan_rows(study: StudyData) -> list[tuple[str, str]]:
@@ -322,6 +350,7 @@ def build_report(study: StudyData) -> Report:
                 CI_CAPTION + "; the whole-set flatness mixes how class clusters connect with curvature",
             )
         )
+        report.tables.append(cost_table(group_summary(usable, factors, COST)))
         if len(factors) > 1:
             for factor, table in factor_tables(usable, factors).items():
                 report.tables.append(
@@ -442,6 +471,19 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
                     groups,
                 )
             )
+    layers = fd.layer_curves(usable, factors, study.metric, study.mode)
+    if layers is not None:
+        left_out = f"; measured at other layers, left out: {', '.join(layers.left_out)}" if layers.left_out else ""
+        specs.append(
+            FigureSpec(
+                "layer_geometry",
+                "Geometry layer by layer",
+                f"validation outputs of each layer in logging.geometry_layers (spatial ones averaged over positions), "
+                f"grouped by {layers.grouped_by}; line = mean over the group's trials, band = 95% CI{left_out}",
+                lambda d: figures.draw_layer_curves(d.layers, d.panels),
+                layers,
+            )
+        )
     projections = fd.best_trial_panels(usable, factors, study.metric, study.mode)
     if projections:
         specs.append(

@@ -181,6 +181,20 @@ class LoggingConfig:
     test_every_epoch: bool = param(
         False, "also evaluate the test split after every epoch (test_loss, test_accuracy in the history)"
     )
+    internals: str = param(
+        "auto",
+        "logits.png, output_sparsity.json, activations.png and model_summary.txt; auto: for models of at most "
+        "5 million parameters",
+        choices=("auto", "on", "off"),
+    )
+    activation_layer: str | None = param(
+        None, "layer whose feature maps activations.png shows (a name from model_summary.txt); null: the first conv"
+    )
+    geometry_layers: list[str] = param(
+        [],
+        "layers whose validation outputs get the geometry summary (layer_geometry.json), e.g. [input, block1, "
+        "block2, embedding]; spatial outputs are averaged over positions",
+    )
     export_onnx: bool = param(False, "export the final model to ONNX and check it against PyTorch (extra 'onnx')")
     interactive_scatter: bool = param(False, "also write a self-contained interactive HTML scatter of the latents")
 

@@ -34,6 +34,10 @@ _ALL = [
     Metric("reg_loss", "regularizer loss"),
     Metric("epochs_run", "epochs run", digits=0),
     Metric("wall_time_s", "wall time (s)", "lower", digits=1),
+    Metric("train_time_s", "training time (s): the epochs' sum", "lower", digits=1),
+    Metric("num_parameters", "parameters", digits=0),
+    Metric("kept_epoch", "kept epoch", digits=0),
+    Metric("train_eval_accuracy", "train accuracy (eval mode, kept model)", "higher", 100.0, " points", 2),
     Metric("flatness_calibrated_per_class", "flatness within classes", digits=3),
     Metric("participation_ratio_per_class", "participation ratio within classes", digits=2),
     Metric("top_pc_share_per_class", "share of variance on the first axis within classes"),
@@ -101,6 +105,10 @@ BY_FACTOR = (
     "participation_ratio_per_class",
     "intrinsic_dim_twonn",
 )
+# Against depth (logging.geometry_layers): per trial and per group in the report.
+LAYER_CURVES = ("intrinsic_dim_twonn", "flatness_calibrated", "linear_separability")
+# What a group costs: its model's size and its time.
+COST = ("num_parameters", "train_time_s", "wall_time_s")
 # Against lambda, and in a pooling x BatchNorm grid.
 AGAINST_LAMBDA = ("test_accuracy", "flatness_calibrated_per_class", "participation_ratio_per_class")
 HEATMAPS = ("test_accuracy", "flatness_calibrated_per_class")

@@ -62,7 +62,7 @@ def test_report_page_renders_in_headless_chromium(tmp_path):
     assert match, f"the page did not finish loading:\n{proc.stderr[-2000:]}"
     result = json.loads(match.group(1))
     assert result["images"] >= 4 and result["loaded"] == result["images"], result
-    assert result["tables"] == 5 and result["rows"] >= 10, result  # plan, three group tables, paired effects
+    assert result["tables"] == 6 and result["rows"] >= 10, result  # plan, three group tables, cost, paired effects
     for heading in (
         "What each regularizer did, and how sure we are",
         "Findings",

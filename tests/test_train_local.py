@@ -107,7 +107,7 @@ def test_in_process_and_ray_give_the_same_trial(tmp_path):
     assert files(here) == files(ray)
     assert list(here.glob("events.out.tfevents.*")) and list(ray.glob("events.out.tfevents.*"))
     a, b = (json.loads((t / "metrics.json").read_text()) for t in (here, ray))
-    timing = {"wall_time_s", "warnings"}
+    timing = {"wall_time_s", "train_time_s", "warnings"}
     assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
     rows_here, rows_ray = ([json.loads(x) for x in (t / "result.json").read_text().splitlines()] for t in (here, ray))
     assert [r["training_iteration"] for r in rows_here] == [r["training_iteration"] for r in rows_ray]

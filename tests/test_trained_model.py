@@ -222,3 +222,43 @@ def test_predict_sparsemax_gives_sparse_probabilities(tmp_path, capsys):
     sums = [sum(t["probability"] for t in r["top_k"]) for r in rows]
     assert sums == pytest.approx([1.0] * 6, abs=1e-5)
     assert all(any(t["probability"] == 0.0 for t in r["top_k"]) for r in rows)  # sparsemax's exact zeros
+
+
+@pytest.mark.slow
+def test_shapes_trial_is_a_usable_rgb_model(tmp_path, capsys):
+    """The RGB data set end to end: preprocessing.json says RGB, ONNX takes [0, 1] pixels, predict reads JPEGs."""
+    import onnxruntime
+
+    from geotune.study.cli import main
+
+    cfg = TrialConfig.from_dict(
+        {
+            "dataset": {"name": "shapes", "shapes": {"num_samples": 240}},
+            "model": {"type": "simple_cnn", "channels": [8, 16], "hidden_dim": 16},
+            "train": {"epochs": 2, "batch_size": 32, "num_threads": 1},
+            "logging": {"save_umap": False, "export_onnx": True, "geometry_layers": ["input", "block1", "embedding"]},
+        }
+    )
+    metrics = run_trial(cfg, NoSession(), tmp_path / "trial", verbose=False)
+    assert metrics["onnx_matches"] is True and metrics["warnings"] == []
+    prep = read_preprocessing(tmp_path / "trial" / "preprocessing.json")
+    assert prep.channel_order == "RGB" and len(prep.mean) == 3 and prep.num_classes == 3
+
+    data = load_data(cfg.dataset)
+    session = onnxruntime.InferenceSession(str(tmp_path / "trial" / "model.onnx"), providers=["CPUExecutionProvider"])
+    from geotune.trainables.predict import load_trained
+
+    model = load_trained(tmp_path / "trial").model
+    with torch.no_grad():
+        expected = model(data.normalize(data.test.images[:16])).numpy()
+    got = session.run(None, {"images": (data.test.images[:16].float() / 255).numpy()})[0]
+    assert np.abs(got - expected).max() < 1e-4 * max(1.0, np.abs(expected).max())
+
+    (tmp_path / "images").mkdir()
+    for i in range(3):
+        Image.fromarray(data.test.images[i].permute(1, 2, 0).numpy()).save(tmp_path / "images" / f"{i}.png")
+    assert main(["predict", str(tmp_path / "trial"), str(tmp_path / "images"), "--json", "--out", str(tmp_path)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["top_k"][0]["class"] for r in rows] == [data.class_names[int(i)] for i in expected[:3].argmax(1)]
+    layers = json.loads((tmp_path / "trial" / "layer_geometry.json").read_text())["layers"]
+    assert [r["dim"] for r in layers] == [3 * 32 * 32, 8, 16]

@@ -17,9 +17,13 @@ import numpy as np
 import torch
 
 from geotune.analysis.figures import (
+    LayerSeries,
+    draw_activations,
     draw_confusion_matrix,
     draw_embedding_scatter,
     draw_grad_norms,
+    draw_layer_curves,
+    draw_logits,
     draw_training_curves,
     grad_norm_table,
     save_figure,
@@ -36,15 +40,29 @@ from geotune.layout import (
     GEOMETRY_FILE,
     HISTORY_FILE,
     LATENTS_FILE,
+    LAYER_GEOMETRY_FILE,
     METRICS_FILE,
     MODEL_FILE,
+    MODEL_SUMMARY_FILE,
     ONNX_FILE,
+    OUTPUT_SPARSITY_FILE,
     PREPROCESSING_FILE,
     StopReason,
     write_json,
 )
+from geotune.metric_names import LAYER_CURVES
 from geotune.preprocessing_file import CHANNEL_ORDERS, Preprocessing, write_preprocessing
 from geotune.trainables.data import DataSplits
+from geotune.trainables.internals import (
+    activation_mosaic,
+    first_conv,
+    layer_outputs,
+    model_summary,
+    output_sparsity,
+    pooled,
+    resolve_layers,
+    summary_text,
+)
 from geotune.trainables.loop import EarlyStopping, Evaluation, KeptWeights, evaluate
 from geotune.trainables.parts import TrialParts
 
@@ -182,6 +200,12 @@ def write_trial_artifacts(
             write_geometry_artifacts(artifact_dir, cfg, val.embeddings.numpy(), val.labels.numpy(), data.class_names)
         ),
     )
+    if internals_wanted(cfg, metrics["num_parameters"]):
+        optional("the network internals", lambda: write_internals(artifact_dir, cfg, model, data, val))
+    if cfg.logging.geometry_layers:
+        optional(
+            "the layer-by-layer geometry", lambda: write_layer_geometry(artifact_dir, cfg, model, data, val.labels)
+        )
     if cfg.logging.export_onnx:
         from geotune.trainables.export import export_onnx  # deferred: onnx is an optional extra
 
@@ -189,6 +213,76 @@ def write_trial_artifacts(
     metrics["warnings"] = warnings
     write_json(artifact_dir / METRICS_FILE, metrics)
     return metrics
+
+
+INTERNALS_MAX_PARAMETERS = 5_000_000  # logging.internals: auto draws the internals of models up to this size
+ACTIVATION_IMAGES = 4  # validation images in activations.png (one per class, as far as classes go)
+
+
+def internals_wanted(cfg: TrialConfig, num_parameters: int) -> bool:
+    if cfg.logging.internals == "auto":
+        return num_parameters <= INTERNALS_MAX_PARAMETERS
+    return cfg.logging.internals == "on"
+
+
+def write_internals(artifact_dir: Path, cfg: TrialConfig, model, data: DataSplits, val: Evaluation) -> None:
+    """model_summary.txt, logits.png, output_sparsity.json and (for a model with a convolution) activations.png."""
+    example = data.normalize(data.val.images[:2])
+    (artifact_dir / MODEL_SUMMARY_FILE).write_text(
+        summary_text(model_summary(model, example), sum(p.numel() for p in model.parameters()), data.input_shape)
+    )
+    logits, labels = val.logits.numpy(), val.labels.numpy()
+    write_json(artifact_dir / OUTPUT_SPARSITY_FILE, output_sparsity(val.logits))
+    title = f"validation logits of the kept model ({cfg.model.output} output)"
+    save_figure(draw_logits(logits, labels, data.class_names, title), artifact_dir / "logits.png")
+
+    layer = cfg.logging.activation_layer or first_conv(model)
+    if layer is None:
+        return  # an fc network has no feature maps; model_summary.txt says so by its layers
+    name, module = next(iter(resolve_layers(model, [layer], "logging.activation_layer").items()))
+    picks = [int(np.flatnonzero(labels == c)[0]) for c in range(data.num_classes) if (labels == c).any()]
+    picks = picks[:ACTIVATION_IMAGES]
+    images = data.val.images[picks]
+    maps = layer_outputs(model, {name: module}, data.normalize(images))[name]
+    if maps.dim() != 4:
+        raise ValueError(f"layer {name} outputs shape {list(maps.shape[1:])}, not feature maps")
+    mosaic, channels = activation_mosaic(images.cpu().numpy(), maps)
+    captions = [f"class {data.class_names[int(labels[i])][:12]}" for i in picks]
+    save_figure(draw_activations(mosaic, len(picks), channels, name, captions), artifact_dir / "activations.png")
+
+
+def write_layer_geometry(artifact_dir: Path, cfg: TrialConfig, model, data: DataSplits, labels) -> None:
+    """layer_geometry.json and layer_geometry.png: the geometry summary of each of logging.geometry_layers."""
+    layers = resolve_layers(model, cfg.logging.geometry_layers, "logging.geometry_layers")
+    outputs = layer_outputs(model, layers, data.normalize(data.val.images))
+    k, rows = cfg.logging.metrics_n_neighbors, []
+    for name, output in outputs.items():
+        points = pooled(output, name)
+        summary = geometry_summary(
+            points, labels.numpy(), n_neighbors=k, class_names=data.class_names, seed=cfg.train.seed
+        )
+        rows.append(
+            {
+                "layer": name,
+                "output_shape": list(output.shape[1:]),
+                "dim": int(points.shape[1]),
+                **summary.flat_metrics(),
+            }
+        )
+    write_json(
+        artifact_dir / LAYER_GEOMETRY_FILE,
+        {
+            "definition": "geometry summary of each layer's outputs on the validation images (kept model, eval mode); "
+            "spatial outputs (channels x height x width) are averaged over positions to one vector per image; "
+            "the input layer is the normalised pixels, flattened",
+            "n_points": len(labels),
+            "n_neighbors": k,
+            "layers": rows,
+        },
+    )
+    values = {m: [np.nan if r[m] is None else r[m] for r in rows] for m in LAYER_CURVES}
+    panels = [(m, [LayerSeries("this trial", v, v, v)]) for m, v in values.items()]
+    save_figure(draw_layer_curves([r["layer"] for r in rows], panels), artifact_dir / "layer_geometry.png")
 
 
 def write_curves(artifact_dir: Path, history: list[dict], kept_epoch: int = 0) -> None:

@@ -26,6 +26,7 @@ from geotune.layout import DIVERGED_FILE, HISTORY_FILE, METRICS_FILE, StopReason
 from geotune.trainables.artifacts import write_trial_artifacts
 from geotune.trainables.data import Augmentation, Split, check_dataset, describe_input, training_batches
 from geotune.trainables.export import require_onnx
+from geotune.trainables.internals import resolve_layers
 from geotune.trainables.loop import (
     EarlyStopping,
     Evaluation,
@@ -89,7 +90,10 @@ def check_config(cfg: TrialConfig) -> list[str]:
     """
     data = check_dataset(cfg.dataset)
     shape, n_classes = describe_input(cfg.dataset)
-    build_model(cfg.model, shape, n_classes)
+    model = build_model(cfg.model, shape, n_classes)
+    resolve_layers(model, cfg.logging.geometry_layers, "logging.geometry_layers")
+    if cfg.logging.activation_layer is not None:
+        resolve_layers(model, [cfg.logging.activation_layer], "logging.activation_layer")
     if cfg.logging.export_onnx:
         require_onnx()
     return data.warnings if data is not None else []

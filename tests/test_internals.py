@@ -1,0 +1,169 @@
+"""Inside the network: the model summary, layer outputs, output sparsity, the activation mosaic, and the
+geometry of each named layer (per trial and per group in the report)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_config
+from geotune.config import ModelConfig, TrialConfig
+from geotune.errors import ConfigError
+from geotune.trainables.internals import (
+    activation_mosaic,
+    layer_outputs,
+    model_summary,
+    output_sparsity,
+    pooled,
+    resolve_layers,
+    summary_text,
+)
+from geotune.trainables.models import build_model
+
+
+def cnn():
+    return build_model(ModelConfig(type="simple_cnn", channels=[8, 16], hidden_dim=12), (1, 16, 16), 10).eval()
+
+
+def test_model_summary_has_every_layer_with_its_shape_and_parameters():
+    model = cnn()
+    rows = {r.name: r for r in model_summary(model, torch.zeros(2, 1, 16, 16))}
+    assert rows["body.block1.conv"].output_shape == (8, 16, 16)  # 3x3 conv, padding 1
+    assert rows["body.block1.pool"].output_shape == (8, 8, 8)
+    assert rows["body.block2"].output_shape == (16, 4, 4)
+    assert rows["embedding"].output_shape == (12,) and rows["head"].output_shape == (10,)
+    assert rows["body.block1.conv"].parameters == 8 * 1 * 9  # no bias before BatchNorm
+    assert rows["embedding.linear"].parameters == 16 * 4 * 4 * 12 + 12
+    total = sum(p.numel() for p in model.parameters())
+    assert rows["body"].parameters + rows["embedding"].parameters + rows["head"].parameters == total
+    text = summary_text(list(rows.values()), total, (1, 16, 16))
+    assert f"total parameters: {total:,}" in text and "    body.block1.conv  Conv2d" in text
+    assert not model.training  # the summary leaves the mode as it was
+    model.train()
+    model_summary(model, torch.zeros(2, 1, 16, 16))
+    assert model.training
+
+
+def test_layer_names_resolve_by_suffix_and_bad_names_are_refused():
+    model = cnn()
+    assert list(resolve_layers(model, ["input", "block1", "body.block2", "embedding"], "k")) == [
+        "input",
+        "body.block1",
+        "body.block2",
+        "embedding",
+    ]
+    with pytest.raises(ConfigError, match=r"config key 'logging.geometry_layers' = 'block9': is no layer"):
+        resolve_layers(model, ["block9"], "logging.geometry_layers")
+    with pytest.raises(ConfigError, match=r"'conv': matches body.block1.conv, body.block2.conv"):
+        resolve_layers(model, ["conv"], "logging.activation_layer")
+
+
+def test_layer_outputs_match_the_forward_pass_and_pooling_averages_positions():
+    model = cnn()
+    x = torch.randn(5, 1, 16, 16)
+    outputs = layer_outputs(model, resolve_layers(model, ["input", "block2", "embedding"], "k"), x, batch_size=2)
+    with torch.no_grad():
+        assert torch.allclose(outputs["embedding"], model.embed(x), atol=1e-6)
+        assert torch.allclose(outputs["body.block2"], model.body(x), atol=1e-6)
+    assert torch.equal(outputs["input"], x)
+    feature = pooled(outputs["body.block2"], "body.block2")
+    assert feature.shape == (5, 16)
+    assert np.allclose(feature, outputs["body.block2"].numpy().mean(axis=(2, 3)))
+    assert pooled(outputs["input"], "input").shape == (5, 256)  # pixels are flattened, not averaged
+
+
+def test_output_sparsity_on_logits_with_known_answers():
+    confident = torch.tensor([[10.0, 0, 0, 0, 0]])  # sparsemax: one class; softmax: e^-10 outside the top 3 x2
+    uniform = torch.zeros(1, 5)  # sparsemax: all five classes; softmax: 2/5 outside the top 3
+    two = torch.tensor([[1.0, 0.8, -5, -5, -5]])  # sparsemax support {0, 1}: tau = 0.4
+    result = output_sparsity(torch.cat([confident, uniform, two]))
+    assert result["sparsemax_support_size"]["counts"] == {"1": 1, "2": 1, "3": 0, "4": 0, "5": 1}
+    assert result["sparsemax_support_size"]["mean"] == pytest.approx(8 / 3)
+    e = np.exp(-10.0)
+    outside_confident = 2 * e / (1 + 4 * e)
+    outside_two = 2 * np.exp(-5) / (np.exp(1) + np.exp(0.8) + 3 * np.exp(-5))
+    assert result["softmax_mass_outside_top3"]["mean"] == pytest.approx(
+        (outside_confident + 0.4 + outside_two) / 3, rel=1e-5
+    )
+    assert result["softmax_mass_outside_top3"]["median"] == pytest.approx(outside_two, rel=1e-4)
+
+
+def test_activation_mosaic_scales_each_channel_over_the_images():
+    images = np.zeros((2, 1, 8, 8), np.uint8)
+    images[1] = 255
+    maps = torch.stack([torch.full((3, 4, 4), 1.0), torch.full((3, 4, 4), 3.0)])
+    maps[1, 2] = 5.0
+    mosaic, channels = activation_mosaic(images, maps, max_channels=2)
+    assert channels == 2 and mosaic.shape == (2 * 6, 3 * 6)  # tiles of 4 + a 1-pixel frame each side
+    assert mosaic[1:5, 1:5].max() == 0.0 and mosaic[7:11, 1:5].min() == 1.0  # the inputs, grey in [0, 1]
+    assert mosaic[1:5, 7:11].max() == 0.0 and mosaic[7:11, 7:11].min() == 1.0  # channel 0: 1 -> 0, 3 -> 1
+
+
+@pytest.mark.slow
+def test_a_trial_writes_its_internals_and_the_geometry_of_each_layer(tmp_path):
+    from geotune.trainables.trial import NoSession, run_trial
+
+    cfg = TrialConfig.from_dict(
+        tiny_config(
+            dataset={"image_size": 16},
+            logging={"geometry_layers": ["input", "block1", "block2", "embedding"], "activation_layer": "block1.conv"},
+        )
+    )
+    run_trial(cfg, NoSession(), tmp_path, verbose=False)
+    for name in ("model_summary.txt", "logits.png", "activations.png", "output_sparsity.json", "layer_geometry.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["warnings"] == []
+    layers = json.loads((tmp_path / "layer_geometry.json").read_text())["layers"]
+    assert [r["layer"] for r in layers] == ["input", "body.block1", "body.block2", "embedding"]
+    assert [r["dim"] for r in layers] == [256, 16, 32, 32]
+    # the embedding layer is the latent space every other file measures: the same numbers
+    final = json.loads((tmp_path / "geometry_summary.json").read_text())
+    embedding = layers[-1]
+    assert embedding["intrinsic_dim_twonn"] == pytest.approx(final["intrinsic_dim_twonn"], rel=1e-6)
+    assert embedding["participation_ratio"] == pytest.approx(final["participation_ratio"], rel=1e-6)
+    assert embedding["linear_separability"] == pytest.approx(metrics["linear_separability"], rel=1e-6)
+    sparsity = json.loads((tmp_path / "output_sparsity.json").read_text())
+    assert sparsity["n_images"] == metrics["val_size"]
+    assert sum(sparsity["sparsemax_support_size"]["counts"].values()) == metrics["val_size"]
+
+    # switched off: none of the internals
+    off = TrialConfig.from_dict(tiny_config(train={"epochs": 1}, logging={"internals": "off"}))
+    run_trial(off, NoSession(), tmp_path / "off", verbose=False)
+    assert not any((tmp_path / "off" / n).exists() for n in ("logits.png", "model_summary.txt", "activations.png"))
+
+
+def test_unknown_layers_are_refused_before_training():
+    from geotune.trainables.trial import check_config
+
+    cfg = TrialConfig.from_dict(tiny_config(logging={"geometry_layers": ["block1", "blok2"]}))
+    with pytest.raises(ConfigError, match=r"'logging.geometry_layers' = 'blok2'"):
+        check_config(cfg)
+
+
+def test_report_draws_one_line_per_group_with_a_band(tmp_path):
+    from geotune.analysis.figure_data import layer_curves
+
+    rows = []
+    for group, shift in (("none", 0.0), ("geodesic", 1.0)):
+        for seed in range(3):
+            folder = tmp_path / f"{group}{seed}"
+            folder.mkdir()
+            layers = [
+                {"layer": name, "intrinsic_dim_twonn": depth + shift + seed, "flatness_calibrated": 1.0}
+                for depth, name in enumerate(["input", "body.block1", "embedding"])
+            ]
+            (folder / "layer_geometry.json").write_text(json.dumps({"layers": layers}))
+            rows.append({"trial": folder.name, "path": str(folder), "regularizer.name": group, "val_accuracy": 0.9})
+    rows.append({"trial": "old", "path": str(tmp_path / "missing"), "regularizer.name": "none", "val_accuracy": 0.9})
+    curves = layer_curves(pd.DataFrame(rows), ["regularizer.name"])
+    assert curves is not None and curves.layers == ["input", "body.block1", "embedding"]
+    dims = dict(curves.panels)["intrinsic_dim_twonn"]
+    by_label = {s.label.split(" (")[0]: s for s in dims}
+    assert by_label["name=none"].mean == pytest.approx([1.0, 2.0, 3.0])  # seeds 0, 1, 2 average to +1
+    assert by_label["name=geodesic"].mean == pytest.approx([2.0, 3.0, 4.0])
+    half = 4.302653 * 1.0 / np.sqrt(3)  # t(0.975, 2) x std 1 / sqrt(3)
+    assert by_label["name=none"].high[0] - by_label["name=none"].mean[0] == pytest.approx(half, rel=1e-4)
+    assert by_label["name=none"].label.endswith("(n=3)")  # the trial without the file is not counted

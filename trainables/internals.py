@@ -1,0 +1,185 @@
+"""Looking inside a trained network: its layers, what they output, and how sure its output layer is.
+
+``model_summary`` lists every named module with its output shape and parameter
+count (one forward pass with hooks, as torchinfo does it; the few lines here spare a
+dependency). ``layer_outputs`` captures named layers' outputs for a batch;
+``pooled`` turns a spatial output into one vector per image, which is how the
+layer-by-layer geometry measures convolutional layers. ``output_sparsity``
+compares softmax and sparsemax on the same logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from geotune.errors import ConfigError
+from geotune.trainables.heads import sparsemax
+
+INPUT_LAYER = "input"  # the pseudo-layer of logging.geometry_layers / activation_layer: the normalised pixels
+TOP_K_MASS = 3  # output_sparsity: softmax's probability mass outside the top 3 classes
+
+
+@dataclass
+class LayerRow:
+    name: str  # dotted module name, as logging.geometry_layers and logging.activation_layer take it
+    kind: str  # the module's class
+    output_shape: tuple[int, ...]  # for one image (batch dimension left out)
+    parameters: int  # including those of the modules inside it
+
+
+def _outputs_of(model: nn.Module, modules: dict[str, nn.Module], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run ``model(x)`` once and return what each of ``modules`` output (its first tensor output)."""
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, module in modules.items():
+
+        def hook(_module, _inputs, output, name=name):
+            captured.setdefault(name, output[0] if isinstance(output, (tuple, list)) else output)
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def model_summary(model: nn.Module, example: torch.Tensor) -> list[LayerRow]:
+    """Every named module (in definition order), with its output shape for ``example`` (a normalised batch)."""
+    modules = {name: m for name, m in model.named_modules() if name}
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = _outputs_of(model, modules, example)
+    finally:
+        model.train(was_training)
+    return [
+        LayerRow(name, type(m).__name__, tuple(outputs[name].shape[1:]) if name in outputs else (), _count(m))
+        for name, m in modules.items()  # a parent before its children, as printed summaries go
+    ]
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def summary_text(rows: list[LayerRow], total: int, input_shape: tuple[int, ...]) -> str:
+    """``model_summary.txt``: one line per layer, indented by depth."""
+    width = max(len("layer"), *(len(r.name) + 2 * r.name.count(".") for r in rows))
+    lines = [
+        f"input: {list(input_shape)}",
+        f"{'layer':<{width}}  {'type':<18}  {'output shape':<18}  {'parameters':>10}",
+        "-" * (width + 52),
+    ]
+    for r in rows:
+        indent = "  " * r.name.count(".")
+        shape = str(list(r.output_shape)) if r.output_shape else "(not run)"
+        lines.append(f"{indent + r.name:<{width}}  {r.kind:<18}  {shape:<18}  {r.parameters:>10,}")
+    lines.append("-" * (width + 52))
+    lines.append(f"total parameters: {total:,}")
+    return "\n".join(lines) + "\n"
+
+
+def resolve_layers(model: nn.Module, names: list[str], key: str) -> dict[str, nn.Module | None]:
+    """Map config names to modules: a full dotted name, or its last part(s) when that is unambiguous
+    (``block1`` for ``body.block1``); ``input`` is the normalised image itself (None). Errors name the key."""
+    modules = {name: m for name, m in model.named_modules() if name}
+    resolved: dict[str, nn.Module | None] = {}
+    for wanted in names:
+        if wanted == INPUT_LAYER:
+            resolved[INPUT_LAYER] = None
+            continue
+        matches = [n for n in modules if n == wanted] or [n for n in modules if n.endswith("." + wanted)]
+        if len(matches) != 1:
+            shown = ", ".join(n for n in modules if n.count(".") <= 1)
+            why = f"matches {', '.join(matches)}" if matches else "is no layer of this model"
+            raise ConfigError(
+                f"config key '{key}' = {wanted!r}: {why}; name one of {INPUT_LAYER}, {shown} "
+                "(model_summary.txt lists every layer)"
+            )
+        resolved[matches[0]] = modules[matches[0]]
+    return resolved
+
+
+def first_conv(model: nn.Module) -> str | None:
+    return next((name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def layer_outputs(
+    model: nn.Module, layers: dict[str, nn.Module | None], x: torch.Tensor, batch_size: int = 512
+) -> dict[str, torch.Tensor]:
+    """Each layer's output for the normalised images ``x`` (eval mode, on the CPU), batch by batch."""
+    was_training = model.training
+    model.eval()
+    hooked = {name: m for name, m in layers.items() if m is not None}
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    try:
+        for start in range(0, len(x), batch_size):
+            batch = x[start : start + batch_size]
+            outputs = _outputs_of(model, hooked, batch) if hooked else {}
+            for name in layers:
+                out = batch if layers[name] is None else outputs[name]
+                chunks[name].append(out.detach().float().cpu())
+    finally:
+        model.train(was_training)
+    return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+
+def pooled(output: torch.Tensor, layer: str) -> np.ndarray:
+    """One vector per image: a layer's spatial outputs (N, C, H, W) averaged over positions (its channels'
+    mean responses), others flattened; the input's pixels are flattened (averaging would leave one number
+    per channel)."""
+    if output.dim() == 4 and layer != INPUT_LAYER:
+        return output.mean(dim=(2, 3)).numpy()
+    return output.reshape(len(output), -1).numpy()
+
+
+def output_sparsity(logits: torch.Tensor) -> dict:
+    """How concentrated the two output layers are on the same logits: sparsemax's support size (how many
+    classes get non-zero probability) and the probability mass softmax leaves outside its top 3."""
+    logits = logits.float()
+    n_classes = logits.shape[1]
+    support = (sparsemax(logits, dim=1) > 0).sum(dim=1).numpy()
+    soft = torch.softmax(logits, dim=1)
+    outside = (1.0 - soft.topk(min(TOP_K_MASS, n_classes), dim=1).values.sum(dim=1)).clamp_min(0).numpy()
+    counts = np.bincount(support, minlength=n_classes + 1)[1:]
+    return {
+        "n_images": int(len(logits)),
+        "n_classes": int(n_classes),
+        "sparsemax_support_size": {
+            "counts": {str(k): int(c) for k, c in enumerate(counts, 1)},
+            "mean": float(support.mean()),
+            "median": float(np.median(support)),
+            "share_one_class": float((support == 1).mean()),
+        },
+        "softmax_mass_outside_top3": {
+            "mean": float(outside.mean()),
+            "median": float(np.median(outside)),
+            "p95": float(np.quantile(outside, 0.95)),
+        },
+        "note": "both computed on the same validation logits of the kept model, whichever output it was trained with",
+    }
+
+
+def activation_mosaic(images: np.ndarray, maps: torch.Tensor, max_channels: int = 8) -> tuple[np.ndarray, int]:
+    """(mosaic, channels shown) for ``activations.png``: one row per image, its input (grey) and the first
+    channels' feature maps, each scaled to [0, 1] over the images shown so rows compare."""
+    n, channels = maps.shape[0], min(max_channels, maps.shape[1])
+    h, w = maps.shape[2:]
+    maps = maps[:, :channels]
+    low = maps.amin(dim=(0, 2, 3), keepdim=True)
+    high = maps.amax(dim=(0, 2, 3), keepdim=True)
+    scaled = ((maps - low) / (high - low).clamp_min(1e-12)).numpy()
+    grey = images.astype(np.float32).mean(axis=1) / 255.0  # (n, H, W)
+    rows = []
+    for i in range(n):
+        source = torch.nn.functional.interpolate(torch.from_numpy(grey[i][None, None]), size=(h, w)).numpy()[0, 0]
+        tiles = [source] + [scaled[i, c] for c in range(channels)]
+        rows.append(np.concatenate([np.pad(t, 1, constant_values=1.0) for t in tiles], axis=1))
+    return np.concatenate(rows, axis=0), channels
