@@ -21,6 +21,8 @@ DATASETS = ("digits", "shapes", "mnist", "fashion_mnist", "cifar10", "cifar100",
 MODELS = ("fc", "simple_cnn", "resnet_basic", "resnet_bottleneck")
 REGULARIZERS = ("none", "geodesic", "geometry", "combined")
 KEEP_METRICS = ("val_loss", "val_accuracy")
+POOLINGS = ("stride", "max", "avg", "l2")
+ACTIVATIONS = ("relu", "swish", "gelu")
 
 
 @dataclass
@@ -48,6 +50,12 @@ class DatasetConfig:
         None, "resize images once at load to this square size; null keeps the native size", ge=4
     )
     grayscale: bool = param(False, "image_folder only: decode images as one grey channel instead of RGB")
+    normalize: str = param(
+        "train_stats",
+        "per-channel input normalisation: the training split's mean and std, ImageNet's (grey images: the mean of "
+        "its three channels), or none (pixels in [0, 1])",
+        choices=("train_stats", "imagenet", "none"),
+    )
     augment: bool = param(False, "augment training batches on the device (vectorized flips, translations, rotations)")
     augment_flip: bool = param(
         False, "random horizontal flips (leave off for digits: a mirrored glyph is another glyph)"
@@ -67,9 +75,47 @@ class ModelConfig:
         [32, 64], "conv channels per block (simple_cnn), per stage (resnets) or hidden widths (fc)"
     )
     kernel_size: int = param(3, "convolution kernel size", choices=(3, 5, 7))
-    pooling: str = param("max", "how each conv block downsamples by 2", choices=("stride", "max", "avg"))
+    kernel_sizes: list[int] | None = param(
+        None, "simple_cnn: one kernel size per block (overrides kernel_size), e.g. [5, 3]", ge=1, le=15
+    )
+    strides: list[int] | None = param(
+        None,
+        "simple_cnn: one convolution stride per block, e.g. [4] (default: 2 with pooling stride, else 1)",
+        ge=1,
+        le=8,
+    )
+    pooling: str = param(
+        "max", "how each conv block downsamples by 2 (l2: sqrt of the mean of squares)", choices=POOLINGS
+    )
+    global_pool: str | None = param(
+        None,
+        "before the embedding layer: flatten every position, or avg/max over positions; null: the model's own "
+        "(simple_cnn flattens, the resnets average)",
+        choices=("flatten", "avg", "max"),
+    )
+    activation: str = param("relu", "non-linearity of the body (swish: x * sigmoid(x))", choices=ACTIVATIONS)
+    conv: str = param(
+        "standard",
+        "convolution kind: gated (conv(x) * sigmoid(gate(x))) or separable (depthwise, then 1x1)",
+        choices=("standard", "gated", "separable"),
+    )
+    attention: str = param(
+        "none", "channel: squeeze-and-excitation channel attention after each block", choices=("none", "channel")
+    )
     batch_norm: bool = param(True, "BatchNorm after each convolution (and hidden layer of fc)")
     dropout: float = param(0.1, "dropout probability before the embedding layer and inside the mlp head", ge=0, lt=1)
+    param_budget: int | None = param(
+        None,
+        "scale every width in model.channels by one common factor so that the model has this many parameters "
+        "(within 5%): compares architectures at a matched size",
+        ge=100,
+    )
+    resolved_channels: list[int] | None = param(
+        None,
+        "written by geotune into a trial's config.yaml with param_budget: the widths built; when present they "
+        "are used as they are, so a saved trial rebuilds the same network",
+        ge=1,
+    )
     blocks_per_stage: int = param(1, "residual blocks per stage (resnet_basic, resnet_bottleneck)", ge=1)
     head_type: str = param("linear", "map from embedding to logits", choices=("linear", "mlp"))
     output: str = param(
@@ -84,16 +130,22 @@ class TrainConfig:
     batch_size: int = param(128, "examples per optimisation step", ge=2)
     epochs: int = param(15, "maximum number of passes over the training split", ge=1, le=100_000)
     lr: float = param(1e-3, "peak learning rate", gt=0)
-    optimizer: str = param("adam", "optimiser", choices=("adam", "adamw", "sgd"))
+    optimizer: str = param("adam", "optimiser", choices=("adam", "adamw", "nadam", "radam", "sgd"))
     momentum: float = param(0.9, "SGD momentum (sgd only)", ge=0, lt=1)
     weight_decay: float = param(0.0, "L2 weight decay (decoupled for adamw)", ge=0)
     scheduler: str = param(
-        "cosine", "learning-rate schedule, stepped once per epoch", choices=("none", "cosine", "step", "plateau")
+        "cosine",
+        "learning-rate schedule, stepped once per epoch (exponential: times lr_gamma each epoch; warmup_cosine: "
+        "linear warm-up over warmup_epochs, then cosine)",
+        choices=("none", "cosine", "step", "plateau", "exponential", "warmup_cosine"),
     )
+    warmup_epochs: int = param(1, "warmup_cosine: epochs of linear warm-up from lr / (warmup_epochs + 1)", ge=1)
     lr_step_size: int = param(
         10, "step: epochs between decays; plateau: epochs without improvement before a decay", ge=1
     )
-    lr_gamma: float = param(0.1, "step/plateau: factor applied to the learning rate at each decay", gt=0, lt=1)
+    lr_gamma: float = param(
+        0.1, "step/plateau/exponential: factor applied to the learning rate at each decay", gt=0, lt=1
+    )
     seed: int = param(0, "seed of weight init, batch order, augmentation and dropout", ge=0, le=2**32 - 1)
     device: str = param(
         "auto", "where the trial runs; auto takes the GPU Ray assigned, if any", choices=("auto", "cpu", "cuda")
@@ -233,10 +285,44 @@ def _check_cross_field(config: TrialConfig) -> None:
             f"config key 'dataset.shapes.min_extent' = {d.shapes.min_extent:g}: "
             f"must be <= dataset.shapes.max_extent ({d.shapes.max_extent:g})"
         )
+    t = config.train
+    if t.scheduler == "warmup_cosine" and t.warmup_epochs >= t.epochs:
+        raise ConfigError(
+            f"config key 'train.warmup_epochs' = {t.warmup_epochs}: must be < train.epochs ({t.epochs}) "
+            "to leave epochs for the cosine decay"
+        )
     if not m.channels:
         raise ConfigError("config key 'model.channels' = []: needs at least one entry")
     if any(c < 1 for c in m.channels):
         raise ConfigError(f"config key 'model.channels' = {show(m.channels)}: every entry must be >= 1")
+    conv_only = {
+        "kernel_sizes": m.kernel_sizes is not None,
+        "strides": m.strides is not None,
+        "conv": m.conv != "standard",
+        "attention": m.attention != "none",
+        "global_pool": m.global_pool is not None,
+    }
+    if m.type == "fc" and any(conv_only.values()):
+        key = next(k for k, set_ in conv_only.items() if set_)
+        raise ConfigError(
+            f"config key 'model.{key}' = {show(getattr(m, key))}: applies to convolutional models, not model.type fc"
+        )
+    if m.resolved_channels is not None and (m.param_budget is None or len(m.resolved_channels) != len(m.channels)):
+        raise ConfigError(
+            f"config key 'model.resolved_channels' = {show(m.resolved_channels)}: geotune writes it next to "
+            "model.param_budget, one entry per model.channels entry; remove it"
+        )
+    for key in ("kernel_sizes", "strides"):
+        values = getattr(m, key)
+        if values is None:
+            continue
+        if m.type != "simple_cnn":
+            raise ConfigError(f"config key 'model.{key}' = {show(values)}: applies to model.type simple_cnn only")
+        if len(values) != len(m.channels):
+            raise ConfigError(
+                f"config key 'model.{key}' = {show(values)}: needs one entry per block, as model.channels "
+                f"({len(m.channels)})"
+            )
     if m.input_shape is not None and (len(m.input_shape) != 3 or any(s < 1 for s in m.input_shape)):
         raise ConfigError(
             f"config key 'model.input_shape' = {show(m.input_shape)}: "

@@ -156,6 +156,7 @@ def write_trial_artifacts(
         "wall_time_s": elapsed,
         "train_time_s": sum(h.get("epoch_time", 0.0) for h in history),
         "num_parameters": sum(p.numel() for p in parts.model.parameters()),
+        "channels_built": cfg.model.resolved_channels or list(cfg.model.channels),
         "device": str(parts.device),
         "train_size": len(data.train),
         "val_size": len(data.val),

@@ -609,6 +609,25 @@ class DataSplits:
         return (images.float() / 255.0 - self.mean) / self.std
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics of pixels in [0, 1], RGB
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalization(kind: str, train_images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std), each (1, C, 1, 1), that ``DataSplits.normalize`` applies to pixels in [0, 1]."""
+    channels = train_images.shape[1]
+    if kind == "none":
+        return torch.zeros(1, channels, 1, 1), torch.ones(1, channels, 1, 1)
+    if kind == "imagenet":
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        if channels != 3:  # grey images: one channel with the mean of the three channels' statistics
+            mean, std = mean.mean().repeat(channels), std.mean().repeat(channels)
+        return mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
+    pixels = torch.from_numpy(train_images).float().div_(255.0)
+    # A constant channel (e.g. a black border everywhere) must not divide by zero.
+    return pixels.mean(dim=(0, 2, 3), keepdim=True), pixels.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
+
+
 def load_data(cfg: DatasetConfig, device: torch.device | str = "cpu") -> DataSplits:
     """Load, subset, resize, split and normalise one data set; tensors end up on ``device``."""
     raw = select_classes(LOADERS[cfg.name](cfg), cfg.classes)
@@ -625,11 +644,7 @@ def load_data(cfg: DatasetConfig, device: torch.device | str = "cpu") -> DataSpl
     else:
         test_images, test_labels = raw.images[test_idx], raw.labels[test_idx]
 
-    train_pixels = torch.from_numpy(raw.images[train_idx]).float().div_(255.0)
-    mean = train_pixels.mean(dim=(0, 2, 3), keepdim=True)
-    # A constant channel (e.g. a black border everywhere) must not divide by zero.
-    std = train_pixels.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
-    del train_pixels
+    mean, std = normalization(cfg.normalize, raw.images[train_idx])
 
     def to_split(images: np.ndarray, labels: np.ndarray) -> Split:
         return Split(

@@ -9,6 +9,7 @@ distort distances).
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
@@ -16,7 +17,9 @@ import torch.nn as nn
 
 from geotune.config import ModelConfig
 from geotune.errors import ConfigError
+from geotune.schema import show
 from geotune.trainables.heads import build_head
+from geotune.trainables.layers import ChannelAttention, activation, conv2d, global_pool, pool2d
 
 
 class LatentModel(nn.Module):
@@ -45,105 +48,114 @@ def _norm2d(channels: int, batch_norm: bool) -> nn.Module:
     return nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
 
 
-def _downsampled(size: int, kernel: int, pooling: str) -> int:
-    if pooling == "stride":
-        return (size + 2 * (kernel // 2) - kernel) // 2 + 1
-    return size // 2
+def _conv_out(size: int, kernel: int, stride: int) -> int:
+    """Output size of a convolution padded by kernel // 2."""
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
 
-def _check_size(size: int, cfg: ModelConfig, input_shape: tuple[int, int, int], what: str) -> None:
-    if size < 1:
-        raise ConfigError(
-            f"config key 'model.channels' = {cfg.channels}: {what} shrink a "
-            f"{input_shape[1]}x{input_shape[2]} input below one pixel; use fewer entries "
-            "or a larger dataset.image_size"
-        )
+def _too_small(cfg: ModelConfig, input_shape: tuple[int, int, int], block: str, key: str) -> ConfigError:
+    return ConfigError(
+        f"config key 'model.{key}' = {show(getattr(cfg, key))}: {block} shrinks a "
+        f"{input_shape[1]}x{input_shape[2]} input below one pixel; use fewer blocks, smaller strides "
+        "or a larger dataset.image_size"
+    )
 
 
-def build_fc(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
+def build_fc(cfg: ModelConfig, input_shape: tuple[int, int, int], widths: list[int]) -> tuple[nn.Module, int]:
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
     width = input_shape[0] * input_shape[1] * input_shape[2]
-    for i, out in enumerate(cfg.channels, 1):
+    for i, out in enumerate(widths, 1):
         layers[f"fc{i}"] = nn.Linear(width, out, bias=not cfg.batch_norm)
         if cfg.batch_norm:
             layers[f"bn{i}"] = nn.BatchNorm1d(out)
-        layers[f"relu{i}"] = nn.ReLU(inplace=True)
+        layers[f"{cfg.activation}{i}"] = activation(cfg.activation)
         width = out
     return nn.Sequential(layers), width
 
 
-def build_simple_cnn(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
-    """Blocks of conv -> [BatchNorm] -> ReLU -> downsample by 2 (strided conv, max- or avg-pool)."""
+def build_simple_cnn(cfg: ModelConfig, input_shape: tuple[int, int, int], widths: list[int]) -> tuple[nn.Module, int]:
+    """Blocks of conv -> [BatchNorm] -> activation -> [channel attention] -> [2x2 max/avg/L2 pool].
+
+    Each block's kernel and stride come from model.kernel_sizes / model.strides, else
+    kernel_size and a stride of 2 with pooling "stride" (no pool layer), 1 otherwise.
+    """
     blocks: OrderedDict[str, nn.Module] = OrderedDict()
-    channels, size = input_shape[0], min(input_shape[1:])
-    k = cfg.kernel_size
-    for i, out in enumerate(cfg.channels, 1):
-        stride = 2 if cfg.pooling == "stride" else 1
+    channels, h, w = input_shape
+    kernels = cfg.kernel_sizes or [cfg.kernel_size] * len(widths)
+    strides = cfg.strides or [2 if cfg.pooling == "stride" else 1] * len(widths)
+    for i, (out, k, stride) in enumerate(zip(widths, kernels, strides), 1):
         block: OrderedDict[str, nn.Module] = OrderedDict(
-            conv=nn.Conv2d(channels, out, k, stride=stride, padding=k // 2, bias=not cfg.batch_norm)
+            conv=conv2d(cfg.conv, channels, out, k, stride, bias=not cfg.batch_norm)
         )
         if cfg.batch_norm:
             block["bn"] = nn.BatchNorm2d(out)
-        block["relu"] = nn.ReLU(inplace=True)
-        if cfg.pooling == "max":
-            block["pool"] = nn.MaxPool2d(2)
-        elif cfg.pooling == "avg":
-            block["pool"] = nn.AvgPool2d(2)
+        block[cfg.activation] = activation(cfg.activation)
+        if cfg.attention == "channel":
+            block["attention"] = ChannelAttention(out)
+        h, w = _conv_out(h, k, stride), _conv_out(w, k, stride)
+        key = "strides" if cfg.strides else "kernel_sizes" if cfg.kernel_sizes else "channels"
+        if min(h, w) < 1:
+            raise _too_small(cfg, input_shape, f"block {i}'s convolution", key)
+        pool = pool2d(cfg.pooling)
+        if pool is not None:
+            block["pool"] = pool
+            h, w = h // 2, w // 2
+            if min(h, w) < 1:
+                raise _too_small(cfg, input_shape, f"block {i}'s 2x2 pooling", key)
         blocks[f"block{i}"] = nn.Sequential(block)
-        channels, size = out, _downsampled(size, k, cfg.pooling)
-        _check_size(size, cfg, input_shape, f"{i} downsampling blocks")
-    h = _downsampled_shape(input_shape[1], k, cfg.pooling, len(cfg.channels))
-    w = _downsampled_shape(input_shape[2], k, cfg.pooling, len(cfg.channels))
+        channels = out
+    if (cfg.global_pool or "flatten") != "flatten":
+        blocks["global_pool"] = global_pool(cfg.global_pool or "flatten")
+        return nn.Sequential(blocks), channels
     return nn.Sequential(blocks), channels * h * w
 
 
-def _downsampled_shape(size: int, kernel: int, pooling: str, times: int) -> int:
-    for _ in range(times):
-        size = _downsampled(size, kernel, pooling)
-    return size
-
-
 class BasicBlock(nn.Module):
-    """Two k x k convs with an identity (or 1x1 projection) shortcut."""
+    """Two k x k convs with an identity (or 1x1 projection) shortcut; channel attention, when asked, on the
+    residual branch before the addition (as SE-ResNet places it)."""
 
     expansion = 1
 
-    def __init__(self, in_ch: int, planes: int, stride: int, k: int, batch_norm: bool):
+    def __init__(self, in_ch: int, planes: int, stride: int, k: int, cfg: ModelConfig):
         super().__init__()
         out = planes * self.expansion
-        self.conv1 = nn.Conv2d(in_ch, planes, k, stride=stride, padding=k // 2, bias=not batch_norm)
-        self.bn1 = _norm2d(planes, batch_norm)
-        self.conv2 = nn.Conv2d(planes, out, k, padding=k // 2, bias=not batch_norm)
-        self.bn2 = _norm2d(out, batch_norm)
-        self.shortcut = _shortcut(in_ch, out, stride, batch_norm)
-        self.relu = nn.ReLU(inplace=True)
+        bias = not cfg.batch_norm
+        self.conv1 = conv2d(cfg.conv, in_ch, planes, k, stride, bias=bias)
+        self.bn1 = _norm2d(planes, cfg.batch_norm)
+        self.conv2 = conv2d(cfg.conv, planes, out, k, 1, bias=bias)
+        self.bn2 = _norm2d(out, cfg.batch_norm)
+        self.attention = ChannelAttention(out) if cfg.attention == "channel" else nn.Identity()
+        self.shortcut = _shortcut(in_ch, out, stride, cfg.batch_norm)
+        self.act = activation(cfg.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+        y = self.act(self.bn1(self.conv1(x)))
+        return self.act(self.attention(self.bn2(self.conv2(y))) + self.shortcut(x))
 
 
 class BottleneckBlock(nn.Module):
-    """1x1 reduce -> k x k -> 1x1 expand (x4), with a shortcut."""
+    """1x1 reduce -> k x k -> 1x1 expand (x4), with a shortcut (attention as in BasicBlock)."""
 
     expansion = 4
 
-    def __init__(self, in_ch: int, planes: int, stride: int, k: int, batch_norm: bool):
+    def __init__(self, in_ch: int, planes: int, stride: int, k: int, cfg: ModelConfig):
         super().__init__()
         out = planes * self.expansion
-        self.conv1 = nn.Conv2d(in_ch, planes, 1, bias=not batch_norm)
-        self.bn1 = _norm2d(planes, batch_norm)
-        self.conv2 = nn.Conv2d(planes, planes, k, stride=stride, padding=k // 2, bias=not batch_norm)
-        self.bn2 = _norm2d(planes, batch_norm)
-        self.conv3 = nn.Conv2d(planes, out, 1, bias=not batch_norm)
-        self.bn3 = _norm2d(out, batch_norm)
-        self.shortcut = _shortcut(in_ch, out, stride, batch_norm)
-        self.relu = nn.ReLU(inplace=True)
+        bias = not cfg.batch_norm
+        self.conv1 = nn.Conv2d(in_ch, planes, 1, bias=bias)
+        self.bn1 = _norm2d(planes, cfg.batch_norm)
+        self.conv2 = conv2d(cfg.conv, planes, planes, k, stride, bias=bias)
+        self.bn2 = _norm2d(planes, cfg.batch_norm)
+        self.conv3 = nn.Conv2d(planes, out, 1, bias=bias)
+        self.bn3 = _norm2d(out, cfg.batch_norm)
+        self.attention = ChannelAttention(out) if cfg.attention == "channel" else nn.Identity()
+        self.shortcut = _shortcut(in_ch, out, stride, cfg.batch_norm)
+        self.act = activation(cfg.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(self.bn1(self.conv1(x)))
-        y = self.relu(self.bn2(self.conv2(y)))
-        return self.relu(self.bn3(self.conv3(y)) + self.shortcut(x))
+        y = self.act(self.bn1(self.conv1(x)))
+        y = self.act(self.bn2(self.conv2(y)))
+        return self.act(self.attention(self.bn3(self.conv3(y))) + self.shortcut(x))
 
 
 def _shortcut(in_ch: int, out: int, stride: int, batch_norm: bool) -> nn.Module:
@@ -153,38 +165,47 @@ def _shortcut(in_ch: int, out: int, stride: int, batch_norm: bool) -> nn.Module:
 
 
 def build_resnet(
-    cfg: ModelConfig, input_shape: tuple[int, int, int], block: type[BasicBlock] | type[BottleneckBlock]
+    cfg: ModelConfig,
+    input_shape: tuple[int, int, int],
+    widths: list[int],
+    block: type[BasicBlock] | type[BottleneckBlock],
 ) -> tuple[nn.Module, int]:
     """A small ResNet for 8-32 px inputs: 3x3 stem (no downsampling), one stage per channels entry.
 
     Every stage after the first halves the resolution: with a strided first conv
-    (pooling=stride) or a max/avg-pool in front of the stage.
+    (pooling=stride) or a max/avg/L2 pool in front of the stage. The stage outputs are
+    averaged over positions (model.global_pool: null or avg), or max-pooled or flattened.
     """
     k = cfg.kernel_size
-    stem_ch = cfg.channels[0]
+    stem_ch = widths[0]
     layers: OrderedDict[str, nn.Module] = OrderedDict(
         stem=nn.Sequential(
             nn.Conv2d(input_shape[0], stem_ch, 3, padding=1, bias=not cfg.batch_norm),
             _norm2d(stem_ch, cfg.batch_norm),
-            nn.ReLU(inplace=True),
+            activation(cfg.activation),
         )
     )
-    in_ch, size = stem_ch, min(input_shape[1:])
-    for s, planes in enumerate(cfg.channels, 1):
+    in_ch, h, w = stem_ch, input_shape[1], input_shape[2]
+    for s, planes in enumerate(widths, 1):
         stage: list[nn.Module] = []
         stride = 1
         if s > 1:
-            if cfg.pooling == "stride":
+            pool = pool2d(cfg.pooling)
+            if pool is None:
                 stride = 2
+                h, w = _conv_out(h, k, 2), _conv_out(w, k, 2)
             else:
-                stage.append(nn.MaxPool2d(2) if cfg.pooling == "max" else nn.AvgPool2d(2))
-            size = _downsampled(size, 3 if cfg.pooling == "stride" else k, cfg.pooling)
-            _check_size(size, cfg, input_shape, f"{s - 1} downsampling stages")
+                stage.append(pool)
+                h, w = h // 2, w // 2
+            if min(h, w) < 1:
+                raise _too_small(cfg, input_shape, f"stage {s}'s downsampling", "channels")
         for b in range(cfg.blocks_per_stage):
-            stage.append(block(in_ch, planes, stride if b == 0 else 1, k, cfg.batch_norm))
+            stage.append(block(in_ch, planes, stride if b == 0 else 1, k, cfg))
             in_ch = planes * block.expansion
         layers[f"stage{s}"] = nn.Sequential(*stage)
-    layers["pool"] = nn.AdaptiveAvgPool2d(1)
+    if (cfg.global_pool or "avg") == "flatten":
+        return nn.Sequential(layers), in_ch * h * w
+    layers["pool"] = global_pool(cfg.global_pool or "avg")
     return nn.Sequential(layers), in_ch
 
 
@@ -200,15 +221,64 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes
             f"config key 'model.num_classes' = {cfg.num_classes}: the data set has "
             f"{num_classes} classes; remove the key or change dataset.classes"
         )
+    return _build(cfg, input_shape, num_classes, model_widths(cfg, input_shape, num_classes))
+
+
+def _build(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int, widths: list[int]) -> LatentModel:
     if cfg.type == "fc":
-        body, features = build_fc(cfg, input_shape)
+        body, features = build_fc(cfg, input_shape, widths)
     elif cfg.type == "simple_cnn":
-        body, features = build_simple_cnn(cfg, input_shape)
+        body, features = build_simple_cnn(cfg, input_shape, widths)
     elif cfg.type == "resnet_basic":
-        body, features = build_resnet(cfg, input_shape, BasicBlock)
+        body, features = build_resnet(cfg, input_shape, widths, BasicBlock)
     elif cfg.type == "resnet_bottleneck":
-        body, features = build_resnet(cfg, input_shape, BottleneckBlock)
+        body, features = build_resnet(cfg, input_shape, widths, BottleneckBlock)
     else:  # validated by the config schema
         raise ConfigError(f"config key 'model.type' = {cfg.type!r}: unknown model")
     head = build_head(cfg.head_type, cfg.hidden_dim, num_classes, cfg.dropout)
     return LatentModel(body, features, cfg.hidden_dim, head, cfg.dropout)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+BUDGET_TOLERANCE = 0.05  # model.param_budget: the built model's count lands within 5% of the budget
+
+
+def model_widths(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> list[int]:
+    """The channel widths the model is built with: model.channels, or, with model.param_budget, model.channels
+    times one common factor chosen so that the parameter count is as close to the budget as rounding allows.
+
+    The count grows with the factor, so a bisection on the factor (in log space) finds it; the candidate
+    models are built on the meta device (shapes only, no memory, no initialisation).
+    """
+    budget = cfg.param_budget
+    if budget is None:
+        return list(cfg.channels)
+    if cfg.resolved_channels is not None:
+        return list(cfg.resolved_channels)
+
+    def widths(factor: float) -> list[int]:
+        return [max(1, round(c * factor)) for c in cfg.channels]
+
+    def count(factor: float) -> int:
+        with torch.device("meta"):
+            return count_parameters(_build(cfg, input_shape, num_classes, widths(factor)))
+
+    low, high = 1e-4, 1e4
+    for _ in range(60):
+        middle = math.sqrt(low * high)
+        if count(middle) < budget:
+            low = middle
+        else:
+            high = middle
+    best = min((low, high), key=lambda f: abs(count(f) - budget))
+    got = count(best)
+    if abs(got - budget) > BUDGET_TOLERANCE * budget:
+        raise ConfigError(
+            f"config key 'model.param_budget' = {budget}: the closest this network gets is {got:,} "
+            f"parameters (widths {widths(best)}); its fixed parts (embedding width {cfg.hidden_dim}, head, "
+            "input) or the rounding of small widths stand in the way: change the budget or model.channels"
+        )
+    return widths(best)

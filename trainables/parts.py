@@ -14,7 +14,7 @@ from geotune.errors import ConfigError
 from geotune.trainables.data import DataSplits, load_data
 from geotune.trainables.heads import OutputLayer
 from geotune.trainables.loop import EarlyStopping, KeptWeights
-from geotune.trainables.models import LatentModel, build_model
+from geotune.trainables.models import LatentModel, build_model, model_widths
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,6 +48,10 @@ def build_optimizer(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.Opt
         return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     if t.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "nadam":  # Adam with Nesterov momentum (Dozat 2016)
+        return torch.optim.NAdam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "radam":  # Adam with a rectified warm-up of the adaptive step (Liu et al. 2020)
+        return torch.optim.RAdam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
 
@@ -59,6 +63,14 @@ def build_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer):
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.lr_step_size, gamma=t.lr_gamma)
     if t.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=t.lr_gamma, patience=t.lr_step_size)
+    if t.scheduler == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=t.lr_gamma)
+    if t.scheduler == "warmup_cosine":
+        warmup = torch.optim.lr_scheduler.LinearLR(
+            optimizer, start_factor=1.0 / (t.warmup_epochs + 1), total_iters=t.warmup_epochs
+        )
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs - t.warmup_epochs)
+        return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[t.warmup_epochs])
     return None
 
 
@@ -76,6 +88,8 @@ def build_trial(cfg: TrialConfig) -> TrialParts:
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed, cfg.train.deterministic, device)
     data = load_data(cfg.dataset, device)
+    if cfg.model.param_budget is not None:  # resolved once; config.yaml records the widths built
+        cfg.model.resolved_channels = model_widths(cfg.model, data.input_shape, data.num_classes)
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
