@@ -104,9 +104,9 @@ sys.path[:0] = [{space_dir!r}, {bench_dir!r}]
 from space import SPACE
 from common import NoSession
 from geotune.search_spaces.spec import planned_configs
-from geotune.study.plan import absolute_data_root
+from geotune.study.plan import absolute_paths
 from geotune.trainables.trial import run_trial
-configs = planned_configs(SPACE, absolute_data_root(SPACE.base))
+configs = planned_configs(SPACE, absolute_paths(SPACE.base))
 """
 
 # One trial, warm, with the torch threads given on the command line: prints its seconds.

@@ -125,19 +125,39 @@ class ModelConfig:
     )
 
 
+OPTIMIZERS = ("adam", "adamw", "nadam", "radam", "sgd")
+SCHEDULERS = ("none", "cosine", "step", "plateau", "exponential", "warmup_cosine")
+PHASE_KEYS = ("optimizer", "lr", "momentum", "weight_decay", "scheduler", "warmup_epochs", "lr_step_size", "lr_gamma")
+
+
+@dataclass
+class PhaseConfig:
+    """One phase of train.phases: its epochs, and the optimisation keys that differ from train.*'s."""
+
+    epochs: int = param(1, "epochs of this phase", ge=1, le=100_000)
+    optimizer: str | None = param(None, "optimiser of this phase (null: train.optimizer)", choices=OPTIMIZERS)
+    lr: float | None = param(None, "learning rate at the phase's start (null: train.lr)", gt=0)
+    momentum: float | None = param(None, "SGD momentum (null: train.momentum)", ge=0, lt=1)
+    weight_decay: float | None = param(None, "weight decay (null: train.weight_decay)", ge=0)
+    scheduler: str | None = param(None, "schedule within the phase (null: train.scheduler)", choices=SCHEDULERS)
+    warmup_epochs: int | None = param(None, "null: train.warmup_epochs", ge=1)
+    lr_step_size: int | None = param(None, "null: train.lr_step_size", ge=1)
+    lr_gamma: float | None = param(None, "null: train.lr_gamma", gt=0, lt=1)
+
+
 @dataclass
 class TrainConfig:
     batch_size: int = param(128, "examples per optimisation step", ge=2)
     epochs: int = param(15, "maximum number of passes over the training split", ge=1, le=100_000)
     lr: float = param(1e-3, "peak learning rate", gt=0)
-    optimizer: str = param("adam", "optimiser", choices=("adam", "adamw", "nadam", "radam", "sgd"))
+    optimizer: str = param("adam", "optimiser", choices=OPTIMIZERS)
     momentum: float = param(0.9, "SGD momentum (sgd only)", ge=0, lt=1)
     weight_decay: float = param(0.0, "L2 weight decay (decoupled for adamw)", ge=0)
     scheduler: str = param(
         "cosine",
         "learning-rate schedule, stepped once per epoch (exponential: times lr_gamma each epoch; warmup_cosine: "
         "linear warm-up over warmup_epochs, then cosine)",
-        choices=("none", "cosine", "step", "plateau", "exponential", "warmup_cosine"),
+        choices=SCHEDULERS,
     )
     warmup_epochs: int = param(1, "warmup_cosine: epochs of linear warm-up from lr / (warmup_epochs + 1)", ge=1)
     lr_step_size: int = param(
@@ -159,6 +179,15 @@ class TrainConfig:
         "val_loss",
         "validation metric that picks the best epoch (a study sets its ranking metric when that is one of these)",
         choices=KEEP_METRICS,
+    )
+    phases: list[PhaseConfig] | None = param(
+        None,
+        "optimisation phases run one after another, each with a fresh optimiser and schedule, e.g. "
+        "[{epochs: 25, optimizer: nadam}, {epochs: 50, optimizer: sgd, lr: 0.01, scheduler: exponential}]; "
+        "their epochs must add up to train.epochs",
+    )
+    init_from: str | None = param(
+        None, "start from these weights: a model.pt, or a finished trial folder (its kept model); shapes must match"
     )
     patience: int = param(5, "stop after this many epochs without a lower val_loss; 0 never stops early", ge=0)
     precision: str = param(
@@ -286,11 +315,22 @@ def _check_cross_field(config: TrialConfig) -> None:
             f"must be <= dataset.shapes.max_extent ({d.shapes.max_extent:g})"
         )
     t = config.train
-    if t.scheduler == "warmup_cosine" and t.warmup_epochs >= t.epochs:
-        raise ConfigError(
-            f"config key 'train.warmup_epochs' = {t.warmup_epochs}: must be < train.epochs ({t.epochs}) "
-            "to leave epochs for the cosine decay"
-        )
+    if t.phases is not None:
+        if not t.phases:
+            raise ConfigError("config key 'train.phases' = []: give at least one phase, or null")
+        total = sum(p.epochs for p in t.phases)
+        if total != t.epochs:
+            raise ConfigError(
+                f"config key 'train.phases' = {len(t.phases)} phases of {total} epochs in all: must add up to "
+                f"train.epochs ({t.epochs}); set train.epochs={total}"
+            )
+    names = [f"train.phases[{i}]" for i in range(len(t.phases))] if t.phases else ["train"]
+    for where, phase in [(name, phase_train(t, i)) for i, name in enumerate(names)]:
+        if phase.scheduler == "warmup_cosine" and phase.warmup_epochs >= phase.epochs:
+            raise ConfigError(
+                f"config key '{where}.warmup_epochs' = {phase.warmup_epochs}: must be < the epochs it applies to "
+                f"({phase.epochs}) to leave epochs for the cosine decay"
+            )
     if not m.channels:
         raise ConfigError("config key 'model.channels' = []: needs at least one entry")
     if any(c < 1 for c in m.channels):
@@ -359,6 +399,26 @@ def _check_cross_field(config: TrialConfig) -> None:
                 f"config key 'regularizer.geodesic.n_neighbors' = {r.geodesic.n_neighbors}: "
                 f"must be < train.batch_size ({config.train.batch_size})"
             )
+
+
+def phase_train(train: TrainConfig, index: int) -> TrainConfig:
+    """The optimisation settings of phase ``index`` of train.phases (train.* itself without phases), with
+    ``epochs`` the phase's own."""
+    if not train.phases:
+        return train
+    phase = train.phases[index]
+    changed = {key: getattr(phase, key) for key in PHASE_KEYS if getattr(phase, key) is not None}
+    return dataclasses.replace(train, epochs=phase.epochs, phases=None, **changed)
+
+
+def phase_of(train: TrainConfig, epoch: int) -> int:
+    """Which phase (0-based) the 1-based ``epoch`` belongs to (0 without phases)."""
+    end = 0
+    for index, phase in enumerate(train.phases or []):
+        end += phase.epochs
+        if epoch <= end:
+            return index
+    return max(0, len(train.phases or []) - 1)
 
 
 def reference_rows() -> list[tuple[str, str, str, str]]:

@@ -60,11 +60,16 @@ def refuse_existing_results(out_dir: str | Path, what: str = "OUT_DIR") -> None:
                 break
 
 
-def absolute_data_root(base: dict) -> dict:
-    """Tune runs trials with the trial folder as working directory: make dataset.root absolute here."""
+def absolute_paths(base: dict) -> dict:
+    """Tune runs trials with the trial folder as working directory: make dataset.root (and train.init_from)
+    absolute here."""
     root = base.get("dataset", {}).get("root")
     root = root if root is not None else TrialConfig().dataset.root
-    return merge(base, {"dataset": {"root": str(Path(root).expanduser().resolve())}})
+    base = merge(base, {"dataset": {"root": str(Path(root).expanduser().resolve())}})
+    init = base.get("train", {}).get("init_from")
+    if isinstance(init, str):
+        base = merge(base, {"train": {"init_from": str(Path(init).expanduser().resolve())}})
+    return base
 
 
 @dataclass
@@ -93,7 +98,7 @@ def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
                 f"config key '{key}' is varied by the space '{spec.name}'; a fixed value "
                 "from --config/--set would be overridden (write your own space instead)"
             )
-    base = absolute_data_root(merge(spec.base, user))
+    base = absolute_paths(merge(spec.base, user))
     if spec.metric in KEEP_METRICS and not _has_dotted(base, "train.keep_by"):
         base = merge(base, {"train": {"keep_by": spec.metric}})  # keep each trial's best epoch by the study's metric
     configs = planned_configs(spec, base)
@@ -200,7 +205,7 @@ def train_plan(cfg: TrialConfig, out_dir: str | Path, cpus: float, gpus: float) 
         module="geotune train",
         question="one trial of a config",
         study_dir=study_dir,
-        base=absolute_data_root(cfg.to_dict()),
+        base=absolute_paths(cfg.to_dict()),
         variants=[{}],
         optuna=False,
         num_samples=1,

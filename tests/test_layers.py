@@ -193,7 +193,7 @@ def test_optimisers_and_schedules():
     warm = lrs({"scheduler": "warmup_cosine", "warmup_epochs": 2, "epochs": 6})
     assert warm[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])  # linear warm-up from lr / (warmup + 1)
     assert warm[3:] == pytest.approx([0.5 * (1 + math.cos(math.pi * e / 4)) for e in (1, 2, 3)])
-    with pytest.raises(ConfigError, match=r"'train.warmup_epochs' = 5: must be < train.epochs \(5\)"):
+    with pytest.raises(ConfigError, match=r"'train.warmup_epochs' = 5: must be < the epochs it applies to \(5\)"):
         TrialConfig.from_dict({"train": {"scheduler": "warmup_cosine", "warmup_epochs": 5, "epochs": 5}})
 
 
@@ -213,3 +213,24 @@ def test_a_trial_at_a_budget_records_the_widths_it_built(tmp_path):
     assert saved.model.resolved_channels == metrics["channels_built"] != [16, 32]
     assert saved.model.param_budget == 30_000
     assert count_parameters(load_trained(tmp_path).model) == metrics["num_parameters"]  # model.pt loads back
+
+
+@pytest.mark.slow
+def test_init_from_starts_at_saved_weights_and_refuses_other_shapes(tmp_path):
+    from conftest import tiny_config
+    from geotune.trainables.parts import build_trial
+    from geotune.trainables.trial import NoSession, check_config, run_trial
+
+    first = TrialConfig.from_dict(tiny_config(train={"epochs": 1}))
+    run_trial(first, NoSession(), tmp_path / "first", verbose=False)
+    saved = torch.load(tmp_path / "first" / "model.pt", weights_only=True)
+    again = TrialConfig.from_dict(tiny_config(train={"epochs": 1, "init_from": str(tmp_path / "first")}))
+    model = build_trial(again).model
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+    other = TrialConfig.from_dict(
+        tiny_config(model={"channels": [8, 32]}, train={"init_from": str(tmp_path / "first")})
+    )
+    with pytest.raises(ConfigError, match=r"'train.init_from' = .*do not fit this model.* config \(shape of body"):
+        check_config(other)
+    with pytest.raises(ConfigError, match=r"'train.init_from' = .*: no model.pt there"):
+        check_config(TrialConfig.from_dict(tiny_config(train={"init_from": str(tmp_path)})))

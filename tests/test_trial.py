@@ -295,3 +295,48 @@ def test_bf16_channels_last_trial_on_cpu(tmp_path):
     assert metrics["val_accuracy"] >= 0.8
     latents = np.load(tmp_path / "latents.npz")
     assert latents["embeddings"].dtype == np.float32 and np.isfinite(latents["embeddings"]).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crash_after", [3, 1])  # mid-phase 2 (its first epoch done), and mid-phase 1
+def test_two_phase_run_resumes_mid_phase_as_if_never_stopped(tmp_path, crash_after):
+    """The reference recipe in small: Nadam, then SGD with exponential decay; a crash inside a phase resumes
+    with that phase's optimiser and schedule and ends bit for bit where the uninterrupted run ends."""
+    phases = [
+        {"epochs": 2, "optimizer": "nadam", "lr": 0.003, "scheduler": "none"},
+        {"epochs": 3, "optimizer": "sgd", "lr": 0.05, "scheduler": "exponential", "lr_gamma": 0.5},
+    ]
+    cfg = TrialConfig.from_dict(
+        tiny_config(model={"dropout": 0.2}, train={"epochs": 5, "patience": 0, "phases": phases})
+    )
+    reference = MemorySession()
+    run_trial(cfg, reference, tmp_path / "ref", verbose=False)
+    h_ref = json.loads((tmp_path / "ref" / "training_history.json").read_text())
+    assert [h["phase"] for h in h_ref] == [1, 1, 2, 2, 2]
+    assert [h["lr"] for h in h_ref] == pytest.approx([0.003, 0.003, 0.05, 0.025, 0.0125])
+
+    crashed = MemorySession(crash_after_epoch=crash_after)
+    with pytest.raises(Interrupted):
+        run_trial(cfg, crashed, tmp_path / "run", verbose=False)
+    resumed = MemorySession(checkpoint=crashed.checkpoint)
+    run_trial(cfg, resumed, tmp_path / "run", verbose=False)
+    h_run = json.loads((tmp_path / "run" / "training_history.json").read_text())
+    assert comparable(h_run) == comparable(h_ref)
+    w_ref, w_run = (torch.load(tmp_path / d / "model.pt", weights_only=True) for d in ("ref", "run"))
+    assert all(torch.equal(w_ref[k], w_run[k]) for k in w_ref)
+
+
+def test_phases_must_add_up_to_the_epochs():
+    from geotune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'train.phases' = 2 phases of 5 epochs in all: must add up to train.epochs"):
+        TrialConfig.from_dict({"train": {"epochs": 4, "phases": [{"epochs": 2}, {"epochs": 3}]}})
+    with pytest.raises(ConfigError, match=r"'train.phases\[1\].warmup_epochs' = 3: must be < the epochs it applies"):
+        TrialConfig.from_dict(
+            {
+                "train": {
+                    "epochs": 5,
+                    "phases": [{"epochs": 2}, {"epochs": 3, "scheduler": "warmup_cosine", "warmup_epochs": 3}],
+                }
+            }
+        )

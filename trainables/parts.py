@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from geotune.config import TrialConfig
+from geotune.config import TrialConfig, phase_train
 from geotune.errors import ConfigError
+from geotune.layout import MODEL_FILE, TRAIN_TRIAL_DIR
 from geotune.trainables.data import DataSplits, load_data
 from geotune.trainables.heads import OutputLayer
 from geotune.trainables.loop import EarlyStopping, KeptWeights
@@ -42,8 +44,9 @@ def seed_everything(seed: int, deterministic: bool, device: torch.device) -> Non
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def build_optimizer(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    t = cfg.train
+def build_optimizer(cfg: TrialConfig, model: torch.nn.Module, phase: int = 0) -> torch.optim.Optimizer:
+    """The optimiser of ``phase`` (train.phases; train.* without phases)."""
+    t = phase_train(cfg.train, phase)
     if t.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     if t.optimizer == "adamw":
@@ -55,8 +58,9 @@ def build_optimizer(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.Opt
     return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
 
-def build_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer):
-    t = cfg.train
+def build_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer, phase: int = 0):
+    """The per-epoch schedule of ``phase``, over that phase's epochs."""
+    t = phase_train(cfg.train, phase)
     if t.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
     if t.scheduler == "step":
@@ -74,6 +78,41 @@ def build_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer):
     return None
 
 
+def initial_weights(source: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict ``train.init_from`` names, checked against ``model`` key by key and shape by shape."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = path / MODEL_FILE if (path / MODEL_FILE).is_file() else path / TRAIN_TRIAL_DIR / MODEL_FILE
+    if not path.is_file():
+        raise ConfigError(f"config key 'train.init_from' = {source!r}: no {MODEL_FILE} there")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(
+            f"config key 'train.init_from' = {source!r}: '{path}' is not a readable state dict ({type(exc).__name__})"
+        ) from None
+    own = model.state_dict()
+    if not isinstance(state, dict):
+        raise ConfigError(f"config key 'train.init_from' = {source!r}: '{path}' holds no state dict")
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = [
+        f"{k} {list(state[k].shape)} vs {list(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or extra or wrong:
+        problems = (
+            ([f"missing {', '.join(missing[:3])}"] if missing else [])
+            + ([f"unexpected {', '.join(extra[:3])}"] if extra else [])
+            + ([f"shape of {', '.join(wrong[:3])}"] if wrong else [])
+        )
+        raise ConfigError(
+            f"config key 'train.init_from' = {source!r}: its weights do not fit this model.* config "
+            f"({'; '.join(problems)})"
+        )
+    return state
+
+
 @dataclass
 class TrialParts:
     data: DataSplits
@@ -82,6 +121,14 @@ class TrialParts:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     device: torch.device
+    phase: int = 0  # index into train.phases of the optimiser and schedule above
+
+    def start_phase(self, cfg: TrialConfig, phase: int) -> None:
+        """A fresh optimiser and schedule for ``phase`` (train.phases): switching optimisers discards the
+        old one's moments, as starting a new optimiser in the reference recipes does."""
+        self.optimizer = build_optimizer(cfg, self.model, phase)
+        self.scheduler = build_scheduler(cfg, self.optimizer, phase)
+        self.phase = phase
 
 
 def build_trial(cfg: TrialConfig) -> TrialParts:
@@ -90,7 +137,10 @@ def build_trial(cfg: TrialConfig) -> TrialParts:
     data = load_data(cfg.dataset, device)
     if cfg.model.param_budget is not None:  # resolved once; config.yaml records the widths built
         cfg.model.resolved_channels = model_widths(cfg.model, data.input_shape, data.num_classes)
-    model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    if cfg.train.init_from is not None:
+        model.load_state_dict(initial_weights(cfg.train.init_from, model))
+    model = model.to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model)
@@ -118,6 +168,7 @@ def trial_state(
         "history": history,
         "early_stopping": early.state_dict(),
         "kept": kept.state_dict(),
+        "phase": parts.phase,
         "stopped": stopped,
         "elapsed": elapsed,
         "torch_rng": torch.get_rng_state(),
@@ -129,9 +180,16 @@ def trial_state(
 
 
 def load_trial_state(
-    parts: TrialParts, generator: torch.Generator, state: dict, early: EarlyStopping, kept: KeptWeights
+    cfg: TrialConfig,
+    parts: TrialParts,
+    generator: torch.Generator,
+    state: dict,
+    early: EarlyStopping,
+    kept: KeptWeights,
 ) -> None:
     parts.model.load_state_dict(state["model"])
+    if state.get("phase", 0) != parts.phase:
+        parts.start_phase(cfg, state["phase"])
     parts.optimizer.load_state_dict(state["optimizer"])
     if parts.scheduler is not None and state["scheduler"] is not None:
         parts.scheduler.load_state_dict(state["scheduler"])

@@ -20,7 +20,7 @@ from typing import Protocol
 import torch
 
 from geotune.analysis.latent import epoch_geometry
-from geotune.config import TrialConfig
+from geotune.config import TrialConfig, phase_of
 from geotune.errors import ConfigError
 from geotune.layout import DIVERGED_FILE, HISTORY_FILE, METRICS_FILE, StopReason
 from geotune.trainables.artifacts import write_trial_artifacts
@@ -37,7 +37,7 @@ from geotune.trainables.loop import (
     train_one_epoch,
 )
 from geotune.trainables.models import build_model
-from geotune.trainables.parts import build_trial, load_trial_state, trial_state
+from geotune.trainables.parts import build_trial, initial_weights, load_trial_state, trial_state
 from geotune.trainables.regularizers import build_regularizer
 
 
@@ -94,6 +94,8 @@ def check_config(cfg: TrialConfig) -> list[str]:
     resolve_layers(model, cfg.logging.geometry_layers, "logging.geometry_layers")
     if cfg.logging.activation_layer is not None:
         resolve_layers(model, [cfg.logging.activation_layer], "logging.activation_layer")
+    if cfg.train.init_from is not None:
+        initial_weights(cfg.train.init_from, model)
     if cfg.logging.export_onnx:
         require_onnx()
     return data.warnings if data is not None else []
@@ -144,7 +146,7 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
 
     state = session.restore()
     if state is not None:
-        load_trial_state(parts, generator, state, early, kept)
+        load_trial_state(cfg, parts, generator, state, early, kept)
         history, step, stopped = list(state["history"]), state["step"], state["stopped"]
         first_epoch, elapsed_before = state["epoch"] + 1, state["elapsed"]
         if verbose:
@@ -158,6 +160,10 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
 
     epoch = first_epoch - 1
     for epoch in range(first_epoch, cfg.train.epochs + 1 if not stopped else first_epoch):
+        if phase_of(cfg.train, epoch) != parts.phase:
+            parts.start_phase(cfg, phase_of(cfg.train, epoch))
+            if verbose:
+                say(f"phase {parts.phase + 1} of {len(cfg.train.phases or [])} from epoch {epoch}")
         lr = parts.optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
         batches = training_batches(parts.data, cfg.train.batch_size, generator, augmentation)
@@ -191,6 +197,8 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
             "epoch_time": time.perf_counter() - t0,
             "train_time": train_time,
         }
+        if cfg.train.phases:
+            row["phase"] = parts.phase + 1
         row.update(
             train_loss_q25=stats.loss_quartiles[0],
             train_loss_q75=stats.loss_quartiles[1],
@@ -284,7 +292,7 @@ def finalize_trial(cfg: TrialConfig, state: dict, artifact_dir: Path) -> dict:
     generator = torch.Generator(device=parts.device)
     early = EarlyStopping(cfg.train.patience)
     kept = KeptWeights(cfg.train.keep, cfg.train.keep_by)
-    load_trial_state(parts, generator, state, early, kept)
+    load_trial_state(cfg, parts, generator, state, early, kept)
     return write_trial_artifacts(
         artifact_dir, cfg, parts, list(state["history"]), early, kept, StopReason.SCHEDULER, state["elapsed"]
     )
