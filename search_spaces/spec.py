@@ -52,6 +52,25 @@ class StudySpec:
     gpus_per_trial: float = 0.0  # fractional GPUs share one device (memory is not isolated)
     max_concurrent: int | None = None  # None: as many as resources allow
     module: str = ""  # where the spec came from (set on loading)
+    # base overrides for other data sets than the base's own, by dataset.name (e.g. {"mnist": {...}}); see
+    # base_for_dataset: the base's own dataset.* settings are left out on another data set
+    per_dataset: dict[str, dict] = field(default_factory=dict)
+
+    def base_for_dataset(self, name: str | None) -> tuple[dict, list[str]]:
+        """(base config, dotted keys left out) for running this space on data set ``name``.
+
+        A space's ``dataset.*`` settings (image size, augmentation, classes, ...) were chosen for its own
+        data set; on another one they are left out, except ``root`` and ``download``, and the space's
+        ``per_dataset`` entry for it, if any, is merged in.
+        """
+        own = self.base.get("dataset", {}).get("name", "digits")
+        if name is None or name == own:
+            return self.base, []
+        kept = {"root", "download"}
+        dataset = {k: v for k, v in self.base.get("dataset", {}).items() if k in kept}
+        dropped = sorted(f"dataset.{k}" for k in self.base.get("dataset", {}) if k not in kept | {"name"})
+        base = merge({**self.base, "dataset": dataset}, self.per_dataset.get(name, {}))
+        return base, dropped
 
     @property
     def is_optuna(self) -> bool:

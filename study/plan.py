@@ -98,11 +98,22 @@ def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
                 f"config key '{key}' is varied by the space '{spec.name}'; a fixed value "
                 "from --config/--set would be overridden (write your own space instead)"
             )
-    base = absolute_paths(merge(spec.base, user))
+    chosen = user.get("dataset", {}).get("name") if isinstance(user.get("dataset"), dict) else None
+    space_base, dropped = spec.base_for_dataset(chosen)
+    dropped = [key for key in dropped if not _has_dotted(user, key)]
+    base = absolute_paths(merge(space_base, user))
     if spec.metric in KEEP_METRICS and not _has_dotted(base, "train.keep_by"):
         base = merge(base, {"train": {"keep_by": spec.metric}})  # keep each trial's best epoch by the study's metric
     configs = planned_configs(spec, base)
     seen, warnings = set(), []
+    if dropped:
+        own = spec.base.get("dataset", {}).get("name", "digits")
+        warnings.append(
+            f"space '{spec.name}' was written for {own}: on {chosen} it leaves out its {own} settings "
+            f"{', '.join(dropped)}"
+            + (f" and uses its settings for {chosen}" if chosen in spec.per_dataset else "")
+            + " (set any of them with --set to keep it)"
+        )
     for cfg in configs:  # model shapes and data files, once per distinct trial
         key = cfg.to_yaml().replace(f"seed: {cfg.train.seed}\n", "")
         if key not in seen:

@@ -158,3 +158,23 @@ def test_user_space_module(tmp_path):
     broken.write_text("SPACE = 3\n")
     proc = run_cli("run", str(broken), "--dry-run")
     assert proc.returncode == 2 and "does not define SPACE" in proc.stderr
+
+
+def test_a_space_moved_to_another_data_set_leaves_out_its_own_data_settings(tmp_path):
+    from geotune.search_spaces.spec import load_space
+    from geotune.study.plan import RunOptions, make_plan
+
+    options = RunOptions(storage=str(tmp_path))
+    own = make_plan(load_space("pooling_bn"), {}, options)
+    assert own.base["dataset"]["image_size"] == 16 and not own.warnings
+
+    moved = make_plan(load_space("pooling_bn"), {"dataset": {"name": "shapes", "augment": True}}, options)
+    assert "image_size" not in moved.base["dataset"] and moved.base["dataset"]["augment"] is True
+    (warning,) = [w for w in moved.warnings if "written for digits" in w]
+    assert "dataset.image_size" in warning and "dataset.augment," not in warning  # the user's own key is kept
+
+    spec = load_space("pooling_bn")
+    spec.per_dataset = {"shapes": {"dataset": {"image_size": 24}, "train": {"epochs": 3}}}
+    tuned = make_plan(spec, {"dataset": {"name": "shapes"}}, options)
+    assert tuned.base["dataset"]["image_size"] == 24 and tuned.base["train"]["epochs"] == 3
+    assert "uses its settings for shapes" in " ".join(tuned.warnings)
