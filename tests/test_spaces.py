@@ -46,6 +46,34 @@ EXPECTED = {
         for r in ("none", "geodesic")
         for s in (0, 1)
     ],
+    "kernels": [
+        {"model.kernel_size": k, "model.param_budget": 60_000, "train.seed": s} for k in (3, 5, 7) for s in (0, 1, 2)
+    ]
+    + [{"model.kernel_size": k, "train.seed": s} for k in (3, 5, 7) for s in (0, 1, 2)],
+    "bn_gradients": [
+        {"model.batch_norm": bn, "model.output": o, "train.seed": s}
+        for bn in (True, False)
+        for o in ("softmax", "sparsemax")
+        for s in (0, 1, 2)
+    ],
+    "cifar100_pooling": [{"model.pooling": p, "train.seed": s} for p in ("stride", "max", "avg") for s in (0, 1, 2)]
+    + [
+        {"model.kernel_sizes": [5, 3], "model.strides": [2, 1], "model.global_pool": g, "train.seed": s}
+        for g in ("avg", "max")
+        for s in (0, 1, 2)
+    ],
+    "custom_layers": [{"model.activation": a, "train.seed": s} for a in ("relu", "swish") for s in (0, 1, 2)]
+    + [
+        {key: value, "train.seed": s}
+        for key, value in (
+            ("model.attention", "channel"),
+            ("model.conv", "gated"),
+            ("model.pooling", "l2"),
+            ("model.type", "resnet_basic"),
+            ("model.type", "resnet_bottleneck"),
+        )
+        for s in (0, 1, 2)
+    ],
     "heads": [
         {"model.output": o, "regularizer.name": r, "train.seed": s}
         for o in ("softmax", "sparsemax")
@@ -178,3 +206,28 @@ def test_a_space_moved_to_another_data_set_leaves_out_its_own_data_settings(tmp_
     tuned = make_plan(spec, {"dataset": {"name": "shapes"}}, options)
     assert tuned.base["dataset"]["image_size"] == 24 and tuned.base["train"]["epochs"] == 3
     assert "uses its settings for shapes" in " ".join(tuned.warnings)
+
+
+NEW_SPACES = ("kernels", "bn_gradients", "cifar100_pooling", "custom_layers")  # issue 15's reference studies
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NEW_SPACES)
+def test_reference_spaces_train_end_to_end_in_small(name, tmp_path):
+    """One seed, one epoch, small data: every trial of the space trains, and the report gets its size table."""
+    small = ["--set", "train.epochs=1", "--num-samples", "1", "--storage", str(tmp_path), "--name", "s"]
+    data = ["--set", "dataset.shapes.num_samples=300"] if name == "cifar100_pooling" else []
+    proc = run_cli("run", name, *small, *data)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "trials: " in proc.stdout and "failed" not in proc.stdout.split("trials:")[-1].splitlines()[0]
+    report = (tmp_path / "s" / "report" / "REPORT.md").read_text()
+    assert "Model size and time per variant" in report
+    if name == "kernels":  # at the budget the three kernels' models are within 5% of 60,000 parameters
+        import json
+
+        sizes = [
+            json.loads(p.read_text())["num_parameters"]
+            for p in (tmp_path / "s").glob("*/metrics.json")
+            if "param_budget=60000" in p.parent.name
+        ]
+        assert len(sizes) == 3 and all(abs(n - 60_000) <= 3_000 for n in sizes), sizes
