@@ -58,6 +58,8 @@ def group_label(row: pd.Series, keys: Sequence[str]) -> str:
 
 
 def _short(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "base"  # a key this trial's arm does not vary: the space's base value
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, tuple):

@@ -323,3 +323,14 @@ def test_findings_say_flatter_without_collapse_when_the_spread_holds(tmp_path):
     report = build_report(load_study(collapse_study(tmp_path, spread_drop=-0.2)))  # spread: -0.2, 0, +0.2 per seed
     finding = next(f for f in report.findings if f.startswith("**geodesic**"))
     assert "**Flatter without collapse**" in finding and "collapse:" not in finding.lower()
+
+
+def test_a_key_an_arm_does_not_vary_is_labelled_as_the_base_value():
+    from geotune.analysis.stats import group_label
+
+    keys = ["model.kernel_size", "model.param_budget"]
+    rows = pd.DataFrame({"model.kernel_size": [3, 3], "model.param_budget": [60000.0, float("nan")]})
+    assert [group_label(row, keys) for _, row in rows.iterrows()] == [
+        "kernel_size=3, param_budget=60000",
+        "kernel_size=3, param_budget=base",
+    ]
