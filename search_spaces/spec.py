@@ -56,6 +56,11 @@ class StudySpec:
     # base_for_dataset: the base's own dataset.* settings are left out on another data set
     per_dataset: dict[str, dict] = field(default_factory=dict)
 
+    @property
+    def own_dataset(self) -> str:
+        """The data set the space was written for: its base's dataset.name, else the default."""
+        return self.base.get("dataset", {}).get("name", TrialConfig().dataset.name)
+
     def base_for_dataset(self, name: str | None) -> tuple[dict, list[str]]:
         """(base config, dotted keys left out) for running this space on data set ``name``.
 
@@ -63,8 +68,7 @@ class StudySpec:
         data set; on another one they are left out, except ``root`` and ``download``, and the space's
         ``per_dataset`` entry for it, if any, is merged in.
         """
-        own = self.base.get("dataset", {}).get("name", "digits")
-        if name is None or name == own:
+        if name is None or name == self.own_dataset:
             return self.base, []
         kept = {"root", "download"}
         dataset = {k: v for k, v in self.base.get("dataset", {}).items() if k in kept}

@@ -107,7 +107,7 @@ def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
     configs = planned_configs(spec, base)
     seen, warnings = set(), []
     if dropped:
-        own = spec.base.get("dataset", {}).get("name", "digits")
+        own = spec.own_dataset
         warnings.append(
             f"space '{spec.name}' was written for {own}: on {chosen} it leaves out its {own} settings "
             f"{', '.join(dropped)}"

@@ -176,7 +176,8 @@ def test_predict_prints_top_k_as_json_and_draws_the_grid(trained, tmp_path, caps
     assert by_name["big.jpg"]["top_k"][0]["class"] == data.class_names[int(expected[1].argmax())]
 
     # without --json: one readable line per image; an unknown path is reported, not fatal
-    rc = main(["predict", str(folder), str(tmp_path / "images" / "grey.png"), str(tmp_path / "nope.png")])
+    images = [str(tmp_path / "images" / "grey.png"), str(tmp_path / "nope.png")]
+    rc = main(["predict", str(folder), *images, "--out", str(tmp_path / "text")])
     out, err = capsys.readouterr()
     assert rc == 0 and out.startswith(f"{tmp_path / 'images' / 'grey.png'}: ") and "nope.png" in err
 
@@ -217,7 +218,8 @@ def test_predict_sparsemax_gives_sparse_probabilities(tmp_path, capsys):
     (tmp_path / "images").mkdir()
     for i in range(6):
         Image.fromarray(data.test.images[i, 0].numpy()).save(tmp_path / "images" / f"{i}.png")
-    assert main(["predict", str(tmp_path / "trial"), str(tmp_path / "images"), "--json", "--top-k", "10"]) == 0
+    args = [str(tmp_path / "trial"), str(tmp_path / "images"), "--json", "--top-k", "10", "--out", str(tmp_path)]
+    assert main(["predict", *args]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     sums = [sum(t["probability"] for t in r["top_k"]) for r in rows]
     assert sums == pytest.approx([1.0] * 6, abs=1e-5)

@@ -53,6 +53,7 @@ from geotune.layout import (
 from geotune.metric_names import LAYER_CURVES
 from geotune.preprocessing_file import CHANNEL_ORDERS, Preprocessing, write_preprocessing
 from geotune.trainables.data import DataSplits
+from geotune.trainables.export import export_onnx
 from geotune.trainables.internals import (
     activation_mosaic,
     first_conv,
@@ -64,6 +65,7 @@ from geotune.trainables.internals import (
     summary_text,
 )
 from geotune.trainables.loop import EarlyStopping, Evaluation, KeptWeights, evaluate
+from geotune.trainables.models import count_parameters
 from geotune.trainables.parts import TrialParts
 
 
@@ -92,6 +94,15 @@ def preprocessing_of(cfg: TrialConfig, data: DataSplits) -> Preprocessing:
         output=cfg.model.output,
         dataset=cfg.dataset.name,
     )
+
+
+def kept_reason(keep: str, kept: KeptWeights, epochs_run: int) -> str:
+    """metrics.json's ``kept_reason``: which epoch's weights were tested and saved, and why."""
+    if not epochs_run:
+        return "untrained"
+    if keep == "best":
+        return f"best {kept.metric} on the validation split ({kept.value:.4g}, epoch {kept.epoch} of {epochs_run})"
+    return f"last epoch ({kept.epoch})"
 
 
 def write_trial_artifacts(
@@ -140,13 +151,7 @@ def write_trial_artifacts(
         "keep": t.keep,
         "keep_by": t.keep_by,
         "kept_epoch": kept.epoch if history else 0,
-        "kept_reason": (
-            f"best {t.keep_by} on the validation split ({kept.value:.4g}, epoch {kept.epoch} of {len(history)})"
-            if t.keep == "best"
-            else f"last epoch ({kept.epoch})"
-        )
-        if history
-        else "untrained",
+        "kept_reason": kept_reason(t.keep, kept, len(history)),
         "best_val_loss": early.best if history else None,
         "best_val_accuracy": max((h["val_accuracy"] for h in history), default=None),
         "best_epoch": early.best_epoch,
@@ -155,7 +160,7 @@ def write_trial_artifacts(
         "stop_reason": stop.sentence(cfg.train.patience),
         "wall_time_s": elapsed,
         "train_time_s": sum(h.get("epoch_time", 0.0) for h in history),
-        "num_parameters": sum(p.numel() for p in parts.model.parameters()),
+        "num_parameters": count_parameters(parts.model),
         "channels_built": cfg.model.resolved_channels or list(cfg.model.channels),
         "device": str(parts.device),
         "train_size": len(data.train),
@@ -208,9 +213,7 @@ def write_trial_artifacts(
             "the layer-by-layer geometry", lambda: write_layer_geometry(artifact_dir, cfg, model, data, val.labels)
         )
     if cfg.logging.export_onnx:
-        from geotune.trainables.export import export_onnx  # deferred: onnx is an optional extra
-
-        metrics.update(export_onnx(model, data.mean, data.std, data.test.images[:64], artifact_dir / ONNX_FILE))
+        metrics.update(export_onnx(model, data, data.test.images[:64], artifact_dir / ONNX_FILE))
     metrics["warnings"] = warnings
     write_json(artifact_dir / METRICS_FILE, metrics)
     return metrics
@@ -230,7 +233,7 @@ def write_internals(artifact_dir: Path, cfg: TrialConfig, model, data: DataSplit
     """model_summary.txt, logits.png, output_sparsity.json and (for a model with a convolution) activations.png."""
     example = data.normalize(data.val.images[:2])
     (artifact_dir / MODEL_SUMMARY_FILE).write_text(
-        summary_text(model_summary(model, example), sum(p.numel() for p in model.parameters()), data.input_shape)
+        summary_text(model_summary(model, example), count_parameters(model), data.input_shape)
     )
     logits, labels = val.logits.numpy(), val.labels.numpy()
     write_json(artifact_dir / OUTPUT_SPARSITY_FILE, output_sparsity(val.logits))

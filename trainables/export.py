@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 
 from geotune.errors import ConfigError
+from geotune.trainables.data import DataSplits
+from geotune.trainables.models import PixelInput
 
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # the extra 'onnx': the exporter and the checker
 
@@ -25,34 +27,10 @@ def require_onnx() -> None:
         )
 
 
-class PixelInput(nn.Module):
-    """A model that takes images scaled to [0, 1] and applies the training split's normalisation itself,
-    so that a user of the exported file needs no statistics of ours."""
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor):
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", mean.reshape(1, -1, 1, 1).clone())
-        self.register_buffer("std", std.reshape(1, -1, 1, 1).clone())
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model((images - self.mean) / self.std)
-
-
-def export_onnx(
-    model: nn.Module,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    images: torch.Tensor,
-    path: Path,
-    tolerance: float = 1e-4,
-) -> dict:
+def export_onnx(model: nn.Module, data: DataSplits, images: torch.Tensor, path: Path, tolerance: float = 1e-4) -> dict:
     """Write ``path`` (input ``images``: N x C x H x W in [0, 1], dynamic N; output ``logits``) and compare
     its logits on ``images`` (uint8, from the test split) with PyTorch's model on the same images normalised
-    as in training.
+    as in training (``data.normalize``).
 
     Returns ``onnx_max_abs_diff`` and ``onnx_matches`` for metrics.json.
     """
@@ -60,8 +38,7 @@ def export_onnx(
     import onnxruntime  # deferred: an optional extra, checked above
 
     cpu_model = copy.deepcopy(model).float().cpu().eval().to(memory_format=torch.contiguous_format)
-    mean, std = mean.float().cpu(), std.float().cpu()
-    wrapped = PixelInput(cpu_model, mean, std).eval()
+    wrapped = PixelInput(cpu_model, data.mean.float().cpu(), data.std.float().cpu()).eval()
     pixels = images.float().cpu().contiguous() / 255.0
     batch = torch.export.Dim("batch", min=1)
     program = torch.onnx.export(
@@ -77,7 +54,7 @@ def export_onnx(
         raise RuntimeError("torch.onnx.export returned no ONNX program")
     program.save(str(path))
     with torch.no_grad():  # the reference: the training path's own normalisation, not the wrapper's
-        expected = cpu_model((pixels - mean.reshape(1, -1, 1, 1)) / std.reshape(1, -1, 1, 1)).numpy()
+        expected = cpu_model(data.normalize(images).float().cpu().contiguous()).numpy()
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(["logits"], {"images": pixels.numpy()})[0]
     diff = float(np.max(np.abs(got - expected)))

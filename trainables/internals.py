@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from geotune.errors import ConfigError
 from geotune.trainables.heads import sparsemax
+from geotune.trainables.models import count_parameters
 
 INPUT_LAYER = "input"  # the pseudo-layer of logging.geometry_layers / activation_layer: the normalised pixels
 TOP_K_MASS = 3  # output_sparsity: softmax's probability mass outside the top 3 classes
@@ -60,13 +61,9 @@ def model_summary(model: nn.Module, example: torch.Tensor) -> list[LayerRow]:
     finally:
         model.train(was_training)
     return [
-        LayerRow(name, type(m).__name__, tuple(outputs[name].shape[1:]) if name in outputs else (), _count(m))
+        LayerRow(name, type(m).__name__, tuple(outputs[name].shape[1:]) if name in outputs else (), count_parameters(m))
         for name, m in modules.items()  # a parent before its children, as printed summaries go
     ]
-
-
-def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def summary_text(rows: list[LayerRow], total: int, input_shape: tuple[int, ...]) -> str:

@@ -44,6 +44,23 @@ class LatentModel(nn.Module):
         return z, self.head(z)
 
 
+class PixelInput(nn.Module):
+    """A model that takes images scaled to [0, 1] and applies the training split's normalisation itself:
+    the exported ONNX model, and ``geotune predict``, need no statistics beside it."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", mean.reshape(1, -1, 1, 1).clone())
+        self.register_buffer("std", std.reshape(1, -1, 1, 1).clone())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model((images - self.mean) / self.std)
+
+
 def _norm2d(channels: int, batch_norm: bool) -> nn.Module:
     return nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
 

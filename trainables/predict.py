@@ -22,7 +22,7 @@ from geotune.layout import CONFIG_FILE, MODEL_FILE, PREPROCESSING_FILE, TRAIN_TR
 from geotune.preprocessing_file import Preprocessing, read_preprocessing
 from geotune.trainables.data import IMAGE_SUFFIXES, ImageRangeError, image_to_uint8
 from geotune.trainables.heads import sparsemax
-from geotune.trainables.models import LatentModel, build_model
+from geotune.trainables.models import LatentModel, PixelInput, build_model
 
 BATCH = 256  # images decoded and predicted at a time: bounds memory for folders of any size
 
@@ -108,10 +108,9 @@ def read_image(path: Path, prep: Preprocessing) -> np.ndarray:
 def probabilities(trained: TrainedModel, images: torch.Tensor) -> torch.Tensor:
     """(N, classes) class probabilities of uint8 images (N, C, H, W), by the output layer the model trained with."""
     prep = trained.preprocessing
-    mean = torch.tensor(prep.mean).reshape(1, -1, 1, 1)
-    std = torch.tensor(prep.std).reshape(1, -1, 1, 1)
+    pixel_model = PixelInput(trained.model, torch.tensor(prep.mean), torch.tensor(prep.std))
     with torch.no_grad():
-        logits = trained.model((images.float() / 255.0 - mean) / std).float()
+        logits = pixel_model(images.float() / 255.0).float()
     return sparsemax(logits, dim=1) if prep.output == "sparsemax" else torch.softmax(logits, dim=1)
 
 
@@ -127,8 +126,6 @@ def predict_files(
     trained: TrainedModel, files: Sequence[Path], k: int
 ) -> Iterator[tuple[Prediction | None, np.ndarray | None, tuple[Path, str] | None]]:
     """Per file, in order: (prediction, the converted image) or, for a file that cannot be read, its reason."""
-    if k < 1:
-        raise ConfigError(f"--top-k {k}: must be >= 1")
     for start in range(0, len(files), BATCH):
         readable: list[tuple[Path, np.ndarray]] = []
         problems: dict[Path, str] = {}
