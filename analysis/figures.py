@@ -19,6 +19,7 @@ from matplotlib import colormaps
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.image import imread
+from matplotlib.patches import Patch
 
 CLASS_COLOURS = "tab10"
 
@@ -140,14 +141,35 @@ def draw_grad_norms(table: GradNormTable, title: str = "gradient L2 norm per lay
 
 def draw_embedding_scatter(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
     """2-D projection of embeddings, one colour per class."""
-    fig = Figure(figsize=(6.2, 5.4))
-    ax = fig.add_subplot()
+    return draw_embedding_panels([(points, title)], labels, class_names)
+
+
+def draw_embedding_panels(
+    panels: Sequence[tuple[np.ndarray, str]],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    title: str = "",
+    colours: np.ndarray | None = None,
+) -> Figure:
+    """Several 2-D projections of the same points side by side (e.g. UMAP and PCA), one colour per class
+    (``colours``: (classes, 3) RGB in [0, 1] where the data set has its own, else the class colour map)."""
+    fig = Figure(figsize=(6.2 * len(panels), 5.4))
+    for i, (points, panel_title) in enumerate(panels):
+        _scatter_panel(fig.add_subplot(1, len(panels), i + 1), points, labels, class_names, panel_title, colours)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _scatter_panel(
+    ax, points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str, colours: np.ndarray | None
+) -> None:
     n = len(class_names)
     cmap = colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "turbo"]
     for c in range(n):
         mask = labels == c
         if mask.any():
-            colour = cmap(c if n <= 20 else c / max(1, n - 1))
+            colour = colours[c] if colours is not None else cmap(c if n <= 20 else c / max(1, n - 1))
             ax.scatter(
                 points[mask, 0],
                 points[mask, 1],
@@ -161,6 +183,44 @@ def draw_embedding_scatter(points: np.ndarray, labels: np.ndarray, class_names: 
     ax.set_yticks([])
     if n <= 20:
         ax.legend(markerscale=2, fontsize=7, loc="best", frameon=True)
+
+
+def mask_colours(num_classes: int) -> np.ndarray:
+    """(classes, 3) RGB in [0, 1] for mask images: background (class 0) black, the others the class colours."""
+    cmap = colormaps[CLASS_COLOURS]
+    return np.array([(0.0, 0.0, 0.0)] + [cmap(c)[:3] for c in range(num_classes - 1)])
+
+
+def draw_mask_examples(
+    images: np.ndarray,
+    true_masks: np.ndarray,
+    predicted: np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    colours: np.ndarray | None = None,
+) -> Figure:
+    """One row per image: the image (uint8, C x H x W), its true mask and the predicted mask, each class in
+    ``colours`` ((classes, 3) RGB in [0, 1]; default ``mask_colours``)."""
+    n = len(images)
+    colours = colours if colours is not None else mask_colours(len(class_names))
+    fig = Figure(figsize=(7.5, 2.5 * n + 0.8))
+    for row in range(n):
+        image = images[row].transpose(1, 2, 0)
+        panels = (
+            (image if image.shape[2] == 3 else image[..., 0], "image"),
+            (colours[true_masks[row]], "true mask"),
+            (colours[predicted[row]], f"predicted (pixel accuracy {(predicted[row] == true_masks[row]).mean():.3f})"),
+        )
+        for col, (picture, caption) in enumerate(panels):
+            ax = fig.add_subplot(n, 3, row * 3 + col + 1)
+            ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, interpolation="nearest")
+            ax.set_title(caption, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    handles = [Patch(color=colours[c], label=name[:20]) for c, name in enumerate(class_names)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(class_names)), fontsize=8, frameon=False)
+    fig.suptitle(title)
+    fig.subplots_adjust(bottom=0.6 / (2.5 * n + 0.8))
     return fig
 
 
@@ -381,10 +441,12 @@ def draw_grad_norm_groups(tables: dict, columns: int = 2) -> Figure:
 def draw_image_grid(panels: Sequence, columns: int = 3) -> Figure:
     """PNG files (e.g. each group's best UMAP) side by side with their titles."""
     rows = math.ceil(len(panels) / columns)
-    fig = Figure(figsize=(4.6 * min(columns, len(panels)), 4.4 * rows), layout="constrained")
-    for i, panel in enumerate(panels):
+    images = [imread(panel.image) for panel in panels]
+    aspect = max(image.shape[1] / image.shape[0] for image in images)  # umap.png holds one or two panels
+    fig = Figure(figsize=(4.6 * aspect * min(columns, len(panels)), 4.4 * rows), layout="constrained")
+    for i, (panel, image) in enumerate(zip(panels, images)):
         ax = fig.add_subplot(rows, min(columns, len(panels)), i + 1)
-        ax.imshow(imread(panel.image))
+        ax.imshow(image)
         ax.set_title(panel.title, fontsize=8)
         ax.axis("off")
     return fig
@@ -506,4 +568,43 @@ def draw_optuna(views) -> Figure:
     ax.set_xticks(range(len(names)), [_pretty(n) for n in names], rotation=20, fontsize=7)
     ax.set_yticks([0, 1], ["min", "max"])
     ax.set_title("parallel coordinates (colour = objective)")
+    return fig
+
+
+def draw_dataset_eda(eda: dict) -> Figure:
+    """shapes_seg's statistics (``dataset_eda.json``): the share of pixels in each class, and how much the
+    rectangles overlap and hide each other, with rectangles wholly inside the image and allowed to run off."""
+    variants = eda["variants"]
+    names = list(next(iter(variants.values()))["area_fraction"])
+    fig = Figure(figsize=(12, 4), layout="constrained")
+    width = 0.8 / len(variants)
+    panels = (
+        ("area_fraction", names, "share of all pixels per mask class"),
+        ("hidden_fraction", names[1:], "share of each rectangle hidden by a later one"),
+    )
+    for i, (key, labels, title) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, i + 1)
+        for j, (variant, stats) in enumerate(variants.items()):
+            values = [stats[key][n] for n in labels]
+            marker = " (configured)" if variant == eda["configured"] else ""
+            ax.bar(np.arange(len(labels)) + j * width, values, width, label=variant.replace("_", " ") + marker)
+        ax.set_xticks(np.arange(len(labels)) + width * (len(variants) - 1) / 2, labels, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+    ax = fig.add_subplot(1, 3, 3)
+    keys = ("overlap_fraction", "cut_fraction")
+    for j, (variant, stats) in enumerate(variants.items()):
+        ax.bar(np.arange(len(keys)) + j * width, [stats[k] for k in keys], width, label=variant.replace("_", " "))
+    ax.set_xticks(
+        np.arange(len(keys)) + width * (len(variants) - 1) / 2,
+        ["pixels under 2+ rectangles", "rectangles cut by the edge"],
+        fontsize=8,
+    )
+    ax.set_title("overlap and cut-off", fontsize=10)
+    ax.legend(fontsize=7)
+    settings = eda["settings"]
+    fig.suptitle(
+        f"{eda['dataset']}: {settings['num_samples']} images of {settings['image_size']} px, sides "
+        f"{settings['min_extent']:g}-{settings['max_extent']:g} of the image, seed {settings['split_seed']}"
+    )
     return fig

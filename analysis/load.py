@@ -52,6 +52,12 @@ class StudyData:
     def usable(self) -> pd.DataFrame:
         return self.frame[self.frame["status"].isin([s.value for s in USABLE])]
 
+    @property
+    def task(self) -> str:
+        """segmentation when the study's trials segment (metrics.json's ``task``), else classification."""
+        tasks = self.frame["task"].dropna() if "task" in self.frame else pd.Series(dtype=object)
+        return "segmentation" if (tasks == "segmentation").any() else "classification"
+
 
 def _error_reason(folder: Path) -> str | None:
     for name in (DIVERGED_FILE, ERROR_FILE):

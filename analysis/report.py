@@ -36,7 +36,16 @@ from geotune.analysis.stats import (
     regularizer_label,
 )
 from geotune.analysis.tables import fmt, markdown_table
-from geotune.layout import CHECKPOINT_PREFIX, CONFIG_FILE, MODEL_FILE, OPTUNA_FILE, REPORT_DIR, TrialStatus
+from geotune.layout import (
+    CHECKPOINT_PREFIX,
+    CONFIG_FILE,
+    DATASET_EDA_FILE,
+    MODEL_FILE,
+    OPTUNA_FILE,
+    REPORT_DIR,
+    TrialStatus,
+    read_json,
+)
 from geotune.metric_names import (
     AGAINST_LAMBDA,
     BY_FACTOR,
@@ -47,6 +56,8 @@ from geotune.metric_names import (
     METRICS,
     PERFORMANCE,
     STRUCTURE,
+    SUMMARY,
+    for_task,
     metric_label,
 )
 
@@ -179,7 +190,8 @@ def _best(study: StudyData) -> dict | None:
         "trial": row["trial"],
         "metric": study.metric,
         "value": float(row[study.metric]),
-        "test_accuracy": row.get("test_accuracy"),
+        "test_metric": for_task(("test_accuracy",), study.task)[0],
+        "test_value": row.get(for_task(("test_accuracy",), study.task)[0]),
         "config": {k: row[k] for k in study.factors + ["train.seed"] if k in row},
         "checkpoint": str(checkpoints[-1]) if checkpoints else None,
         "weights": str(folder / MODEL_FILE) if (folder / MODEL_FILE).is_file() else None,
@@ -242,9 +254,10 @@ def _resolution_note(frame: pd.DataFrame) -> str | None:
     )
 
 
-def _findings(effects: list, pairing) -> list[str]:
+def _findings(effects: list, pairing, task: str = "classification") -> list[str]:
     """Per regularizer: its paired effect on accuracy and on each class's geometry, with its uncertainty, and
     whether a flatter latent space came from collapse."""
+    headline = for_task(HEADLINE, task)
     out = []
     by_label: dict[str, dict] = {}
     for e in effects:
@@ -265,7 +278,7 @@ def _findings(effects: list, pairing) -> list[str]:
         )
         parts = [
             _effect_text(m, metrics[m], percent if m == "participation_ratio_per_class" else None)
-            for m in HEADLINE
+            for m in headline
             if m in metrics and metrics[m].mean_diff is not None
         ]
         diffs = part[[c for c in part.columns if c.endswith("_diff")]].to_numpy(dtype=float)
@@ -316,8 +329,8 @@ def build_report(study: StudyData) -> Report:
         [[r["trial"], r["status"], r.get("epochs"), r.get("error") or ""] for _, r in problems.iterrows()],
         "failed trials keep their reason; interrupted and missing ones can be finished with `geotune resume STUDY_DIR`",
     )
-    pairing = pair_with_baselines(usable)
-    effects = paired_effects(pairing)
+    pairing = pair_with_baselines(usable, for_task(SUMMARY, study.task))
+    effects = paired_effects(pairing, for_task(SUMMARY, study.task))
     report = Report(
         title=f"geotune study: {plan.space if plan else Path(study.study_dir).name}",
         question=plan.question if plan else "",
@@ -325,19 +338,18 @@ def build_report(study: StudyData) -> Report:
         status=status,
         problems=problem_table,
         best=_best(study),
-        findings=_findings(effects, pairing),
+        findings=_findings(effects, pairing, study.task),
         summary=frame,
     )
     note = _resolution_note(usable)
     if note:
         report.findings.insert(len(report.findings) - (1 if pairing.unpaired else 0), note)
 
-    factors = study.factors
+    factors, task = study.factors, study.task
     if factors and not (plan and plan.optuna):
-        cells = group_summary(usable, factors)
-        report.tables.append(
-            summary_table("groups_performance", "Accuracy and loss per variant", cells, PERFORMANCE, CI_CAPTION)
-        )
+        cells = group_summary(usable, factors, for_task(SUMMARY, task))
+        title = "mIoU, Dice and loss per variant" if task == "segmentation" else "Accuracy and loss per variant"
+        report.tables.append(summary_table("groups_performance", title, cells, for_task(PERFORMANCE, task), CI_CAPTION))
         report.tables.append(
             summary_table("groups_geometry", "Latent geometry within classes per variant", cells, GEOMETRY, CI_CAPTION)
         )
@@ -358,7 +370,7 @@ def build_report(study: StudyData) -> Report:
                         f"factor_{factor}",
                         f"By {factor} (averaged over the other factors)",
                         table,
-                        list(BY_FACTOR),
+                        list(for_task(BY_FACTOR, task)),
                         CI_CAPTION,
                     )
                 )
@@ -387,7 +399,7 @@ def build_report(study: StudyData) -> Report:
         )
     report.paired = comparison_report(pairing, effects, single_pair(pairing, frame))
     report.figures = _figure_specs(study, usable)
-    forest = fd.forest(pairing, effects, HEADLINE)
+    forest = fd.forest(pairing, effects, for_task(HEADLINE, task))
     if forest is not None:
         report.forest = FigureSpec(
             "forest",
@@ -404,15 +416,29 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
     specs: list[FigureSpec] = []
     if usable.empty:
         return specs
-    factors = study.factors
+    factors, task = study.factors, study.task
+    eda = read_json(Path(study.study_dir) / DATASET_EDA_FILE) if study.study_dir else None
+    if isinstance(eda, dict) and "variants" in eda:
+        specs.append(
+            FigureSpec(
+                "dataset_eda",
+                "The data set",
+                f"computed once for the study's base config ({eda['configured'].replace('_', ' ')}) and with "
+                "dataset.shapes_seg.fully_inside flipped, same seed: class areas (the background's share sets "
+                "how much a loss must re-weight), overlaps and hidden parts",
+                figures.draw_dataset_eda,
+                eda,
+            )
+        )
     histories = load_histories(usable)
     if histories:
-        curves = fd.curve_bands(usable, histories, factors, metric=study.metric, mode=study.mode)
+        score = for_task(("val_accuracy",), study.task)[0]
+        curves = fd.curve_bands(usable, histories, factors, (score, "val_loss"), metric=study.metric, mode=study.mode)
         specs.append(
             FigureSpec(
                 "training_curves",
                 "Training curves",
-                "validation accuracy and loss per epoch, "
+                f"{metric_label(score)} and validation loss per epoch, "
                 f"grouped by {curves.grouped_by}; line = mean over the group's trials (seeds), "
                 "band = +/- 1 std",
                 figures.draw_curve_bands,
@@ -423,7 +449,7 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
     if lam in factors:
         base = is_baseline(usable)
         line = k if k in factors else lam
-        panels = [fd.factor_lines(usable, lam, line, m, base) for m in AGAINST_LAMBDA if m in usable]
+        panels = [fd.factor_lines(usable, lam, line, m, base) for m in for_task(AGAINST_LAMBDA, task) if m in usable]
         specs.append(
             FigureSpec(
                 "metric_vs_lambda",
@@ -437,7 +463,7 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
         facet = "regularizer.name" if "regularizer.name" in factors else None
         maps = [
             hm
-            for metric in HEATMAPS
+            for metric in for_task(HEATMAPS, task)
             if metric in usable
             for hm in fd.heatmaps(usable, "model.pooling", "model.batch_norm", metric, facet)
         ]
@@ -449,14 +475,15 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
     flat_key = "flatness_calibrated_per_class"
     if flat_key in usable and usable[flat_key].notna().any():
         colour = regularizer_label(usable) if "regularizer.name" in usable else pd.Series("all", index=usable.index)
+        score = for_task(("test_accuracy",), task)[0]
         specs.append(
             FigureSpec(
                 "accuracy_vs_flatness",
-                "Accuracy against flatness within classes",
+                ("Test mIoU" if task == "segmentation" else "Accuracy") + " against flatness within classes",
                 "one point per trial, coloured by regularizer; flatness 1 = every class is flat "
                 "(straight segments between its points stay on it)",
-                lambda d: figures.draw_scatter(d, "test accuracy vs flatness within classes"),
-                fd.metric_scatter(usable, flat_key, "test_accuracy", colour),
+                lambda d: figures.draw_scatter(d, f"{metric_label(score)} vs flatness within classes"),
+                fd.metric_scatter(usable, flat_key, score, colour),
             )
         )
     if histories:
@@ -539,8 +566,8 @@ def _markdown(report: Report, figure_files: dict[str, str]) -> str:
         lines += [
             "## Best configuration",
             "",
-            f"`{b['trial']}`: {b['metric']} {b['value']:.4f}, test accuracy "
-            f"{fmt(b['test_accuracy'], 4)}; " + ", ".join(f"`{k}` = {v}" for k, v in b["config"].items()),
+            f"`{b['trial']}`: {b['metric']} {b['value']:.4f}, {metric_label(b['test_metric'])} "
+            f"{fmt(b['test_value'], 4)}; " + ", ".join(f"`{k}` = {v}" for k, v in b["config"].items()),
             "",
             f"- checkpoint: `{b['checkpoint']}`",
             f"- weights: `{b['weights']}`",
@@ -617,7 +644,8 @@ def _html(report: Report, figure_files: dict[str, Path]) -> str:
         config = ", ".join(f"<code>{html.escape(k)}</code> = {html.escape(str(v))}" for k, v in b["config"].items())
         parts.append(
             f"<h2 id='best'>Best configuration</h2><p><code>{html.escape(b['trial'])}</code>: "
-            f"{html.escape(b['metric'])} {b['value']:.4f}, test accuracy {fmt(b['test_accuracy'], 4)}; "
+            f"{html.escape(b['metric'])} {b['value']:.4f}, {metric_label(b['test_metric'])} "
+            f"{fmt(b['test_value'], 4)}; "
             f"{config}</p><ul><li>checkpoint: <code>{html.escape(str(b['checkpoint']))}</code></li>"
             f"<li>weights: <code>{html.escape(str(b['weights']))}</code></li>"
             f"<li>config: <code>{html.escape(b['config_file'])}</code></li></ul>"

@@ -17,10 +17,23 @@ import yaml
 from geotune.errors import ConfigError
 from geotune.schema import build, commented_yaml, declared_rows, param, show
 
-DATASETS = ("digits", "shapes", "mnist", "fashion_mnist", "cifar10", "cifar100", "image_folder")
-MODELS = ("fc", "simple_cnn", "resnet_basic", "resnet_bottleneck")
+DATASETS = ("digits", "shapes", "mnist", "fashion_mnist", "cifar10", "cifar100", "image_folder", "shapes_seg")
+CLASSIFIERS = ("fc", "simple_cnn", "resnet_basic", "resnet_bottleneck")
+SEGMENTERS = ("conv_autoencoder", "unet", "unet_separable")
+MODELS = CLASSIFIERS + SEGMENTERS
+# The task a data set poses; every data set not listed is classification. The task decides the model family,
+# the loss, the metrics, the latent points a trial measures and the report's tables (trainables/tasks.py).
+SEGMENTATION_DATASETS = ("shapes_seg",)
 REGULARIZERS = ("none", "geodesic", "geometry", "combined")
-KEEP_METRICS = ("val_loss", "val_accuracy")
+KEEP_METRICS = ("val_loss", "val_accuracy", "val_miou")
+LOSS_TERMS = ("ce", "weighted_ce", "focal", "dice")
+
+
+def task_of(dataset_name: str) -> str:
+    """``classification`` or ``segmentation``: what a data set asks a network to predict."""
+    return "segmentation" if dataset_name in SEGMENTATION_DATASETS else "classification"
+
+
 POOLINGS = ("stride", "max", "avg", "l2")
 ACTIVATIONS = ("relu", "swish", "gelu")
 
@@ -31,6 +44,17 @@ class ShapesConfig:
     delta: int = param(15, "each RGB channel is drawn uniformly from class centre +/- delta", ge=0, le=42)
     min_extent: float = param(0.3, "smallest rectangle side, as a fraction of the image side", gt=0, le=1)
     max_extent: float = param(0.8, "largest rectangle side, as a fraction of the image side", gt=0, le=1)
+
+
+@dataclass
+class ShapesSegConfig:
+    num_samples: int = param(600, "number of images generated, each with one rectangle of every class", ge=3)
+    delta: int = param(15, "each RGB channel is drawn uniformly from class centre +/- delta", ge=0, le=42)
+    min_extent: float = param(0.25, "smallest rectangle side, as a fraction of the image side", gt=0, le=1)
+    max_extent: float = param(0.6, "largest rectangle side, as a fraction of the image side", gt=0, le=1)
+    fully_inside: bool = param(
+        True, "every rectangle lies wholly inside the image; false: rectangles may run off its edges"
+    )
 
 
 @dataclass
@@ -63,14 +87,28 @@ class DatasetConfig:
     augment_translate: int = param(2, "random translation of up to this many pixels (a padded random crop)", ge=0)
     augment_rotate: float = param(10.0, "random rotation within +/- this many degrees", ge=0, le=180)
     shapes: ShapesConfig = param(ShapesConfig(), "settings of the synthetic coloured-rectangles data set")
+    shapes_seg: ShapesSegConfig = param(
+        ShapesSegConfig(),
+        "settings of the segmentation data set: three overlapping rectangles per image (64x64 unless image_size)",
+    )
 
 
 @dataclass
 class ModelConfig:
-    type: str = param("simple_cnn", "network body", choices=MODELS)
+    type: str = param(
+        "simple_cnn",
+        "network body; segmentation data sets take conv_autoencoder (no skip connections), unet or unet_separable "
+        "(depthwise-separable convolutions), with one resolution level per model.channels entry",
+        choices=MODELS,
+    )
     input_shape: list[int] | None = param(None, "[channels, height, width]; null takes it from the data set")
     num_classes: int | None = param(None, "number of outputs; null takes it from the data set", ge=2)
-    hidden_dim: int = param(64, "size of the embedding (latent vector) that the geometry work measures", ge=2)
+    hidden_dim: int = param(
+        64,
+        "size of the embedding (latent vector) that the geometry work measures; segmentation networks: channels of "
+        "the bottleneck map (a linear 1x1 convolution), one latent vector per location",
+        ge=2,
+    )
     channels: list[int] = param(
         [32, 64], "conv channels per block (simple_cnn), per stage (resnets) or hidden widths (fc)"
     )
@@ -189,6 +227,16 @@ class TrainConfig:
     init_from: str | None = param(
         None, "start from these weights: a model.pt, or a finished trial folder (its kept model); shapes must match"
     )
+    loss: str = param(
+        "ce",
+        "task loss: ce (the output layer's own: cross-entropy, or the sparsemax loss), weighted_ce (class weights "
+        "balancing the training labels, by pixel area for segmentation), focal, dice (soft Dice over the batch), or "
+        "a sum such as weighted_ce+dice",
+    )
+    focal_gamma: float = param(2.0, "focal loss: focusing exponent gamma of (1 - p_true)^gamma", ge=0)
+    focal_alpha: list[float] | None = param(
+        None, "focal loss: one weight per class multiplying its terms (alpha-balancing); null: 1 for every class"
+    )
     patience: int = param(5, "stop after this many epochs without a lower val_loss; 0 never stops early", ge=0)
     precision: str = param(
         "fp32", "autocast precision for forward passes (bf16 on GPU or recent CPUs)", choices=("fp32", "bf16")
@@ -276,6 +324,12 @@ class LoggingConfig:
         "layers whose validation outputs get the geometry summary (layer_geometry.json), e.g. [input, block1, "
         "block2, embedding]; spatial outputs are averaged over positions",
     )
+    latent_points: int = param(
+        1200,
+        "segmentation: bottleneck vectors sampled from the validation maps for the geometry metrics and latents.npz, "
+        "equal numbers per class",
+        ge=30,
+    )
     export_onnx: bool = param(False, "export the final model to ONNX and check it against PyTorch (extra 'onnx')")
     interactive_scatter: bool = param(False, "also write a self-contained interactive HTML scatter of the latents")
 
@@ -314,6 +368,12 @@ def _check_cross_field(config: TrialConfig) -> None:
             f"config key 'dataset.shapes.min_extent' = {d.shapes.min_extent:g}: "
             f"must be <= dataset.shapes.max_extent ({d.shapes.max_extent:g})"
         )
+    if d.shapes_seg.min_extent > d.shapes_seg.max_extent:
+        raise ConfigError(
+            f"config key 'dataset.shapes_seg.min_extent' = {d.shapes_seg.min_extent:g}: "
+            f"must be <= dataset.shapes_seg.max_extent ({d.shapes_seg.max_extent:g})"
+        )
+    _check_task(config)
     t = config.train
     if t.phases is not None:
         if not t.phases:
@@ -399,6 +459,75 @@ def _check_cross_field(config: TrialConfig) -> None:
                 f"config key 'regularizer.geodesic.n_neighbors' = {r.geodesic.n_neighbors}: "
                 f"must be < train.batch_size ({config.train.batch_size})"
             )
+
+
+def loss_terms(loss: str) -> list[str]:
+    """The terms of train.loss (``weighted_ce+dice`` -> [weighted_ce, dice]), each checked."""
+    terms = [term.strip() for term in loss.split("+")]
+    for term in terms:
+        if term not in LOSS_TERMS:
+            raise ConfigError(
+                f"config key 'train.loss' = {loss!r}: unknown term {term!r}; use {', '.join(LOSS_TERMS)} "
+                "or a sum of them joined by '+'"
+            )
+    if len(set(terms)) != len(terms):
+        raise ConfigError(f"config key 'train.loss' = {loss!r}: names a term twice")
+    return terms
+
+
+def _check_task(config: TrialConfig) -> None:
+    """What the task of the data set (task_of) rules out: the other task's networks and settings."""
+    d, m, t = config.dataset, config.model, config.train
+    task = task_of(d.name)
+    terms = loss_terms(t.loss)
+    if t.focal_alpha is not None and "focal" not in terms:
+        raise ConfigError(
+            f"config key 'train.focal_alpha' = {show(t.focal_alpha)}: applies to the focal loss only; "
+            f"train.loss is {t.loss!r}"
+        )
+    if t.focal_alpha is not None and any(a < 0 for a in t.focal_alpha):
+        raise ConfigError(f"config key 'train.focal_alpha' = {show(t.focal_alpha)}: weights must be >= 0")
+    if m.output == "sparsemax" and terms != ["ce"]:
+        raise ConfigError(
+            f"config key 'train.loss' = {t.loss!r}: model.output sparsemax is trained with its own loss; "
+            "use train.loss ce, or model.output softmax"
+        )
+    if task == "classification":
+        if m.type in SEGMENTERS:
+            raise ConfigError(
+                f"config key 'model.type' = {m.type!r}: a segmentation network, but dataset '{d.name}' is a "
+                f"classification data set; use one of {', '.join(CLASSIFIERS)} (or dataset.name: shapes_seg)"
+            )
+        if t.keep_by == "val_miou":
+            raise ConfigError(
+                f"config key 'train.keep_by' = 'val_miou': a segmentation metric; dataset '{d.name}' is a "
+                "classification data set (use val_loss or val_accuracy)"
+            )
+        return
+    if m.type not in SEGMENTERS:
+        raise ConfigError(
+            f"config key 'model.type' = {m.type!r}: dataset '{d.name}' is a segmentation data set; use one of "
+            f"{', '.join(SEGMENTERS)}"
+        )
+    for key, value, default in (
+        ("dataset.classes", d.classes, None),
+        ("dataset.augment", d.augment, False),  # the batched affine resampling moves images, not their masks
+        ("model.output", m.output, "softmax"),
+        ("model.head_type", m.head_type, "linear"),
+        ("model.global_pool", m.global_pool, None),
+        ("model.attention", m.attention, "none"),
+        ("model.conv", m.conv, "standard"),
+    ):
+        if value != default:
+            raise ConfigError(
+                f"config key '{key}' = {show(value)}: does not apply to segmentation (dataset '{d.name}', "
+                f"model.type {m.type}); remove it"
+            )
+    if config.logging.geometry_layers:
+        raise ConfigError(
+            f"config key 'logging.geometry_layers' = {show(config.logging.geometry_layers)}: measures one vector "
+            "per image, which a segmentation network's layers do not give; remove it"
+        )
 
 
 def phase_train(train: TrainConfig, index: int) -> TrainConfig:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,9 +14,13 @@ from geotune.errors import ConfigError
 
 
 def write_latents(
-    path: Path, embeddings: np.ndarray, labels: np.ndarray, logits: np.ndarray, class_names: list[str]
+    path: Path, embeddings: np.ndarray, labels: np.ndarray, logits: np.ndarray | None, class_names: list[str]
 ) -> None:
-    np.savez_compressed(path, embeddings=embeddings, labels=labels, logits=logits, class_names=np.asarray(class_names))
+    """``logits`` None: a segmentation trial's latent points (bottleneck locations) have none of their own."""
+    arrays: dict[str, Any] = {"embeddings": embeddings, "labels": labels, "class_names": np.asarray(class_names)}
+    if logits is not None:
+        arrays["logits"] = logits
+    np.savez_compressed(path, **arrays)
 
 
 MAX_LATENTS_BYTES = 2 * 2**30  # geotune geometry refuses .npz files that unpack to more

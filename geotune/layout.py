@@ -46,6 +46,8 @@ CONFIG_FILE = "config.yaml"  # the resolved trial config
 METRICS_FILE = "metrics.json"  # final metrics; present = the trial finished
 HISTORY_FILE = "training_history.json"  # one dict per epoch
 CLASSIFICATION_FILE = "classification_report.json"
+SEGMENTATION_FILE = "segmentation_report.json"  # segmentation: pixel accuracy, IoU, Dice, confusion per split
+DATASET_EDA_FILE = "dataset_eda.json"  # in a study folder: the data set's statistics (shapes_seg), drawn once
 GEOMETRY_FILE = "geometry_summary.json"
 GEODESIC_FILE = "geodesic_summary.json"
 LATENTS_FILE = "latents.npz"  # format owned by geotune.latents_file

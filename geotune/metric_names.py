@@ -38,6 +38,11 @@ _ALL = [
     Metric("num_parameters", "parameters", digits=0),
     Metric("kept_epoch", "kept epoch", digits=0),
     Metric("train_eval_accuracy", "train accuracy (eval mode, kept model)", "higher", 100.0, " points", 2),
+    Metric("test_miou", "test mIoU", "higher", 100.0, " points", 2),
+    Metric("val_miou", "validation mIoU", "higher", 100.0, " points", 2),
+    Metric("best_val_miou", "best validation mIoU", "higher", 100.0, " points", 2),
+    Metric("test_dice", "test Dice (mean over classes)", "higher", 100.0, " points", 2),
+    Metric("val_dice", "validation Dice (mean over classes)", "higher", 100.0, " points", 2),
     Metric("flatness_calibrated_per_class", "flatness within classes", digits=3),
     Metric("participation_ratio_per_class", "participation ratio within classes", digits=2),
     Metric("top_pc_share_per_class", "share of variance on the first axis within classes"),
@@ -147,6 +152,9 @@ COMPARED = (
 TRAIN_PRINTED = (
     "val_accuracy",
     "test_accuracy",
+    "val_miou",
+    "test_miou",
+    "test_dice",
     "val_loss",
     "test_loss",
     "test_macro_f1",
@@ -172,3 +180,18 @@ EPOCH = (
 )
 # Ray's trial table, beside the epoch and the ranking metric.
 PROGRESS = ("val_loss", "reg_loss", "test_accuracy")
+
+# Segmentation scores where classification's lists name accuracy: a segmentation study's tables and figures show
+# mIoU and Dice instead (accuracy, of pixels, is dominated by the background and stays in metrics.json).
+SEGMENTATION_SCORES = {
+    "test_accuracy": ("test_miou", "test_dice"),
+    "val_accuracy": ("val_miou",),
+    "best_val_accuracy": ("best_val_miou",),
+}
+
+
+def for_task(names: tuple[str, ...] | list[str], task: str) -> tuple[str, ...]:
+    """A view's metric list for a study of ``task`` (classification or segmentation)."""
+    if task != "segmentation":
+        return tuple(names)
+    return tuple(m for name in names for m in SEGMENTATION_SCORES.get(name, (name,)))

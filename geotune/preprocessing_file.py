@@ -29,6 +29,7 @@ class Preprocessing:
     class_names: list[str]  # output index -> class
     output: str  # how logits become probabilities: softmax or sparsemax
     dataset: str  # the data set the model was trained on (for the reader)
+    task: str = "classification"  # classification: logits (N, classes); segmentation: logits (N, classes, H, W)
     steps: str = (
         "convert the image to channel_order (alpha dropped), resize it to height x width (bilinear), "
         "divide the 8-bit pixel values by 255, subtract mean and divide by std per channel, "
@@ -89,4 +90,5 @@ def read_preprocessing(path: str | Path) -> Preprocessing:
         class_names=names,
         output=data["output"],
         dataset=str(data.get("dataset", "")),
+        task=str(data.get("task", "classification")),
     )

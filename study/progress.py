@@ -36,9 +36,10 @@ class TrialLines(tune.Callback):
         else:
             stopped = trial.path and read_text(trial.path, STOPPED_FILE) is not None
             how = f"{'stopped by ASHA' if stopped else 'ended without final metrics'} after epoch {r.get('epoch')}"
+        score = test_score(r)
         print(
             f"[{self.done}/{self.total}] {Path(trial.path).name}: {self.metric} {_number(r.get(self.metric))}"
-            f", test_accuracy {_number(r.get('test_accuracy'))} ({how})",
+            f", {score} {_number(r.get(score))} ({how})",
             flush=True,
         )
 
@@ -107,9 +108,15 @@ class TrialSummary:
     status: TrialStatus
     epochs: int | None
     metric: float | None
-    test_accuracy: float | None
+    test_value: float | None  # test_score's value
     error: str | None
     path: str
+    test_name: str = "test_accuracy"
+
+
+def test_score(metrics: dict) -> str:
+    """The test score a trial's line shows: mIoU for segmentation, accuracy for classification."""
+    return "test_miou" if "test_miou" in metrics else "test_accuracy"
 
 
 def summarize_results(results, metric: str) -> list[TrialSummary]:
@@ -135,7 +142,14 @@ def summarize_results(results, metric: str) -> list[TrialSummary]:
         status = finished_status(final) if final else TrialStatus.INTERRUPTED
         rows.append(
             TrialSummary(
-                name, status, final.get("epochs_run"), final.get(metric), final.get("test_accuracy"), None, result.path
+                name,
+                status,
+                final.get("epochs_run"),
+                final.get(metric),
+                final.get(test_score(final)),
+                None,
+                result.path,
+                test_score(final),
             )
         )
     return rows
@@ -148,7 +162,7 @@ def summary_text(rows: list[TrialSummary], metric: str, mode: str) -> str:
     if ok:
         best = (max if mode == "max" else min)(ok, key=lambda r: r.metric if r.metric is not None else math.nan)
         lines.append(
-            f"best by {metric}: {best.name} ({metric} {best.metric:.4f}, test_accuracy {_number(best.test_accuracy)})"
+            f"best by {metric}: {best.name} ({metric} {best.metric:.4f}, {best.test_name} {_number(best.test_value)})"
         )
     failed = [r for r in rows if r.status is TrialStatus.FAILED]
     if failed:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from ray import tune
 
+from geotune.config import TrialConfig
 from geotune.errors import ConfigError, error_line
-from geotune.layout import METRICS_FILE, TRAIN_TRIAL_DIR, StudyPlan, read_json
+from geotune.layout import DATASET_EDA_FILE, METRICS_FILE, TRAIN_TRIAL_DIR, StudyPlan, read_json, write_json
 from geotune.search_spaces.spec import StudySpec, load_space
 from geotune.storage import experiment_location, is_uri
 from geotune.study.cluster import notice
@@ -19,12 +20,24 @@ from geotune.study.progress import TrialLedger, TrialLines, unfinished_count
 from geotune.study.recovery import StateKeeper, install_snapshot
 from geotune.study.train_local import TrialOutcome
 from geotune.study.tune_setup import build_tuner, train_trainable, trainable_for, tune_environment
+from geotune.trainables.data import dataset_eda
+
+
+def write_dataset_eda(plan: StudyPlan) -> None:
+    """dataset_eda.json in the study folder: the base data set's statistics, computed once per study (the
+    report draws them); nothing for data sets without any, or for a study in remote storage."""
+    if is_uri(plan.study_dir):
+        return
+    eda = dataset_eda(TrialConfig.from_dict(plan.base).dataset)
+    if eda is not None:
+        write_json(Path(plan.study_dir) / DATASET_EDA_FILE, eda)
 
 
 def run_study(plan: StudyPlan, spec: StudySpec):
     """Fit the planned study; returns Tune's ResultGrid (trials stopped by ASHA are finalized after)."""
     tune_environment()
     plan.save()
+    write_dataset_eda(plan)
     tuner = build_tuner(
         plan, spec, [TrialLines(plan.trial_count, plan.metric), StateKeeper(plan.study_dir), TrialLedger()]
     )

@@ -74,6 +74,12 @@ EXPECTED = {
         )
         for s in (0, 1, 2)
     ],
+    "segmentation": [
+        {"model.type": m, "train.loss": loss, "train.seed": s}
+        for m in ("conv_autoencoder", "unet", "unet_separable")
+        for loss in ("weighted_ce", "focal", "dice")
+        for s in (0, 1, 2)
+    ],
     "heads": [
         {"model.output": o, "regularizer.name": r, "train.seed": s}
         for o in ("softmax", "sparsemax")
@@ -231,3 +237,19 @@ def test_reference_spaces_train_end_to_end_in_small(name, tmp_path):
             if "param_budget=60000" in p.parent.name
         ]
         assert len(sizes) == 3 and all(abs(n - 60_000) <= 3_000 for n in sizes), sizes
+
+
+@pytest.mark.slow
+def test_the_segmentation_space_runs_and_reports_miou(tmp_path):
+    """Every network x loss trains (one epoch, one seed, 60 images); the report ranks by mIoU and Dice, draws
+    the data set's statistics once, and shows each group's latent panels."""
+    small = ["--set", "train.phases=null", "--set", "train.epochs=1", "--set", "dataset.shapes_seg.num_samples=60"]
+    proc = run_cli("run", "segmentation", *small, "--num-samples", "1", "--storage", str(tmp_path), "--name", "s")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "9 trials: 9 completed" in proc.stdout and "test_miou" in proc.stdout
+    study = tmp_path / "s"
+    assert (study / "dataset_eda.json").is_file()
+    report = (study / "report" / "REPORT.md").read_text()
+    assert "## mIoU, Dice and loss per variant" in report and "| test mIoU | test Dice" in report
+    assert "## The data set" in report and "## Latent space of each group's best trial" in report
+    assert "test accuracy" not in report.split("## Latent geometry")[0], "mIoU replaces accuracy in the tables"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,17 +21,19 @@ from geotune.analysis.figures import (
     LayerSeries,
     draw_activations,
     draw_confusion_matrix,
-    draw_embedding_scatter,
+    draw_embedding_panels,
     draw_grad_norms,
     draw_layer_curves,
     draw_logits,
+    draw_mask_examples,
     draw_training_curves,
     grad_norm_table,
     save_figure,
     scatter_html,
 )
 from geotune.analysis.latent import geometry_summary, pca_projection, umap_projection
-from geotune.config import TrialConfig
+from geotune.analysis.segmentation import segmentation_scores
+from geotune.config import TrialConfig, task_of
 from geotune.config_loading import save_config
 from geotune.latents_file import write_latents
 from geotune.layout import (
@@ -47,12 +50,13 @@ from geotune.layout import (
     ONNX_FILE,
     OUTPUT_SPARSITY_FILE,
     PREPROCESSING_FILE,
+    SEGMENTATION_FILE,
     StopReason,
     write_json,
 )
 from geotune.metric_names import LAYER_CURVES
 from geotune.preprocessing_file import CHANNEL_ORDERS, Preprocessing, write_preprocessing
-from geotune.trainables.data import DataSplits
+from geotune.trainables.data import DataSplits, display_colours
 from geotune.trainables.export import export_onnx
 from geotune.trainables.internals import (
     activation_mosaic,
@@ -93,7 +97,50 @@ def preprocessing_of(cfg: TrialConfig, data: DataSplits) -> Preprocessing:
         class_names=list(data.class_names),
         output=cfg.model.output,
         dataset=cfg.dataset.name,
+        task=task_of(cfg.dataset.name),
     )
+
+
+def confusion_of(evaluation: Evaluation) -> np.ndarray:
+    assert evaluation.confusion is not None
+    return evaluation.confusion.numpy()
+
+
+# How figures name a trial's latent points.
+LATENT_POINTS_NAME = {
+    "classification": "validation embeddings",
+    "segmentation": "validation bottleneck locations (balanced sample; label: majority class of the cell)",
+}
+MASK_EXAMPLES = 4  # validation images in masks.png
+
+
+def write_mask_examples(artifact_dir: Path, model, data: DataSplits, dataset_name: str) -> None:
+    """masks.png: the first validation images with their true and predicted masks (kept model, eval mode)."""
+    images = data.val.images[:MASK_EXAMPLES]
+    model.eval()
+    with torch.no_grad():
+        predicted = model(data.normalize(images)).argmax(1)
+    figure = draw_mask_examples(
+        images.cpu().numpy(),
+        data.val.labels[:MASK_EXAMPLES].long().cpu().numpy(),
+        predicted.cpu().numpy(),
+        data.class_names,
+        "validation images, true and predicted masks (kept model)",
+        display_colours(dataset_name),
+    )
+    save_figure(figure, artifact_dir / "masks.png")
+
+
+def mask_warnings(confusion: np.ndarray, class_names: list[str], lr: float) -> list[str]:
+    """A segmentation network that predicts one class everywhere has learned nothing."""
+    predicted = np.flatnonzero(confusion.sum(0))
+    if len(predicted) <= 1:
+        which = class_names[int(predicted[0])] if len(predicted) else "nothing"
+        return [
+            f"the network predicts {which} for every validation pixel: it did not learn; a diverging "
+            f"train.lr ({lr:g}) or a loss that ignores small classes (try weighted_ce or dice) is the usual cause"
+        ]
+    return []
 
 
 def kept_reason(keep: str, kept: KeptWeights, epochs_run: int) -> str:
@@ -124,24 +171,55 @@ def write_trial_artifacts(
     model = kept.kept_model(parts.model)
     splits = {"train": data.train, "val": data.val, "test": data.test}
     evaluations = {
-        name: evaluate(model, parts.output, data, split, precision=t.precision, channels_last=t.channels_last)
+        name: evaluate(
+            model,
+            parts.criterion,
+            data,
+            split,
+            precision=t.precision,
+            channels_last=t.channels_last,
+            task=parts.task,
+            seed=t.seed,
+        )
         for name, split in splits.items()
     }
-    reports = {name: classification_summary(e, data.class_names) for name, e in evaluations.items()}
     val, test = evaluations["val"], evaluations["test"]
-    test_matrix = reports["test"][1]
+    segmentation = parts.task.segmentation
+    if segmentation:
+        scores = {name: segmentation_scores(confusion_of(e), data.class_names) for name, e in evaluations.items()}
+        test_matrix = confusion_of(test)
+    else:
+        reports = {name: classification_summary(e, data.class_names) for name, e in evaluations.items()}
+        test_matrix = reports["test"][1]
 
     # The kept epoch's training-set numbers are the running means of its epoch (as the history records them,
     # with dropout and augmentation on), comparable with every other epoch's; train_eval_* is the kept model
     # on the training split in eval mode, comparable with val and test.
     row = history[kept.epoch - 1] if history and kept.epoch else (history[-1] if history else {})
-    metrics = {
+    metrics: dict[str, Any] = {
+        "task": parts.task.name,
         "val_loss": val.loss,
         "val_accuracy": val.accuracy,
-        "val_macro_f1": reports["val"][0]["macro avg"]["f1-score"],
         "test_loss": test.loss,
         "test_accuracy": test.accuracy,
-        "test_macro_f1": reports["test"][0]["macro avg"]["f1-score"],
+    }
+    if segmentation:  # accuracy above is pixel accuracy
+        metrics.update(
+            val_miou=scores["val"]["miou"],
+            val_dice=scores["val"]["mean_dice"],
+            test_miou=scores["test"]["miou"],
+            test_dice=scores["test"]["mean_dice"],
+            test_iou_per_class=scores["test"]["iou"],
+            test_dice_per_class=scores["test"]["dice"],
+        )
+    else:
+        metrics.update(
+            val_macro_f1=reports["val"][0]["macro avg"]["f1-score"],
+            test_macro_f1=reports["test"][0]["macro avg"]["f1-score"],
+        )
+    if parts.criterion.class_weights is not None:  # weighted_ce's weights, from the training labels
+        metrics["loss_class_weights"] = dict(zip(data.class_names, parts.criterion.class_weights.tolist()))
+    metrics |= {
         "train_loss": row.get("train_loss"),
         "train_accuracy": row.get("train_accuracy"),
         "train_eval_loss": evaluations["train"].loss,
@@ -168,7 +246,11 @@ def write_trial_artifacts(
         "test_size": len(data.test),
     }
 
-    warnings = learning_warnings(val.accuracy, len(data.val), data.num_classes, cfg.train.lr)
+    if segmentation:
+        metrics["best_val_miou"] = max((h["val_miou"] or 0.0 for h in history), default=None)
+        warnings = mask_warnings(confusion_of(val), data.class_names, cfg.train.lr)
+    else:
+        warnings = learning_warnings(val.accuracy, len(data.val), data.num_classes, cfg.train.lr)
 
     def optional(what: str, step) -> None:
         """A figure or a summary that fails is a warning: it must not cost the trial its results."""
@@ -178,32 +260,49 @@ def write_trial_artifacts(
             warnings.append(f"{what} could not be written ({type(exc).__name__}: {str(exc)[:160]})")
 
     write_json(artifact_dir / HISTORY_FILE, history)
-    write_json(artifact_dir / CLASSIFICATION_FILE, {name: report for name, (report, _) in reports.items()})
+    if segmentation:
+        write_json(
+            artifact_dir / SEGMENTATION_FILE,
+            {name: {**scores[name], "confusion": confusion_of(e).tolist()} for name, e in evaluations.items()},
+        )
+    else:
+        write_json(artifact_dir / CLASSIFICATION_FILE, {name: report for name, (report, _) in reports.items()})
     if cfg.logging.save_latents:
         write_latents(
             artifact_dir / LATENTS_FILE,
             val.embeddings.numpy(),
             val.labels.numpy(),
-            val.logits.numpy(),
+            val.logits.numpy() if val.logits is not None else None,
             data.class_names,
         )
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, artifact_dir / MODEL_FILE)
     write_preprocessing(artifact_dir / PREPROCESSING_FILE, preprocessing_of(cfg, data))
+    matrix_title = (
+        f"test pixel confusion matrix (mIoU {metrics['test_miou']:.3f}, pixel accuracy {test.accuracy:.3f})"
+        if segmentation
+        else f"test confusion matrix (accuracy {test.accuracy:.3f})"
+    )
     optional(
         "confusion_matrix.png",
         lambda: save_figure(
-            draw_confusion_matrix(
-                test_matrix, data.class_names, f"test confusion matrix (accuracy {test.accuracy:.3f})"
-            ),
-            artifact_dir / "confusion_matrix.png",
+            draw_confusion_matrix(test_matrix, data.class_names, matrix_title), artifact_dir / "confusion_matrix.png"
         ),
     )
+    if segmentation:
+        optional("masks.png", lambda: write_mask_examples(artifact_dir, model, data, cfg.dataset.name))
     if history:
         optional("the training curves", lambda: write_curves(artifact_dir, history, kept.epoch))
     optional(
         "the geometry summary",
         lambda: metrics.update(
-            write_geometry_artifacts(artifact_dir, cfg, val.embeddings.numpy(), val.labels.numpy(), data.class_names)
+            write_geometry_artifacts(
+                artifact_dir,
+                cfg,
+                val.embeddings.numpy(),
+                val.labels.numpy(),
+                data.class_names,
+                LATENT_POINTS_NAME[parts.task.name],
+            )
         ),
     )
     if internals_wanted(cfg, metrics["num_parameters"]):
@@ -235,23 +334,28 @@ def write_internals(artifact_dir: Path, cfg: TrialConfig, model, data: DataSplit
     (artifact_dir / MODEL_SUMMARY_FILE).write_text(
         summary_text(model_summary(model, example), count_parameters(model), data.input_shape)
     )
-    logits, labels = val.logits.numpy(), val.labels.numpy()
-    write_json(artifact_dir / OUTPUT_SPARSITY_FILE, output_sparsity(val.logits))
-    title = f"validation logits of the kept model ({cfg.model.output} output)"
-    save_figure(draw_logits(logits, labels, data.class_names, title), artifact_dir / "logits.png")
+    labels = val.labels.numpy()
+    if val.logits is not None:  # classification: one logit vector per image
+        write_json(artifact_dir / OUTPUT_SPARSITY_FILE, output_sparsity(val.logits))
+        title = f"validation logits of the kept model ({cfg.model.output} output)"
+        save_figure(draw_logits(val.logits.numpy(), labels, data.class_names, title), artifact_dir / "logits.png")
 
     layer = cfg.logging.activation_layer or first_conv(model)
     if layer is None:
         return  # an fc network has no feature maps; model_summary.txt says so by its layers
     name, module = next(iter(resolve_layers(model, [layer], "logging.activation_layer").items()))
-    picks = [int(np.flatnonzero(labels == c)[0]) for c in range(data.num_classes) if (labels == c).any()]
-    picks = picks[:ACTIVATION_IMAGES]
+    if val.logits is not None:  # one image per class, as far as classes go
+        picks = [int(np.flatnonzero(labels == c)[0]) for c in range(data.num_classes) if (labels == c).any()]
+        picks = picks[:ACTIVATION_IMAGES]
+        captions = [f"class {data.class_names[int(labels[i])][:12]}" for i in picks]
+    else:  # masks: every image holds several classes
+        picks = list(range(min(ACTIVATION_IMAGES, len(data.val))))
+        captions = [f"validation image {i}" for i in picks]
     images = data.val.images[picks]
     maps = layer_outputs(model, {name: module}, data.normalize(images))[name]
     if maps.dim() != 4:
         raise ValueError(f"layer {name} outputs shape {list(maps.shape[1:])}, not feature maps")
     mosaic, channels = activation_mosaic(images.cpu().numpy(), maps)
-    captions = [f"class {data.class_names[int(labels[i])][:12]}" for i in picks]
     save_figure(draw_activations(mosaic, len(picks), channels, name, captions), artifact_dir / "activations.png")
 
 
@@ -315,14 +419,21 @@ def learning_warnings(val_accuracy: float, n_val: int, n_classes: int, lr: float
 
 
 def write_geometry_artifacts(
-    artifact_dir: Path, cfg: TrialConfig, embeddings: np.ndarray, labels: np.ndarray, class_names: list[str]
+    artifact_dir: Path,
+    cfg: TrialConfig,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str],
+    what: str = LATENT_POINTS_NAME["classification"],
 ) -> dict:
-    """geometry_summary.json, geodesic_summary.json, umap.png (and the HTML scatter); returns headline metrics."""
+    """geometry_summary.json, geodesic_summary.json, umap.png (UMAP and PCA side by side; PCA alone with
+    logging.save_umap off) and the HTML scatter; returns headline metrics."""
     k = cfg.logging.metrics_n_neighbors
+    pca = pca_projection(embeddings)
     if cfg.logging.save_umap:
         projection, name = umap_projection(embeddings, k, seed=cfg.train.seed), "umap"
     else:
-        projection, name = pca_projection(embeddings), "pca"
+        projection, name = pca, "pca"
     summary = geometry_summary(
         embeddings,
         labels,
@@ -346,12 +457,14 @@ def write_geometry_artifacts(
     )
     flat = summary.flat_metrics()
     trust = flat.get("trustworthiness")
-    title = (
-        ("UMAP" if name == "umap" else "PCA (UMAP off: logging.save_umap = false)")
-        + " of validation embeddings"
-        + (f"; trustworthiness {trust:.3f}" if trust is not None else "; too few points for trustworthiness")
+    title = ("UMAP" if name == "umap" else "PCA (UMAP off: logging.save_umap = false)") + (
+        f"; trustworthiness {trust:.3f}" if trust is not None else "; too few points for trustworthiness"
     )
-    save_figure(draw_embedding_scatter(projection, labels, class_names, title), artifact_dir / "umap.png")
+    panels = [(projection, title)] + ([(pca, "PCA (first two components)")] if name == "umap" else [])
+    figure = draw_embedding_panels(
+        panels, labels, class_names, f"{len(labels)} {what}", display_colours(cfg.dataset.name)
+    )
+    save_figure(figure, artifact_dir / "umap.png")
     if cfg.logging.interactive_scatter:
         (artifact_dir / "latent_scatter.html").write_text(scatter_html(projection, labels, class_names, title))
     return flat

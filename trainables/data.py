@@ -10,6 +10,7 @@ DataLoader in the hot loop.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import pickle
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from geotune.config import DatasetConfig
+from geotune.config import DatasetConfig, task_of
 from geotune.errors import ConfigError, DatasetFileError, DatasetNotFoundError
 
 
@@ -81,6 +82,131 @@ def load_shapes_raw(cfg: DatasetConfig) -> RawDataset:
         s.num_samples, cfg.image_size or 32, s.delta, s.min_extent, s.max_extent, cfg.split_seed
     )
     return RawDataset(images, labels, ["blue-ish (42,127,212)", "green-ish (127,212,42)", "magenta-ish (212,42,127)"])
+
+
+SEG_CLASS_NAMES = ["background", "blue-ish", "green-ish", "magenta-ish"]  # the centres of SHAPES_CENTRES, in order
+
+
+def display_colours(dataset_name: str) -> np.ndarray | None:
+    """(classes, 3) RGB in [0, 1] that figures draw each class in, where a data set's classes are colours
+    (the synthetic rectangles: their centre colours, background black); None: the figures' class colour map."""
+    centres = SHAPES_CENTRES / 255.0
+    if dataset_name == "shapes":
+        return centres
+    if dataset_name == "shapes_seg":
+        return np.vstack([np.zeros(3), centres])
+    return None
+
+
+@dataclass
+class SegmentationShapes:
+    """What ``generate_shapes_seg`` drew: images, masks, and how many rectangles cover each pixel."""
+
+    images: np.ndarray  # (N, 3, S, S) uint8
+    masks: np.ndarray  # (N, S, S) uint8: 0 background, 1 + k where rectangle class k shows
+    cover: np.ndarray  # (N, S, S) uint8: rectangles under each pixel (0..3), visible or hidden
+    areas: np.ndarray  # (N, 3) pixels each class's rectangle covers inside the image, hidden parts included
+    full_areas: np.ndarray  # (N, 3) each rectangle's height x width, parts off the image included
+    boxes: np.ndarray  # (N, 3, 4) each class's rectangle as top, left, height, width (top/left may be < 0)
+    order: np.ndarray  # (N, 3) the classes in the order drawn (the last one shows where they overlap)
+
+
+def generate_shapes_seg(
+    num_samples: int,
+    image_size: int,
+    delta: int,
+    min_extent: float,
+    max_extent: float,
+    fully_inside: bool,
+    seed: int,
+) -> SegmentationShapes:
+    """Three rectangles per image, one of each colour class, drawn in a random order on black; where they
+    overlap the one drawn last shows, in the image and in the mask alike. Each rectangle's RGB is its class
+    centre (SHAPES_CENTRES) +/- delta, drawn once per rectangle. With ``fully_inside`` every rectangle lies
+    wholly inside the image; without it the top-left corner may lie up to a side length outside, so a
+    rectangle can run off the edges (at least one pixel of it stays inside)."""
+    rng = np.random.default_rng(seed)
+    n, size, k = num_samples, image_size, len(SHAPES_CENTRES)
+    lo = max(1, int(round(min_extent * size)))
+    hi = max(lo, int(round(max_extent * size)))
+    heights = rng.integers(lo, hi + 1, (n, k))
+    widths = rng.integers(lo, hi + 1, (n, k))
+    if fully_inside:
+        tops, lefts = rng.integers(0, size - heights + 1), rng.integers(0, size - widths + 1)
+    else:
+        tops, lefts = rng.integers(1 - heights, size), rng.integers(1 - widths, size)
+    colours = SHAPES_CENTRES[None] + rng.integers(-delta, delta + 1, (n, k, 3))  # (N, class, RGB)
+    order = rng.permuted(np.tile(np.arange(k), (n, 1)), axis=1)  # order[:, j]: the class drawn j-th
+    grid = np.arange(size)
+    rows = (grid >= tops[..., None]) & (grid < (tops + heights)[..., None])  # (N, class, S)
+    cols = (grid >= lefts[..., None]) & (grid < (lefts + widths)[..., None])
+    inside = rows[..., :, None] & cols[..., None, :]  # (N, class, S, S)
+    masks = np.zeros((n, size, size), np.uint8)
+    for j in range(k):  # later rectangles overwrite earlier ones
+        drawn = order[:, j]
+        masks = np.where(inside[np.arange(n), drawn], (drawn + 1)[:, None, None].astype(np.uint8), masks)
+    palette = np.concatenate([np.zeros((n, 1, 3), np.int64), colours], axis=1)  # index 0: black background
+    images = np.take_along_axis(palette[:, :, None, :], masks.reshape(n, 1, -1, 1).astype(np.int64), axis=1)
+    images = images.reshape(n, size, size, 3).transpose(0, 3, 1, 2)
+    return SegmentationShapes(
+        images.astype(np.uint8),
+        masks,
+        inside.sum(1).astype(np.uint8),
+        inside.sum((2, 3)).astype(np.int64),
+        (heights * widths).astype(np.int64),
+        np.stack([tops, lefts, heights, widths], axis=-1),
+        order,
+    )
+
+
+def load_shapes_seg_raw(cfg: DatasetConfig) -> RawDataset:
+    s = cfg.shapes_seg
+    drawn = generate_shapes_seg(
+        s.num_samples, cfg.image_size or 64, s.delta, s.min_extent, s.max_extent, s.fully_inside, cfg.split_seed
+    )
+    return RawDataset(drawn.images, drawn.masks, list(SEG_CLASS_NAMES))
+
+
+def shapes_seg_statistics(drawn: SegmentationShapes) -> dict:
+    """How much of the images each class covers and how much the rectangles overlap (the data set's EDA).
+
+    area_fraction: share of all pixels in each mask class; overlap_fraction: share of pixels under two or
+    more rectangles; hidden_fraction: share of each class's rectangle hidden by a later one; cut_fraction:
+    share of rectangles (over all classes) that run off the image's edge.
+    """
+    n, size = drawn.masks.shape[0], drawn.masks.shape[1]
+    pixels = n * size * size
+    counts = np.bincount(drawn.masks.reshape(-1), minlength=len(SEG_CLASS_NAMES))
+    visible = counts[1:].astype(float)
+    drawn_area = drawn.areas.sum(0).astype(float)
+    return {
+        "images": int(n),
+        "image_size": int(size),
+        "area_fraction": dict(zip(SEG_CLASS_NAMES, (counts / pixels).tolist())),
+        "overlap_fraction": float((drawn.cover >= 2).sum() / pixels),
+        "hidden_fraction": dict(zip(SEG_CLASS_NAMES[1:], (1 - visible / np.maximum(drawn_area, 1)).tolist())),
+        "cut_fraction": float((drawn.areas < drawn.full_areas).mean()),
+    }
+
+
+def dataset_eda(cfg: DatasetConfig) -> dict | None:
+    """A data set's statistics, drawn once per study (``dataset_eda.json``): for shapes_seg, class area and
+    overlap fractions as configured and with ``fully_inside`` flipped, on the same seed and sizes; None for
+    data sets that have none yet."""
+    if cfg.name != "shapes_seg":
+        return None
+    s = cfg.shapes_seg
+    size = cfg.image_size or 64
+    variants = {}
+    for inside in (True, False):
+        drawn = generate_shapes_seg(s.num_samples, size, s.delta, s.min_extent, s.max_extent, inside, cfg.split_seed)
+        variants["fully_inside" if inside else "may_run_off"] = shapes_seg_statistics(drawn)
+    return {
+        "dataset": cfg.name,
+        "configured": "fully_inside" if s.fully_inside else "may_run_off",
+        "settings": {"image_size": size, "split_seed": cfg.split_seed, **dataclasses.asdict(s)},
+        "variants": variants,
+    }
 
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -382,6 +508,7 @@ LOADERS = {
     "cifar10": load_cifar_raw,
     "cifar100": load_cifar_raw,
     "image_folder": load_image_folder_raw,
+    "shapes_seg": load_shapes_seg_raw,
 }
 
 # Shape of one image and number of classes before subsetting/resizing; image_folder is read from disk.
@@ -392,6 +519,7 @@ NATIVE_SHAPES = {
     "fashion_mnist": (1, 28, 28, 10),
     "cifar10": (3, 32, 32, 10),
     "cifar100": (3, 32, 32, 100),
+    "shapes_seg": (3, 64, 64, len(SEG_CLASS_NAMES)),
 }
 
 
@@ -461,16 +589,16 @@ def check_dataset(cfg: DatasetConfig) -> DataCheck | None:
     except _Deferred:
         return None
     raw = select_classes(RawDataset(np.zeros((len(labels), 0), np.uint8), labels, names), cfg.classes)
-    present = np.unique(raw.labels)
+    present = np.unique(raw.labels)  # masks: the classes with any pixel
     if len(raw.class_names) < 2 or len(present) < 2:
         which = f"'dataset.classes' = {cfg.classes}" if cfg.classes is not None else f"dataset '{cfg.name}'"
         raise ConfigError(f"{which} leaves {len(present)} class(es) with images: a classifier needs at least 2")
     if len(present) < len(raw.class_names):
         empty = [raw.class_names[i] for i in range(len(raw.class_names)) if i not in set(present.tolist())]
         raise ConfigError(f"dataset '{cfg.name}': class(es) {', '.join(empty[:5])} have no training images")
-    train, val, _ = stratified_splits(raw.labels, cfg.val_ratio, cfg.test_ratio, cfg.split_seed, has_test)
+    train, val, _ = stratified_splits(strata(raw.labels), cfg.val_ratio, cfg.test_ratio, cfg.split_seed, has_test)
     warnings = []
-    if len(val) < MIN_VAL_FOR_GEOMETRY:
+    if len(val) < MIN_VAL_FOR_GEOMETRY and raw.labels.ndim == 1:  # masks give many latent points per image
         warnings.append(
             f"the validation split holds {len(val)} images: accuracy moves in steps of "
             f"{1 / len(val):.2f} and the latent geometry metrics need at least "
@@ -487,7 +615,7 @@ def describe_input(cfg: DatasetConfig) -> tuple[tuple[int, int, int], int]:
         shape = (channels, size, size)
     else:
         c, h, w, n_classes = NATIVE_SHAPES[cfg.name]
-        resized = cfg.image_size or (32 if cfg.name == "shapes" else None)
+        resized = cfg.image_size or {"shapes": 32, "shapes_seg": 64}.get(cfg.name)
         shape = (c, resized, resized) if resized else (c, h, w)
     if cfg.classes is not None:
         n_classes = len(cfg.classes)
@@ -546,6 +674,12 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate(out)
 
 
+def strata(labels: np.ndarray) -> np.ndarray:
+    """What the splits are stratified by: the image labels, or for masks nothing (one stratum for every image
+    is a plain seeded random split)."""
+    return labels if labels.ndim == 1 else np.zeros(len(labels), np.int64)
+
+
 def stratified_splits(
     labels: np.ndarray, val_ratio: float, test_ratio: float, seed: int, has_test: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -577,7 +711,8 @@ def stratified_splits(
 
 @dataclass
 class Split:
-    """One split: uint8 images and int64 labels, on the training device."""
+    """One split on the training device: uint8 images, and int64 labels (N,) or uint8 masks (N, H, W)
+    (batches turn both into int64 targets)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -594,6 +729,7 @@ class DataSplits:
     class_names: list[str]
     mean: torch.Tensor  # per-channel mean of training pixels in [0, 1], shape (1, C, 1, 1)
     std: torch.Tensor  # per-channel std of training pixels in [0, 1], shape (1, C, 1, 1)
+    task: str = "classification"  # or segmentation: labels are masks
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -631,13 +767,13 @@ def normalization(kind: str, train_images: np.ndarray) -> tuple[torch.Tensor, to
 def load_data(cfg: DatasetConfig, device: torch.device | str = "cpu") -> DataSplits:
     """Load, subset, resize, split and normalise one data set; tensors end up on ``device``."""
     raw = select_classes(LOADERS[cfg.name](cfg), cfg.classes)
-    if cfg.image_size and cfg.name not in ("shapes", "image_folder"):
+    if cfg.image_size and cfg.name not in ("shapes", "shapes_seg", "image_folder"):  # these draw at the size
         raw.images = resize_images(raw.images, cfg.image_size)
         if raw.test_images is not None:
             raw.test_images = resize_images(raw.test_images, cfg.image_size)
     has_test = raw.test_images is not None
     train_idx, val_idx, test_idx = stratified_splits(
-        raw.labels, cfg.val_ratio, cfg.test_ratio, cfg.split_seed, has_test
+        strata(raw.labels), cfg.val_ratio, cfg.test_ratio, cfg.split_seed, has_test
     )
     if raw.test_images is not None and raw.test_labels is not None:  # the data set's official test split
         test_images, test_labels = raw.test_images, raw.test_labels
@@ -659,6 +795,7 @@ def load_data(cfg: DatasetConfig, device: torch.device | str = "cpu") -> DataSpl
         list(map(str, raw.class_names)),
         mean.to(device),
         std.to(device),
+        task_of(cfg.name),
     )
 
 
@@ -724,11 +861,11 @@ def training_batches(
         x = data.normalize(split.images[idx])
         if augmentation is not None:
             x = augment_batch(x, augmentation, generator)
-        yield x, split.labels[idx]
+        yield x, split.labels[idx].long()
 
 
 def evaluation_batches(
     data: DataSplits, split: Split, batch_size: int = 1024
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for start in range(0, len(split), batch_size):
-        yield data.normalize(split.images[start : start + batch_size]), split.labels[start : start + batch_size]
+        yield data.normalize(split.images[start : start + batch_size]), split.labels[start : start + batch_size].long()

@@ -13,16 +13,22 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import torch
 import torch.nn as nn
 
 from geotune.trainables.data import DataSplits, Split, evaluation_batches
-from geotune.trainables.heads import OutputLayer
-from geotune.trainables.models import LatentModel
+from geotune.trainables.models import LatentNetwork
+from geotune.trainables.tasks import Task
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
+
+
+class Criterion(Protocol):
+    """The task loss: ``TaskLoss`` (train.loss), or an ``OutputLayer`` alone (its own loss)."""
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor: ...
 
 
 class NonFiniteLossError(RuntimeError):
@@ -167,8 +173,8 @@ class EpochStats:
 
 
 def train_one_epoch(
-    model: LatentModel,
-    output: OutputLayer,
+    model: LatentNetwork,
+    criterion: Criterion,
     optimizer: torch.optim.Optimizer,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     epoch: int,
@@ -178,12 +184,14 @@ def train_one_epoch(
     precision: str = "fp32",
     channels_last: bool = False,
     step_offset: int = 0,
+    task: Task | None = None,
 ) -> EpochStats:
-    """One pass over ``batches`` (normalised inputs, labels); returns epoch means."""
+    """One pass over ``batches`` (normalised inputs, labels or masks); returns epoch means (accuracy: of
+    images, or of pixels for masks)."""
     model.train()
     device = next(model.parameters()).device
     zero = torch.zeros((), device=device)
-    task_sum, reg_sum, correct, seen = zero.clone(), zero.clone(), zero.clone(), 0
+    task_sum, reg_sum, correct, images, seen = zero.clone(), zero.clone(), zero.clone(), 0, 0
     reg_totals: dict[str, torch.Tensor] = {}
     reg_counts: dict[str, int] = {}
     reg_steps = 0
@@ -193,10 +201,11 @@ def train_one_epoch(
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, precision):
             z, logits = model.embed_and_classify(x)
-        task = output.loss(logits, y)
-        loss = task
+        task_loss = criterion.loss(logits, y)
+        loss = task_loss
         if regularizer is not None:
-            penalty, stats = regularizer(z.float(), y, epoch, step)
+            points, labels = task.regularizer_points(z, y) if task is not None else (z, y)
+            penalty, stats = regularizer(points.float(), labels, epoch, step)
             if penalty is not None:
                 loss = loss + penalty
                 reg_sum += penalty.detach()
@@ -209,15 +218,15 @@ def train_one_epoch(
         if grad_tracker is not None:
             grad_tracker.update()
         optimizer.step()
-        n = len(y)
         hits = (logits.detach().argmax(1) == y).sum()
-        task_sum += task.detach() * n
+        task_sum += task_loss.detach() * len(y)
         correct += hits
-        seen += n
-        batch_losses.append(task.detach().float())
-        batch_accuracies.append(hits / n)
+        images += len(y)
+        seen += y.numel()  # images, or pixels
+        batch_losses.append(task_loss.detach().float())
+        batch_accuracies.append(hits / y.numel())
     # One host sync per epoch: here, where the numbers are needed anyway.
-    task_mean = (task_sum / seen).item()
+    task_mean = (task_sum / images).item()
     reg_mean = (reg_sum / reg_steps).item() if reg_steps else 0.0
     for name, value in (("task loss", task_mean), ("regularizer loss", reg_mean)):
         if not math.isfinite(value):
@@ -241,44 +250,63 @@ def train_one_epoch(
 @dataclass
 class Evaluation:
     loss: float
-    accuracy: float
-    logits: torch.Tensor  # (N, classes), on the CPU
-    embeddings: torch.Tensor  # (N, hidden_dim), on the CPU
-    labels: torch.Tensor  # (N,), on the CPU
+    accuracy: float  # of images, or of pixels (segmentation)
+    logits: torch.Tensor | None  # (N, classes) on the CPU; None for segmentation (per-pixel logits are not kept)
+    embeddings: torch.Tensor  # the measured latent points (N, hidden_dim), on the CPU
+    labels: torch.Tensor  # their labels (N,), on the CPU
+    confusion: torch.Tensor | None = None  # (classes, classes) counts of images or pixels: rows true, columns predicted
 
     @property
     def predictions(self) -> torch.Tensor:
+        assert self.logits is not None, "a segmentation evaluation keeps no per-image logits"
         return self.logits.argmax(1)
 
 
 @torch.no_grad()
 def evaluate(
-    model: LatentModel,
-    output: OutputLayer,
+    model: LatentNetwork,
+    criterion: Criterion,
     data: DataSplits,
     split: Split,
     *,
     precision: str = "fp32",
     channels_last: bool = False,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
+    task: Task | None = None,
+    seed: int = 0,
 ) -> Evaluation:
-    """Loss, accuracy, logits and embeddings of one split, in eval mode."""
+    """Loss, accuracy, confusion matrix, logits (classification) and the measured latent points of one split,
+    in eval mode; ``seed`` draws segmentation's sample of latent points (the same every epoch)."""
     model.eval()
     device = split.images.device
+    classes = data.num_classes
     loss_sum = torch.zeros((), device=device)
-    logits_all, z_all = [], []
-    for x, y in evaluation_batches(data, split, batch_size):
+    confusion = torch.zeros(classes * classes, dtype=torch.int64, device=device)
+    logits_all, points_all, labels_all = [], [], []
+    size = batch_size or (task.eval_batch_size if task is not None else 1024)
+    for x, y in evaluation_batches(data, split, size):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, precision):
             z, logits = model.embed_and_classify(x)
-        loss_sum += output.loss(logits, y, reduction="sum")
-        logits_all.append(logits.float())
-        z_all.append(z.float())
-    logits = torch.cat(logits_all)
-    accuracy = (logits.argmax(1) == split.labels).float().mean()
+        loss_sum += criterion.loss(logits, y, reduction="sum")
+        confusion += torch.bincount((y * classes + logits.argmax(1)).reshape(-1), minlength=classes * classes)
+        if task is None or not task.segmentation:
+            logits_all.append(logits.float())
+        points, labels = task.points(z, y) if task is not None else (z, y)
+        points_all.append(points.float())
+        labels_all.append(labels)
+    points, labels = torch.cat(points_all), torch.cat(labels_all)
+    if task is not None:
+        points, labels = task.measured(points, labels, seed)
+    matrix = confusion.reshape(classes, classes).cpu()
     return Evaluation(
-        (loss_sum / len(split)).item(), accuracy.item(), logits.cpu(), torch.cat(z_all).cpu(), split.labels.cpu()
+        (loss_sum / len(split)).item(),
+        (matrix.trace() / matrix.sum().clamp_min(1)).item(),
+        torch.cat(logits_all).cpu() if logits_all else None,
+        points.cpu(),
+        labels.cpu(),
+        matrix,
     )
 
 

@@ -18,6 +18,7 @@ import torch.nn as nn
 from geotune.config import ModelConfig
 from geotune.errors import ConfigError
 from geotune.schema import show
+from geotune.trainables.encoder_decoder import EncoderDecoder, build_encoder_decoder
 from geotune.trainables.heads import build_head
 from geotune.trainables.layers import ChannelAttention, activation, conv2d, global_pool, pool2d
 
@@ -42,6 +43,10 @@ class LatentModel(nn.Module):
     def embed_and_classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.embed(x)
         return z, self.head(z)
+
+
+# A network of either task: both have embed(x), forward(x) and embed_and_classify(x).
+LatentNetwork = LatentModel | EncoderDecoder
 
 
 class PixelInput(nn.Module):
@@ -226,7 +231,7 @@ def build_resnet(
     return nn.Sequential(layers), in_ch
 
 
-def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> LatentModel:
+def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> LatentNetwork:
     """Build the configured network for inputs of ``input_shape`` (C, H, W)."""
     if cfg.input_shape is not None and tuple(cfg.input_shape) != tuple(input_shape):
         raise ConfigError(
@@ -241,7 +246,9 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes
     return _build(cfg, input_shape, num_classes, model_widths(cfg, input_shape, num_classes))
 
 
-def _build(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int, widths: list[int]) -> LatentModel:
+def _build(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int, widths: list[int]) -> LatentNetwork:
+    if cfg.type in ("conv_autoencoder", "unet", "unet_separable"):
+        return build_encoder_decoder(cfg, input_shape, num_classes, widths)
     if cfg.type == "fc":
         body, features = build_fc(cfg, input_shape, widths)
     elif cfg.type == "simple_cnn":

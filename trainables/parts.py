@@ -16,7 +16,9 @@ from geotune.layout import MODEL_FILE, TRAIN_TRIAL_DIR
 from geotune.trainables.data import DataSplits, load_data
 from geotune.trainables.heads import OutputLayer
 from geotune.trainables.loop import EarlyStopping, KeptWeights
-from geotune.trainables.models import LatentModel, build_model, model_widths
+from geotune.trainables.losses import TaskLoss, balanced_class_weights
+from geotune.trainables.models import LatentNetwork, build_model, model_widths
+from geotune.trainables.tasks import Task, task_for
 
 
 def resolve_device(name: str) -> torch.device:
@@ -116,8 +118,9 @@ def initial_weights(source: str, model: torch.nn.Module) -> dict[str, torch.Tens
 @dataclass
 class TrialParts:
     data: DataSplits
-    model: LatentModel
-    output: OutputLayer
+    model: LatentNetwork
+    criterion: TaskLoss  # train.loss, with the output layer and weighted_ce's class weights
+    task: Task
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     device: torch.device
@@ -144,7 +147,26 @@ def build_trial(cfg: TrialConfig) -> TrialParts:
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model)
-    return TrialParts(data, model, OutputLayer(cfg.model.output), optimizer, build_scheduler(cfg, optimizer), device)
+    return TrialParts(
+        data,
+        model,
+        build_criterion(cfg, data),
+        task_for(cfg, data.num_classes),
+        optimizer,
+        build_scheduler(cfg, optimizer),
+        device,
+    )
+
+
+def label_counts(data: DataSplits) -> torch.Tensor:
+    """Training examples per class: images, or pixels for masks."""
+    return torch.bincount(data.train.labels.reshape(-1).long(), minlength=data.num_classes).cpu()
+
+
+def build_criterion(cfg: TrialConfig, data: DataSplits) -> TaskLoss:
+    t = cfg.train
+    weights = balanced_class_weights(label_counts(data)) if "weighted_ce" in t.loss else None
+    return TaskLoss(t.loss, OutputLayer(cfg.model.output), weights, t.focal_gamma, t.focal_alpha)
 
 
 def trial_state(

@@ -22,14 +22,14 @@ from geotune.layout import CONFIG_FILE, MODEL_FILE, PREPROCESSING_FILE, TRAIN_TR
 from geotune.preprocessing_file import Preprocessing, read_preprocessing
 from geotune.trainables.data import IMAGE_SUFFIXES, ImageRangeError, image_to_uint8
 from geotune.trainables.heads import sparsemax
-from geotune.trainables.models import LatentModel, PixelInput, build_model
+from geotune.trainables.models import LatentNetwork, PixelInput, build_model
 
 BATCH = 256  # images decoded and predicted at a time: bounds memory for folders of any size
 
 
 @dataclass
 class TrainedModel:
-    model: LatentModel  # in eval mode, on the CPU
+    model: LatentNetwork  # in eval mode, on the CPU
     preprocessing: Preprocessing
     trial_dir: Path
 
@@ -63,6 +63,11 @@ def load_trained(path: str | Path) -> TrainedModel:
     """The kept model of a finished trial, ready to predict on the CPU."""
     folder = find_trial_dir(path)
     prep = read_preprocessing(folder / PREPROCESSING_FILE)
+    if prep.task != "classification":
+        raise ConfigError(
+            f"'{folder}' holds a {prep.task} model: geotune predict ranks the classes of whole images "
+            "(load its model.pt with config.yaml for masks)"
+        )
     if prep.input_shape[1] != prep.input_shape[2]:
         raise ConfigError(
             f"'{folder / PREPROCESSING_FILE}': key 'input_shape' = {prep.input_shape}: predict reads square inputs"

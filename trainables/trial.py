@@ -20,6 +20,7 @@ from typing import Protocol
 import torch
 
 from geotune.analysis.latent import epoch_geometry
+from geotune.analysis.segmentation import segmentation_scores
 from geotune.config import TrialConfig, phase_of
 from geotune.errors import ConfigError
 from geotune.layout import DIVERGED_FILE, HISTORY_FILE, METRICS_FILE, StopReason
@@ -37,8 +38,9 @@ from geotune.trainables.loop import (
     train_one_epoch,
 )
 from geotune.trainables.models import build_model
-from geotune.trainables.parts import build_trial, initial_weights, load_trial_state, trial_state
+from geotune.trainables.parts import build_trial, initial_weights, label_counts, load_trial_state, trial_state
 from geotune.trainables.regularizers import build_regularizer
+from geotune.trainables.tasks import REGULARIZER_POINTS
 
 
 class TrialSession(Protocol):
@@ -90,6 +92,12 @@ def check_config(cfg: TrialConfig) -> list[str]:
     """
     data = check_dataset(cfg.dataset)
     shape, n_classes = describe_input(cfg.dataset)
+    alpha = cfg.train.focal_alpha
+    if alpha is not None and len(alpha) != n_classes:
+        raise ConfigError(
+            f"config key 'train.focal_alpha' = {alpha}: needs one weight per class; dataset '{cfg.dataset.name}' "
+            f"gives {n_classes} classes"
+        )
     model = build_model(cfg.model, shape, n_classes)
     resolve_layers(model, cfg.logging.geometry_layers, "logging.geometry_layers")
     if cfg.logging.activation_layer is not None:
@@ -117,6 +125,13 @@ def final_tune_metrics(last_epoch: dict, final: dict) -> dict:
     return metrics
 
 
+def segmentation_row(split: str, evaluation: Evaluation, class_names: list[str]) -> dict:
+    """A history row's segmentation scores of one split: {split}_miou and {split}_dice."""
+    assert evaluation.confusion is not None
+    scores = segmentation_scores(evaluation.confusion.numpy(), class_names)
+    return {f"{split}_miou": scores["miou"], f"{split}_dice": scores["mean_dice"]}
+
+
 def epoch_metrics(history: list[dict], early: EarlyStopping, kept: KeptWeights) -> dict:
     """What Tune sees after each epoch: the last history row (without per-layer norms) and bests."""
     last = {k: v for k, v in history[-1].items() if k != "grad_norms"}
@@ -127,6 +142,8 @@ def epoch_metrics(history: list[dict], early: EarlyStopping, kept: KeptWeights) 
         best_epoch=early.best_epoch,
         kept_epoch=kept.epoch,
     )
+    if "val_miou" in last:
+        last["best_val_miou"] = max(h["val_miou"] or 0.0 for h in history)
     return last
 
 
@@ -137,8 +154,11 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
     generator = torch.Generator(device=parts.device).manual_seed(cfg.train.seed)
     early = EarlyStopping(cfg.train.patience)
     kept = KeptWeights(cfg.train.keep, cfg.train.keep_by)
-    class_sizes = torch.bincount(parts.data.train.labels.cpu(), minlength=parts.data.num_classes).tolist()
-    regularizer = build_regularizer(cfg.regularizer, parts.data.num_classes, cfg.train.batch_size, class_sizes)
+    if parts.task.segmentation:  # the regularizer sees a balanced sample of latent points per step
+        points_per_step, class_sizes = REGULARIZER_POINTS, [1] * parts.data.num_classes
+    else:
+        points_per_step, class_sizes = cfg.train.batch_size, label_counts(parts.data).tolist()
+    regularizer = build_regularizer(cfg.regularizer, parts.data.num_classes, points_per_step, class_sizes)
     grad_tracker = GradientNormTracker(parts.model)
     augmentation = Augmentation.from_config(cfg.dataset)
     history: list[dict] = []
@@ -156,7 +176,16 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
 
     def evaluate_split(split: Split) -> Evaluation:
         precision, channels_last = cfg.train.precision, cfg.train.channels_last
-        return evaluate(parts.model, parts.output, parts.data, split, precision=precision, channels_last=channels_last)
+        return evaluate(
+            parts.model,
+            parts.criterion,
+            parts.data,
+            split,
+            precision=precision,
+            channels_last=channels_last,
+            task=parts.task,
+            seed=cfg.train.seed,
+        )
 
     epoch = first_epoch - 1
     for epoch in range(first_epoch, cfg.train.epochs + 1 if not stopped else first_epoch):
@@ -169,7 +198,7 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
         batches = training_batches(parts.data, cfg.train.batch_size, generator, augmentation)
         stats = train_one_epoch(
             parts.model,
-            parts.output,
+            parts.criterion,
             parts.optimizer,
             batches,
             epoch,
@@ -178,6 +207,7 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
             precision=cfg.train.precision,
             channels_last=cfg.train.channels_last,
             step_offset=step,
+            task=parts.task,
         )
         train_time = time.perf_counter() - t0
         step += steps_per_epoch
@@ -197,6 +227,8 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
             "epoch_time": time.perf_counter() - t0,
             "train_time": train_time,
         }
+        if parts.task.segmentation:
+            row.update(segmentation_row("val", val, parts.data.class_names))
         if cfg.train.phases:
             row["phase"] = parts.phase + 1
         row.update(
@@ -208,6 +240,8 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
         if cfg.logging.test_every_epoch:
             test = evaluate_split(parts.data.test)
             row.update(test_loss=test.loss, test_accuracy=test.accuracy)
+            if parts.task.segmentation:
+                row.update(segmentation_row("test", test, parts.data.class_names))
         row.update({f"reg_{k}": v for k, v in stats.reg_stats.items()})
         every = cfg.logging.embedding_metrics_every
         if every and epoch % every == 0 and epoch != cfg.train.epochs:
@@ -227,7 +261,9 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
         if verbose:
             say(
                 f"epoch {epoch:3d}/{cfg.train.epochs}  train_loss {stats.loss:.4f}  val_loss {val.loss:.4f}  "
-                f"val_acc {val.accuracy:.4f}  reg {stats.reg_loss:.4f}  {row['epoch_time']:.2f}s"
+                f"val_acc {val.accuracy:.4f}  "
+                + (f"val_miou {row['val_miou']:.4f}  " if "val_miou" in row else "")
+                + f"reg {stats.reg_loss:.4f}  {row['epoch_time']:.2f}s"
                 + ("  (early stop)" if stopped else "")
             )
         if finished:
