@@ -139,11 +139,6 @@ def draw_grad_norms(table: GradNormTable, title: str = "gradient L2 norm per lay
 # latent space
 
 
-def draw_embedding_scatter(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
-    """2-D projection of embeddings, one colour per class."""
-    return draw_embedding_panels([(points, title)], labels, class_names)
-
-
 def draw_embedding_panels(
     panels: Sequence[tuple[np.ndarray, str]],
     labels: np.ndarray,

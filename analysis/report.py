@@ -59,6 +59,7 @@ from geotune.metric_names import (
     SUMMARY,
     for_task,
     metric_label,
+    score_of,
 )
 
 
@@ -190,8 +191,8 @@ def _best(study: StudyData) -> dict | None:
         "trial": row["trial"],
         "metric": study.metric,
         "value": float(row[study.metric]),
-        "test_metric": for_task(("test_accuracy",), study.task)[0],
-        "test_value": row.get(for_task(("test_accuracy",), study.task)[0]),
+        "test_metric": score_of("test_accuracy", study.task),
+        "test_value": row.get(score_of("test_accuracy", study.task)),
         "config": {k: row[k] for k in study.factors + ["train.seed"] if k in row},
         "checkpoint": str(checkpoints[-1]) if checkpoints else None,
         "weights": str(folder / MODEL_FILE) if (folder / MODEL_FILE).is_file() else None,
@@ -432,7 +433,7 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
         )
     histories = load_histories(usable)
     if histories:
-        score = for_task(("val_accuracy",), study.task)[0]
+        score = score_of("val_accuracy", task)
         curves = fd.curve_bands(usable, histories, factors, (score, "val_loss"), metric=study.metric, mode=study.mode)
         specs.append(
             FigureSpec(
@@ -475,7 +476,7 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
     flat_key = "flatness_calibrated_per_class"
     if flat_key in usable and usable[flat_key].notna().any():
         colour = regularizer_label(usable) if "regularizer.name" in usable else pd.Series("all", index=usable.index)
-        score = for_task(("test_accuracy",), task)[0]
+        score = score_of("test_accuracy", task)
         specs.append(
             FigureSpec(
                 "accuracy_vs_flatness",

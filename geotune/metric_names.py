@@ -195,3 +195,8 @@ def for_task(names: tuple[str, ...] | list[str], task: str) -> tuple[str, ...]:
     if task != "segmentation":
         return tuple(names)
     return tuple(m for name in names for m in SEGMENTATION_SCORES.get(name, (name,)))
+
+
+def score_of(name: str, task: str) -> str:
+    """The one metric shown in place of ``name`` for ``task`` (test_accuracy -> test_miou for segmentation)."""
+    return for_task((name,), task)[0]

@@ -13,6 +13,7 @@ from ray import tune
 from geotune.analysis.tables import text_table
 from geotune.errors import error_line
 from geotune.layout import METRICS_FILE, STOPPED_FILE, TrialStatus, finished_status
+from geotune.metric_names import score_of
 from geotune.storage import read_text
 
 
@@ -115,8 +116,8 @@ class TrialSummary:
 
 
 def test_score(metrics: dict) -> str:
-    """The test score a trial's line shows: mIoU for segmentation, accuracy for classification."""
-    return "test_miou" if "test_miou" in metrics else "test_accuracy"
+    """The test score a trial's line shows: the test accuracy, or its stand-in for the trial's task."""
+    return score_of("test_accuracy", metrics.get("task", "classification"))
 
 
 def summarize_results(results, metric: str) -> list[TrialSummary]:
