@@ -10,7 +10,11 @@ same way (``geotune train --ray`` still goes through Ray Tune: ``study.run``).
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +54,8 @@ def run_train_in_process(plan: StudyPlan, verbose: bool = True) -> TrialOutcome:
     session = FolderSession(trial_dir, plan.base)
     try:
         cfg = local_trial_config(plan)
-        metrics = run_stored_trial(cfg, session, trial_dir, verbose=verbose)
+        with stop_on_ctrl_c(session):
+            metrics = run_stored_trial(cfg, session, trial_dir, verbose=verbose)
     except KeyboardInterrupt:
         return TrialOutcome(trial_dir, {}, None, interrupted=True)
     except Exception:
@@ -61,3 +66,28 @@ def run_train_in_process(plan: StudyPlan, verbose: bool = True) -> TrialOutcome:
         session.close()
     (trial_dir / ERROR_FILE).unlink(missing_ok=True)  # an earlier attempt's error no longer stands
     return TrialOutcome(trial_dir, metrics, None)
+
+
+@contextmanager
+def stop_on_ctrl_c(session: FolderSession) -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt at once, as Python's own handler does, and is also remembered, so the
+    session's next report stops the trial. An exception raised by a signal is lost where it lands in a
+    destructor or a library's ``except BaseException`` (the suite once saw a trial ignore Ctrl-C and train to
+    the end). A process started with SIGINT ignored (a background job of a script) keeps ignoring it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        yield
+        return
+
+    def interrupt(signum, frame):
+        session.interrupt_requested = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ import yaml
 from conftest import tiny_config
 from geotune.config_loading import load_config
 from geotune.layout import PROGRESS_FILE
+from geotune.study.train_local import stop_on_ctrl_c
 from geotune.trainables.folder_session import FolderSession
 from geotune.trainables.trial import NoSession, run_trial
 
@@ -80,6 +83,36 @@ def test_folder_session_writes_what_tune_would(tmp_path):
     again.report({"epoch": 4}, None)
     last = json.loads((tmp_path / "result.json").read_text().splitlines()[-1])
     assert last["training_iteration"] == 4 and last["iterations_since_restore"] == 1 and last["time_total_s"] >= 3.0
+
+
+def test_a_swallowed_ctrl_c_still_stops_the_trial_at_its_next_report(tmp_path):
+    """The KeyboardInterrupt of a Ctrl-C is lost where it lands in a destructor or a library's
+    `except BaseException`; the press is remembered, and the next report (with its checkpoint saved) stops the
+    trial. Outside the guard Python's own handler is back."""
+    session = FolderSession(tmp_path, {"train": {"epochs": 3}})
+    with stop_on_ctrl_c(session):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs at the next bytecode boundary, here
+        except KeyboardInterrupt:
+            pass  # what a swallowing library does
+        with pytest.raises(KeyboardInterrupt):
+            session.report({"epoch": 1}, {"epoch": 1, "elapsed": 1.0})
+    session.close()
+    assert (tmp_path / "checkpoint_000000" / "state.pt").is_file(), "the epoch is saved before the trial stops"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    ignoring = FolderSession(tmp_path / "ignored", {})
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job of a script: Ctrl-C is not for it
+    try:
+        with stop_on_ctrl_c(ignoring):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            ignoring.report({"epoch": 1}, None)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        ignoring.close()
 
 
 @pytest.mark.slow

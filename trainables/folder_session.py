@@ -49,6 +49,9 @@ class FolderSession:
         self.iterations_since_restore = 0
         self._progress_fields: list[str] | None = None  # progress.csv's header, read once
         self._events: Any = None  # tensorboardX's writer once created; False without tensorboardX
+        # Set by the Ctrl-C handler of `geotune train` (study.train_local.stop_on_ctrl_c): the next report stops
+        # the trial even where the KeyboardInterrupt itself was swallowed by whatever code it landed in.
+        self.interrupt_requested = False
         write_json(self.trial_dir / PARAMS_FILE, config)
 
     # --- TrialSession
@@ -93,6 +96,8 @@ class FolderSession:
             fh.write(json.dumps(clean_json({**row, "config": self.config})) + "\n")
         self._append_progress(row)
         self._write_events(row)
+        if self.interrupt_requested:  # this epoch is saved: stop here
+            raise KeyboardInterrupt
 
     def persist(self, artifact_dir: Path) -> None:
         if Path(artifact_dir).resolve() != self.trial_dir.resolve():
