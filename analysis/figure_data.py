@@ -357,6 +357,8 @@ def optuna_views(storage_url: str, study_name: str) -> OptunaViews | None:
         study = optuna.load_study(study_name=study_name, storage=storage_url)
     except (KeyError, ValueError):
         return None
+    if len(study.directions) > 1:  # a multi-objective search: the report draws its Pareto front instead
+        return None
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
     if not complete:
         return None
@@ -382,3 +384,30 @@ def optuna_views(storage_url: str, study_name: str) -> OptunaViews | None:
         log_scale={k: bool(getattr(d, "log", False)) for k, d in dists.items()},
         direction="maximize" if maximize else "minimize",
     )
+
+
+@dataclass
+class ParetoFront:
+    """Finished trials on two objectives, and which of them no other trial beats on both."""
+
+    names: tuple[str, str]  # the objectives' metric names
+    modes: tuple[str, str]  # "max" or "min" each
+    trials: list[str]
+    x: list[float]
+    y: list[float]
+    on_front: list[bool]
+
+
+def pareto_front(frame: pd.DataFrame, objectives: Sequence[Sequence[str]]) -> ParetoFront | None:
+    """The non-dominated trials of ``frame`` on two (metric, mode) objectives; None without two finished ones.
+    A trial is dominated when another is at least as good on both objectives and better on one."""
+    (a, mode_a), (b, mode_b) = objectives[0], objectives[1]
+    if a not in frame or b not in frame:
+        return None
+    rows = frame[[a, b, "trial"]].dropna()
+    if len(rows) < 2:
+        return None
+    x, y = rows[a].astype(float).to_numpy(), rows[b].astype(float).to_numpy()
+    gx, gy = (x if mode_a == "max" else -x), (y if mode_b == "max" else -y)  # larger is better on both
+    on_front = [not bool(np.any((gx >= gx[i]) & (gy >= gy[i]) & ((gx > gx[i]) | (gy > gy[i])))) for i in range(len(x))]
+    return ParetoFront((a, b), (mode_a, mode_b), list(rows["trial"]), x.tolist(), y.tolist(), on_front)

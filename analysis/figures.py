@@ -527,6 +527,28 @@ def draw_labelled_images(images: Sequence[np.ndarray], titles: Sequence[str], co
     return fig
 
 
+def draw_pareto(front) -> Figure:
+    """Trials on two objectives; the Pareto front joined by a line, its trials named."""
+    fig = Figure(figsize=(7.5, 5.5), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    off = [i for i, on in enumerate(front.on_front) if not on]
+    on = sorted((i for i, flag in enumerate(front.on_front) if flag), key=lambda i: front.x[i])
+    ax.scatter([front.x[i] for i in off], [front.y[i] for i in off], color="0.6", label="dominated")
+    ax.plot([front.x[i] for i in on], [front.y[i] for i in on], "o-", color="C3", label="Pareto front")
+    for i in on:
+        ax.annotate(
+            front.trials[i].split("_", 1)[0],
+            (front.x[i], front.y[i]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    ax.set_xlabel(f"{front.names[0]} ({'higher' if front.modes[0] == 'max' else 'lower'} is better)")
+    ax.set_ylabel(f"{front.names[1]} ({'higher' if front.modes[1] == 'max' else 'lower'} is better)")
+    ax.legend()
+    return fig
+
+
 def draw_optuna(views) -> Figure:
     """Parameter importances, optimisation history and parallel coordinates of an Optuna study."""
     fig = Figure(figsize=(18, 4.8), layout="constrained")

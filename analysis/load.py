@@ -36,7 +36,7 @@ from geotune.layout import (
     read_json,
     read_last_json_line,
 )
-from geotune.variants import keys_of
+from geotune.variants import keys_of, variant_label
 
 
 @dataclass
@@ -47,6 +47,7 @@ class StudyData:
     metric: str = "val_accuracy"
     mode: str = "max"
     study_dir: str = ""
+    sources: list[str] = field(default_factory=list)  # several studies reported as one: their folders
 
     @property
     def usable(self) -> pd.DataFrame:
@@ -92,7 +93,7 @@ def load_study(study_dir: str | Path) -> StudyData:
     if not folder.is_dir():
         raise ConfigError(f"study directory '{folder}' does not exist")
     plan = StudyPlan.find(folder)
-    variants = plan.variants_by_label() if plan else {}
+    variants = plan.variants_by_any_label() if plan else {}
     rows = []
     seen_labels = set()
     for trial in sorted(p for p in folder.iterdir() if (p / PARAMS_FILE).is_file()):
@@ -106,7 +107,8 @@ def load_study(study_dir: str | Path) -> StudyData:
             "error": error,
             "variant": params.get("variant"),
         }
-        seen_labels.add(params.get("variant"))
+        if params.get("variant") in variants:  # by any label it carries, old or new
+            seen_labels.add(variant_label(variants[params["variant"]], full_keys=True))
         row.update(_config_columns(params, plan, variants))
         if metrics:
             row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None})
@@ -120,8 +122,8 @@ def load_study(study_dir: str | Path) -> StudyData:
                     row[key] = last[key]
         rows.append(row)
     if plan and not plan.optuna:
-        for label in variants:
-            if label not in seen_labels:
+        for label, variant in plan.variants_by_label().items():
+            if variant_label(variant, full_keys=True) not in seen_labels:
                 row = {
                     "trial": f"(not started) {label}",
                     "path": None,
@@ -163,3 +165,38 @@ def load_histories(frame: pd.DataFrame) -> dict[str, list[dict]]:
             if history:
                 out[name] = history
     return out
+
+
+def load_studies(study_dirs: list[str | Path]) -> StudyData:
+    """Several studies as one (`geotune report DIR1 DIR2 ...`): every trial, named STUDY/TRIAL, the factors
+    found from the config columns that differ across all of them, ranked by the first study's metric. A trial
+    another of them --reuse'd appears once."""
+    studies = [load_study(folder) for folder in study_dirs]
+    if len(studies) == 1:
+        return studies[0]
+    frames = []
+    seen: set[str] = set()
+    for study in studies:
+        frame = study.frame.copy()
+        name = Path(study.study_dir).name
+        frame["trial"] = [f"{name}/{trial}" for trial in frame["trial"]]
+        frame["study"] = name
+        keep = []
+        for path in frame["path"]:
+            real = str(Path(path, METRICS_FILE).resolve()) if isinstance(path, str) else None
+            keep.append(real is None or real not in seen)
+            if real is not None:
+                seen.add(real)
+        frames.append(frame[keep])
+    frame = pd.concat(frames, ignore_index=True)
+    frame["status"] = pd.Categorical(frame["status"], categories=[s.value for s in TrialStatus])
+    first = studies[0]
+    return StudyData(
+        frame=frame,
+        plan=None,
+        factors=study_factors(frame),
+        metric=first.metric,
+        mode=first.mode,
+        study_dir=first.study_dir,
+        sources=[s.study_dir for s in studies],
+    )

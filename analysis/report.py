@@ -25,7 +25,7 @@ from geotune.analysis import figure_data as fd
 from geotune.analysis import figures
 from geotune.analysis.comparison import comparison_report, single_pair, write_comparison_report
 from geotune.analysis.flatness import MIN_RESOLVED_POINTS
-from geotune.analysis.load import StudyData, load_histories, load_study
+from geotune.analysis.load import StudyData, load_histories, load_studies
 from geotune.analysis.stats import (
     factor_tables,
     geometry_change,
@@ -157,6 +157,13 @@ def cost_table(summary: pd.DataFrame) -> Table:
 
 def _plan_rows(study: StudyData) -> list[tuple[str, str]]:
     p = study.plan
+    if study.sources:
+        return [
+            ("studies", ", ".join(study.sources)),
+            ("trials", str(len(study.frame))),
+            ("varied", ", ".join(study.factors) or "-"),
+            ("ranked by", f"{study.metric} ({study.mode}, the first study's)"),
+        ]
     if p is None:
         return [("study directory", study.study_dir), ("trials", str(len(study.frame)))]
     epochs = p.base.get("train", {}).get("epochs", "default")
@@ -333,7 +340,11 @@ def build_report(study: StudyData) -> Report:
     pairing = pair_with_baselines(usable, for_task(SUMMARY, study.task))
     effects = paired_effects(pairing, for_task(SUMMARY, study.task))
     report = Report(
-        title=f"geotune study: {plan.space if plan else Path(study.study_dir).name}",
+        title=(
+            "geotune studies: " + " + ".join(Path(d).name for d in study.sources)
+            if study.sources
+            else f"geotune study: {plan.space if plan else Path(study.study_dir).name}"
+        ),
         question=plan.question if plan else "",
         plan_rows=_plan_rows(study),
         status=status,
@@ -523,6 +534,20 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
                 projections,
             )
         )
+    if study.plan is not None and len(study.plan.objectives) == 2:
+        front = fd.pareto_front(usable, study.plan.objectives)
+        if front is not None:
+            specs.append(
+                FigureSpec(
+                    "pareto",
+                    "Pareto front",
+                    f"finished trials on {front.names[0]} and {front.names[1]}; on the front (red, named by "
+                    "index), no other trial is at least as good on both and better on one; a single study's "
+                    "front: another seed can move it",
+                    figures.draw_pareto,
+                    front,
+                )
+            )
     if study.plan is not None and study.plan.optuna:
         db = Path(study.study_dir) / OPTUNA_FILE
         views = fd.optuna_views(f"sqlite:///{db}", study.plan.space) if db.is_file() else None
@@ -663,11 +688,14 @@ def _html(report: Report, figure_files: dict[str, Path]) -> str:
     return "\n".join(parts)
 
 
-def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Load a study, build its report and write it; returns the path of index.html."""
-    study = load_study(study_dir)
+def write_report(study_dir: str | Path | list, out_dir: str | Path | None = None) -> Path:
+    """Load a study (or several, reported as one), build its report and write it; returns index.html's path.
+    Several studies write into the first one's ``report_combined/`` unless ``out_dir`` says otherwise."""
+    dirs = list(study_dir) if isinstance(study_dir, list) else [study_dir]
+    study = load_studies(dirs)
     report = build_report(study)
-    out = Path(out_dir) if out_dir else Path(study_dir) / REPORT_DIR
+    default = Path(dirs[0]) / (REPORT_DIR if len(dirs) == 1 else f"{REPORT_DIR}_combined")
+    out = Path(out_dir) if out_dir else default
     (out / "figures").mkdir(parents=True, exist_ok=True)
     report.summary.to_csv(out / "summary.csv", index=False)
     (out / "tables.md").write_text(

@@ -1,4 +1,4 @@
-"""Where a trial config comes from: defaults < a search space's base < the YAML file < ``--set`` overrides.
+"""Where a trial config comes from: defaults < a search space's base < the YAML files < ``--set`` overrides.
 
 Also the nested-dict helpers every floor uses on configs (merge, dotted keys), and
 ``assemble_trial_config``, which rebuilds a trial's nested config from what Ray
@@ -25,11 +25,23 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = [p for p in key.strip().split(".")]
     if not all(path):
         raise ConfigError(f"--set {text!r}: '{key}' is not a dotted key such as train.lr")
+    return path, parse_value(raw)
+
+
+def parse_value(raw: str) -> Any:
+    """A value from the command line, read as YAML; numbers YAML 1.1 leaves as text (1e-3) become floats."""
+    if not raw.strip():
+        return None
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.safe_load(raw)
     except yaml.YAMLError:
-        value = raw
-    return path, value
+        return raw.strip()
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
@@ -70,11 +82,21 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def read_yamls(paths: str | Path | list | None) -> dict:
+    """Several YAML files merged in order: a later file's keys win over an earlier one's."""
+    if paths is None:
+        return {}
+    data: dict = {}
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        data = merge(data, read_yaml(path))
+    return data
+
+
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None
+    paths: str | Path | list | None = None, overrides: list[str] | None = None, base: dict | None = None
 ) -> TrialConfig:
-    """Defaults, then ``base`` (e.g. a search space's base), then the YAML file, then ``--set``."""
-    data = merge(base or {}, read_yaml(path) if path else {})
+    """Defaults, then ``base`` (e.g. a search space's base), then the YAML files in order, then ``--set``."""
+    data = merge(base or {}, read_yamls(paths))
     data = apply_overrides(data, overrides)
     return TrialConfig.from_dict(data)
 
@@ -117,13 +139,15 @@ def assemble_trial_config(config: dict, base: dict | None = None, variants: dict
     """The nested trial config from what Tune passes.
 
     ``config`` is either a whole nested config (one trial), or a grid ``variant``
-    label that ``variants`` maps to dotted overrides, or dotted keys sampled by a
-    searcher; either is applied over ``base``.
+    label that ``variants`` maps to dotted overrides (with copies of its varied
+    keys for Ray to show), or dotted keys sampled by a searcher; either is applied
+    over ``base``.
     """
     config = dict(config)
     label = config.pop("variant", None)
-    overrides = dict((variants or {})[label]) if label is not None else {}
-    overrides.update({k: config.pop(k) for k in list(config) if "." in k})
+    sampled = {k: config.pop(k) for k in list(config) if "." in k}
+    # A grid trial's dotted keys only show its variant's values to Ray and its loggers: the variant decides.
+    overrides = dict((variants or {})[label]) if label is not None else sampled
     return merge(merge(base or {}, config), nest(overrides))
 
 

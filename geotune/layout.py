@@ -24,7 +24,7 @@ from typing import Any
 from geotune.config import TrialConfig
 from geotune.errors import ConfigError
 from geotune.storage import read_text, write_text
-from geotune.variants import variant_labels
+from geotune.variants import legacy_variant_labels, variant_labels
 
 # --- a study directory
 STUDY_FILE = "study.json"  # the StudyPlan
@@ -32,10 +32,15 @@ OPTUNA_FILE = "optuna.db"  # Optuna spaces: the sampler's SQLite study
 REPORT_DIR = "report"  # geotune report's output
 COMPARISON_FILE = "comparison_report.json"  # paired effects (report/, and geotune compare's folder)
 SNAPSHOT_DIR = ".geotune/ray_state"  # geotune.study.recovery's durable copy of Ray's state
+MLFLOW_FILE = "mlflow.db"  # --logger mlflow without a URI: MLflow's SQLite store in the study folder
+MLFLOW_ARTIFACTS_DIR = "mlruns"  # ... and its artifact store beside it
+WANDB_DIR = "wandb"  # --logger wandb: W&B's local run files (offline runs too) in the study folder
 TRAIN_TRIAL_DIR = "trial"  # the one trial folder of a `geotune train` directory
 
 # --- a trial folder: written by Ray Tune
-PARAMS_FILE = "params.json"  # the trial's Tune config (grid: {"variant": label})
+PARAMS_FILE = "params.json"  # the trial's Tune config (grid: {"variant": label, varied keys: values})
+REUSED_FILE = "reused_from.txt"  # a trial --reuse linked from another study: the folder it came from
+REUSED_PREFIX = "reused_"  # such a trial's folder name: reused_<label>
 RESULT_FILE = "result.json"  # one JSON line per reported epoch
 PROGRESS_FILE = "progress.csv"  # the same reports as CSV rows
 CHECKPOINT_PREFIX = "checkpoint_"  # checkpoint_NNNNNN/ folders, each holding STATE_FILE
@@ -226,13 +231,27 @@ class StudyPlan:
     warnings: list[str] = field(default_factory=list)  # weak-but-valid choices found while planning
     kind: PlanKind = PlanKind.STUDY
     versions: dict = field(default_factory=dict)  # geotune, torch, ray, optuna, numpy, git commit
+    loggers: list[str] = field(default_factory=list)  # --logger values (mlflow[=URI], wandb[=PROJECT]), for resume
+    # --reuse: variant label -> the finished trial folder of another study it was taken from (not trained here)
+    reused: dict[str, str] = field(default_factory=dict)
+    # --pareto: the Optuna search's (metric, mode) objectives; empty: one objective, metric and mode above
+    objectives: list[list[str]] = field(default_factory=list)
 
     @property
     def trial_count(self) -> int:
         return self.num_samples if self.optuna else len(self.variants)
 
+    @property
+    def to_train(self) -> int:
+        """Trials Tune runs: the planned ones less those --reuse took from other studies."""
+        return self.trial_count - len(self.reused)
+
     def variants_by_label(self) -> dict[str, dict]:
         return dict(zip(variant_labels(self.variants), self.variants))
+
+    def variants_by_any_label(self) -> dict[str, dict]:
+        """variants_by_label, plus the labels geotune 0.1 gave them, which its studies' trials carry."""
+        return {**dict(zip(legacy_variant_labels(self.variants), self.variants)), **self.variants_by_label()}
 
     @property
     def epochs(self) -> int:

@@ -22,8 +22,8 @@ from typing import Any
 
 import optuna
 
-from geotune.config import TrialConfig
-from geotune.config_loading import merge, nest
+from geotune.config import SEGMENTATION_DATASETS, TrialConfig
+from geotune.config_loading import merge, nest, parse_value
 from geotune.errors import ConfigError
 from geotune.variants import keys_of, variant_label
 
@@ -55,6 +55,11 @@ class StudySpec:
     # base overrides for other data sets than the base's own, by dataset.name (e.g. {"mnist": {...}}); see
     # base_for_dataset: the base's own dataset.* settings are left out on another data set
     per_dataset: dict[str, dict] = field(default_factory=dict)
+    # extra Ray Tune callbacks: each is called with the StudyPlan and returns a tune.Callback (a logger of the
+    # lab's own, a notifier); they run beside geotune's and --logger's, and are restored with a resumed study
+    callbacks: list[Callable[[Any], Any]] = field(default_factory=list)
+    # Optuna spaces: the two (metric, mode) objectives of the multi-objective mode `geotune run --pareto` turns on
+    pareto: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def own_dataset(self) -> str:
@@ -163,6 +168,67 @@ DIGITS_CNN = {
         "geometry": {"lambda_reg": 0.1, "target_dim": 8.0},
     },
 }
+
+
+# ---------------------------------------------------------------------------
+# a grid from the command line (`geotune run --sweep key=v1,v2`)
+
+SWEEP_SPACE = "sweep"  # the name of a study whose grid came from --sweep alone
+
+
+def parse_sweep(text: str) -> tuple[str, list]:
+    """``train.lr=1e-3,1e-2`` -> ('train.lr', [0.001, 0.01]); values are read as YAML, and commas inside
+    brackets belong to one value (``model.channels=[16,32],[32,64]``)."""
+    if "=" not in text:
+        raise ConfigError(f"--sweep {text!r}: expected section.key=value1,value2, e.g. train.lr=1e-3,1e-2")
+    key, raw = (part.strip() for part in text.split("=", 1))
+    if len(key.split(".")) < 2 or not all(key.split(".")):
+        raise ConfigError(f"--sweep {text!r}: '{key}' is not a dotted key such as train.lr")
+    pieces, depth, current = [], 0, ""
+    for char in raw:
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            pieces.append(current)
+            current = ""
+        else:
+            current += char
+    pieces.append(current)
+    values = []
+    for piece in pieces:
+        if not piece.strip():
+            raise ConfigError(f"--sweep {text!r}: an empty value (two commas in a row, or one at an end)")
+        values.append(parse_value(piece))
+    if len(set(map(repr, values))) < len(values):
+        raise ConfigError(f"--sweep {text!r}: a value appears twice")
+    return key, values
+
+
+def with_sweeps(spec: StudySpec | None, sweeps: list[str], base: dict) -> StudySpec:
+    """The space crossed with the --sweep values (every arm times every combination), or, without a space,
+    a grid of its own over ``base`` (the user's config files and overrides)."""
+    arm: dict[str, list] = {}
+    for text in sweeps:
+        key, values = parse_sweep(text)
+        if key in arm:
+            raise ConfigError(f"--sweep {text!r}: '{key}' is swept twice; give all its values in one --sweep")
+        if key == "train.seed":
+            raise ConfigError(f"--sweep {text!r}: seeds come from --seeds N (0..N-1), not from a sweep")
+        arm[key] = values
+    if spec is None:
+        task_metric = "val_miou" if base.get("dataset", {}).get("name") in SEGMENTATION_DATASETS else "val_accuracy"
+        return StudySpec(
+            name=SWEEP_SPACE,
+            question="how do " + ", ".join(arm) + " change the trained network and its latent geometry?",
+            base=base,
+            grid=[arm] if arm else [],
+            metric=task_metric,
+            module="geotune run --sweep",
+        )
+    for key in arm:
+        if key in spec.varied_keys():
+            raise ConfigError(f"--sweep {key}: the space '{spec.name}' varies '{key}' itself")
+    spec.grid = [{**existing, **arm} for existing in (spec.grid or [{}])]
+    return spec
 
 
 # ---------------------------------------------------------------------------

@@ -17,11 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
+from geotune import __version__
 from geotune.config import commented_defaults, reference_rows
-from geotune.config_loading import apply_overrides, load_config, read_yaml
+from geotune.config_loading import apply_overrides, load_config, merge, read_yamls
 from geotune.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, ConfigError, is_input_error
 from geotune.layout import COMPARISON_FILE, ERROR_FILE, PlanKind, StudyPlan
 from geotune.metric_names import TRAIN_PRINTED
@@ -35,16 +37,33 @@ from geotune.study.cluster import notice
 def _add_config_args(parser: argparse.ArgumentParser, config_required: bool) -> None:
     if config_required:
         parser.add_argument("config", help="YAML trial config (see 'geotune config' for every key)")
-    else:
-        parser.add_argument("--config", help="YAML file overriding the defaults")
+    parser.add_argument(
+        "--config",
+        dest="more_configs",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help=("a further YAML file over CONFIG" if config_required else "YAML file overriding the defaults")
+        + " (repeatable; later files win)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="override one config key, e.g. --set train.lr=0.01 (repeatable; wins over the file)",
+        help="override one config key, e.g. --set train.lr=0.01 (repeatable; wins over the files); a bare "
+        "SECTION.KEY=VALUE argument does the same",
     )
+
+
+def config_files(args: argparse.Namespace) -> list[str]:
+    """The YAML files of a verb in the order they apply: the positional CONFIG first, then each --config."""
+    first = [args.config] if isinstance(getattr(args, "config", None), str) else []
+    return first + list(args.more_configs)
+
+
+BARE_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+=")  # section.key=value, as Hydra takes it
 
 
 def _add_study_args(parser: argparse.ArgumentParser, address_help: str) -> None:
@@ -61,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run 'geotune VERB --help' for the options of each verb.",
     )
+    parser.add_argument("--version", action="version", version=f"geotune {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
 
@@ -86,18 +106,55 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the trial through Ray Tune (a local Ray instance) rather than in this process",
     )
+    train.add_argument(
+        "--verbose", action="store_true", help="with --ray: Ray's own status tables and worker log lines too"
+    )
     train.set_defaults(handler=cmd_train)
 
     run = verbs.add_parser(
         "run",
         help="run a named search space (or your own module) as a Ray Tune study",
         description="Run every trial a search space plans (grid or Optuna), with ASHA early stopping where the "
-        "space declares it, on this machine or on a Ray cluster (--address). Prints Ray's trial table "
-        "and one line per finished trial, writes each trial's artifacts into the study directory, "
-        "and ends with a summary (failed trials included).",
+        "space declares it, on this machine or on a Ray cluster (--address). Prints a progress line (Ray's "
+        "trial table with --verbose) and one line per finished trial, writes each trial's artifacts into the "
+        "study directory, and ends with a summary (failed trials included).",
     )
-    run.add_argument("space", help="name of a built-in space (see 'geotune spaces') or path to a .py defining SPACE")
+    run.add_argument(
+        "space",
+        nargs="?",
+        help="name of a built-in space (see 'geotune spaces') or path to a .py defining SPACE; "
+        "leave it out to run a grid of --sweep values over --config",
+    )
     _add_config_args(run, config_required=False)
+    run.add_argument(
+        "-m",
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=V1,V2",
+        help="vary a key over these values: every combination of the sweeps (times the space's own grid, if "
+        "a space is named), times --seeds (repeatable)",
+    )
+    run.add_argument("--seeds", type=int, help="grid spaces and sweeps: seeds 0..N-1 for every variant")
+    run.add_argument(
+        "--reuse",
+        nargs="+",
+        default=[],
+        metavar="STUDY_DIR",
+        help="take every planned trial whose resolved config (seed included) already finished in one of these "
+        "studies from there (linked into the new study) instead of training it again",
+    )
+    run.add_argument(
+        "--logger",
+        action="append",
+        default=[],
+        metavar="mlflow[=URI]|wandb[=PROJECT]",
+        help="also log params, per-epoch metrics and artifacts to MLflow (default: a SQLite store in the "
+        "study folder) or Weights & Biases (repeatable); TensorBoard files are always written",
+    )
+    run.add_argument(
+        "--verbose", action="store_true", help="Ray's trial table every 30 s instead of geotune's progress line"
+    )
     run.add_argument(
         "--storage",
         default="runs",
@@ -105,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: runs); on a cluster it must be shared by all nodes",
     )
     run.add_argument("--name", help="study directory name under --storage (default: SPACE-date-time)")
-    run.add_argument("--num-samples", type=int, help="Optuna spaces: trials to sample; grid spaces: seeds per variant")
+    run.add_argument("--num-samples", type=int, help="Optuna spaces: trials to sample; grid spaces: as --seeds")
     run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     run.add_argument(
         "--cpus-per-trial", type=float, help="CPUs per trial (default from the space); torch threads follow"
@@ -118,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_study_args(run, "join this Ray cluster (host:port; default $RAY_ADDRESS) instead of a private local Ray")
     run.add_argument("--no-asha", action="store_true", help="do not stop trials early, even where the space uses ASHA")
+    run.add_argument(
+        "--pareto",
+        action="store_true",
+        help="Optuna spaces that declare two objectives (optuna_geodesic: val_accuracy up, per-class flatness "
+        "down): search both at once, without ASHA; the report draws the Pareto front",
+    )
     run.add_argument("--max-failures", type=int, default=2, help="retries of a trial after a crash (default 2)")
     run.add_argument("--dry-run", action="store_true", help="print the trial plan and resources; train nothing")
     run.set_defaults(handler=cmd_run)
@@ -130,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resume.add_argument("study_dir", help="the study directory of an interrupted 'geotune run'")
     _add_study_args(resume, "join this Ray cluster (default $RAY_ADDRESS) instead of a local Ray")
+    resume.add_argument(
+        "--verbose", action="store_true", help="Ray's trial table every 30 s instead of geotune's progress line"
+    )
     resume.set_defaults(handler=cmd_resume)
 
     compare = verbs.add_parser(
@@ -155,8 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
         "95%% confidence intervals, paired effects of each regularizer against its baseline "
         "(comparison_report.json), figures, REPORT.md and index.html for a browser. Trains nothing.",
     )
-    report.add_argument("study_dir", help="a study directory (from 'geotune run', 'resume' or 'compare')")
-    report.add_argument("--out", help="write the report here instead of STUDY_DIR/report")
+    report.add_argument(
+        "study_dir",
+        nargs="+",
+        help="a study directory (from 'geotune run', 'resume' or 'compare'); several are reported as one",
+    )
+    report.add_argument(
+        "--out", help="write the report here instead of STUDY_DIR/report (several studies: the first's report_combined)"
+    )
     report.set_defaults(handler=cmd_report)
 
     spaces = verbs.add_parser(
@@ -208,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         "resolved config instead (validated, as a trial would see it).",
     )
     _add_config_args(config, config_required=False)
+    config.add_argument("--space", help="print this search space's base config, resolved, with the keys it varies")
     config.add_argument(
         "--markdown",
         action="store_true",
@@ -222,8 +295,21 @@ def cmd_config(args: argparse.Namespace) -> int:
         print("| key | default | allowed | meaning |\n|---|---|---|---|")
         for key, default, allowed, meaning in reference_rows():
             print(f"| `{key}` | `{default}` | {allowed} | {meaning} |")
-    elif args.config or args.overrides:
-        print(load_config(args.config, args.overrides).to_yaml(), end="")
+    elif args.space:
+        from geotune.search_spaces.spec import load_space  # deferred: start-up
+
+        spec = load_space(args.space)
+        user = _user_overrides(args)
+        base, _ = spec.base_for_dataset(
+            user.get("dataset", {}).get("name") if isinstance(user.get("dataset"), dict) else None
+        )
+        resolved = load_config(None, None, base=merge(base, user))
+        varied = ", ".join(spec.varied_keys()) or "nothing (one config)"
+        print(f"# space '{spec.name}': the base config every trial starts from (with --config/--set applied)")
+        print(f"# the space varies: {varied}")
+        print(resolved.to_yaml(), end="")
+    elif args.more_configs or args.overrides:
+        print(load_config(config_files(args), args.overrides).to_yaml(), end="")
     else:
         print(commented_defaults(), end="")
     return 0
@@ -254,7 +340,7 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 
 def _user_overrides(args: argparse.Namespace) -> dict:
-    return apply_overrides(read_yaml(args.config) if args.config else {}, args.overrides)
+    return apply_overrides(read_yamls(config_files(args)), args.overrides)
 
 
 def _print_warnings(plan: StudyPlan) -> None:
@@ -265,42 +351,65 @@ def _print_warnings(plan: StudyPlan) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from geotune.study.finish import report_study  # deferred: start-up
 
-    folder = Path(args.study_dir).expanduser()
-    if not folder.is_dir():
-        raise ConfigError(f"study directory '{folder}' does not exist")
-    return report_study(str(folder.resolve()), args.out)
+    folders = [Path(d).expanduser() for d in args.study_dir]
+    for folder in folders:
+        if not folder.is_dir():
+            raise ConfigError(f"study directory '{folder}' does not exist")
+    dirs = list(dict.fromkeys(str(f.resolve()) for f in folders))
+    return report_study(dirs if len(dirs) > 1 else dirs[0], args.out)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from geotune.search_spaces.spec import load_space  # deferred: start-up
+    from geotune.search_spaces.spec import SWEEP_SPACE, load_space, with_sweeps  # deferred: start-up
     from geotune.study.cluster import shutdown_if_started  # deferred: start-up
-    from geotune.study.finish import finish_study  # deferred: start-up
+    from geotune.study.finish import finish_study, finish_without_training  # deferred: start-up
+    from geotune.study.loggers import parse_loggers  # deferred: start-up
     from geotune.study.plan import RunOptions, make_plan, plan_text, refuse_existing_results  # deferred: start-up
     from geotune.study.resources import dry_run_gpus, start_ray_for  # deferred: start-up
+    from geotune.study.reuse import find_reusable, link_reused  # deferred: start-up
     from geotune.study.run import run_study  # deferred: start-up
 
-    spec = load_space(args.space)
+    if args.space is None and not args.sweep:
+        raise ConfigError("geotune run needs a SPACE (see 'geotune spaces') or at least one --sweep KEY=V1,V2")
+    if args.seeds is not None and args.num_samples is not None:
+        raise ConfigError("--seeds and --num-samples: give one of them")
+    user = _user_overrides(args)
+    spec = load_space(args.space) if args.space else None
+    if args.sweep:
+        spec = with_sweeps(spec, args.sweep, user)
+    assert spec is not None
+    loggers = parse_loggers(args.logger)  # a logger that cannot run fails here, before any training
     options = RunOptions(
         storage=args.storage,
         name=args.name,
-        num_samples=args.num_samples,
+        num_samples=args.seeds if args.seeds is not None else args.num_samples,
         max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         asha=not args.no_asha,
         max_failures=args.max_failures,
+        pareto=args.pareto,
     )
-    plan = make_plan(spec, _user_overrides(args), options)
+    if args.seeds is not None and spec.is_optuna:
+        raise ConfigError(f"--seeds {args.seeds}: space '{spec.name}' is an Optuna search; use --num-samples")
+    plan = make_plan(spec, {} if spec.name == SWEEP_SPACE else user, options)
+    plan.loggers = [logger.text for logger in loggers]
+    reused = find_reusable(plan, args.reuse) if args.reuse else {}
     if args.dry_run:
         dry_run_gpus(plan, args.address)
-        print(plan_text(plan, spec))
+        print(plan_text(plan, spec, reused))
         _print_warnings(plan)
         return 0
     refuse_existing_results(plan.study_dir, "study directory")
     _print_warnings(plan)
+    if reused:
+        link_reused(plan, reused)
+        if len(reused) == plan.trial_count:
+            notice(f"all {plan.trial_count} planned trials finished before: nothing to train")
+            return finish_without_training(plan, not args.no_report)
     info = start_ray_for(plan, args.address)
     try:
-        results = run_study(plan, spec)
+        results = run_study(plan, spec, verbose=args.verbose)
         return finish_study(plan, results, not args.no_report)
     finally:
         shutdown_if_started(info)
@@ -314,7 +423,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from geotune.study.resources import start_ray_for  # deferred: start-up
     from geotune.study.run import run_study  # deferred: start-up
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(config_files(args), args.overrides)
     plan, spec = compare_plan(cfg, args.out_dir, args.cpus_per_trial, args.gpus_per_trial)
     refuse_existing_results(args.out_dir)
     _print_warnings(plan)
@@ -349,7 +458,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return _train(plan, resume=True, through_ray=False)
     info = start_ray_for(plan, args.address)  # may set gpus_per_trial to 0 where the cluster has no GPU
     try:
-        results = resume_study(plan)
+        results = resume_study(plan, args.verbose)
         return finish_study(plan, results, not args.no_report)
     finally:
         shutdown_if_started(info)
@@ -429,7 +538,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from geotune.study.resources import check_devices, train_resources  # deferred: start-up
     from geotune.trainables.trial import check_config  # deferred: start-up
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(config_files(args), args.overrides)
     warnings = check_config(cfg)
     cpus, gpus = train_resources(args.cpus, args.gpus)
     refuse_existing_results(args.out_dir)
@@ -437,10 +546,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     plan.warnings = warnings
     check_devices(plan)
     _print_warnings(plan)
-    return _train(plan, resume=False, through_ray=args.ray)
+    return _train(plan, resume=False, through_ray=args.ray, verbose=args.verbose)
 
 
-def _train(plan: StudyPlan, resume: bool, through_ray: bool) -> int:
+def _train(plan: StudyPlan, resume: bool, through_ray: bool, verbose: bool = False) -> int:
     """Run or resume the one trial of a `geotune train` folder and print what it gave.
 
     A resume always runs in-process: it continues from the newest checkpoint in the
@@ -453,7 +562,7 @@ def _train(plan: StudyPlan, resume: bool, through_ray: bool) -> int:
 
         info = start_ray_for_train(plan)
         try:
-            outcome = run_train(plan)
+            outcome = run_train(plan, verbose)
         finally:
             shutdown_if_started(info)
     else:
@@ -482,9 +591,24 @@ def _train(plan: StudyPlan, resume: bool, through_ray: bool) -> int:
     return 0
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """argparse, plus bare SECTION.KEY=VALUE arguments anywhere after the verb, taken as --set overrides."""
+    args, extra = parser.parse_known_args(argv)
+    bare = [text for text in extra if BARE_OVERRIDE.match(text)]
+    unknown = [text for text in extra if not BARE_OVERRIDE.match(text)]
+    if getattr(args, "space", None) and BARE_OVERRIDE.match(args.space):  # `geotune run train.lr=0.1 --sweep ...`
+        bare.insert(0, args.space)
+        args.space = None
+    if unknown or (bare and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or bare)}")
+    if bare:
+        args.overrides = list(args.overrides) + bare
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     try:
         return args.handler(args)
     except ConfigError as exc:

@@ -34,30 +34,50 @@ def finish_study(plan: StudyPlan, results, with_report: bool = True) -> int:
     finalize_stopped_trials(results, plan)
     rows = summarize_results(results, plan.metric)
     print("\n" + summary_text(rows, plan.metric, plan.mode))
-    print(f"study directory: {plan.study_dir}")
     code = EXIT_FAILED if any(r.status is TrialStatus.FAILED for r in rows) else 0
-    if with_report:
-        code = max(code, report_study(plan.study_dir))
-    return code
+    return max(code, _close_study(plan, with_report))
 
 
-def report_study(study_dir: str, out: str | None = None) -> int:
-    """Write the report; a failure is one line and leaves the study's results untouched."""
-    if is_uri(study_dir):
+def finish_without_training(plan: StudyPlan, with_report: bool = True) -> int:
+    """A study whose every planned trial --reuse took from earlier studies: save the plan, then report."""
+    plan.save()
+    return _close_study(plan, with_report)
+
+
+def _close_study(plan: StudyPlan, with_report: bool) -> int:
+    """What every finished study does last: its reused trials named, trackers given the artifacts, the report."""
+    if plan.reused:
+        print(f"{len(plan.reused)} trial(s) reused from earlier studies (reused_* folders)")
+    if plan.loggers:
+        from geotune.study.loggers import log_trial_artifacts  # deferred: MLflow, an optional dependency
+
+        logged = log_trial_artifacts(plan)
+        if logged:
+            print(f"MLflow: artifacts of {logged} trial(s) logged")
+    print(f"study directory: {plan.study_dir}")
+    return report_study(plan.study_dir) if with_report else 0
+
+
+def report_study(study_dir: str | list[str], out: str | None = None) -> int:
+    """Write the report (of one study, or of several as one); a failure is one line and leaves the studies'
+    results untouched."""
+    dirs = [study_dir] if isinstance(study_dir, str) else list(study_dir)
+    remote = [d for d in dirs if is_uri(d)]
+    if remote:
         print(
-            f"geotune: the report is written for local study directories; copy {study_dir} here and run "
+            f"geotune: the report is written for local study directories; copy {remote[0]} here and run "
             "'geotune report' on it",
             file=sys.stderr,
         )
         return 0
     try:
-        index = write_report(study_dir, out)
+        index = write_report(dirs if len(dirs) > 1 else dirs[0], out)
     except ConfigError:
         raise
     except Exception as exc:  # the study itself is complete: say why the report is missing, keep going
         print(
             f"geotune: the report could not be written ({type(exc).__name__}: {exc}); the study's results "
-            f"are complete in {study_dir}",
+            f"are complete in {', '.join(dirs)}",
             file=sys.stderr,
         )
         return EXIT_FAILED

@@ -82,6 +82,7 @@ class RunOptions:
     gpus_per_trial: float | None = None
     asha: bool = True
     max_failures: int = 2
+    pareto: bool = False  # Optuna spaces: search the space's two objectives (StudySpec.pareto) at once
 
 
 def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
@@ -132,6 +133,16 @@ def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
             f"--max-failures {options.max_failures}: must be in 0..{MAX_FAILURES} (retries of a "
             "crashed trial; a deterministic failure fails again)"
         )
+    objectives: list[list[str]] = []
+    if options.pareto:
+        if not spec.is_optuna or len(spec.pareto) != 2:
+            raise ConfigError(
+                f"--pareto: space '{spec.name}' declares no two objectives (StudySpec.pareto, Optuna spaces)"
+            )
+        objectives = [list(objective) for objective in spec.pareto]
+        if spec.asha and options.asha:
+            warnings.append("--pareto: ASHA is off (it ranks by one metric; the objectives are final metrics)")
+        options.asha = False
     epochs = min(cfg.train.epochs for cfg in configs)
     if spec.asha and options.asha and spec.asha.grace_period > epochs:
         raise ConfigError(
@@ -151,8 +162,8 @@ def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
         optuna=spec.is_optuna,
         num_samples=spec.num_samples,
         seeds=list(spec.seeds),
-        metric=spec.metric,
-        mode=spec.mode,
+        metric=objectives[0][0] if objectives else spec.metric,
+        mode=objectives[0][1] if objectives else spec.mode,
         asha=asdict(spec.asha) if (spec.asha and options.asha) else None,
         cpus_per_trial=cpus,
         gpus_per_trial=gpus,
@@ -162,6 +173,7 @@ def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
         command=sys.argv[1:],
         warnings=warnings,
         versions=versions(),
+        objectives=objectives,
     )
 
 
@@ -174,15 +186,17 @@ def _has_dotted(nested: dict, key: str) -> bool:
     return True
 
 
-def plan_text(plan: StudyPlan, spec: StudySpec | None = None) -> str:
-    """The trial plan and resources, as `--dry-run` prints it."""
+def plan_text(plan: StudyPlan, spec: StudySpec | None = None, reused: dict[str, str] | None = None) -> str:
+    """The trial plan and resources, as `--dry-run` prints it; ``reused``: trials --reuse would take."""
+    reused = reused or {}
     lines = [
         f"study '{plan.space}': {plan.question}",
         f"  study directory : {plan.study_dir}",
         f"  trials          : {plan.trial_count} ({'Optuna TPE samples' if plan.optuna else 'grid'})",
         f"  per trial       : {plan.cpus_per_trial:g} CPU, {plan.gpus_per_trial:g} GPU"
         + (f"; at most {plan.max_concurrent} at once" if plan.max_concurrent else ""),
-        f"  ranked by       : {plan.metric} ({plan.mode})",
+        f"  ranked by       : {plan.metric} ({plan.mode})"
+        + (f"; Pareto front with {plan.objectives[1][0]} ({plan.objectives[1][1]})" if plan.objectives else ""),
         "  early stopping  : "
         + (
             f"ASHA on epochs (grace period {plan.asha['grace_period']}, reduction "
@@ -203,8 +217,17 @@ def plan_text(plan: StudyPlan, spec: StudySpec | None = None) -> str:
                 lines.append(f"  {key}: {dist}")
         return "\n".join(lines)
     keys = keys_of(plan.variants)
-    rows = [[i] + [v.get(k, "") for k in keys] for i, v in enumerate(plan.variants)]
-    lines.append(text_table(["#"] + keys, rows))
+    labels = list(plan.variants_by_label())
+    rows = [
+        [i] + [v.get(k, "") for k in keys] + ([reused.get(labels[i], "train here")] if reused else [])
+        for i, v in enumerate(plan.variants)
+    ]
+    lines.append(text_table(["#"] + keys + (["taken from"] if reused else []), rows))
+    if reused:
+        lines.append(
+            f"\n{len(reused)} of {plan.trial_count} trials are taken from earlier studies; "
+            f"{plan.trial_count - len(reused)} train"
+        )
     return "\n".join(lines)
 
 

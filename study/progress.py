@@ -1,20 +1,23 @@
-"""What a running study prints: one line per finished trial, and a summary at the end."""
+"""What a running study prints: a progress line, one line per finished trial, and a summary at the end."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from ray import tune
+from tqdm import tqdm
 
 from geotune.analysis.tables import text_table
 from geotune.errors import error_line
-from geotune.layout import METRICS_FILE, STOPPED_FILE, TrialStatus, finished_status
+from geotune.layout import METRICS_FILE, REUSED_PREFIX, STOPPED_FILE, TrialStatus, finished_status
 from geotune.metric_names import score_of
 from geotune.storage import read_text
+from geotune.trainables.trial import epoch_line
 
 
 def _number(value) -> str:
@@ -38,20 +41,100 @@ class TrialLines(tune.Callback):
             stopped = trial.path and read_text(trial.path, STOPPED_FILE) is not None
             how = f"{'stopped by ASHA' if stopped else 'ended without final metrics'} after epoch {r.get('epoch')}"
         score = test_score(r)
-        print(
+        tqdm.write(
             f"[{self.done}/{self.total}] {Path(trial.path).name}: {self.metric} {_number(r.get(self.metric))}"
             f", {score} {_number(r.get(score))} ({how})",
-            flush=True,
+            file=sys.stdout,
         )
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
         error = trial_error_text(trial)
-        print(
+        tqdm.write(
             f"[{self.done}/{self.total}] {Path(trial.path).name}: FAILED: "
             f"{error_line(error) if error else 'unknown error'}",
-            flush=True,
+            file=sys.stdout,
         )
+
+
+class StudyProgress(tune.Callback):
+    """One line on stderr that keeps itself current: trials done / running / pending, elapsed time and an
+    ETA (tqdm's, from the pace of the trials finished so far). Ray's table replaces it with --verbose."""
+
+    already_done = 0  # trials a resumed study finished before (set by study.run before the fit)
+
+    def __init__(self, total: int):
+        self.total = total
+        self.bar: tqdm | None = None
+        self.running: set[str] = set()
+
+    def setup(self, **info):
+        done = min(StudyProgress.already_done, self.total)
+        self.running = set()
+        self.bar = tqdm(
+            total=self.total,
+            initial=done,
+            desc="trials",
+            unit="trial",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            bar_format="{desc}: {n_fmt}/{total_fmt} done |{bar:20}| {postfix} [{elapsed} elapsed, ETA {remaining}]",
+        )
+        self._show()
+
+    def _show(self) -> None:
+        if self.bar is not None:
+            pending = max(0, self.total - self.bar.n - len(self.running))
+            self.bar.set_postfix_str(f"{len(self.running)} running, {pending} pending", refresh=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+        self._show()
+
+    def _ended(self, trial) -> None:
+        self.running.discard(trial.trial_id)
+        if self.bar is not None:
+            self.bar.update(1)
+        self._show()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._ended(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._ended(trial)
+
+    def on_experiment_end(self, trials, **info):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __getstate__(self) -> dict:  # Tune pickles its callbacks with the experiment; a live bar cannot be
+        return {**self.__dict__, "bar": None}
+
+
+class EpochLines(tune.Callback):
+    """`geotune train --ray`: the trial's epoch lines, printed by the driver as the in-process trial prints
+    them (Ray's forwarded worker output would carry its prefix and colour codes)."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+        self.last = 0
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        epoch = result.get("epoch")
+        if not isinstance(epoch, int) or epoch <= self.last or "train_loss" not in result:
+            return
+        self.last = epoch
+        stopped = str(result.get("stop_reason", "")).startswith("early")
+        print(epoch_line(result, self.epochs, stopped), flush=True)
+
+
+def finished_count(study_dir: str) -> int:
+    """Trial folders of a local study that hold final metrics (for the progress line of a resume)."""
+    folder = Path(study_dir)
+    if not folder.is_dir():
+        return 0
+    return sum(1 for p in folder.iterdir() if (p / METRICS_FILE).is_file() and not p.name.startswith(REUSED_PREFIX))
 
 
 class TrialLedger(tune.Callback):

@@ -6,6 +6,7 @@ summary, the report and the exit code.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ray import tune
@@ -16,10 +17,11 @@ from geotune.layout import DATASET_EDA_FILE, METRICS_FILE, TRAIN_TRIAL_DIR, Stud
 from geotune.search_spaces.spec import StudySpec, load_space
 from geotune.storage import experiment_location, is_uri
 from geotune.study.cluster import notice
-from geotune.study.progress import TrialLedger, TrialLines, unfinished_count
+from geotune.study.loggers import logger_callbacks
+from geotune.study.progress import EpochLines, StudyProgress, TrialLedger, TrialLines, finished_count, unfinished_count
 from geotune.study.recovery import StateKeeper, install_snapshot
 from geotune.study.train_local import TrialOutcome
-from geotune.study.tune_setup import build_tuner, train_trainable, trainable_for, tune_environment
+from geotune.study.tune_setup import HyperparameterView, build_tuner, train_trainable, trainable_for, tune_environment
 from geotune.trainables.data import dataset_eda
 
 
@@ -33,22 +35,34 @@ def write_dataset_eda(plan: StudyPlan) -> None:
         write_json(Path(plan.study_dir) / DATASET_EDA_FILE, eda)
 
 
-def run_study(plan: StudyPlan, spec: StudySpec):
-    """Fit the planned study; returns Tune's ResultGrid (trials stopped by ASHA are finalized after)."""
+def run_study(plan: StudyPlan, spec: StudySpec, verbose: bool = False):
+    """Fit the planned study; returns Tune's ResultGrid (trials stopped by ASHA are finalized after).
+
+    Without ``verbose`` the terminal shows one progress line (trials done / running / pending, elapsed, ETA)
+    and a line per finished trial; with it, Ray's trial table every 30 s instead of the progress line."""
     tune_environment()
     plan.save()
     write_dataset_eda(plan)
-    tuner = build_tuner(
-        plan, spec, [TrialLines(plan.trial_count, plan.metric), StateKeeper(plan.study_dir), TrialLedger()]
-    )
+    tuner = build_tuner(plan, spec, study_callbacks(plan, spec, verbose), verbose)
     TrialLedger.active = None
+    StudyProgress.already_done = 0
     return tuner.fit()
 
 
-def resume_study(plan: StudyPlan):
+def study_callbacks(plan: StudyPlan, spec: StudySpec | None, verbose: bool) -> list:
+    """Every Tune callback of a study, made for the folder it runs in now (a resumed copy writes only into
+    itself): what the terminal shows, the state keeper, the ledger, --logger's trackers, the space's own."""
+    shown = [TrialLines(plan.to_train, plan.metric)] + ([] if verbose else [StudyProgress(plan.to_train)])
+    callbacks = shown + [StateKeeper(plan.study_dir), TrialLedger(), HyperparameterView()] + logger_callbacks(plan)
+    return callbacks + [make(plan) for make in (spec.callbacks if spec is not None else [])]
+
+
+def resume_study(plan: StudyPlan, verbose: bool = False):
     """Finish an interrupted study (``StudyPlan.load`` of its directory, resources as Ray can give them):
     finished trials stay, interrupted ones continue, errored ones retry. Returns Tune's ResultGrid."""
     tune_environment()
+    if plan.objectives:  # as on its first run (tune_setup.optuna_searcher): flatness comes with the last report
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     study_dir = plan.study_dir
     if not tune.Tuner.can_restore(study_dir):
         raise ConfigError(f"'{study_dir}' holds no Ray Tune experiment state to resume (was it started?)")
@@ -56,35 +70,46 @@ def resume_study(plan: StudyPlan):
         repaired = install_snapshot(study_dir)
         if repaired:
             notice(repaired)
-    if plan.optuna:
-        # The saved searcher refers to the space's sampler function by module: import that module again.
-        module = plan.module.removeprefix("geotune.").removeprefix("search_spaces.")
-        try:
-            load_space(module)
-        except ConfigError as exc:
+    spec = None
+    module = plan.module.removeprefix("geotune.").removeprefix("search_spaces.")
+    try:  # the space's own callbacks; an Optuna searcher refers to the space's sampler function by module
+        known = plan.optuna or plan.module.startswith(("geotune.", "search_spaces.")) or module.endswith(".py")
+        spec = load_space(module) if known else None
+    except ConfigError as exc:
+        if plan.optuna:
             raise ConfigError(
                 f"cannot resume '{study_dir}': its Optuna space {plan.module} cannot be loaded ({exc})"
             ) from None
+        notice(f"the space {plan.module} cannot be loaded ({exc}); its own callbacks, if any, do not run")
     tuner = tune.Tuner.restore(study_dir, trainable=trainable_for(plan), resume_unfinished=True, resume_errored=True)
+    # Tune restores the callbacks pickled when the study started, with the paths of the folder it started in;
+    # a study copied elsewhere must write only into the copy, so they are made again for this folder.
+    assert tuner._local_tuner is not None  # None only under Ray Client, which geotune does not use
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.callbacks = study_callbacks(plan, spec, verbose)
+    if not verbose:  # the progress line instead of Ray's table, whatever the first run chose
+        run_config.verbose, run_config.progress_reporter = 0, None
     TrialLedger.active = None  # studies from before the ledger existed resume without one
+    StudyProgress.already_done = finished_count(study_dir)  # the progress line counts them as done
     return tuner.fit()
 
 
-def run_train(plan: StudyPlan, verbose: int = 1) -> TrialOutcome:
+def run_train(plan: StudyPlan, verbose: bool = False) -> TrialOutcome:
     """Run the one trial of ``plan`` as a Ray Tune trial (`geotune train --ray`); its directory is
-    ``STUDY_DIR/trial``. Without --ray, and for every resume, ``study.train_local`` runs it in-process."""
+    ``STUDY_DIR/trial``. Without --ray, and for every resume, ``study.train_local`` runs it in-process.
+    Without ``verbose`` the driver prints the epoch lines (as the in-process trial does) and Ray nothing."""
     tune_environment()
     plan.save()
     storage, name = experiment_location(plan.study_dir)
     tuner = tune.Tuner(
-        train_trainable(plan),
+        train_trainable(plan, verbose),
         param_space=plan.base,
         tune_config=tune.TuneConfig(num_samples=1, trial_dirname_creator=lambda trial: TRAIN_TRIAL_DIR),
         run_config=tune.RunConfig(
             storage_path=storage,
             name=name,
-            verbose=verbose,
-            callbacks=[TrialLedger()],
+            verbose=1 if verbose else 0,
+            callbacks=[TrialLedger()] + ([] if verbose else [EpochLines(plan.epochs)]),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )

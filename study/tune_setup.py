@@ -14,27 +14,69 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
+from geotune.config import TrialConfig
+from geotune.config_loading import flatten, merge, nest
 from geotune.errors import ConfigError
 from geotune.layout import OPTUNA_FILE, StudyPlan
 from geotune.search_spaces.spec import StudySpec
 from geotune.storage import experiment_location, is_uri
 from geotune.study.schedulers import RecordingASHA
 from geotune.trainables.trainable import tune_trial
-from geotune.variants import variant_label
+from geotune.variants import folder_label, keys_of, variant_label
 
 
 def trial_dirname(trial) -> str:
-    """'00003_name=geodesic,seed=1': the trial's index and what it varies."""
+    """'00003_name=geodesic,seed=1': the trial's index and what it varies (a long label ends in its hash)."""
     index = trial.trial_id.rsplit("_", 1)[-1]
     label = trial.config.get("variant") or variant_label(
         {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in trial.config.items() if "." in k}
     )
-    return f"{index}_{label}"[:120] if label else f"trial_{index}"
+    return f"{index}_{folder_label(label)}" if label else f"trial_{index}"
+
+
+class VariantValue:
+    """``tune.sample_from`` of one varied key: its value in the trial's variant (picklable, for resume)."""
+
+    def __init__(self, values: dict[str, object]):
+        self.values = values  # variant label -> the key's value in that trial's config
+
+    def __call__(self, config: dict) -> object:
+        return self.values[config["variant"]]
+
+
+class HyperparameterView(tune.Callback):
+    """Tune's TensorBoard logger writes a trial's HParams from ``trial.evaluated_params``, which for a grid
+    holds only what the grid itself resolved (the variant label), not the keys ``sample_from`` filled in:
+    add every dotted key of the trial's config there, so the HParams tab lists lambda, k, seed, ..."""
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        trial.evaluated_params.update({k: v for k, v in trial.config.items() if "." in k})
+
+
+def grid_param_space(plan: StudyPlan) -> dict:
+    """Tune's config of a grid study: the variant label (the trainable maps it to its overrides) and every key
+    the study varies, by its dotted name, with the value the trial's config gives it, so that
+    ``ResultGrid.get_dataframe()``, TensorBoard's HParams and MLflow/W&B see the real hyperparameters.
+    Trials --reuse took from earlier studies are left out.
+    A trial whose variant leaves a key alone shows the base's value (what it trained with); lists show as
+    text, since TensorBoard's HParams take scalars only."""
+    labelled = {label: v for label, v in plan.variants_by_label().items() if label not in plan.reused}
+    resolved = {
+        label: flatten(TrialConfig.from_dict(merge(plan.base, nest(variant))).to_dict())
+        for label, variant in labelled.items()
+    }
+    space: dict = {"variant": tune.grid_search(list(labelled))}
+    for key in keys_of(plan.variants):
+        values = {label: resolved[label].get(key) for label in labelled}
+        space[key] = tune.sample_from(
+            VariantValue({label: str(v) if isinstance(v, list) else v for label, v in values.items()})
+        )
+    return space
 
 
 def trainable_for(plan: StudyPlan):
     """The trainable with the study's base config and variants attached (the same on run and resume)."""
-    with_data = tune.with_parameters(tune_trial, base=plan.base, variants=plan.variants_by_label(), verbose=False)
+    with_data = tune.with_parameters(tune_trial, base=plan.base, variants=plan.variants_by_any_label(), verbose=False)
     return tune.with_resources(with_data, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
 
 
@@ -49,7 +91,7 @@ def progress_reporter(plan: StudyPlan, keys: list[str]):
     )
 
 
-def build_tuner(plan: StudyPlan, spec: StudySpec, callbacks: list):
+def build_tuner(plan: StudyPlan, spec: StudySpec, callbacks: list, verbose: bool = True):
     storage, name = experiment_location(plan.study_dir)
     scheduler = FIFOScheduler()
     if plan.asha:
@@ -67,7 +109,7 @@ def build_tuner(plan: StudyPlan, spec: StudySpec, callbacks: list):
         param_space: dict = {}
         num_samples = plan.num_samples
     else:
-        param_space = {"variant": tune.grid_search(list(plan.variants_by_label()))}
+        param_space = grid_param_space(plan)
         num_samples = 1
     tune_config = tune.TuneConfig(
         num_samples=num_samples,
@@ -82,9 +124,9 @@ def build_tuner(plan: StudyPlan, spec: StudySpec, callbacks: list):
     run_config = tune.RunConfig(
         storage_path=storage,
         name=name,
-        verbose=1,
+        verbose=1 if verbose else 0,
         callbacks=callbacks,
-        progress_reporter=progress_reporter(plan, spec.varied_keys()),
+        progress_reporter=progress_reporter(plan, spec.varied_keys()) if verbose else None,
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         # Local studies: study.recovery.StateKeeper deletes old checkpoints, only once a durable snapshot of
         # Ray's state no longer names them (Ray's own num_to_keep can leave a state naming a deleted one).
@@ -95,8 +137,6 @@ def build_tuner(plan: StudyPlan, spec: StudySpec, callbacks: list):
 
 def optuna_searcher(plan: StudyPlan, spec: StudySpec):
     """OptunaSearch (TPE) over the space's define-by-run sampler, stored in STUDY_DIR/optuna.db."""
-    from ray.tune.search.optuna import OptunaSearch  # deferred: Ray's Optuna searcher, for Optuna spaces only
-
     if is_uri(plan.study_dir):
         raise ConfigError(
             f"--storage {plan.study_dir}: Optuna spaces keep their SQLite study in the study "
@@ -104,10 +144,25 @@ def optuna_searcher(plan: StudyPlan, spec: StudySpec):
         )
     Path(plan.study_dir).mkdir(parents=True, exist_ok=True)
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(plan.study_dir) / OPTUNA_FILE}")
-    searcher = OptunaSearch(
+    # Created here (OptunaSearch loads it) to name the objective after the metric: dashboards show the name
+    # instead of "Objective 0".
+    objectives = [tuple(o) for o in plan.objectives] or [(plan.metric, plan.mode)]
+    if plan.objectives:  # the flatness objective is a final metric: epochs report without it (Tune checks them)
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    created = optuna.create_study(
+        study_name=plan.space,
+        storage=storage,
+        directions=["maximize" if mode == "max" else "minimize" for _, mode in objectives],
+        load_if_exists=True,
+    )
+    created.set_metric_names([metric for metric, _ in objectives])
+    # deferred: Ray's Optuna searcher, for Optuna spaces only
+    from geotune.study.optuna_search import AttributedOptunaSearch
+
+    searcher = AttributedOptunaSearch(
         space=OptunaSpace(spec.optuna, plan.seeds[0]),
-        metric=plan.metric,
-        mode=plan.mode,
+        metric=[m for m, _ in objectives] if plan.objectives else plan.metric,
+        mode=[m for _, m in objectives] if plan.objectives else plan.mode,
         sampler=optuna.samplers.TPESampler(seed=plan.seeds[0]),
         study_name=plan.space,
         storage=storage,
@@ -140,6 +195,7 @@ def tune_environment() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-def train_trainable(plan: StudyPlan):
+def train_trainable(plan: StudyPlan, verbose: bool = True):
     """The trainable of `geotune train`: the whole config comes as Tune's param_space."""
-    return tune.with_resources(tune_trial, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+    trainable = tune.with_parameters(tune_trial, verbose=verbose)
+    return tune.with_resources(trainable, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})

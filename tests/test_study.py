@@ -123,6 +123,9 @@ def test_optuna_study_keeps_its_study_in_sqlite(ray_session, tmp_path, capsys):
     study = optuna.load_study(study_name="tiny_optuna", storage=f"sqlite:///{study_dir / 'optuna.db'}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 3
+    assert study.metric_names == ["val_accuracy"], "the objective is named after the metric"
+    for trial in complete:  # the final metrics as user attributes
+        assert {"test_accuracy", "flatness_calibrated_per_class", "intrinsic_dim_twonn"} <= set(trial.user_attrs)
     trials = trial_dirs(study_dir)
     assert len(trials) == 3
     seen = set()
@@ -140,6 +143,7 @@ def test_optuna_study_keeps_its_study_in_sqlite(ray_session, tmp_path, capsys):
         ]
         assert len(match) == 1, "each trial ran exactly the configuration Optuna sampled"
         assert match[0].value == pytest.approx(metrics["val_accuracy"], abs=1e-6)
+        assert match[0].user_attrs["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-9)
         assert cfg.regularizer.name == "geodesic" and cfg.train.epochs == 2
         seen.add(key)
     assert len(seen) == 3
@@ -194,3 +198,32 @@ def test_compare_refuses_a_config_without_regularizer(tmp_path, capsys):
     empty.write_text("")
     assert main(["compare", str(empty), str(tmp_path / "out")]) == 2
     assert "regularizer.name' = none: nothing to compare" in capsys.readouterr().err
+
+
+def test_pareto_mode_searches_two_objectives_and_draws_the_front(ray_session, tmp_path, capsys):
+    import optuna
+
+    from geotune.study.cli import main
+
+    space = write_space(
+        tmp_path / "pareto_space.py",
+        """
+        def sample(trial):
+            trial.suggest_float("regularizer.geodesic.lambda_reg", 1e-3, 1.0, log=True)
+
+        SPACE = StudySpec(name="tiny_pareto", question="Accuracy against flatness?",
+                          base={**TINY, "regularizer": {"name": "geodesic"}}, optuna=sample, num_samples=3,
+                          seeds=[0], max_concurrent=2, asha=Asha(grace_period=1),
+                          pareto=[("val_accuracy", "max"), ("flatness_calibrated_per_class", "min")])
+    """,
+    )
+    rc = main(["run", str(space), "--pareto", "--storage", str(tmp_path), "--name", "p", "train.epochs=2"])
+    assert rc == 0
+    assert "--pareto: ASHA is off" in capsys.readouterr().err
+    study = optuna.load_study(study_name="tiny_pareto", storage=f"sqlite:///{tmp_path / 'p' / 'optuna.db'}")
+    assert study.metric_names == ["val_accuracy", "flatness_calibrated_per_class"]
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3 and all(len(t.values) == 2 for t in complete)
+    report = tmp_path / "p" / "report"
+    assert (report / "figures" / "pareto.png").is_file() and "Pareto front" in (report / "REPORT.md").read_text()

@@ -120,7 +120,7 @@ def test_in_process_and_ray_give_the_same_trial(tmp_path):
     """`geotune train` and `geotune train --ray`: the same files and, for one seed, the same metrics."""
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(tiny_config(train={"epochs": 2, "seed": 5}, logging={"save_umap": True})))
-    trials = {}
+    trials, outputs = {}, {}
     for name, extra in (("here", []), ("ray", ["--ray"])):
         done = subprocess.run(
             [sys.executable, "-m", "geotune", "train", str(config), str(tmp_path / name), "--cpus", "1", *extra],
@@ -131,7 +131,15 @@ def test_in_process_and_ray_give_the_same_trial(tmp_path):
         )
         assert done.returncode == 0, (name, done.stdout[-2000:], done.stderr[-2000:])
         trials[name] = tmp_path / name / "trial"
+        outputs[name] = done.stdout
     here, ray = trials["here"], trials["ray"]
+    # Through Ray too, the terminal shows the epoch lines and the summary: no Ray status boxes, no worker
+    # prefixes or colour codes, no path outside the output folder.
+    for name, out in outputs.items():
+        epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
+        assert [line.split()[1] for line in epochs] == ["1/2", "2/2"], (name, out)
+        assert "== Status ==" not in out and "\x1b[" not in out and "/tmp/ray" not in out, (name, out)
+        assert out.rstrip().endswith(f"artifacts: {tmp_path / name / 'trial'}"), (name, out)
 
     def files(folder: Path) -> set[str]:
         # Tune's pickled params and the event file's host-stamped name are its own.

@@ -83,6 +83,17 @@ def say(line: str) -> None:
         sys.stdout = open(os.devnull, "w")
 
 
+def epoch_line(row: dict, epochs: int, stopped: bool = False) -> str:
+    """The line a trial prints after an epoch, from its history row (or the metrics Tune received)."""
+    return (
+        f"epoch {row['epoch']:3d}/{epochs}  train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+        f"val_acc {row['val_accuracy']:.4f}  "
+        + (f"val_miou {row['val_miou']:.4f}  " if row.get("val_miou") is not None else "")
+        + f"reg {row['reg_loss']:.4f}  {row['epoch_time']:.2f}s"
+        + ("  (early stop)" if stopped else "")
+    )
+
+
 def check_config(cfg: TrialConfig) -> list[str]:
     """Catch what the schema cannot: data files and their formats, class choice, splits, model shapes.
 
@@ -259,13 +270,7 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
         elapsed = elapsed_before + time.perf_counter() - start
         metrics = epoch_metrics(history, early, kept)
         if verbose:
-            say(
-                f"epoch {epoch:3d}/{cfg.train.epochs}  train_loss {stats.loss:.4f}  val_loss {val.loss:.4f}  "
-                f"val_acc {val.accuracy:.4f}  "
-                + (f"val_miou {row['val_miou']:.4f}  " if "val_miou" in row else "")
-                + f"reg {stats.reg_loss:.4f}  {row['epoch_time']:.2f}s"
-                + ("  (early stop)" if stopped else "")
-            )
+            say(epoch_line(row, cfg.train.epochs, stopped))
         if finished:
             break
         session.report(

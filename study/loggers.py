@@ -1,0 +1,106 @@
+"""Experiment trackers beside Tune's own files: MLflow and Weights & Biases through Ray's logger callbacks.
+
+``--logger mlflow[=URI]`` logs each trial as an MLflow run (its Tune config as params:
+the variant and every varied key; each epoch's metrics; at the end of the study the
+trial folder's files as artifacts). Without a URI the store is SQLite in the study
+folder (``mlflow.db``, artifacts in ``mlruns/``), so the study folder stays the unit of
+truth. ``--logger wandb[=PROJECT]`` logs params and per-epoch metrics to W&B (project:
+the space's name unless given; group: the study's name; W&B's files under
+``STUDY_DIR/wandb``; ``WANDB_MODE=offline`` works without a network). TensorBoard
+needs no option: Tune writes event files into every trial folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from geotune.errors import ConfigError
+from geotune.layout import MLFLOW_ARTIFACTS_DIR, MLFLOW_FILE, WANDB_DIR, StudyPlan
+from geotune.storage import is_uri
+
+LOGGERS = {"mlflow": "mlflow", "wandb": "wandb"}  # --logger name -> the package it needs
+
+
+@dataclass
+class LoggerChoice:
+    kind: str  # mlflow | wandb
+    target: str | None  # MLflow tracking URI, or W&B project; None: the default
+    text: str  # as given on the command line (kept in study.json)
+
+
+def parse_loggers(texts: list[str]) -> list[LoggerChoice]:
+    """--logger values, checked now: an unknown name or a tracker that is not installed stops the run here."""
+    out: list[LoggerChoice] = []
+    for text in texts:
+        kind, _, target = text.partition("=")
+        kind = kind.strip().lower()
+        if kind not in LOGGERS:
+            raise ConfigError(f"--logger {text!r}: unknown logger; choose mlflow[=URI] or wandb[=PROJECT]")
+        if any(choice.kind == kind for choice in out):
+            raise ConfigError(f"--logger {text!r}: {kind} is given twice")
+        if importlib.util.find_spec(LOGGERS[kind]) is None:
+            raise ConfigError(
+                f"--logger {kind}: the {LOGGERS[kind]} package is not installed (pip install 'geotune[{kind}]')"
+            )
+        out.append(LoggerChoice(kind, target.strip() or None, text))
+    return out
+
+
+def study_name(plan: StudyPlan) -> str:
+    return plan.study_dir.rstrip("/").rsplit("/", 1)[-1]
+
+
+def mlflow_uri(plan: StudyPlan, target: str | None) -> str:
+    if target:
+        return target
+    if is_uri(plan.study_dir):
+        raise ConfigError(
+            "--logger mlflow: a study in remote storage needs the tracking server's URI (--logger mlflow=URI)"
+        )
+    return f"sqlite:///{Path(plan.study_dir) / MLFLOW_FILE}"
+
+
+def logger_callbacks(plan: StudyPlan) -> list:
+    """Tune callbacks of the study's --logger choices."""
+    callbacks: list = []
+    for choice in parse_loggers(plan.loggers):
+        if choice.kind == "mlflow":
+            # deferred: Ray's MLflow module imports mlflow (optional, about a second) on import
+            from geotune.study.mlflow_logger import StudyMLflowCallback
+
+            callbacks.append(
+                StudyMLflowCallback(
+                    tracking_uri=mlflow_uri(plan, choice.target),
+                    experiment_name=study_name(plan),
+                    tags={"geotune.space": plan.space, "geotune.study_dir": plan.study_dir},
+                    # the study's end logs the trial folders as artifacts (stopped trials are finalised late)
+                    save_artifact=False,
+                    artifact_location=None if choice.target else str(Path(plan.study_dir) / MLFLOW_ARTIFACTS_DIR),
+                )
+            )
+        else:
+            # deferred: Ray's W&B module imports wandb, an optional dependency
+            from ray.air.integrations.wandb import WandbLoggerCallback
+
+            wandb_dir = Path(plan.study_dir) / WANDB_DIR
+            wandb_dir.mkdir(parents=True, exist_ok=True)
+            callbacks.append(
+                WandbLoggerCallback(
+                    project=choice.target or plan.space, group=study_name(plan), dir=str(wandb_dir), log_config=False
+                )
+            )
+    return callbacks
+
+
+def log_trial_artifacts(plan: StudyPlan) -> int:
+    """At the study's end: each trial folder's files as its MLflow run's artifacts (``--logger mlflow``).
+    Returns how many runs received them."""
+    choice = next((c for c in parse_loggers(plan.loggers) if c.kind == "mlflow"), None)
+    if choice is None or is_uri(plan.study_dir):
+        return 0
+    # deferred: Ray's MLflow module imports mlflow (optional, about a second) on import
+    from geotune.study.mlflow_logger import log_folders_as_artifacts
+
+    return log_folders_as_artifacts(mlflow_uri(plan, choice.target), study_name(plan), Path(plan.study_dir))

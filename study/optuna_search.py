@@ -1,0 +1,27 @@
+"""Ray's Optuna searcher as a study uses it (imported only by Optuna spaces)."""
+
+from __future__ import annotations
+
+from ray.tune.search.optuna import OptunaSearch
+
+OPTUNA_USER_ATTRS = (  # final metrics each Optuna trial carries as user attributes (dashboards show them)
+    "test_accuracy",
+    "test_miou",
+    "flatness_calibrated_per_class",
+    "intrinsic_dim_twonn",
+    "participation_ratio_per_class",
+    "epochs_run",
+)
+
+
+class AttributedOptunaSearch(OptunaSearch):
+    """OptunaSearch whose trials also record the final metrics of OPTUNA_USER_ATTRS as user attributes (a
+    trial stopped by ASHA has none: its final metrics are written after it stopped)."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        trial = self._ot_trials.get(trial_id)
+        if trial is not None and result:
+            for key in OPTUNA_USER_ATTRS:
+                if isinstance(result.get(key), (int, float)):
+                    trial.set_user_attr(key, float(result[key]))
+        super().on_trial_complete(trial_id, result, error)

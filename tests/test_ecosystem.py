@@ -1,0 +1,279 @@
+"""Fitting the ecosystem (issue 17): real hyperparameters for Ray, TensorBoard and MLflow; --reuse; reports over
+several studies; the CLI's habits (bare overrides, --sweep, repeated --config, --version, config --space)."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import tiny_config
+from geotune.layout import StudyPlan
+from geotune.study.cli import main
+from geotune.study.tune_setup import grid_param_space
+from geotune.variants import FOLDER_LABEL_MAX, folder_label, variant_labels
+from synthetic import study_plan
+
+# Two keys end in lambda_reg: labels and folder names must tell them apart.
+SWEEP = ["--sweep", "regularizer.geometry.lambda_reg=0.2,0.3", "--sweep", "regularizer.geodesic.lambda_reg=0.1"]
+
+
+def test_labels_tell_keys_with_the_same_last_part_apart_and_long_ones_end_in_a_hash():
+    variants = [
+        {"dataset.name": "digits", "model.type": "simple_cnn", "regularizer.name": "none", "train.seed": 0},
+        {"dataset.name": "shapes", "model.type": "simple_cnn", "regularizer.name": "geodesic", "train.seed": 0},
+    ]
+    labels = variant_labels(variants)
+    assert labels[0] == "dataset.name=digits,type=simple_cnn,regularizer.name=none,seed=0"
+    assert labels[1] == "dataset.name=shapes,type=simple_cnn,regularizer.name=geodesic,seed=0"
+    # a short label stays whole; two long ones sharing their first characters get different, stable names
+    assert folder_label(labels[0]) == labels[0]
+    long_a, long_b = "x" * 200 + "a", "x" * 200 + "b"
+    assert len(folder_label(long_a)) == FOLDER_LABEL_MAX
+    assert folder_label(long_a) != folder_label(long_b) and folder_label(long_a) == folder_label("x" * 200 + "a")
+
+
+def test_a_study_made_by_geotune_0_1_still_maps_its_trials_old_labels():
+    plan = study_plan(Path("/nowhere"), [{"dataset.name": "digits", "regularizer.name": "none", "train.seed": 0}])
+    by_label = plan.variants_by_any_label()
+    assert by_label["name=digits,name=none,seed=0"] == by_label["dataset.name=digits,regularizer.name=none,seed=0"]
+
+
+def make_sweep_plan(tmp_path, *extra: str) -> StudyPlan:
+    from geotune.search_spaces.spec import with_sweeps
+    from geotune.study.plan import RunOptions, make_plan
+
+    sweeps = [a for a in extra if "=" in a]
+    spec = with_sweeps(None, sweeps, tiny_config())
+    return make_plan(spec, {}, RunOptions(storage=str(tmp_path), name="p", num_samples=2))
+
+
+def test_the_tune_config_of_a_grid_trial_holds_every_varied_key_with_its_value(tmp_path):
+    plan = make_sweep_plan(tmp_path, "regularizer.name=none,geodesic", "train.lr=1e-3,0.01")
+    space = grid_param_space(plan)
+    labels = space["variant"]["grid_search"]
+    assert len(labels) == 8 and set(space) == {"variant", "regularizer.name", "train.lr", "train.seed"}
+    for label, variant in plan.variants_by_label().items():
+        config = {"variant": label}
+        resolved = {key: space[key].func(config) for key in variant}  # what Tune's sample_from resolves to
+        assert resolved == variant, label
+    # train.lr typed as 1e-3 on the command line is a number (YAML 1.1 would keep it as text)
+    assert {v["train.lr"] for v in plan.variants} == {0.001, 0.01}
+
+
+def test_bare_overrides_repeated_configs_and_sweeps_plan_as_documented(tmp_path, capsys):
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text(yaml.safe_dump(tiny_config(train={"epochs": 4, "lr": 0.01})))
+    second.write_text(yaml.safe_dump({"train": {"epochs": 6}}))
+    rc = main(
+        ["run", "--config", str(first), "--config", str(second), "train.batch_size=32", "--dry-run"]
+        + ["--sweep", "regularizer.name=none,geodesic", "-m", "model.hidden_dim=16,32", "--seeds", "3"]
+        + ["--storage", str(tmp_path)]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "trials          : 12 (grid)" in out, out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:2].strip().isdigit()]
+    assert {(r[1], r[2], r[3]) for r in rows} == {
+        (name, dim, seed) for name in ("none", "geodesic") for dim in ("16", "32") for seed in ("0", "1", "2")
+    }
+    assert main(["config", "--config", str(first), "--config", str(second), "train.batch_size=32"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert (
+        resolved["train"]["epochs"] == 6 and resolved["train"]["lr"] == 0.01 and resolved["train"]["batch_size"] == 32
+    )
+
+    # a space crossed with a sweep; a key the space varies itself is refused with its name
+    assert main(["run", "quickstart", "--sweep", "train.lr=0.001,0.002", "--dry-run", "--storage", str(tmp_path)]) == 0
+    assert "trials          : 24 (grid)" in capsys.readouterr().out
+    assert main(["run", "quickstart", "--sweep", "regularizer.name=none", "--dry-run"]) == 2
+    assert "'regularizer.name'" in capsys.readouterr().err
+    # what is neither an option nor SECTION.KEY=VALUE is refused by argparse (exit 2)
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "quickstart", "nonsense", "--dry-run"])
+    assert stop.value.code == 2 and "unrecognized arguments: nonsense" in capsys.readouterr().err
+    assert main(["run", "--sweep", "train.lr", "--dry-run"]) == 2
+    assert "--sweep 'train.lr'" in capsys.readouterr().err
+
+
+def test_version_and_a_spaces_resolved_base_config(capsys):
+    from geotune import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"geotune {__version__}"
+    assert main(["config", "--space", "segmentation", "train.lr=0.005"]) == 0
+    out = capsys.readouterr().out
+    assert "# the space varies: model.type, train.loss, train.seed" in out
+    config = yaml.safe_load(out)
+    assert config["dataset"]["name"] == "shapes_seg" and config["train"]["lr"] == 0.005
+    assert len(config["train"]["phases"]) == 2, "the space's own base, not the defaults"
+
+
+def test_a_missing_tracker_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    assert main(["run", "quickstart", "--logger", "wandb", "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--logger wandb: the wandb package is not installed (pip install 'geotune[wandb]')" in err
+    assert main(["run", "quickstart", "--logger", "comet", "--storage", str(tmp_path)]) == 2
+    assert "--logger 'comet': unknown logger" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "nothing was started"
+
+
+def test_wandb_gets_the_study_as_group_and_keeps_its_files_in_the_study(tmp_path, monkeypatch):
+    """Ray's W&B callback, configured from --logger wandb=PROJECT (wandb itself is optional: a stand-in module
+    lets the callback be built; what is checked is what geotune passes)."""
+    import types
+
+    import ray.air.integrations.wandb as ray_wandb
+
+    from geotune.study.loggers import logger_callbacks
+
+    monkeypatch.setattr(ray_wandb, "wandb", types.SimpleNamespace())
+    plan = make_sweep_plan(tmp_path, "train.lr=0.001,0.01")
+    plan.loggers = ["wandb=latent-geometry"]
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: object())
+    (callback,) = logger_callbacks(plan)
+    assert isinstance(callback, ray_wandb.WandbLoggerCallback)
+    assert callback.project == "latent-geometry" and callback.group == "p"
+    assert callback.kwargs["dir"] == str(Path(plan.study_dir) / "wandb") and Path(callback.kwargs["dir"]).is_dir()
+
+
+def hparams_of(events: Path) -> dict:
+    """The HParams (TensorBoard's plugin) of one event file, read record by record from the TFRecord format."""
+    from tensorboardX.proto import event_pb2, plugin_hparams_pb2
+
+    data, offset, found = events.read_bytes(), 0, {}
+    while offset < len(data):
+        (length,) = struct.unpack("<Q", data[offset : offset + 8])
+        record = data[offset + 12 : offset + 12 + length]
+        offset += 12 + length + 4
+        event = event_pb2.Event.FromString(record)
+        for value in event.summary.value:
+            if value.tag == "_hparams_/session_start_info":
+                info = plugin_hparams_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                for key, item in info.session_start_info.hparams.items():
+                    found[key] = item.WhichOneof("kind") and getattr(item, item.WhichOneof("kind"))
+    return found
+
+
+@pytest.fixture(scope="module")
+def sweep_study(ray_session, tmp_path_factory):
+    """A two-trial sweep run through Ray with --logger mlflow: the study the next tests read."""
+    pytest.importorskip("mlflow")
+    root = tmp_path_factory.mktemp("eco")
+    config = root / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(train={"epochs": 2}, regularizer={"name": "geodesic"})))
+    rc = main(
+        ["run", "--config", str(config), *SWEEP, "--storage", str(root / "runs"), "--name", "first"]
+        + ["--logger", "mlflow", "--cpus-per-trial", "1"]
+    )
+    assert rc == 0
+    return root, root / "runs" / "first"
+
+
+@pytest.mark.slow
+def test_ray_tensorboard_and_mlflow_see_the_real_hyperparameters(ray_session, sweep_study):
+    from ray import tune
+
+    from geotune.study.tune_setup import trainable_for
+
+    _, study = sweep_study
+    folders = sorted(p.name for p in study.iterdir() if (p / "params.json").is_file())
+    assert folders == [
+        "00000_regularizer.geometry.lambda_reg=0.2,regularizer.geodesic.lambda_reg=0.1,seed=0",
+        "00001_regularizer.geometry.lambda_reg=0.3,regularizer.geodesic.lambda_reg=0.1,seed=0",
+    ]
+    plan = StudyPlan.load(str(study))
+    frame = tune.Tuner.restore(str(study), trainable=trainable_for(plan)).get_results().get_dataframe()
+    assert sorted(frame["config/regularizer.geometry.lambda_reg"]) == [0.2, 0.3]
+    assert list(frame["config/regularizer.geodesic.lambda_reg"]) == [0.1, 0.1]
+    assert list(frame["config/train.seed"]) == [0, 0]
+
+    for folder in folders:
+        (events,) = (study / folder).glob("events.out.tfevents.*")
+        hparams = hparams_of(events)
+        expected = 0.2 if "lambda_reg=0.2" in folder else 0.3
+        assert hparams["regularizer.geometry.lambda_reg"] == pytest.approx(expected), hparams
+        assert hparams["regularizer.geodesic.lambda_reg"] == pytest.approx(0.1)
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{study / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("first")
+    assert experiment.artifact_location == str(study / "mlruns"), "the default store lives in the study folder"
+    runs = {r.data.tags["geotune.trial"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(runs) == folders
+    for folder, run in runs.items():
+        assert run.data.params["regularizer.geometry.lambda_reg"] == ("0.2" if "=0.2," in folder else "0.3")
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == [1, 2], "one value per epoch"
+        metrics = json.loads((study / folder / "metrics.json").read_text())
+        assert history[-1].value == pytest.approx(metrics["val_accuracy"])
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"metrics.json", "latents.npz", "config.yaml", "model.pt"} <= artifacts
+        assert not any(a.startswith("checkpoint_") for a in artifacts)
+
+
+@pytest.mark.slow
+def test_reuse_trains_only_new_trials_and_a_report_covers_several_studies(ray_session, sweep_study, capsys):
+    root, first = sweep_study
+    config = root / "c.yaml"
+    # the same sweep with one value more: two trials finished before, one is new
+    sweep = ["--sweep", "regularizer.geometry.lambda_reg=0.2,0.3,0.5", SWEEP[2], SWEEP[3]]
+    args = ["run", "--config", str(config), *sweep, "--storage", str(root / "runs"), "--reuse", str(first)]
+    assert main(args + ["--dry-run", "--name", "dry"]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 3 trials are taken from earlier studies; 1 train" in out
+    assert main(args + ["--name", "second"]) == 0
+    out = capsys.readouterr().out
+    second = root / "runs" / "second"
+    plan = StudyPlan.load(str(second))
+    assert len(plan.reused) == 2 and all(path.startswith(str(first)) for path in plan.reused.values())
+    trained = [p for p in second.iterdir() if p.name.startswith("0000")]
+    assert len(trained) == 1 and "lambda_reg=0.5" in trained[0].name, "only the new value was trained"
+    reused = sorted(p for p in second.iterdir() if p.name.startswith("reused_"))
+    assert len(reused) == 2
+    for folder in reused:
+        source = Path((folder / "reused_from.txt").read_text().strip())
+        assert (folder / "metrics.json").resolve() == (source / "metrics.json").resolve()
+    report = (second / "report" / "summary.csv").read_text()
+    assert report.count("\n") == 4, "the report covers the reused trials too"
+
+    # several studies as one report: every trial once (the reused ones are the first study's)
+    assert main(["report", str(first), str(second)]) == 0
+    combined = first / "report_combined"
+    assert (combined / "index.html").is_file()
+    import pandas as pd
+
+    summary = pd.read_csv(combined / "summary.csv")
+    assert len(summary) == 3 and set(summary["study"]) == {"first", "second"}
+    assert sorted(summary["regularizer.geometry.lambda_reg"]) == [0.2, 0.3, 0.5]
+    assert "regularizer.geometry.lambda_reg" in (combined / "REPORT.md").read_text()
+
+
+def test_the_pareto_front_holds_exactly_the_trials_nothing_beats_on_both_objectives():
+    import pandas as pd
+
+    from geotune.analysis.figure_data import pareto_front
+
+    frame = pd.DataFrame(
+        {
+            "trial": ["a", "b", "c", "d", "e"],
+            "val_accuracy": [0.90, 0.80, 0.85, 0.70, 0.90],
+            "flatness_calibrated_per_class": [1.10, 0.95, 1.20, 0.90, 1.15],
+        }
+    )
+    front = pareto_front(frame, [["val_accuracy", "max"], ["flatness_calibrated_per_class", "min"]])
+    assert front is not None
+    # c is beaten by a on both; e ties a on accuracy and is worse on flatness; a, b, d each win somewhere
+    assert dict(zip(front.trials, front.on_front)) == {"a": True, "b": True, "c": False, "d": True, "e": False}
+    flipped = pareto_front(frame, [["val_accuracy", "min"], ["flatness_calibrated_per_class", "max"]])
+    assert flipped is not None and [t for t, on in zip(flipped.trials, flipped.on_front) if on] == ["b", "c", "d"]
+    assert pareto_front(frame.head(1), [["val_accuracy", "max"], ["flatness_calibrated_per_class", "min"]]) is None
