@@ -36,7 +36,7 @@ from geotune.layout import (
     read_json,
     read_last_json_line,
 )
-from geotune.variants import keys_of, variant_label
+from geotune.variants import keys_of
 
 
 @dataclass
@@ -95,7 +95,7 @@ def load_study(study_dir: str | Path) -> StudyData:
     plan = StudyPlan.find(folder)
     variants = plan.variants_by_any_label() if plan else {}
     rows = []
-    seen_labels = set()
+    seen: set[int] = set()  # the planned variants that have a trial folder
     for trial in sorted(p for p in folder.iterdir() if (p / PARAMS_FILE).is_file()):
         params = read_json(trial / PARAMS_FILE) or {}
         metrics = read_json(trial / METRICS_FILE)
@@ -108,7 +108,7 @@ def load_study(study_dir: str | Path) -> StudyData:
             "variant": params.get("variant"),
         }
         if params.get("variant") in variants:  # by any label it carries, old or new
-            seen_labels.add(variant_label(variants[params["variant"]], full_keys=True))
+            seen.add(id(variants[params["variant"]]))
         row.update(_config_columns(params, plan, variants))
         if metrics:
             row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None})
@@ -123,7 +123,7 @@ def load_study(study_dir: str | Path) -> StudyData:
         rows.append(row)
     if plan and not plan.optuna:
         for label, variant in plan.variants_by_label().items():
-            if variant_label(variant, full_keys=True) not in seen_labels:
+            if id(variant) not in seen:
                 row = {
                     "trial": f"(not started) {label}",
                     "path": None,

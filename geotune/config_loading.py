@@ -8,6 +8,7 @@ Tune passes a trainable.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, parse_value(raw)
 
 
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # 1e-3 included, which YAML 1.1 reads as text
+
+
 def parse_value(raw: str) -> Any:
     """A value from the command line, read as YAML; numbers YAML 1.1 leaves as text (1e-3) become floats."""
     if not raw.strip():
@@ -36,12 +40,7 @@ def parse_value(raw: str) -> Any:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw.strip()
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+    return float(value) if isinstance(value, str) and NUMBER.fullmatch(value) else value
 
 
 def apply_overrides(data: dict, overrides: list[str] | None) -> dict:

@@ -24,7 +24,7 @@ from typing import Any
 from geotune.config import TrialConfig
 from geotune.errors import ConfigError
 from geotune.storage import read_text, write_text
-from geotune.variants import legacy_variant_labels, variant_labels
+from geotune.variants import variant_labels
 
 # --- a study directory
 STUDY_FILE = "study.json"  # the StudyPlan
@@ -251,7 +251,7 @@ class StudyPlan:
 
     def variants_by_any_label(self) -> dict[str, dict]:
         """variants_by_label, plus the labels geotune 0.1 gave them, which its studies' trials carry."""
-        return {**dict(zip(legacy_variant_labels(self.variants), self.variants)), **self.variants_by_label()}
+        return {**dict(zip(variant_labels(self.variants, legacy=True), self.variants)), **self.variants_by_label()}
 
     @property
     def epochs(self) -> int:

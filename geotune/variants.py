@@ -42,18 +42,12 @@ def variant_label(variant: dict, full_keys: bool = False, names: dict[str, str] 
     return ",".join(parts).replace("/", "-").replace(" ", "")
 
 
-def variant_labels(variants: list[dict]) -> list[str]:
-    """One distinct label per variant (full dotted keys where the short ones would collide)."""
-    names = short_keys(keys_of(variants))
+def variant_labels(variants: list[dict], legacy: bool = False) -> list[str]:
+    """One distinct label per variant (full dotted keys where the short ones would collide). ``legacy``: the
+    labels geotune 0.1 gave (every key by its last part), which the trials of its studies still carry."""
+    keys = keys_of(variants)
+    names = {k: "seed" if k == "train.seed" else k.rsplit(".", 1)[-1] for k in keys} if legacy else short_keys(keys)
     labels = [variant_label(v, names=names) for v in variants]
-    if len(set(labels)) < len(labels):
-        labels = [variant_label(v, full_keys=True) for v in variants]
-    return labels
-
-
-def legacy_variant_labels(variants: list[dict]) -> list[str]:
-    """The labels geotune 0.1 gave (every key by its last part), which the trials of its studies still carry."""
-    labels = [variant_label(v, names={k: k.rsplit(".", 1)[-1] for k in v} | {"train.seed": "seed"}) for v in variants]
     if len(set(labels)) < len(labels):
         labels = [variant_label(v, full_keys=True) for v in variants]
     return labels

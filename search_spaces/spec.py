@@ -10,6 +10,7 @@ instead, which samples dotted keys through an ``optuna.Trial``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import itertools
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import yaml
 
 from geotune.config import SEGMENTATION_DATASETS, TrialConfig
 from geotune.config_loading import merge, nest, parse_value
@@ -177,27 +179,20 @@ SWEEP_SPACE = "sweep"  # the name of a study whose grid came from --sweep alone
 
 
 def parse_sweep(text: str) -> tuple[str, list]:
-    """``train.lr=1e-3,1e-2`` -> ('train.lr', [0.001, 0.01]); values are read as YAML, and commas inside
-    brackets belong to one value (``model.channels=[16,32],[32,64]``)."""
+    """``train.lr=1e-3,1e-2`` -> ('train.lr', [0.001, 0.01]); the values are read as one YAML flow sequence,
+    so commas inside brackets belong to one value (``model.channels=[16,32],[32,64]``)."""
     if "=" not in text:
         raise ConfigError(f"--sweep {text!r}: expected section.key=value1,value2, e.g. train.lr=1e-3,1e-2")
     key, raw = (part.strip() for part in text.split("=", 1))
     if len(key.split(".")) < 2 or not all(key.split(".")):
         raise ConfigError(f"--sweep {text!r}: '{key}' is not a dotted key such as train.lr")
-    pieces, depth, current = [], 0, ""
-    for char in raw:
-        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            pieces.append(current)
-            current = ""
-        else:
-            current += char
-    pieces.append(current)
-    values = []
-    for piece in pieces:
-        if not piece.strip():
-            raise ConfigError(f"--sweep {text!r}: an empty value (two commas in a row, or one at an end)")
-        values.append(parse_value(piece))
+    try:
+        parsed = yaml.safe_load(f"[{raw}]")
+    except yaml.YAMLError:
+        parsed = None
+    if not parsed or any(value is None for value in parsed):
+        raise ConfigError(f"--sweep {text!r}: expected values separated by commas, none of them empty")
+    values = [parse_value(value) if isinstance(value, str) else value for value in parsed]
     if len(set(map(repr, values))) < len(values):
         raise ConfigError(f"--sweep {text!r}: a value appears twice")
     return key, values
@@ -227,8 +222,7 @@ def with_sweeps(spec: StudySpec | None, sweeps: list[str], base: dict) -> StudyS
     for key in arm:
         if key in spec.varied_keys():
             raise ConfigError(f"--sweep {key}: the space '{spec.name}' varies '{key}' itself")
-    spec.grid = [{**existing, **arm} for existing in (spec.grid or [{}])]
-    return spec
+    return dataclasses.replace(spec, grid=[{**existing, **arm} for existing in (spec.grid or [{}])])
 
 
 # ---------------------------------------------------------------------------

@@ -81,8 +81,8 @@ def logger_callbacks(plan: StudyPlan) -> list:
                 )
             )
         else:
-            # deferred: Ray's W&B module imports wandb, an optional dependency
-            from ray.air.integrations.wandb import WandbLoggerCallback
+            # deferred: Ray's W&B logger imports wandb, an optional dependency
+            from ray.tune.logger.wandb import WandbLoggerCallback
 
             wandb_dir = Path(plan.study_dir) / WANDB_DIR
             wandb_dir.mkdir(parents=True, exist_ok=True)

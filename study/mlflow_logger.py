@@ -1,4 +1,4 @@
-"""MLflow as a study uses it (imported only for --logger mlflow: Ray's MLflow module imports mlflow).
+"""MLflow as a study uses it (imported only for --logger mlflow: Ray's MLflow logger imports mlflow).
 
 Each trial is a run named and tagged by its trial folder; a new experiment keeps its
 artifacts where geotune says (the study folder, for the default store); at the
@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 import mlflow
-from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune.logger.mlflow import MLflowLoggerCallback
 
 from geotune.layout import CHECKPOINT_PREFIX, PARAMS_FILE
 

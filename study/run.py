@@ -6,7 +6,6 @@ summary, the report and the exit code.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ray import tune
@@ -40,7 +39,7 @@ def run_study(plan: StudyPlan, spec: StudySpec, verbose: bool = False):
 
     Without ``verbose`` the terminal shows one progress line (trials done / running / pending, elapsed, ETA)
     and a line per finished trial; with it, Ray's trial table every 30 s instead of the progress line."""
-    tune_environment()
+    tune_environment(plan)
     plan.save()
     write_dataset_eda(plan)
     tuner = build_tuner(plan, spec, study_callbacks(plan, spec, verbose), verbose)
@@ -60,9 +59,7 @@ def study_callbacks(plan: StudyPlan, spec: StudySpec | None, verbose: bool) -> l
 def resume_study(plan: StudyPlan, verbose: bool = False):
     """Finish an interrupted study (``StudyPlan.load`` of its directory, resources as Ray can give them):
     finished trials stay, interrupted ones continue, errored ones retry. Returns Tune's ResultGrid."""
-    tune_environment()
-    if plan.objectives:  # as on its first run (tune_setup.optuna_searcher): flatness comes with the last report
-        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    tune_environment(plan)
     study_dir = plan.study_dir
     if not tune.Tuner.can_restore(study_dir):
         raise ConfigError(f"'{study_dir}' holds no Ray Tune experiment state to resume (was it started?)")

@@ -147,8 +147,6 @@ def optuna_searcher(plan: StudyPlan, spec: StudySpec):
     # Created here (OptunaSearch loads it) to name the objective after the metric: dashboards show the name
     # instead of "Objective 0".
     objectives = [tuple(o) for o in plan.objectives] or [(plan.metric, plan.mode)]
-    if plan.objectives:  # the flatness objective is a final metric: epochs report without it (Tune checks them)
-        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     created = optuna.create_study(
         study_name=plan.space,
         storage=storage,
@@ -181,8 +179,11 @@ class OptunaSpace:
         return {"train.seed": self.seed}
 
 
-def tune_environment() -> None:
-    """Settings Tune reads from the environment, set where a study starts (never on import)."""
+def tune_environment(plan: StudyPlan | None = None) -> None:
+    """Settings Tune reads from the environment, set where a study starts or resumes (never on import)."""
+    if plan is not None and plan.objectives:
+        # --pareto: the flatness objective is a final metric; Tune would refuse the epochs' reports without it.
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # Save the experiment state at least every 5 s (Ray's default waits >= 10 s), so an interrupted
     # study redoes little. Each save copies the driver's whole staging folder, so saving at every
     # event would cost large studies dearly. A trial that finished inside the window is not retrained
