@@ -273,8 +273,9 @@ def file_states(folder: Path) -> dict[str, tuple[int, int]]:
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="known gap (issue 17): a trial the resume starts still writes its artifacts and checkpoints into the "
-    "original folder (the Ray worker's storage path); geotune's own state snapshots already go to the copy",
+    reason="known gap (issue 17): a trial that had not started before the interruption, started by the resume, "
+    "writes its artifacts and checkpoints into the original folder (the restored grid generator keeps the first "
+    "storage path); resumed trials and geotune's own state snapshots already go to the copy",
 )
 def test_resuming_a_copied_study_writes_only_into_the_copy(tmp_path):
     """Tune restores the callbacks pickled when the study started, paths included; the copy of a killed study
@@ -284,7 +285,9 @@ def test_resuming_a_copied_study_writes_only_into_the_copy(tmp_path):
     space = tmp_path / "space.py"
     space.write_text(
         "from geotune.search_spaces.spec import StudySpec\n"
-        f"BASE = {tiny_config(train={'epochs': 80, 'patience': 0})!r}\n" + textwrap.dedent(GRID_SPACE)
+        f"BASE = {tiny_config(train={'epochs': 80, 'patience': 0})!r}\n"
+        # one trial at a time: the third has not started when the study is killed, so the resume starts it
+        + textwrap.dedent(GRID_SPACE).replace("max_concurrent=2", "max_concurrent=1")
     )
     original = tmp_path / "runs" / "s"
     run_until_interruptible(

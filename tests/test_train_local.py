@@ -89,18 +89,24 @@ def test_a_swallowed_ctrl_c_still_stops_the_trial_at_its_next_report(tmp_path):
     """The KeyboardInterrupt of a Ctrl-C is lost where it lands in a destructor or a library's
     `except BaseException`; the press is remembered, and the next report (with its checkpoint saved) stops the
     trial. Outside the guard Python's own handler is back."""
-    session = FolderSession(tmp_path, {"train": {"epochs": 3}})
-    with stop_on_ctrl_c(session):
-        try:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)  # the handler runs at the next bytecode boundary, here
-        except KeyboardInterrupt:
-            pass  # what a swallowing library does
-        with pytest.raises(KeyboardInterrupt):
-            session.report({"epoch": 1}, {"epoch": 1, "elapsed": 1.0})
-    session.close()
-    assert (tmp_path / "checkpoint_000000" / "state.pt").is_file(), "the epoch is saved before the trial stops"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # As in a fresh `geotune train` process: Python's handler (a study run earlier in this pytest process can
+    # leave Ray Tune's SIGINT handler installed).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        session = FolderSession(tmp_path, {"train": {"epochs": 3}})
+        with stop_on_ctrl_c(session):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)  # the handler runs at the next bytecode boundary, here
+            except KeyboardInterrupt:
+                pass  # what a swallowing library does
+            with pytest.raises(KeyboardInterrupt):
+                session.report({"epoch": 1}, {"epoch": 1, "elapsed": 1.0})
+        session.close()
+        assert (tmp_path / "checkpoint_000000" / "state.pt").is_file(), "the epoch is saved before the trial stops"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
 
     ignoring = FolderSession(tmp_path / "ignored", {})
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job of a script: Ctrl-C is not for it
