@@ -44,6 +44,7 @@ from geotune.layout import (
     OPTUNA_FILE,
     REPORT_DIR,
     TrialStatus,
+    optuna_url,
     read_json,
 )
 from geotune.metric_names import (
@@ -550,7 +551,7 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
             )
     if study.plan is not None and study.plan.optuna:
         db = Path(study.study_dir) / OPTUNA_FILE
-        views = fd.optuna_views(f"sqlite:///{db}", study.plan.space) if db.is_file() else None
+        views = fd.optuna_views(optuna_url(study.study_dir), study.plan.space) if db.is_file() else None
         if views is not None:
             specs.append(
                 FigureSpec(

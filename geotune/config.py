@@ -15,12 +15,15 @@ from dataclasses import dataclass
 import yaml
 
 from geotune.errors import ConfigError
+from geotune.references import FUNCTION, is_reference, split_reference
 from geotune.schema import build, commented_yaml, declared_rows, param, show
 
 DATASETS = ("digits", "shapes", "mnist", "fashion_mnist", "cifar10", "cifar100", "image_folder", "shapes_seg")
 CLASSIFIERS = ("fc", "simple_cnn", "resnet_basic", "resnet_bottleneck")
 SEGMENTERS = ("conv_autoencoder", "unet", "unet_separable")
 MODELS = CLASSIFIERS + SEGMENTERS
+TORCHVISION_PREFIX = "torchvision."  # model.type torchvision.resnet18: a classification model of torchvision.models
+FREEZE = ("none", "backbone", "all-but-head")
 # The task a data set poses; every data set not listed is classification. The task decides the model family,
 # the loss, the metrics, the latent points a trial measures and the report's tables (trainables/tasks.py).
 SEGMENTATION_DATASETS = ("shapes_seg",)
@@ -32,6 +35,9 @@ LOSS_TERMS = ("ce", "weighted_ce", "focal", "dice")
 def task_of(dataset_name: str) -> str:
     """``classification`` or ``segmentation``: what a data set asks a network to predict."""
     return "segmentation" if dataset_name in SEGMENTATION_DATASETS else "classification"
+
+
+WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")  # model.weights: a file, not a torchvision weights name
 
 
 POOLINGS = ("stride", "max", "avg", "l2")
@@ -59,7 +65,11 @@ class ShapesSegConfig:
 
 @dataclass
 class DatasetConfig:
-    name: str = param("digits", "which data set to train on", choices=DATASETS)
+    name: str = param(
+        "digits",
+        f"which data set to train on: {', '.join(DATASETS)}, or your loader 'package.module:function' / "
+        "'path/to/file.py:function' (README: bring your own data)",
+    )
     root: str = param("data", "folder holding on-disk data sets (mnist, fashion_mnist, cifar*, image_folder)")
     download: bool = param(False, "let torchvision download mnist/fashion_mnist/cifar10/cifar100 into root")
     val_ratio: float = param(0.15, "fraction of the training data held out for validation (stratified)", gt=0, lt=1)
@@ -97,16 +107,31 @@ class DatasetConfig:
 class ModelConfig:
     type: str = param(
         "simple_cnn",
-        "network body; segmentation data sets take conv_autoencoder (no skip connections), unet or unet_separable "
-        "(depthwise-separable convolutions), with one resolution level per model.channels entry",
-        choices=MODELS,
+        f"network body: {', '.join(CLASSIFIERS)}; a torchvision classification model, torchvision.NAME (e.g. "
+        "torchvision.resnet18); or your builder 'package.module:function' / 'path/to/file.py:function' (README: "
+        "bring your own models). Segmentation data sets take conv_autoencoder (no skip connections), unet or "
+        "unet_separable (depthwise-separable convolutions), with one resolution level per model.channels entry",
+    )
+    weights: str | None = param(
+        None,
+        "torchvision models: start from these weights, a local state-dict file (.pt) of the torchvision "
+        "architecture, or a torchvision weights name (DEFAULT, IMAGENET1K_V1; from torch's cache, downloaded only "
+        "with model.download)",
+    )
+    download: bool = param(False, "let torchvision download the weights model.weights names into torch's cache")
+    freeze: str = param(
+        "none",
+        "train only part of the network: backbone (the body is fixed; embedding layer and head train: a probe "
+        "through hidden_dim) or all-but-head (only the head trains: a linear probe of the embedding)",
+        choices=FREEZE,
     )
     input_shape: list[int] | None = param(None, "[channels, height, width]; null takes it from the data set")
     num_classes: int | None = param(None, "number of outputs; null takes it from the data set", ge=2)
-    hidden_dim: int = param(
+    hidden_dim: int | None = param(
         64,
         "size of the embedding (latent vector) that the geometry work measures; segmentation networks: channels of "
-        "the bottleneck map (a linear 1x1 convolution), one latent vector per location",
+        "the bottleneck map (a linear 1x1 convolution), one latent vector per location; torchvision and your own "
+        "models: null takes the body's pooled features themselves as the embedding",
         ge=2,
     )
     channels: list[int] = param(
@@ -244,6 +269,13 @@ class TrainConfig:
     channels_last: bool = param(
         True, "store conv activations channels-last (1.3-1.8x faster CNN steps on CPU, faster with bf16 on GPUs)"
     )
+    precise_bn: str = param(
+        "auto",
+        "before each evaluation, set BatchNorm's running statistics from up to 2048 training images under the "
+        "current weights (PreciseBN): running averages lag in short runs of deep networks, which then evaluate "
+        "at chance; auto: on for torchvision and your own models, off for built-in ones",
+        choices=("auto", "on", "off"),
+    )
     deterministic: bool = param(True, "use deterministic kernels, so a seed reproduces a run bit for bit on CPU")
     num_threads: int | None = param(None, "torch CPU threads; null follows the CPUs Ray gives the trial", ge=1)
 
@@ -356,8 +388,86 @@ class TrialConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def precise_bn_on(config: TrialConfig) -> bool:
+    """Whether train.precise_bn recalibrates BatchNorm before each evaluation (auto: external models only)."""
+    if config.train.precise_bn == "auto":
+        return model_kind(config.model.type) != "builtin"
+    return config.train.precise_bn == "on"
+
+
+def model_kind(model_type: str) -> str:
+    """``builtin``, ``torchvision`` (torchvision.NAME) or ``user`` (a reference to the user's builder)."""
+    if model_type.startswith(TORCHVISION_PREFIX):
+        return "torchvision"
+    return "user" if is_reference(model_type) else "builtin"
+
+
+def _check_sources(config: TrialConfig) -> None:
+    """Where the data and the network come from: a built-in name, torchvision, or the user's code."""
+    d, m = config.dataset, config.model
+    if is_reference(d.name):
+        split_reference("dataset.name", d.name)
+    elif d.name not in DATASETS:
+        raise ConfigError(
+            f"config key 'dataset.name' = {d.name!r}: unknown data set; use one of {', '.join(DATASETS)}, or your "
+            "loader as 'package.module:function' or 'path/to/file.py:function'"
+        )
+    kind = model_kind(m.type)
+    if kind == "user":
+        split_reference("model.type", m.type)
+    elif kind == "torchvision":
+        if not FUNCTION.match(m.type.removeprefix(TORCHVISION_PREFIX)):
+            raise ConfigError(
+                f"config key 'model.type' = {m.type!r}: expected torchvision.NAME with a model name of "
+                "torchvision.models, e.g. torchvision.resnet18"
+            )
+    elif m.type not in MODELS:
+        raise ConfigError(
+            f"config key 'model.type' = {m.type!r}: unknown model; use one of {', '.join(MODELS)}, "
+            "torchvision.NAME (e.g. torchvision.resnet18), or your builder as 'package.module:function'"
+        )
+    if kind != "torchvision":
+        torchvision_only: tuple[tuple[str, object, object], ...] = (
+            ("weights", m.weights, None),
+            ("download", m.download, False),
+        )
+        for key, value, default in torchvision_only:
+            if value != default:
+                raise ConfigError(
+                    f"config key 'model.{key}' = {show(value)}: applies to torchvision models "
+                    f"(model.type torchvision.NAME), not {m.type!r}"
+                )
+    elif m.download and (m.weights is None or m.weights.endswith(WEIGHT_FILE_SUFFIXES)):
+        raise ConfigError(
+            f"config key 'model.download' = true: applies to a torchvision weights name in model.weights "
+            f"(DEFAULT, IMAGENET1K_V1), not {show(m.weights)}"
+        )
+    if kind == "builtin":
+        if m.hidden_dim is None:
+            raise ConfigError(
+                f"config key 'model.hidden_dim' = null: built-in models need an embedding size; null applies to "
+                f"torchvision and your own models, not {m.type!r}"
+            )
+        return
+    builtin_only: tuple[tuple[str, object, object], ...] = (
+        ("param_budget", m.param_budget, None),
+        ("resolved_channels", m.resolved_channels, None),
+        ("kernel_sizes", m.kernel_sizes, None),
+        ("strides", m.strides, None),
+        ("conv", m.conv, "standard"),
+        ("attention", m.attention, "none"),
+        ("global_pool", m.global_pool, None),
+    )
+    for key, value, default in builtin_only:
+        if value != default:
+            raise ConfigError(
+                f"config key 'model.{key}' = {show(value)}: shapes geotune's built-in models, not {m.type!r}; remove it"
+            )
+
+
 def _check_cross_field(config: TrialConfig) -> None:
     d, m, r = config.dataset, config.model, config.regularizer
+    _check_sources(config)
     if d.val_ratio + d.test_ratio >= 1:
         raise ConfigError(
             f"config keys 'dataset.val_ratio' + 'dataset.test_ratio' = {d.val_ratio + d.test_ratio:g}: "
@@ -453,6 +563,12 @@ def _check_cross_field(config: TrialConfig) -> None:
                 f"config key 'regularizer.{part}.start_epoch' = {start}: must be <= train.epochs "
                 f"({config.train.epochs}); the penalty would never apply"
             )
+    if m.freeze == "all-but-head" and r.active:
+        raise ConfigError(
+            f"config key 'model.freeze' = 'all-but-head': the embedding cannot move, so regularizer "
+            f"{r.name!r} has nothing to shape; use model.freeze backbone (the embedding layer trains) or "
+            "regularizer.name none"
+        )
     if r.name == "geodesic" or r.name == "combined":
         if r.geodesic.n_neighbors >= config.train.batch_size:
             raise ConfigError(
@@ -517,6 +633,7 @@ def _check_task(config: TrialConfig) -> None:
         ("model.global_pool", m.global_pool, None),
         ("model.attention", m.attention, "none"),
         ("model.conv", m.conv, "standard"),
+        ("model.freeze", m.freeze, "none"),
     ):
         if value != default:
             raise ConfigError(

@@ -112,6 +112,16 @@ STATUS_OF_STOP = {
 }
 
 
+def artifact_paths(trial_dir: Path) -> list[Path]:
+    """What a tracker keeps of a trial folder: its files and folders, checkpoints and hidden names left out."""
+    return [p for p in sorted(trial_dir.iterdir()) if not p.name.startswith((CHECKPOINT_PREFIX, "."))]
+
+
+def optuna_url(study_dir: str | Path) -> str:
+    """The SQLAlchemy URL of an Optuna space's study in ``study_dir`` (OPTUNA_FILE)."""
+    return f"sqlite:///{Path(study_dir) / OPTUNA_FILE}"
+
+
 def stop_of(metrics: dict) -> StopReason:
     """The stop reason of a finished trial's metrics.json (files from geotune 0.1 only have the sentence)."""
     if "stop" in metrics:

@@ -23,7 +23,7 @@ def experiment_location(out_dir: str | Path) -> tuple[str, str]:
     return str(path.parent), path.name
 
 
-def _fs_and_path(path: str) -> tuple[Any, str]:
+def fs_and_path(path: str) -> tuple[Any, str]:
     import pyarrow.fs  # deferred: pyarrow (a Ray dependency) takes 0.2 s to import; only storage calls need it
 
     if is_uri(path):
@@ -32,7 +32,7 @@ def _fs_and_path(path: str) -> tuple[Any, str]:
 
 
 def write_text(folder: str, name: str, text: str) -> None:
-    fs, base = _fs_and_path(folder)
+    fs, base = fs_and_path(folder)
     fs.create_dir(base, recursive=True)
     with fs.open_output_stream(f"{base}/{name}") as out:
         out.write(text.encode())
@@ -40,9 +40,9 @@ def write_text(folder: str, name: str, text: str) -> None:
 
 def read_text(folder: str, name: str) -> str | None:
     """The file ``name`` of ``folder`` as text, or None where it is not there."""
-    import pyarrow.fs  # deferred: see _fs_and_path
+    import pyarrow.fs  # deferred: see fs_and_path
 
-    fs, base = _fs_and_path(folder)
+    fs, base = fs_and_path(folder)
     path = f"{base}/{name}"
     if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
         return None

@@ -15,7 +15,6 @@ import importlib
 import importlib.util
 import itertools
 import pkgutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import yaml
 from geotune.config import SEGMENTATION_DATASETS, TrialConfig
 from geotune.config_loading import merge, nest, parse_value
 from geotune.errors import ConfigError
+from geotune.references import import_file
 from geotune.variants import keys_of, variant_label
 
 
@@ -241,16 +241,8 @@ def load_space(name_or_path: str) -> StudySpec:
     if name_or_path.endswith(".py") or path.is_file():
         if not path.is_file():
             raise ConfigError(f"search-space file '{path}' does not exist")
-        module_name = f"geotune_user_space_{path.stem}"
-        module_spec = importlib.util.spec_from_file_location(module_name, path)
-        if module_spec is None or module_spec.loader is None:
-            raise ConfigError(f"search-space file '{path}' cannot be imported as a Python module")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[module_name] = module
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as exc:
-            raise ConfigError(f"search-space file '{path}' failed to import: {type(exc).__name__}: {exc}") from None
+        # imported anew on every load: a space file may change between two loads in one process
+        module = import_file(path, f"geotune_user_space_{path.stem}", f"search-space file '{path}'", cached=False)
         where = str(path.resolve())
     else:
         if name_or_path not in builtin_space_names():

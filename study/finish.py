@@ -49,11 +49,10 @@ def _close_study(plan: StudyPlan, with_report: bool) -> int:
     if plan.reused:
         print(f"{len(plan.reused)} trial(s) reused from earlier studies (reused_* folders)")
     if plan.loggers:
-        from geotune.study.loggers import log_trial_artifacts  # deferred: MLflow, an optional dependency
+        from geotune.study.loggers import log_trial_artifacts  # deferred: MLflow and W&B are optional
 
-        logged = log_trial_artifacts(plan)
-        if logged:
-            print(f"MLflow: artifacts of {logged} trial(s) logged")
+        for tracker, runs in log_trial_artifacts(plan).items():
+            print(f"{tracker}: artifacts of {runs} trial(s) logged")
     print(f"study directory: {plan.study_dir}")
     return report_study(plan.study_dir) if with_report else 0
 

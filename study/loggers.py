@@ -6,7 +6,8 @@ trial folder's files as artifacts). Without a URI the store is SQLite in the stu
 folder (``mlflow.db``, artifacts in ``mlruns/``), so the study folder stays the unit of
 truth. ``--logger wandb[=PROJECT]`` logs params and per-epoch metrics to W&B (project:
 the space's name unless given; group: the study's name; W&B's files under
-``STUDY_DIR/wandb``; ``WANDB_MODE=offline`` works without a network). TensorBoard
+``STUDY_DIR/wandb``; ``WANDB_MODE=offline`` works without a network) and at the end of
+the study each trial folder's files as an artifact of its run. TensorBoard
 needs no option: Tune writes event files into every trial folder.
 """
 
@@ -62,6 +63,10 @@ def mlflow_uri(plan: StudyPlan, target: str | None) -> str:
     return f"sqlite:///{Path(plan.study_dir) / MLFLOW_FILE}"
 
 
+def wandb_project(plan: StudyPlan, target: str | None) -> str:
+    return target or plan.space
+
+
 def logger_callbacks(plan: StudyPlan) -> list:
     """Tune callbacks of the study's --logger choices."""
     callbacks: list = []
@@ -88,19 +93,32 @@ def logger_callbacks(plan: StudyPlan) -> list:
             wandb_dir.mkdir(parents=True, exist_ok=True)
             callbacks.append(
                 WandbLoggerCallback(
-                    project=choice.target or plan.space, group=study_name(plan), dir=str(wandb_dir), log_config=False
+                    project=wandb_project(plan, choice.target),
+                    group=study_name(plan),
+                    dir=str(wandb_dir),
+                    log_config=False,
                 )
             )
     return callbacks
 
 
-def log_trial_artifacts(plan: StudyPlan) -> int:
-    """At the study's end: each trial folder's files as its MLflow run's artifacts (``--logger mlflow``).
-    Returns how many runs received them."""
-    choice = next((c for c in parse_loggers(plan.loggers) if c.kind == "mlflow"), None)
-    if choice is None or is_uri(plan.study_dir):
-        return 0
-    # deferred: Ray's MLflow module imports mlflow (optional, about a second) on import
-    from geotune.study.mlflow_logger import log_folders_as_artifacts
+def log_trial_artifacts(plan: StudyPlan) -> dict[str, int]:
+    """At the study's end: each trial folder's files as its tracker run's artifacts. Returns, per tracker,
+    how many runs received them."""
+    logged: dict[str, int] = {}
+    if is_uri(plan.study_dir):  # the folders are not on this machine's disk
+        return logged
+    for choice in parse_loggers(plan.loggers):
+        if choice.kind == "mlflow":
+            # deferred: Ray's MLflow module imports mlflow (optional, about a second) on import
+            from geotune.study.mlflow_logger import log_folders_as_artifacts as to_mlflow
 
-    return log_folders_as_artifacts(mlflow_uri(plan, choice.target), study_name(plan), Path(plan.study_dir))
+            logged["MLflow"] = to_mlflow(mlflow_uri(plan, choice.target), study_name(plan), Path(plan.study_dir))
+        else:
+            from geotune.study.wandb_logger import log_folders_as_artifacts as to_wandb  # deferred: wandb, optional
+
+            study_dir = Path(plan.study_dir)
+            logged["W&B"] = to_wandb(
+                wandb_project(plan, choice.target), study_name(plan), study_dir / WANDB_DIR, study_dir
+            )
+    return logged

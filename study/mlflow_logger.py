@@ -13,7 +13,7 @@ from pathlib import Path
 import mlflow
 from ray.tune.logger.mlflow import MLflowLoggerCallback
 
-from geotune.layout import CHECKPOINT_PREFIX, PARAMS_FILE
+from geotune.layout import PARAMS_FILE, artifact_paths
 
 TRIAL_TAG = "geotune.trial"  # an MLflow run's tag: the trial folder's name (artifacts find their run by it)
 
@@ -59,9 +59,7 @@ def log_folders_as_artifacts(uri: str, experiment_name: str, study_dir: Path) ->
         folder = study_dir / name if name else None
         if folder is None or not (folder / PARAMS_FILE).is_file():
             continue
-        for path in sorted(folder.iterdir()):
-            if path.name.startswith((CHECKPOINT_PREFIX, ".")):
-                continue
+        for path in artifact_paths(folder):
             if path.is_dir():
                 client.log_artifacts(run.info.run_id, str(path), artifact_path=path.name)
             else:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import optuna
 from ray.tune.search.optuna import OptunaSearch
+
+from geotune.layout import optuna_url
 
 OPTUNA_USER_ATTRS = (  # final metrics each Optuna trial carries as user attributes (dashboards show them)
     "test_accuracy",
@@ -25,3 +28,16 @@ class AttributedOptunaSearch(OptunaSearch):
                 if isinstance(result.get(key), (int, float)):
                     trial.set_user_attr(key, float(result[key]))
         super().on_trial_complete(trial_id, result, error)
+
+    def relocate(self, study_dir: str) -> None:
+        """After a restore: use the Optuna study in ``study_dir`` (a copy's) instead of the pickled one's file,
+        for the sampler's history and for the trials in flight."""
+        url = optuna_url(study_dir)
+        if getattr(self._storage, "url", None) == url:
+            return
+        assert self._ot_study is not None  # a restored searcher has its study
+        self._storage = optuna.storages.RDBStorage(url)
+        study = optuna.load_study(study_name=self._ot_study.study_name, storage=self._storage, sampler=self._sampler)
+        self._ot_study = study
+        for trial in self._ot_trials.values():  # each holds its own unpickled copy of the study and storage
+            trial.study, trial.storage = study, self._storage

@@ -16,11 +16,12 @@ from pathlib import Path
 import optuna
 
 from geotune.analysis.tables import text_table
-from geotune.config import KEEP_METRICS, TrialConfig
+from geotune.config import KEEP_METRICS, WEIGHT_FILE_SUFFIXES, TrialConfig
 from geotune.config_loading import merge
 from geotune.errors import ConfigError
 from geotune.layout import PlanKind, StudyPlan
 from geotune.provenance import versions
+from geotune.references import absolute_reference, is_reference
 from geotune.search_spaces.spec import StudySpec, planned_configs
 from geotune.storage import is_uri
 from geotune.trainables.trial import check_config
@@ -61,15 +62,35 @@ def refuse_existing_results(out_dir: str | Path, what: str = "OUT_DIR") -> None:
 
 
 def absolute_paths(base: dict) -> dict:
-    """Tune runs trials with the trial folder as working directory: make dataset.root (and train.init_from)
-    absolute here."""
+    """Tune runs trials with the trial folder as working directory: make dataset.root, train.init_from,
+    model.weights (a file) and the files of references to the user's code absolute here."""
     root = base.get("dataset", {}).get("root")
     root = root if root is not None else TrialConfig().dataset.root
     base = merge(base, {"dataset": {"root": str(Path(root).expanduser().resolve())}})
     init = base.get("train", {}).get("init_from")
     if isinstance(init, str):
         base = merge(base, {"train": {"init_from": str(Path(init).expanduser().resolve())}})
+    weights = base.get("model", {}).get("weights")
+    if isinstance(weights, str) and (weights.endswith(WEIGHT_FILE_SUFFIXES) or Path(weights).expanduser().is_file()):
+        base = merge(base, {"model": {"weights": str(Path(weights).expanduser().resolve())}})
+    for section, key in REFERENCE_KEYS:
+        value = base.get(section, {}).get(key)
+        if isinstance(value, str) and is_reference(value):
+            base = merge(base, {section: {key: absolute_reference(f"{section}.{key}", value)}})
     return base
+
+
+REFERENCE_KEYS = (("dataset", "name"), ("model", "type"))  # keys whose value may name the user's code
+
+
+def absolute_variant(variant: dict) -> dict:
+    """A planned variant with the files of its references to the user's code made absolute (see absolute_paths)."""
+    out = dict(variant)
+    for section, key in REFERENCE_KEYS:
+        dotted, value = f"{section}.{key}", variant.get(f"{section}.{key}")
+        if isinstance(value, str) and is_reference(value):
+            out[dotted] = absolute_reference(dotted, value)
+    return out
 
 
 @dataclass
@@ -158,7 +179,7 @@ def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
         question=spec.question,
         study_dir=study_dir,
         base=base,
-        variants=spec.variants(),
+        variants=[absolute_variant(v) for v in spec.variants()],
         optuna=spec.is_optuna,
         num_samples=spec.num_samples,
         seeds=list(spec.seeds),

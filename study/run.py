@@ -19,6 +19,7 @@ from geotune.study.cluster import notice
 from geotune.study.loggers import logger_callbacks
 from geotune.study.progress import EpochLines, StudyProgress, TrialLedger, TrialLines, finished_count, unfinished_count
 from geotune.study.recovery import StateKeeper, install_snapshot
+from geotune.study.relocate import relocate_search
 from geotune.study.train_local import TrialOutcome
 from geotune.study.tune_setup import HyperparameterView, build_tuner, train_trainable, trainable_for, tune_environment
 from geotune.trainables.data import dataset_eda
@@ -84,6 +85,7 @@ def resume_study(plan: StudyPlan, verbose: bool = False):
     assert tuner._local_tuner is not None  # None only under Ray Client, which geotune does not use
     run_config = tuner._local_tuner.get_run_config()
     run_config.callbacks = study_callbacks(plan, spec, verbose)
+    relocate_search(tuner._local_tuner._tune_config, study_dir)  # the search's trials-to-come, likewise
     if not verbose:  # the progress line instead of Ray's table, whatever the first run chose
         run_config.verbose, run_config.progress_reporter = 0, None
     TrialLedger.active = None  # studies from before the ledger existed resume without one

@@ -17,7 +17,7 @@ from ray.tune.search import ConcurrencyLimiter
 from geotune.config import TrialConfig
 from geotune.config_loading import flatten, merge, nest
 from geotune.errors import ConfigError
-from geotune.layout import OPTUNA_FILE, StudyPlan
+from geotune.layout import StudyPlan, optuna_url
 from geotune.search_spaces.spec import StudySpec
 from geotune.storage import experiment_location, is_uri
 from geotune.study.schedulers import RecordingASHA
@@ -143,7 +143,7 @@ def optuna_searcher(plan: StudyPlan, spec: StudySpec):
             "directory, which must be a local or shared-filesystem path"
         )
     Path(plan.study_dir).mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{Path(plan.study_dir) / OPTUNA_FILE}")
+    storage = optuna.storages.RDBStorage(optuna_url(plan.study_dir))
     # Created here (OptunaSearch loads it) to name the objective after the metric: dashboards show the name
     # instead of "Objective 0".
     objectives = [tuple(o) for o in plan.objectives] or [(plan.metric, plan.mode)]

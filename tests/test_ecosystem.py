@@ -145,6 +145,65 @@ def test_wandb_gets_the_study_as_group_and_keeps_its_files_in_the_study(tmp_path
     assert callback.kwargs["dir"] == str(Path(plan.study_dir) / "wandb") and Path(callback.kwargs["dir"]).is_dir()
 
 
+def test_wandb_gets_each_trial_folder_as_an_artifact_of_its_run_at_the_study_s_end(tmp_path, monkeypatch):
+    """The folder of each trial that reported (result.json names its Tune trial id, which Ray's callback made
+    the W&B run id) is added to that run, resumed by id; checkpoints are left out. wandb is optional: a
+    stand-in module records the calls."""
+    import sys
+    import types
+
+    from geotune.study.loggers import log_trial_artifacts
+
+    calls: list[tuple] = []
+
+    class Artifact:
+        def __init__(self, name, type, metadata=None):
+            self.name, self.type, self.metadata, self.entries = name, type, metadata, []
+
+        def add_file(self, path):
+            self.entries.append(Path(path).name)
+
+        def add_dir(self, path, name=None):
+            self.entries.append(f"{name}/")
+
+    class Run:
+        def __init__(self, **kwargs):
+            calls.append(("init", kwargs))
+
+        def log_artifact(self, artifact):
+            calls.append(("artifact", artifact))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=lambda **kw: Run(**kw), Artifact=Artifact))
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: object())
+    plan = make_sweep_plan(tmp_path, "train.lr=0.001,0.01")
+    plan.loggers = ["wandb=latent-geometry"]
+    study = Path(plan.study_dir)
+    for name, trial_id in (("00000_a", "ab_00000"), ("00001_b", None)):
+        folder = study / name
+        (folder / "checkpoint_000001").mkdir(parents=True)
+        (folder / "figures").mkdir()
+        (folder / "params.json").write_text("{}")
+        (folder / "metrics.json").write_text("{}")
+        if trial_id:  # the second trial never reported
+            (folder / "result.json").write_text(json.dumps({"epoch": 1, "trial_id": trial_id}) + "\n")
+
+    assert log_trial_artifacts(plan) == {"W&B": 1}
+    (init, artifact, finish) = calls
+    assert init[1] == {
+        "id": "ab_00000",
+        "project": "latent-geometry",
+        "group": "p",
+        "dir": str(study / "wandb"),
+        "resume": "allow",
+    }
+    assert artifact[1].name == "trial-ab_00000" and artifact[1].metadata == {"folder": "00000_a"}
+    assert artifact[1].entries == ["figures/", "metrics.json", "params.json", "result.json"]
+    assert finish == ("finish",)
+
+
 def hparams_of(events: Path) -> dict:
     """The HParams (TensorBoard's plugin) of one event file, read record by record from the TFRecord format."""
     from tensorboardX.proto import event_pb2, plugin_hparams_pb2

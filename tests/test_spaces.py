@@ -1,6 +1,7 @@
 """Search spaces: every named space plans the right trials; dry runs print them and train nothing."""
 
 import itertools
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,12 @@ EXPECTED = {
         {"model.type": m, "train.loss": loss, "train.seed": s}
         for m in ("conv_autoencoder", "unet", "unet_separable")
         for loss in ("weighted_ce", "focal", "dice")
+        for s in (0, 1, 2)
+    ],
+    "backbones": [
+        {"model.type": f"torchvision.{m}", "regularizer.name": r, "train.seed": s}
+        for m in ("resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5")
+        for r in ("none", "geodesic")
         for s in (0, 1, 2)
     ],
     "heads": [
@@ -237,6 +244,23 @@ def test_reference_spaces_train_end_to_end_in_small(name, tmp_path):
             if "param_budget=60000" in p.parent.name
         ]
         assert len(sizes) == 3 and all(abs(n - 60_000) <= 3_000 for n in sizes), sizes
+
+
+@pytest.mark.slow
+def test_the_backbones_space_trains_every_backbone_and_reports_them(tmp_path):
+    """CI-sized: every backbone x regularizer, one epoch, one seed, 90 images of 16 px; each trial's folder
+    records the torchvision body it trained and the report compares them."""
+    small = ["train.epochs=1", "dataset.shapes.num_samples=90", "dataset.image_size=16", "train.batch_size=30"]
+    proc = run_cli("run", "backbones", *small, "--num-samples", "1", "--storage", str(tmp_path), "--name", "s")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "6 trials: 6 completed" in proc.stdout
+    study = tmp_path / "s"
+    trained = {json.loads((p.parent / "params.json").read_text())["model.type"] for p in study.glob("*/metrics.json")}
+    assert trained == {"torchvision.resnet18", "torchvision.mobilenet_v3_small", "torchvision.shufflenet_v2_x0_5"}
+    sizes = {json.loads(p.read_text())["num_parameters"] for p in study.glob("*/metrics.json")}
+    assert len(sizes) == 3, "three different networks were built"
+    report = (study / "report" / "REPORT.md").read_text()
+    assert "torchvision.mobilenet_v3_small" in report
 
 
 @pytest.mark.slow

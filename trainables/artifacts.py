@@ -239,6 +239,7 @@ def write_trial_artifacts(
         "wall_time_s": elapsed,
         "train_time_s": sum(h.get("epoch_time", 0.0) for h in history),
         "num_parameters": count_parameters(parts.model),
+        "num_trainable_parameters": sum(p.numel() for p in parts.model.parameters() if p.requires_grad),
         "channels_built": cfg.model.resolved_channels or list(cfg.model.channels),
         "device": str(parts.device),
         "train_size": len(data.train),

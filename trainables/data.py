@@ -15,7 +15,7 @@ import functools
 import math
 import pickle
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,18 +26,8 @@ from PIL import Image, UnidentifiedImageError
 
 from geotune.config import DatasetConfig, task_of
 from geotune.errors import ConfigError, DatasetFileError, DatasetNotFoundError
-
-
-@dataclass
-class RawDataset:
-    """Images as uint8 (N, C, H, W) with labels; ``test_*`` set where the data set has an official test split."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    class_names: list[str]
-    test_images: np.ndarray | None = None
-    test_labels: np.ndarray | None = None
-
+from geotune.trainables.raw_data import RawDataset
+from geotune.trainables.user_data import load_user_raw
 
 # ---------------------------------------------------------------------------
 # loaders, one per data set name
@@ -532,15 +522,27 @@ class DataCheck:
     warnings: list[str]
 
 
-def _label_source(cfg: DatasetConfig) -> tuple[np.ndarray, list[str], bool]:
-    """(labels of the pool that is split, class names, whether an official test split exists), cheaply."""
+def raw_loader(name: str) -> Callable[[DatasetConfig], RawDataset]:
+    """The loader of a built-in data set, or of the user's (dataset.name 'package.module:function')."""
+    if name in LOADERS:
+        return LOADERS[name]
+    return load_user_raw
+
+
+def _label_source(cfg: DatasetConfig) -> tuple[RawDataset, bool]:
+    """(the labels of the pool that is split, class names, and any official test/val labels, as a RawDataset
+    without images; whether an official test split exists), cheaply."""
+
+    def labels_only(labels: np.ndarray, names: list[str]) -> RawDataset:
+        return RawDataset(np.zeros((len(labels), 0), np.uint8), labels, names)
+
     if cfg.name in ("mnist", "fashion_mnist"):
         if cfg.download:  # nothing on disk yet: the trial downloads and checks the files
             raise _Deferred
         from torchvision import datasets  # deferred: torchvision costs 3.6 s to import; only its data sets need it
 
         cls = datasets.MNIST if cfg.name == "mnist" else datasets.FashionMNIST
-        return check_mnist_files(cfg), list(cls.classes), True
+        return labels_only(check_mnist_files(cfg), list(cls.classes)), True
     if cfg.name in CIFAR_LAYOUT:
         if cfg.download:
             raise _Deferred
@@ -548,7 +550,7 @@ def _label_source(cfg: DatasetConfig) -> tuple[np.ndarray, list[str], bool]:
         _require_files(cfg.name, folder, tuple(CIFAR_LAYOUT[cfg.name][1]) + CIFAR_LAYOUT[cfg.name][2:4])
         stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.iterdir()))
         labels, names = _cifar_labels(cfg.name, str(folder.parent), stamp)
-        return labels, list(names), True
+        return labels_only(labels, list(names)), True
     if cfg.name == "image_folder":
         class_dirs = _class_folders(cfg)
         counts = []
@@ -560,9 +562,10 @@ def _label_source(cfg: DatasetConfig) -> tuple[np.ndarray, list[str], bool]:
                     f"({', '.join(sorted(IMAGE_SUFFIXES))})"
                 )
             counts.append(len(files))
-        return np.repeat(np.arange(len(class_dirs)), counts), [p.name for p in class_dirs], False
-    raw = LOADERS[cfg.name](cfg)  # digits and shapes are small and built in memory
-    return raw.labels, raw.class_names, False
+        labels = np.repeat(np.arange(len(class_dirs)), counts)
+        return labels_only(labels, [p.name for p in class_dirs]), False
+    raw = raw_loader(cfg.name)(cfg)  # digits, shapes and a user's loader: in memory
+    return raw, raw.test_labels is not None
 
 
 @functools.lru_cache(maxsize=4)
@@ -585,10 +588,10 @@ def check_dataset(cfg: DatasetConfig) -> DataCheck | None:
     """Everything about the data that can fail, checked now: files and their formats, class choice,
     at least two classes, stratifiable splits. None where the trial downloads the data first."""
     try:
-        labels, names, has_test = _label_source(cfg)
+        source, has_test = _label_source(cfg)
     except _Deferred:
         return None
-    raw = select_classes(RawDataset(np.zeros((len(labels), 0), np.uint8), labels, names), cfg.classes)
+    raw = select_classes(source, cfg.classes)
     present = np.unique(raw.labels)  # masks: the classes with any pixel
     if len(raw.class_names) < 2 or len(present) < 2:
         which = f"'dataset.classes' = {cfg.classes}" if cfg.classes is not None else f"dataset '{cfg.name}'"
@@ -596,7 +599,12 @@ def check_dataset(cfg: DatasetConfig) -> DataCheck | None:
     if len(present) < len(raw.class_names):
         empty = [raw.class_names[i] for i in range(len(raw.class_names)) if i not in set(present.tolist())]
         raise ConfigError(f"dataset '{cfg.name}': class(es) {', '.join(empty[:5])} have no training images")
-    train, val, _ = stratified_splits(strata(raw.labels), cfg.val_ratio, cfg.test_ratio, cfg.split_seed, has_test)
+    has_val = raw.val_labels is not None
+    train, val, _ = stratified_splits(
+        strata(raw.labels), cfg.val_ratio, cfg.test_ratio, cfg.split_seed, has_test, has_val
+    )
+    if raw.val_labels is not None:  # the loader's own validation split
+        val = raw.val_labels
     warnings = []
     if len(val) < MIN_VAL_FOR_GEOMETRY and raw.labels.ndim == 1:  # masks give many latent points per image
         warnings.append(
@@ -613,6 +621,11 @@ def describe_input(cfg: DatasetConfig) -> tuple[tuple[int, int, int], int]:
         n_classes = len(_class_folders(cfg))
         channels, size = (1 if cfg.grayscale else 3), cfg.image_size or 32
         shape = (channels, size, size)
+    elif cfg.name not in NATIVE_SHAPES:  # a user's loader: its data, loaded once per process
+        raw = raw_loader(cfg.name)(cfg)
+        c, h, w = raw.images.shape[1:]
+        shape = (c, cfg.image_size, cfg.image_size) if cfg.image_size else (c, h, w)
+        n_classes = len(raw.class_names)
     else:
         c, h, w, n_classes = NATIVE_SHAPES[cfg.name]
         resized = cfg.image_size or {"shapes": 32, "shapes_seg": 64}.get(cfg.name)
@@ -659,7 +672,9 @@ def select_classes(raw: RawDataset, classes: list[int | str] | None) -> RawDatas
 
     images, labels = keep(raw.images, raw.labels)
     test_images, test_labels = keep(raw.test_images, raw.test_labels)
-    return RawDataset(images, labels, [raw.class_names[i] for i in indices], test_images, test_labels)
+    val_images, val_labels = keep(raw.val_images, raw.val_labels)
+    names = [raw.class_names[i] for i in indices]
+    return RawDataset(images, labels, names, test_images, test_labels, val_images, val_labels)
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
@@ -681,17 +696,23 @@ def strata(labels: np.ndarray) -> np.ndarray:
 
 
 def stratified_splits(
-    labels: np.ndarray, val_ratio: float, test_ratio: float, seed: int, has_test: bool
+    labels: np.ndarray, val_ratio: float, test_ratio: float, seed: int, has_test: bool, has_val: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices of train/val(/test) stratified by label; test is empty when the data set brings its own."""
+    """Indices of train/val/test stratified by label; val (test) is empty when the data set brings its own."""
     # deferred: scikit-learn's first import costs 1.4 s; only the splits need it
     from sklearn.model_selection import train_test_split
 
     all_idx = np.arange(len(labels))
+    empty = np.array([], dtype=np.int64)
     try:
+        if has_val and has_test:
+            return all_idx, empty, empty
+        if has_val:
+            train, test = train_test_split(all_idx, test_size=test_ratio, stratify=labels, random_state=seed)
+            return np.sort(train), empty, np.sort(test)
         if has_test:
             train, val = train_test_split(all_idx, test_size=val_ratio, stratify=labels, random_state=seed)
-            return np.sort(train), np.sort(val), np.array([], dtype=np.int64)
+            return np.sort(train), np.sort(val), empty
         rest, test = train_test_split(all_idx, test_size=test_ratio, stratify=labels, random_state=seed)
         val_share = val_ratio / (1.0 - test_ratio)
         train, val = train_test_split(rest, test_size=val_share, stratify=labels[rest], random_state=seed)
@@ -766,19 +787,25 @@ def normalization(kind: str, train_images: np.ndarray) -> tuple[torch.Tensor, to
 
 def load_data(cfg: DatasetConfig, device: torch.device | str = "cpu") -> DataSplits:
     """Load, subset, resize, split and normalise one data set; tensors end up on ``device``."""
-    raw = select_classes(LOADERS[cfg.name](cfg), cfg.classes)
+    raw = select_classes(raw_loader(cfg.name)(cfg), cfg.classes)
     if cfg.image_size and cfg.name not in ("shapes", "shapes_seg", "image_folder"):  # these draw at the size
         raw.images = resize_images(raw.images, cfg.image_size)
         if raw.test_images is not None:
             raw.test_images = resize_images(raw.test_images, cfg.image_size)
+        if raw.val_images is not None:
+            raw.val_images = resize_images(raw.val_images, cfg.image_size)
     has_test = raw.test_images is not None
     train_idx, val_idx, test_idx = stratified_splits(
-        strata(raw.labels), cfg.val_ratio, cfg.test_ratio, cfg.split_seed, has_test
+        strata(raw.labels), cfg.val_ratio, cfg.test_ratio, cfg.split_seed, has_test, raw.val_images is not None
     )
     if raw.test_images is not None and raw.test_labels is not None:  # the data set's official test split
         test_images, test_labels = raw.test_images, raw.test_labels
     else:
         test_images, test_labels = raw.images[test_idx], raw.labels[test_idx]
+    if raw.val_images is not None and raw.val_labels is not None:  # the loader's own validation split
+        val_images, val_labels = raw.val_images, raw.val_labels
+    else:
+        val_images, val_labels = raw.images[val_idx], raw.labels[val_idx]
 
     mean, std = normalization(cfg.normalize, raw.images[train_idx])
 
@@ -790,7 +817,7 @@ def load_data(cfg: DatasetConfig, device: torch.device | str = "cpu") -> DataSpl
 
     return DataSplits(
         to_split(raw.images[train_idx], raw.labels[train_idx]),
-        to_split(raw.images[val_idx], raw.labels[val_idx]),
+        to_split(val_images, val_labels),
         to_split(test_images, test_labels),
         list(map(str, raw.class_names)),
         mean.to(device),

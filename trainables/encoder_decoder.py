@@ -61,6 +61,7 @@ class EncoderDecoder(nn.Module):
             if i < len(widths) - 1:
                 self.down.append(downsample(cfg, width))
             channels = width
+        assert cfg.hidden_dim is not None  # segmentation networks are built-in: the config check requires it
         self.bottleneck = nn.Sequential(
             OrderedDict(dropout=nn.Dropout(cfg.dropout), linear=nn.Conv2d(channels, cfg.hidden_dim, 1))
         )

@@ -4,7 +4,9 @@ Every model is ``body -> flatten -> dropout -> Linear(hidden_dim) -> head``. The
 output of that Linear layer, before any non-linearity, is the embedding the
 regularizers shape and the metrics measure: a linear bottleneck keeps every
 coordinate alive (a ReLU there would park many points on the orthant's faces and
-distort distances).
+distort distances). The body is geotune's own, a torchvision classification model
+without its classifier, or a user's module (``external_models``); a user's module
+with its own ``embed(x)`` is the whole network up to the embedding.
 """
 
 from __future__ import annotations
@@ -15,21 +17,42 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-from geotune.config import ModelConfig
+from geotune.config import ModelConfig, model_kind
 from geotune.errors import ConfigError
 from geotune.schema import show
 from geotune.trainables.encoder_decoder import EncoderDecoder, build_encoder_decoder
+from geotune.trainables.external_models import build_torchvision, build_user, feature_size
 from geotune.trainables.heads import build_head
 from geotune.trainables.layers import ChannelAttention, activation, conv2d, global_pool, pool2d
 
 
-class LatentModel(nn.Module):
-    def __init__(self, body: nn.Module, body_features: int, hidden_dim: int, head: nn.Module, dropout: float):
+class Freezable(nn.Module):
+    """A network some of whose parts may be frozen (model.freeze): their parameters get no gradients, and they
+    stay in eval mode, so a frozen BatchNorm keeps its running statistics while the rest trains."""
+
+    frozen: tuple[nn.Module, ...] = ()
+
+    def freeze(self, parts: tuple[nn.Module, ...]) -> None:
+        self.frozen = parts
+        for part in parts:
+            part.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for part in self.frozen:
+            part.eval()
+        return self
+
+
+class LatentModel(Freezable):
+    def __init__(self, body: nn.Module, body_features: int, hidden_dim: int | None, head: nn.Module, dropout: float):
         super().__init__()
         self.body = body
-        self.embedding = nn.Sequential(
-            OrderedDict(flatten=nn.Flatten(), dropout=nn.Dropout(dropout), linear=nn.Linear(body_features, hidden_dim))
-        )
+        layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten(), dropout=nn.Dropout(dropout))
+        if hidden_dim is not None:  # null (external bodies only): the body's features are the embedding
+            layers["linear"] = nn.Linear(body_features, hidden_dim)
+        self.embedding = nn.Sequential(layers)
         self.head = head
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -45,8 +68,27 @@ class LatentModel(nn.Module):
         return z, self.head(z)
 
 
-# A network of either task: both have embed(x), forward(x) and embed_and_classify(x).
-LatentNetwork = LatentModel | EncoderDecoder
+class OwnEmbeddingModel(Freezable):
+    """A user's module with its own ``embed(x)`` (N, features): geotune adds only the head."""
+
+    def __init__(self, net: nn.Module, head: nn.Module):
+        super().__init__()
+        self.net = net
+        self.head = head
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.embed(x)  # type: ignore[operator]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+    def embed_and_classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.embed(x)
+        return z, self.head(z)
+
+
+# A network of either task: each has embed(x), forward(x) and embed_and_classify(x).
+LatentNetwork = LatentModel | OwnEmbeddingModel | EncoderDecoder
 
 
 class PixelInput(nn.Module):
@@ -231,8 +273,11 @@ def build_resnet(
     return nn.Sequential(layers), in_ch
 
 
-def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> LatentNetwork:
-    """Build the configured network for inputs of ``input_shape`` (C, H, W)."""
+def build_model(
+    cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int, with_weights: bool = False
+) -> LatentNetwork:
+    """Build the configured network for inputs of ``input_shape`` (C, H, W), its model.freeze parts frozen;
+    ``with_weights``: a torchvision body starts from model.weights (a trial's start, and its check)."""
     if cfg.input_shape is not None and tuple(cfg.input_shape) != tuple(input_shape):
         raise ConfigError(
             f"config key 'model.input_shape' = {cfg.input_shape}: the data set gives "
@@ -243,12 +288,41 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes
             f"config key 'model.num_classes' = {cfg.num_classes}: the data set has "
             f"{num_classes} classes; remove the key or change dataset.classes"
         )
-    return _build(cfg, input_shape, num_classes, model_widths(cfg, input_shape, num_classes))
+    kind = model_kind(cfg.type)
+    if kind == "builtin":
+        model = _build(cfg, input_shape, num_classes, model_widths(cfg, input_shape, num_classes))
+    else:
+        model = _build_external(cfg, input_shape, num_classes, with_weights)
+    if cfg.freeze != "none":
+        assert isinstance(model, (LatentModel, OwnEmbeddingModel))  # segmentation refuses model.freeze
+        if isinstance(model, OwnEmbeddingModel):
+            model.freeze((model.net,))
+        else:
+            model.freeze((model.body,) if cfg.freeze == "backbone" else (model.body, model.embedding))
+    return model
+
+
+def _build_external(
+    cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int, with_weights: bool
+) -> LatentNetwork:
+    """A torchvision body, or the user's module, with geotune's embedding and head (external_models)."""
+    if model_kind(cfg.type) == "torchvision":
+        body, _ = build_torchvision(cfg, input_shape, with_weights)
+    else:
+        body, own_embedding = build_user(cfg, input_shape, num_classes)
+        if own_embedding:
+            dim = feature_size(body, input_shape, cfg.type, embed=True)
+            return OwnEmbeddingModel(body, build_head(cfg.head_type, dim, num_classes, cfg.dropout))
+    features = feature_size(body, input_shape, cfg.type)
+    embedding_dim = cfg.hidden_dim if cfg.hidden_dim is not None else features
+    head = build_head(cfg.head_type, embedding_dim, num_classes, cfg.dropout)
+    return LatentModel(body, features, cfg.hidden_dim, head, cfg.dropout)
 
 
 def _build(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int, widths: list[int]) -> LatentNetwork:
     if cfg.type in ("conv_autoencoder", "unet", "unet_separable"):
         return build_encoder_decoder(cfg, input_shape, num_classes, widths)
+    assert cfg.hidden_dim is not None  # built-in models need one (config check)
     if cfg.type == "fc":
         body, features = build_fc(cfg, input_shape, widths)
     elif cfg.type == "simple_cnn":

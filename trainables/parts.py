@@ -47,17 +47,19 @@ def seed_everything(seed: int, deterministic: bool, device: torch.device) -> Non
 
 
 def build_optimizer(cfg: TrialConfig, model: torch.nn.Module, phase: int = 0) -> torch.optim.Optimizer:
-    """The optimiser of ``phase`` (train.phases; train.* without phases)."""
+    """The optimiser of ``phase`` (train.phases; train.* without phases), over the parameters that train
+    (model.freeze leaves some out)."""
     t = phase_train(cfg.train, phase)
+    params = [p for p in model.parameters() if p.requires_grad]
     if t.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     if t.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     if t.optimizer == "nadam":  # Adam with Nesterov momentum (Dozat 2016)
-        return torch.optim.NAdam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.NAdam(params, lr=t.lr, weight_decay=t.weight_decay)
     if t.optimizer == "radam":  # Adam with a rectified warm-up of the adaptive step (Liu et al. 2020)
-        return torch.optim.RAdam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.RAdam(params, lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
 
 
 def build_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer, phase: int = 0):
@@ -140,7 +142,8 @@ def build_trial(cfg: TrialConfig) -> TrialParts:
     data = load_data(cfg.dataset, device)
     if cfg.model.param_budget is not None:  # resolved once; config.yaml records the widths built
         cfg.model.resolved_channels = model_widths(cfg.model, data.input_shape, data.num_classes)
-    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    # model.weights only where train.init_from does not replace every weight anyway
+    model = build_model(cfg.model, data.input_shape, data.num_classes, with_weights=cfg.train.init_from is None)
     if cfg.train.init_from is not None:
         model.load_state_dict(initial_weights(cfg.train.init_from, model))
     model = model.to(device)

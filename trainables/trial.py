@@ -21,7 +21,7 @@ import torch
 
 from geotune.analysis.latent import epoch_geometry
 from geotune.analysis.segmentation import segmentation_scores
-from geotune.config import TrialConfig, phase_of
+from geotune.config import TrialConfig, phase_of, precise_bn_on
 from geotune.errors import ConfigError
 from geotune.layout import DIVERGED_FILE, HISTORY_FILE, METRICS_FILE, StopReason
 from geotune.trainables.artifacts import write_trial_artifacts
@@ -35,6 +35,7 @@ from geotune.trainables.loop import (
     KeptWeights,
     NonFiniteLossError,
     evaluate,
+    recalibrate_batchnorm,
     train_one_epoch,
 )
 from geotune.trainables.models import build_model
@@ -109,7 +110,7 @@ def check_config(cfg: TrialConfig) -> list[str]:
             f"config key 'train.focal_alpha' = {alpha}: needs one weight per class; dataset '{cfg.dataset.name}' "
             f"gives {n_classes} classes"
         )
-    model = build_model(cfg.model, shape, n_classes)
+    model = build_model(cfg.model, shape, n_classes, with_weights=cfg.train.init_from is None)
     resolve_layers(model, cfg.logging.geometry_layers, "logging.geometry_layers")
     if cfg.logging.activation_layer is not None:
         resolve_layers(model, [cfg.logging.activation_layer], "logging.activation_layer")
@@ -198,6 +199,7 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
             seed=cfg.train.seed,
         )
 
+    precise_bn = precise_bn_on(cfg)
     epoch = first_epoch - 1
     for epoch in range(first_epoch, cfg.train.epochs + 1 if not stopped else first_epoch):
         if phase_of(cfg.train, epoch) != parts.phase:
@@ -222,6 +224,14 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
         )
         train_time = time.perf_counter() - t0
         step += steps_per_epoch
+        if precise_bn:
+            recalibrate_batchnorm(
+                parts.model,
+                parts.data.train.images,
+                parts.data.normalize,
+                cfg.train.batch_size,
+                cfg.train.channels_last,
+            )
         val = evaluate_split(parts.data.val)
         if isinstance(parts.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             parts.scheduler.step(val.loss)
