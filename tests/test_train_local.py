@@ -31,9 +31,11 @@ GOLDEN = Path(__file__).parent / "data" / "golden_digits_metrics.json"
 
 def test_same_seed_gives_the_metrics_recorded_before_the_speed_up(tmp_path):
     """Every number of metrics.json (geometry, the UMAP's trustworthiness included) for one seed matches the
-    run recorded before issue 13 changed where UMAP compiles and how `geotune train` runs. Tolerance 1e-9
-    relative: the same machine gives the same bits; another CPU may round differently in the last places,
-    while a changed method (another projection, another estimator) moves these numbers by far more."""
+    run recorded before issue 13 changed where UMAP compiles and how `geotune train` runs. The machine of
+    BENCHMARKS.md reproduces them bit for bit; another (a Xeon with AVX-512 and AMX, torch 2.14.1, measured
+    2026-12-02) rounds differently along the way: up to 1.2e-5 relative, and UMAP's trustworthiness, whose
+    neighbour ranks amplify that, 7e-4. Tolerance: 1e-4 relative, trustworthiness 3e-3; a changed method
+    (another projection, another estimator, a changed loop) moves these numbers by far more."""
     golden = json.loads(GOLDEN.read_text())["metrics"]
     cfg = load_config(REPO / "configs" / "digits.yaml", ["train.epochs=2", "train.num_threads=1", "train.seed=3"])
     threads = torch.get_num_threads()
@@ -46,7 +48,7 @@ def test_same_seed_gives_the_metrics_recorded_before_the_speed_up(tmp_path):
     changed = {
         key: (value, metrics[key])
         for key, value in golden.items()
-        if not math.isclose(metrics[key], value, rel_tol=1e-9, abs_tol=1e-12)
+        if not math.isclose(metrics[key], value, rel_tol=3e-3 if key == "trustworthiness" else 1e-4, abs_tol=1e-12)
     }
     assert not changed, changed
     assert json.loads((tmp_path / "geometry_summary.json").read_text())["projection"] == "umap"
