@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import wandb
-
 from geotune.layout import PARAMS_FILE, RESULT_FILE, artifact_paths, read_last_json_line
 
 
 def log_folders_as_artifacts(project: str, group: str, wandb_dir: Path, study_dir: Path) -> int:
     """Each trial folder of ``study_dir`` (checkpoints left out) as an artifact of its W&B run. Returns how
     many runs received one."""
+    import wandb  # deferred: wandb is optional (extra [wandb]); every geotune module imports without it
+
     logged = 0
     for folder in sorted(p for p in study_dir.iterdir() if (p / PARAMS_FILE).is_file()):
         last = read_last_json_line(folder / RESULT_FILE) or {}

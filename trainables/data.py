@@ -530,8 +530,8 @@ def raw_loader(name: str) -> Callable[[DatasetConfig], RawDataset]:
 
 
 def _label_source(cfg: DatasetConfig) -> tuple[RawDataset, bool]:
-    """(the labels of the pool that is split, class names, and any official test/val labels, as a RawDataset
-    without images; whether an official test split exists), cheaply."""
+    """(the pool's labels, class names and any official test/val labels as a RawDataset, images only where
+    they are in memory anyway; whether an official test split exists), cheaply."""
 
     def labels_only(labels: np.ndarray, names: list[str]) -> RawDataset:
         return RawDataset(np.zeros((len(labels), 0), np.uint8), labels, names)
