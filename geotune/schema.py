@@ -156,7 +156,11 @@ def build(cls: type, data: dict, prefix: str) -> Any:
     for name, f in fields.items():
         key = f"{prefix}.{name}" if prefix else name
         if name in data:
-            value = _coerce(hints[name], data[name], key)
+            raw = data[name]
+            choices = f.metadata.get("choices") or ()
+            if isinstance(raw, bool) and {"on", "off"} <= set(choices):
+                raw = "on" if raw else "off"  # YAML 1.1 reads on/off (in a file or after --set) as true/false
+            value = _coerce(hints[name], raw, key)
         elif dataclasses.is_dataclass(hints[name]):
             value = build(hints[name], {}, key)
         else:

@@ -109,7 +109,7 @@ def test_study_across_two_loopback_nodes(ray_session, tmp_path):
     import ray
 
     space = tmp_path / "space.py"
-    space.write_text(textwrap.dedent(SPACE % tiny_config(train={"epochs": 3})))
+    space.write_text(textwrap.dedent(SPACE % tiny_config(train={"epochs": 1})))
     storage = tmp_path / "store"
     with LoopbackCluster() as cluster:
 

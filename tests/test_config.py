@@ -95,6 +95,17 @@ def test_file_errors_name_the_file(tmp_path):
         load_config(listing)
 
 
+def test_on_and_off_mean_the_choices_not_booleans(tmp_path):
+    """YAML 1.1 reads on/off as true/false; for a key whose choices are on/off they mean those choices."""
+    cfg = TrialConfig.from_dict(apply_overrides({}, ["logging.internals=off", "train.precise_bn=on"]))
+    assert (cfg.logging.internals, cfg.train.precise_bn) == ("off", "on")
+    path = tmp_path / "c.yaml"
+    path.write_text("logging:\n  internals: off\n")
+    assert load_config(path).logging.internals == "off"
+    with pytest.raises(ConfigError, match="'dataset.normalize' = false: expected a string"):
+        TrialConfig.from_dict({"dataset": {"normalize": False}})  # none of its choices is on/off
+
+
 def test_numpy_scalars_from_search_spaces_are_accepted():
     import numpy as np
 
