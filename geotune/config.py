@@ -402,6 +402,11 @@ def model_kind(model_type: str) -> str:
     return "user" if is_reference(model_type) else "builtin"
 
 
+def _first_changed(settings: tuple[tuple[str, object, object], ...]) -> tuple[str, object] | None:
+    """The first (key, value) of (key, value, default) settings whose value is not its default."""
+    return next(((key, value) for key, value, default in settings if value != default), None)
+
+
 def _check_sources(config: TrialConfig) -> None:
     """Where the data and the network come from: a built-in name, torchvision, or the user's code."""
     d, m = config.dataset, config.model
@@ -426,18 +431,14 @@ def _check_sources(config: TrialConfig) -> None:
             f"config key 'model.type' = {m.type!r}: unknown model; use one of {', '.join(MODELS)}, "
             "torchvision.NAME (e.g. torchvision.resnet18), or your builder as 'package.module:function'"
         )
-    if kind != "torchvision":
-        torchvision_only: tuple[tuple[str, object, object], ...] = (
-            ("weights", m.weights, None),
-            ("download", m.download, False),
+    torchvision_only = _first_changed((("weights", m.weights, None), ("download", m.download, False)))
+    if kind != "torchvision" and torchvision_only:
+        key, value = torchvision_only
+        raise ConfigError(
+            f"config key 'model.{key}' = {show(value)}: applies to torchvision models "
+            f"(model.type torchvision.NAME), not {m.type!r}"
         )
-        for key, value, default in torchvision_only:
-            if value != default:
-                raise ConfigError(
-                    f"config key 'model.{key}' = {show(value)}: applies to torchvision models "
-                    f"(model.type torchvision.NAME), not {m.type!r}"
-                )
-    elif m.download and (m.weights is None or m.weights.endswith(WEIGHT_FILE_SUFFIXES)):
+    if kind == "torchvision" and m.download and (m.weights is None or m.weights.endswith(WEIGHT_FILE_SUFFIXES)):
         raise ConfigError(
             f"config key 'model.download' = true: applies to a torchvision weights name in model.weights "
             f"(DEFAULT, IMAGENET1K_V1), not {show(m.weights)}"
@@ -449,20 +450,22 @@ def _check_sources(config: TrialConfig) -> None:
                 f"torchvision and your own models, not {m.type!r}"
             )
         return
-    builtin_only: tuple[tuple[str, object, object], ...] = (
-        ("param_budget", m.param_budget, None),
-        ("resolved_channels", m.resolved_channels, None),
-        ("kernel_sizes", m.kernel_sizes, None),
-        ("strides", m.strides, None),
-        ("conv", m.conv, "standard"),
-        ("attention", m.attention, "none"),
-        ("global_pool", m.global_pool, None),
+    builtin_only = _first_changed(
+        (
+            ("param_budget", m.param_budget, None),
+            ("resolved_channels", m.resolved_channels, None),
+            ("kernel_sizes", m.kernel_sizes, None),
+            ("strides", m.strides, None),
+            ("conv", m.conv, "standard"),
+            ("attention", m.attention, "none"),
+            ("global_pool", m.global_pool, None),
+        )
     )
-    for key, value, default in builtin_only:
-        if value != default:
-            raise ConfigError(
-                f"config key 'model.{key}' = {show(value)}: shapes geotune's built-in models, not {m.type!r}; remove it"
-            )
+    if builtin_only:
+        key, value = builtin_only
+        raise ConfigError(
+            f"config key 'model.{key}' = {show(value)}: shapes geotune's built-in models, not {m.type!r}; remove it"
+        )
 
 
 def _check_cross_field(config: TrialConfig) -> None:
@@ -625,21 +628,24 @@ def _check_task(config: TrialConfig) -> None:
             f"config key 'model.type' = {m.type!r}: dataset '{d.name}' is a segmentation data set; use one of "
             f"{', '.join(SEGMENTERS)}"
         )
-    for key, value, default in (
-        ("dataset.classes", d.classes, None),
-        ("dataset.augment", d.augment, False),  # the batched affine resampling moves images, not their masks
-        ("model.output", m.output, "softmax"),
-        ("model.head_type", m.head_type, "linear"),
-        ("model.global_pool", m.global_pool, None),
-        ("model.attention", m.attention, "none"),
-        ("model.conv", m.conv, "standard"),
-        ("model.freeze", m.freeze, "none"),
-    ):
-        if value != default:
-            raise ConfigError(
-                f"config key '{key}' = {show(value)}: does not apply to segmentation (dataset '{d.name}', "
-                f"model.type {m.type}); remove it"
-            )
+    not_for_segmentation = _first_changed(
+        (
+            ("dataset.classes", d.classes, None),
+            ("dataset.augment", d.augment, False),  # the batched affine resampling moves images, not their masks
+            ("model.output", m.output, "softmax"),
+            ("model.head_type", m.head_type, "linear"),
+            ("model.global_pool", m.global_pool, None),
+            ("model.attention", m.attention, "none"),
+            ("model.conv", m.conv, "standard"),
+            ("model.freeze", m.freeze, "none"),
+        )
+    )
+    if not_for_segmentation:
+        key, value = not_for_segmentation
+        raise ConfigError(
+            f"config key '{key}' = {show(value)}: does not apply to segmentation (dataset '{d.name}', "
+            f"model.type {m.type}); remove it"
+        )
     if config.logging.geometry_layers:
         raise ConfigError(
             f"config key 'logging.geometry_layers' = {show(config.logging.geometry_layers)}: measures one vector "

@@ -108,17 +108,15 @@ def log_trial_artifacts(plan: StudyPlan) -> dict[str, int]:
     logged: dict[str, int] = {}
     if is_uri(plan.study_dir):  # the folders are not on this machine's disk
         return logged
+    study_dir, name = Path(plan.study_dir), study_name(plan)
     for choice in parse_loggers(plan.loggers):
         if choice.kind == "mlflow":
             # deferred: Ray's MLflow module imports mlflow (optional, about a second) on import
             from geotune.study.mlflow_logger import log_folders_as_artifacts as to_mlflow
 
-            logged["MLflow"] = to_mlflow(mlflow_uri(plan, choice.target), study_name(plan), Path(plan.study_dir))
+            logged["MLflow"] = to_mlflow(mlflow_uri(plan, choice.target), name, study_dir)
         else:
             from geotune.study.wandb_logger import log_folders_as_artifacts as to_wandb  # deferred: wandb, optional
 
-            study_dir = Path(plan.study_dir)
-            logged["W&B"] = to_wandb(
-                wandb_project(plan, choice.target), study_name(plan), study_dir / WANDB_DIR, study_dir
-            )
+            logged["W&B"] = to_wandb(wandb_project(plan, choice.target), name, study_dir / WANDB_DIR, study_dir)
     return logged

@@ -73,24 +73,25 @@ def absolute_paths(base: dict) -> dict:
     weights = base.get("model", {}).get("weights")
     if isinstance(weights, str) and (weights.endswith(WEIGHT_FILE_SUFFIXES) or Path(weights).expanduser().is_file()):
         base = merge(base, {"model": {"weights": str(Path(weights).expanduser().resolve())}})
-    for section, key in REFERENCE_KEYS:
-        value = base.get(section, {}).get(key)
-        if isinstance(value, str) and is_reference(value):
-            base = merge(base, {section: {key: absolute_reference(f"{section}.{key}", value)}})
+    for dotted in REFERENCE_KEYS:
+        section, key = dotted.split(".")
+        if key in base.get(section, {}):
+            base = merge(base, {section: {key: _absolute_if_reference(dotted, base[section][key])}})
     return base
 
 
-REFERENCE_KEYS = (("dataset", "name"), ("model", "type"))  # keys whose value may name the user's code
+REFERENCE_KEYS = ("dataset.name", "model.type")  # keys whose value may name the user's code
+
+
+def _absolute_if_reference(dotted: str, value: object) -> object:
+    return absolute_reference(dotted, value) if isinstance(value, str) and is_reference(value) else value
 
 
 def absolute_variant(variant: dict) -> dict:
     """A planned variant with the files of its references to the user's code made absolute (see absolute_paths)."""
-    out = dict(variant)
-    for section, key in REFERENCE_KEYS:
-        dotted, value = f"{section}.{key}", variant.get(f"{section}.{key}")
-        if isinstance(value, str) and is_reference(value):
-            out[dotted] = absolute_reference(dotted, value)
-    return out
+    return {
+        key: _absolute_if_reference(key, value) if key in REFERENCE_KEYS else value for key, value in variant.items()
+    }
 
 
 @dataclass

@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from geotune.config import DatasetConfig, task_of
 from geotune.errors import ConfigError, DatasetFileError, DatasetNotFoundError
+from geotune.references import is_reference
 from geotune.trainables.raw_data import RawDataset
 from geotune.trainables.user_data import load_user_raw
 
@@ -621,7 +622,7 @@ def describe_input(cfg: DatasetConfig) -> tuple[tuple[int, int, int], int]:
         n_classes = len(_class_folders(cfg))
         channels, size = (1 if cfg.grayscale else 3), cfg.image_size or 32
         shape = (channels, size, size)
-    elif cfg.name not in NATIVE_SHAPES:  # a user's loader: its data, loaded once per process
+    elif is_reference(cfg.name):  # a user's loader: its data, loaded once per process
         raw = raw_loader(cfg.name)(cfg)
         c, h, w = raw.images.shape[1:]
         shape = (c, cfg.image_size, cfg.image_size) if cfg.image_size else (c, h, w)

@@ -70,10 +70,8 @@ def _torchvision_network(name: str, model_type: str) -> nn.Module:
             f"config key 'model.type' = {model_type!r}: torchvision has no classification model {name!r} "
             f"(e.g. {', '.join(n for n in torchvision_names() if n.startswith(('resnet', 'mobilenet')))})"
         )
-    kwargs = {}
-    builder = torchvision.models.get_model_builder(name)
-    if "aux_logits" in inspect.signature(builder).parameters or name in ("googlenet", "inception_v3"):
-        kwargs = {"aux_logits": False, "init_weights": True}  # one output in training mode too
+    # googlenet and inception_v3 return auxiliary outputs too in training mode unless told otherwise
+    kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
     return torchvision.models.get_model(name, weights=None, **kwargs)
 
 

@@ -259,8 +259,11 @@ def recalibrate_batchnorm(
     in short runs of deep networks (torchvision's MobileNetV3 averages with momentum 0.01): a network at train
     accuracy 1.0 then evaluates at chance. Frozen BatchNorms (eval mode) keep theirs. Returns how many layers."""
     model.train()
-    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
-    layers = [m for m in layers if m.track_running_stats]
+    layers = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
+    ]
     if not layers:
         return 0
     momenta = [m.momentum for m in layers]
