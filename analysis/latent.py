@@ -29,7 +29,14 @@ from scipy.sparse.csgraph import connected_components, shortest_path
 
 from geotune.analysis.compile_cache import cache_umap_kernels
 from geotune.analysis.flatness import Flatness, chord_flatness
-from geotune.analysis.neighbors import Neighbors, graph_geodesics, knn_graph, nearest_neighbors, unique_points
+from geotune.analysis.neighbors import (
+    Neighbors,
+    graph_geodesics,
+    knn_graph,
+    nearest_neighbors,
+    twonn_fit,
+    unique_points,
+)
 
 __all__ = [
     "Flatness",
@@ -157,10 +164,18 @@ def _euclidean_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def calibrated_flatness(
-    geo: GeodesicStats, x: np.ndarray, dimension: float | None, *, neighbors: Neighbors | None = None, seed: int = 0
+    geo: GeodesicStats,
+    x: np.ndarray,
+    *,
+    neighbors: Neighbors | None = None,
+    seed: int = 0,
+    check_resolution: bool = False,
 ) -> Flatness:
-    """Chord-geodesic flatness of ``x`` next to its raw ratio ``geo``; reference = raw / calibrated."""
-    flat = chord_flatness(x, geo.n_neighbors, dimension, neighbors=neighbors, seed=seed)
+    """Calibrated flatness of ``x`` next to its raw ratio ``geo``; reference = raw / calibrated.
+
+    ``check_resolution``: also measure whether a bend of this set could be seen (``flatness.resolution``).
+    """
+    flat = chord_flatness(x, geo.n_neighbors, neighbors=neighbors, seed=seed, check_resolution=check_resolution)
     flat.raw = geo.mean
     if flat.calibrated is not None and geo.mean is not None:
         flat.reference = geo.mean / flat.calibrated
@@ -195,18 +210,7 @@ def intrinsic_dim_twonn(
     x, neighbors = _distinct(x, neighbors, 2)
     if neighbors is None:
         return None
-    r1, r2 = neighbors[0][:, 0], neighbors[0][:, 1]
-    keep = r1 > 0
-    mu = np.sort(r2[keep] / r1[keep])
-    n = len(mu)
-    if n < 3:
-        return None
-    m = max(2, int(n * (1 - discard_fraction)))
-    log_mu = np.log(mu[:m])
-    empirical = np.arange(1, m + 1) / n
-    y = -np.log(1 - empirical)
-    denom = float(log_mu @ log_mu)
-    return float(log_mu @ y / denom) if denom > 0 else None
+    return twonn_fit(neighbors[0][:, 0], neighbors[0][:, 1], discard_fraction)
 
 
 def intrinsic_dim_mle(x: np.ndarray, k: int = 20, neighbors: Neighbors | None = None) -> float | None:
@@ -366,6 +370,7 @@ class GeometrySummary:
         g = self.geodesic
         return {
             "flatness_calibrated_per_class": _pair_weighted(self.per_class, "flatness_calibrated"),
+            "flatness_resolved_per_class": _resolved_share(self.per_class),
             "geodesic_ratio_mean_per_class": _pair_weighted(self.per_class, "geodesic_ratio_mean"),
             "participation_ratio_per_class": _class_mean(self.per_class, "participation_ratio"),
             "top_pc_share_per_class": _class_mean(self.per_class, "top_pc_share"),
@@ -407,18 +412,26 @@ def _pair_weighted(per_class: dict, key: str) -> float | None:
     return sum(v * w for v, w in values) / weight if weight else None
 
 
+def _resolved_share(per_class: dict) -> float | None:
+    """Share of the classes whose flatness reading could see a bend (``flatness.resolution``); None: unchecked."""
+    checked = [c["flatness_resolved"] for c in per_class.values() if c.get("flatness_resolved") is not None]
+    return float(np.mean(checked)) if checked else None
+
+
 def _class_mean(per_class: dict, key: str) -> float | None:
     """Plain mean of a per-class value over the classes that have it (each class counts once)."""
     values = [c[key] for c in per_class.values() if c.get(key) is not None]
     return float(np.mean(values)) if values else None
 
 
-def class_summary(x: np.ndarray, k: int, max_exact: int, n_sources: int, seed: int) -> dict:
-    """Geodesic ratio, calibrated flatness, dimension and spectrum of one class."""
+def class_summary(
+    x: np.ndarray, k: int, max_exact: int, n_sources: int, seed: int, check_resolution: bool = True
+) -> dict:
+    """Geodesic ratio, calibrated flatness (and whether a bend of the class could be seen), dimension, spectrum."""
     neighbors = nearest_neighbors(x, max(k, min(20, len(x) - 1)))
     geo = geodesic_stats(x, k, max_exact=max_exact, n_sources=n_sources, seed=seed, neighbors=neighbors)
     twonn = intrinsic_dim_twonn(x, neighbors=neighbors)
-    flat = calibrated_flatness(geo, x, twonn, neighbors=neighbors, seed=seed)
+    flat = calibrated_flatness(geo, x, neighbors=neighbors, seed=seed, check_resolution=check_resolution)
     eig = spectrum(x)
     return {
         "n_points": len(x),
@@ -426,6 +439,7 @@ def class_summary(x: np.ndarray, k: int, max_exact: int, n_sources: int, seed: i
         "geodesic_ratio_mean": geo.mean,
         "flatness_reference": flat.reference,
         "flatness_calibrated": flat.calibrated,
+        "flatness_resolved": flat.resolved,
         "flatness": asdict(flat),
         "intrinsic_dim_twonn": twonn,
         "intrinsic_dim_mle": intrinsic_dim_mle(x, min(20, len(x) - 1), neighbors=neighbors),
@@ -461,7 +475,7 @@ def geometry_summary(
         dim=x.shape[1],
         n_neighbors=k,
         geodesic=geo,
-        flatness=calibrated_flatness(geo, x, twonn, neighbors=neighbors, seed=seed),
+        flatness=calibrated_flatness(geo, x, neighbors=neighbors, seed=seed),
         intrinsic_dim_twonn=twonn,
         intrinsic_dim_mle=intrinsic_dim_mle(x, 20, neighbors=neighbors),
         participation_ratio=participation_ratio(x, eig),
@@ -492,11 +506,16 @@ def epoch_geometry(embeddings: np.ndarray, labels: np.ndarray, n_neighbors: int 
     neighbors = nearest_neighbors(x, max(n_neighbors, 20))
     geo = geodesic_stats(x, n_neighbors, neighbors=neighbors, seed=seed)
     twonn = intrinsic_dim_twonn(x, neighbors=neighbors)
-    per_class = {c: class_summary(x[y == c], n_neighbors, 3000, 300, seed) for c in np.unique(y) if (y == c).sum() >= 3}
+    # no resolution probe here: it doubles the cost, and what a class can resolve is the final summary's to say
+    per_class = {
+        c: class_summary(x[y == c], n_neighbors, 3000, 300, seed, check_resolution=False)
+        for c in np.unique(y)
+        if (y == c).sum() >= 3
+    }
     return {
         "flatness_calibrated_per_class": _pair_weighted(per_class, "flatness_calibrated"),
         "participation_ratio_per_class": _class_mean(per_class, "participation_ratio"),
-        "flatness_calibrated": calibrated_flatness(geo, x, twonn, neighbors=neighbors, seed=seed).calibrated,
+        "flatness_calibrated": calibrated_flatness(geo, x, neighbors=neighbors, seed=seed).calibrated,
         "geodesic_ratio_mean": geo.mean,
         "intrinsic_dim_twonn": twonn,
         "silhouette": silhouette(x, y),

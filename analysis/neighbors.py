@@ -50,6 +50,22 @@ def _blocked_neighbors(x: np.ndarray, k: int, block: int = 2048) -> Neighbors:
     return dist, idx
 
 
+def within_two_hops(neighbors: Neighbors, k: int) -> np.ndarray:
+    """(n, m) booleans: is each listed neighbour at most two hops away on the symmetric kNN graph (k)?
+
+    Where two sheets of the data pass closer than the m-th neighbour but not closer than the
+    k-th (the turns of a swiss roll at the sparse end), the other sheet's points are among the m
+    nearest yet many hops away: this tells most of them apart.
+    """
+    dist, idx = neighbors
+    n = len(idx)
+    rows = np.repeat(np.arange(n), k)
+    adjacency = sparse.csr_matrix((np.ones(n * k, dtype=np.int32), (rows, idx[:, :k].ravel())), shape=(n, n))
+    adjacency = ((adjacency + adjacency.T) > 0).astype(np.int32)
+    reach = ((adjacency @ adjacency + adjacency) > 0).tocsr()
+    return np.asarray(reach[np.repeat(np.arange(n), idx.shape[1]), idx.ravel()]).reshape(idx.shape)
+
+
 def knn_graph(x: np.ndarray, k: int, neighbors: Neighbors | None = None) -> sparse.csr_matrix:
     """Symmetric (union) kNN graph with Euclidean edge lengths, as Isomap builds it.
 
@@ -78,3 +94,22 @@ def unique_points(x: np.ndarray) -> tuple[np.ndarray, int]:
     if len(first) == len(x):
         return x, 0
     return x[np.sort(first)], len(x) - len(first)
+
+
+def twonn_fit(r1: np.ndarray, r2: np.ndarray, discard_fraction: float = 0.1) -> float | None:
+    """TwoNN (Facco et al. 2017) from each point's first and second neighbour distances.
+
+    The slope of -log(1 - F(mu)) against log(mu), mu = r2/r1, through the origin; the largest
+    ``discard_fraction`` of mu values (most affected by noise and boundaries) are left out of
+    the fit, as in the paper. Zero r1 (duplicates) have no ratio and are skipped.
+    """
+    keep = r1 > 0
+    mu = np.sort(r2[keep] / r1[keep])
+    n = len(mu)
+    if n < 3:
+        return None
+    m = max(2, int(n * (1 - discard_fraction)))
+    log_mu = np.log(mu[:m])
+    y = -np.log(1 - np.arange(1, m + 1) / n)
+    denom = float(log_mu @ log_mu)
+    return float(log_mu @ y / denom) if denom > 0 else None

@@ -27,6 +27,8 @@ from geotune.analysis.comparison import comparison_report, single_pair, write_co
 from geotune.analysis.flatness import MIN_RESOLVED_POINTS
 from geotune.analysis.load import StudyData, load_histories, load_studies
 from geotune.analysis.stats import (
+    ALPHA,
+    COLLAPSE_DROP,
     factor_tables,
     geometry_change,
     group_summary,
@@ -219,37 +221,76 @@ def _effect_text(metric: str, e, percent: float | None) -> str:
         text += f" [{e.ci_low * scale:+.{digits}f}, {e.ci_high * scale:+.{digits}f}]"
         text += ", excludes 0" if (e.ci_low > 0 or e.ci_high < 0) else ""
     if e.p_value is not None:
-        text += f", p = {e.p_value:.3g}"
+        text += f", p = {e.p_value:.3g}" + (f" (Holm {e.p_holm:.3g})" if e.p_holm is not None else "")
     return text
 
 
-def _verdict_text(change, spread_percent: float | None) -> str:
+def _verdict_text(change) -> str:
     """The geometry verdict in words: what the numbers mean, and what they cannot tell."""
-    spread = f"participation ratio {spread_percent:+.0f}%" if spread_percent is not None else "participation ratio"
-    lost = ", ".join(
-        ([spread] if change.spread_fell else [])
-        + ([f"intrinsic dimension {change.dimension.mean_diff:+.2f}"] if change.dimension_fell else [])
+    spread = (
+        f"participation ratio {change.spread_change * 100:+.0f}%"
+        if change.spread_change is not None
+        else "participation ratio"
     )
+    known = change.dimension is not None and change.dimension.mean_diff is not None
+    twonn = f"intrinsic dimension within classes {change.dimension.mean_diff:+.2f}" if known else ""
+    lost = ", ".join(([spread] if change.thinner else []) + ([twonn] if change.dimension_fell else []))
+    collapse = f"a fall of the participation ratio within classes by at least {COLLAPSE_DROP:.0%}"
     return {
         "flatter by collapse": f"**Flatter by collapse**: within-class flatness fell together with the classes' "
-        f"spread over dimensions ({lost}); thinner classes read flatter without being less "
-        "curved, so this is not evidence of unbending.",
-        "flatter without collapse": "**Flatter without collapse**: within-class flatness fell while neither the "
-        "participation ratio nor the intrinsic dimension fell detectably.",
+        f"spread over dimensions ({lost}); thinner classes read flatter without being less curved, so this is "
+        "not evidence of unbending.",
+        "flatter without collapse": "**Flatter without collapse**: within-class flatness fell while the "
+        f"participation ratio did not fall by {COLLAPSE_DROP:.0%} or more and the intrinsic dimension within "
+        "classes did not rise.",
+        "thickened": f"**Thickened**: within-class flatness fell while the classes' intrinsic dimension rose "
+        f"({twonn}): classes that thicken hide their bends from the reading, so this is not evidence of "
+        "unbending either.",
         "collapse without flattening": f"**Collapse without flattening**: the classes lost spread over dimensions "
         f"({lost}) while their flatness did not change detectably.",
         "more curved": "**More curved**: within-class flatness rose"
         + (f", and the classes got thinner ({lost})" if change.thinner else "")
         + ".",
-        "no detectable change": "No detectable change of within-class flatness or dimension at this number of "
-        "seeds (every interval includes 0); that is not evidence of no effect.",
+        "no detectable change": "No detectable change of within-class flatness, and no collapse (" + collapse + ") "
+        "at this number of seeds; that is not evidence of no effect.",
+        "flatness not resolved": "**Flatness not resolved**: some measured classes could not show a bend of "
+        "their own size (flatness_resolved_per_class below 1), so no verdict about flatness is given; "
+        + (
+            f"the classes collapsed ({lost})."
+            if change.thinner
+            else f"there was no collapse ({collapse})."
+            if change.thinner is False
+            else "the spread could not be tested."
+        ),
         "not testable": "With fewer than 2 pairs no interval can be given: these are single differences, not "
         "estimated effects.",
     }[change.verdict]
 
 
+def _resolved(part: pd.DataFrame) -> bool | None:
+    """Whether every class of every compared trial could show a bend; None where the trials did not record it."""
+    columns = [f"flatness_resolved_per_class_{side}" for side in ("regularized", "baseline")]
+    if not all(c in part for c in columns):
+        return None
+    values = pd.concat([part[c] for c in columns]).dropna()
+    return bool((values >= 1.0).all()) if len(values) else None
+
+
 def _resolution_note(frame: pd.DataFrame) -> str | None:
-    """Say so when the measured classes are too small for within-class flatness to see any shape."""
+    """Say so when within-class flatness could not see a bend: measured per class (or, for trials of geotune 0.2,
+    estimated from the class size)."""
+    if "flatness_resolved_per_class" in frame and frame["flatness_resolved_per_class"].notna().any():
+        share = float(frame["flatness_resolved_per_class"].mean())
+        if share >= 1.0:
+            return None
+        return (
+            f"Within-class flatness is not resolved everywhere: on average {share:.0%} of the measured classes "
+            "could show a bend (a copy of each class with its top principal axes wrapped onto a hemisphere must "
+            "read within 0.03 of its exact value). Where a class cannot, its flatness reads near 1 whatever its "
+            "shape, so its differences say nothing about curvature; the participation ratio and the intrinsic "
+            "dimension are still measured. More points per class (logging.geometry_split, "
+            "logging.geometry_points_per_class) resolve more."
+        )
     if "class_size_median" not in frame or frame["class_size_median"].isna().all():
         return None
     size = float(frame["class_size_median"].median())
@@ -271,20 +312,17 @@ def _findings(effects: list, pairing, task: str = "classification") -> list[str]
     by_label: dict[str, dict] = {}
     for e in effects:
         by_label.setdefault(e.regularizer, {})[e.metric] = e
+    tests = sum(1 for e in effects if e.p_value is not None)
     for label, metrics in by_label.items():
         n = max((m.n_pairs for m in metrics.values()), default=0)
         tested = next((m for m in metrics.values() if m.test), None)
         first = next(iter(metrics.values()))
         how = tested.test if tested else (first.note.split(": ", 1)[-1] + ", 95% CIs only")
         part = pairing.pairs[pairing.pairs["regularizer"] == label]
-        change = geometry_change(metrics)
         baseline = part.get("participation_ratio_per_class_baseline")
         spread_base = float(baseline.dropna().mean()) if baseline is not None and baseline.notna().any() else None
-        percent = (
-            change.spread.mean_diff / spread_base * 100
-            if change.spread is not None and change.spread.mean_diff is not None and spread_base
-            else None
-        )
+        change = geometry_change(metrics, spread_base, _resolved(part))
+        percent = change.spread_change * 100 if change.spread_change is not None else None
         parts = [
             _effect_text(m, metrics[m], percent if m == "participation_ratio_per_class" else None)
             for m in headline
@@ -295,22 +333,32 @@ def _findings(effects: list, pairing, task: str = "classification") -> list[str]
             out.append(
                 f"**{label}** trained exactly like its baselines ({n} pair{'s' if n != 1 else ''}; every "
                 "difference is 0): the penalty never changed a gradient. A flat-target geodesic penalty is "
-                "exactly 0 while no pair of a class has to bend, which is what classes this small look like "
-                "(see reg_geodesic_bent_fraction in the trials' histories)."
+                "exactly 0 while no pair of a class has to bend (see reg_geodesic_bent_fraction in the trials' "
+                "histories; regularizer.geodesic.memory gives it points to see bends with)."
             )
             continue
         out.append(
             f"**{label}** vs no regularizer ({n} pair{'s' if n != 1 else ''}; {how}): "
             + "; ".join(parts)
             + ". "
-            + _verdict_text(change, percent)
+            + _verdict_text(change)
         )
     if by_label:
         out.append(
             "Differences are regularized minus baseline (same seed and data); brackets are 95% confidence "
             "intervals of the mean difference. An interval that includes 0 means no effect is detectable at "
-            "this number of seeds. Flatness within classes is the chord-geodesic ratio (1 = flat); the "
-            "participation ratio measures over how many dimensions each class spreads."
+            "this number of seeds. "
+            + (
+                f"The {tests} paired tests of this report are one family: each p-value is also given Holm-adjusted "
+                f"for the others, and a verdict counts a change only where its interval excludes 0 and its "
+                f"Holm-adjusted p is below {ALPHA}; collapse also needs the participation ratio within classes "
+                f"to fall by at least {COLLAPSE_DROP:.0%} of its baseline. "
+                if tests
+                else ""
+            )
+            + "Flatness within classes is the mean geodesic / chord ratio (1 = flat); the participation ratio "
+            "measures over how many dimensions each class spreads; the intrinsic dimension within classes is "
+            "TwoNN's, averaged over classes."
         )
     if pairing.unpaired:
         out.append(
@@ -338,7 +386,8 @@ def build_report(study: StudyData) -> Report:
         [[r["trial"], r["status"], r.get("epochs"), r.get("error") or ""] for _, r in problems.iterrows()],
         "failed trials keep their reason; interrupted and missing ones can be finished with `geotune resume STUDY_DIR`",
     )
-    pairing = pair_with_baselines(usable, for_task(SUMMARY, study.task))
+    # the pairs also carry whether the classes were resolved; that share is no effect to test
+    pairing = pair_with_baselines(usable, for_task(SUMMARY, study.task) + ("flatness_resolved_per_class",))
     effects = paired_effects(pairing, for_task(SUMMARY, study.task))
     report = Report(
         title=(
@@ -392,7 +441,7 @@ def build_report(study: StudyData) -> Report:
             Table(
                 "paired",
                 "Paired effect of regularization (regularized minus its baseline)",
-                ["regularizer", "metric", "pairs", "mean difference", "95% CI", "test", "p-value"],
+                ["regularizer", "metric", "pairs", "mean difference", "95% CI", "test", "p-value", "Holm p"],
                 [
                     [
                         e.regularizer,
@@ -402,12 +451,13 @@ def build_report(study: StudyData) -> Report:
                         f"[{e.ci_low:.4f}, {e.ci_high:.4f}]" if e.ci_low is not None else "-",
                         e.test or e.note,
                         f"{e.p_value:.3g}" if e.p_value is not None else "-",
+                        f"{e.p_holm:.3g}" if e.p_holm is not None else "-",
                     ]
                     for e in effects
                 ],
                 "each regularized trial is matched with the unregularized trial that equals it in every other "
                 "config key (seed and data included); tests: paired t-test below 10 pairs, Wilcoxon signed-rank "
-                "from 10, none below 3",
+                "from 10, none below 3; Holm p: adjusted for all the tests of this table together",
             )
         )
     report.paired = comparison_report(pairing, effects, single_pair(pairing, frame))
@@ -530,7 +580,7 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
             FigureSpec(
                 "latent_projections",
                 "Latent space of each group's best trial",
-                f"2-D projection of validation embeddings of the best trial (by {study.metric}) per group",
+                f"2-D projection of the measured embeddings of the best trial (by {study.metric}) per group",
                 figures.draw_image_grid,
                 projections,
             )

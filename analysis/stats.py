@@ -193,6 +193,7 @@ class PairedEffect:
     statistic: float | None
     p_value: float | None
     note: str
+    p_holm: float | None = None  # p_value adjusted (Holm) over every test of the report; what verdicts use
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -216,8 +217,27 @@ def paired_test(diffs: Sequence[float]) -> tuple[str | None, float | None, float
     return "Wilcoxon signed-rank", float(result.statistic), float(result.pvalue), f"Wilcoxon signed-rank on {n} pairs"
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment: the family-wise error stays at alpha over all the tests together.
+
+    Sorted ascending, the i-th smallest of m p-values is multiplied by (m - i + 1), then made
+    non-decreasing and capped at 1 (Holm 1979).
+    """
+    order = np.argsort(p_values, kind="stable")
+    m = len(order)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[index])))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
 def paired_effects(pairing: Pairing, metrics: Sequence[str] = SUMMARY) -> list[PairedEffect]:
-    """Per regularizer variant and metric: mean paired difference, its CI and a paired test."""
+    """Per regularizer variant and metric: mean paired difference, its CI and a paired test.
+
+    The tests together are one family: ``p_holm`` adjusts each p-value for all the others (Holm).
+    """
     effects: list[PairedEffect] = []
     if pairing.pairs.empty:
         return effects
@@ -231,6 +251,9 @@ def paired_effects(pairing: Pairing, metrics: Sequence[str] = SUMMARY) -> list[P
                     label, metric, summary.n, summary.mean, summary.ci_low, summary.ci_high, test, statistic, p, note
                 )
             )
+    tested = [(e, e.p_value) for e in effects if e.p_value is not None]
+    for (e, _), adjusted in zip(tested, holm([p for _, p in tested])):
+        e.p_holm = adjusted
     return effects
 
 
@@ -242,45 +265,92 @@ def paired_effects(pairing: Pairing, metrics: Sequence[str] = SUMMARY) -> list[P
 class GeometryChange:
     """How a regularizer moved the geometry within classes, read from its paired effects.
 
-    A change counts only when the 95% CI of the paired difference excludes 0.
+    A change counts only when the 95% CI of the paired difference excludes 0 and, where a test
+    was possible (3 pairs or more), its Holm-adjusted p-value is below ``ALPHA``. Collapse also
+    needs the participation ratio within classes to fall by at least ``COLLAPSE_DROP`` of its
+    baseline: a few percent of spread is not a collapse.
     """
 
-    verdict: str  # flatter by collapse | flatter without collapse | collapse without
-    # flattening | more curved | no detectable change | not testable
+    verdict: str  # see VERDICTS
     flatter: bool | None  # within-class flatness fell; None: no interval (fewer than 2 pairs)
     curvier: bool | None  # within-class flatness rose
-    thinner: bool | None  # within-class participation ratio or intrinsic dimension fell
-    spread_fell: bool | None = None  # the participation ratio within classes fell
-    dimension_fell: bool | None = None  # the intrinsic dimension fell
+    thinner: bool | None  # collapse: the participation ratio within classes fell by COLLAPSE_DROP or more
+    spread_fell: bool | None = None  # the participation ratio within classes fell (detectably, any amount)
+    dimension_fell: bool | None = None  # the intrinsic dimension within classes (TwoNN) fell
+    dimension_rose: bool | None = None  # ... rose
     flatness: PairedEffect | None = None
     spread: PairedEffect | None = None  # participation ratio within classes
-    dimension: PairedEffect | None = None  # intrinsic dimension (TwoNN)
+    dimension: PairedEffect | None = None  # intrinsic dimension within classes (TwoNN)
+    spread_change: float | None = None  # the participation ratio's mean difference relative to its baselines
+    resolved: bool | None = None  # could every measured class show a bend? None: not recorded
 
 
-def _below(effect: PairedEffect | None) -> bool | None:
-    return None if effect is None or effect.ci_high is None else effect.ci_high < 0
+ALPHA = 0.05  # significance of a Holm-adjusted paired test
+COLLAPSE_DROP = 0.10  # collapse: the participation ratio within classes falls by at least 10% of its baseline
+VERDICTS = (
+    "flatter by collapse",
+    "flatter without collapse",
+    "thickened",
+    "collapse without flattening",
+    "more curved",
+    "no detectable change",
+    "flatness not resolved",
+    "not testable",
+)
 
 
-def _above(effect: PairedEffect | None) -> bool | None:
-    return None if effect is None or effect.ci_low is None else effect.ci_low > 0
+def _significant(effect: PairedEffect | None, sign: int) -> bool | None:
+    """The CI lies on the ``sign`` side of 0 and, where tested, the Holm-adjusted p-value is below ALPHA."""
+    if effect is None or effect.ci_low is None or effect.ci_high is None:
+        return None
+    side = effect.ci_low > 0 if sign > 0 else effect.ci_high < 0
+    return bool(side and (effect.p_holm is None or effect.p_holm < ALPHA))
 
 
-def geometry_change(effects: dict[str, PairedEffect]) -> GeometryChange:
-    """Verdict from one regularizer's effects (by metric): did the classes get flatter, and by collapsing?"""
+def geometry_change(
+    effects: dict[str, PairedEffect], spread_baseline: float | None = None, resolved: bool | None = None
+) -> GeometryChange:
+    """Verdict from one regularizer's effects (by metric): did the classes get flatter, and how?
+
+    ``spread_baseline``: the baselines' mean participation ratio within classes (collapse is
+    relative to it); ``resolved``: whether every class of every compared trial could show a
+    bend (``flatness_resolved_per_class`` = 1). Without resolution no verdict about flatness
+    is given; the spread is still judged.
+    """
     flatness = effects.get("flatness_calibrated_per_class")
-    spread, dimension = effects.get("participation_ratio_per_class"), effects.get("intrinsic_dim_twonn")
-    flatter, curvier = _below(flatness), _above(flatness)
-    spread_fell, dimension_fell = _below(spread), _below(dimension)
-    shrinks = [v for v in (spread_fell, dimension_fell) if v is not None]
-    thinner = any(shrinks) if shrinks else None
+    spread, dimension = effects.get("participation_ratio_per_class"), effects.get("intrinsic_dim_twonn_per_class")
+    flatter, curvier = _significant(flatness, -1), _significant(flatness, +1)
+    spread_fell = _significant(spread, -1)
+    dimension_fell, dimension_rose = _significant(dimension, -1), _significant(dimension, +1)
+    change = (
+        spread.mean_diff / spread_baseline
+        if spread is not None and spread.mean_diff is not None and spread_baseline
+        else None
+    )
+    thinner = None if spread_fell is None else bool(spread_fell and change is not None and change <= -COLLAPSE_DROP)
     if flatter is None:
         verdict = "not testable"
+    elif resolved is False:
+        verdict = "flatness not resolved"
     elif flatter:
-        verdict = "flatter by collapse" if thinner else "flatter without collapse"
+        verdict = "thickened" if dimension_rose else ("flatter by collapse" if thinner else "flatter without collapse")
     elif curvier:
         verdict = "more curved"
     elif thinner:
         verdict = "collapse without flattening"
     else:
         verdict = "no detectable change"
-    return GeometryChange(verdict, flatter, curvier, thinner, spread_fell, dimension_fell, flatness, spread, dimension)
+    return GeometryChange(
+        verdict,
+        flatter,
+        curvier,
+        thinner,
+        spread_fell,
+        dimension_fell,
+        dimension_rose,
+        flatness,
+        spread,
+        dimension,
+        change,
+        resolved,
+    )

@@ -336,7 +336,7 @@ class LoggingConfig:
         0, "measure latent geometry of the val set every n epochs; 0 only at the end", ge=0
     )
     metrics_n_neighbors: int = param(10, "k of the kNN graph the geometry metrics use (fixed, so trials compare)", ge=2)
-    save_latents: bool = param(True, "write latents.npz (val embeddings, labels, logits)")
+    save_latents: bool = param(True, "write latents.npz (the measured embeddings, their labels and logits)")
     save_umap: bool = param(True, "project latents with UMAP for umap.png (off: PCA, stated in the figure)")
     save_checkpoint: bool = param(True, "checkpoint every epoch, so trials resume where they stopped")
     test_every_epoch: bool = param(
@@ -350,6 +350,15 @@ class LoggingConfig:
     )
     activation_layer: str | None = param(
         None, "layer whose feature maps activations.png shows (a name from model_summary.txt); null: the first conv"
+    )
+    geometry_split: str = param(
+        "auto",
+        "split whose embeddings the final geometry summary measures; auto: the one with the most points in its "
+        "smallest class (val on a tie), so that classes are large enough to resolve a bend",
+        choices=("auto", "val", "train", "test"),
+    )
+    geometry_points_per_class: int = param(
+        1000, "at most this many points of each class are measured (a seeded sample; the cost grows with it)", ge=10
     )
     geometry_layers: list[str] = param(
         [],

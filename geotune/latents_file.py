@@ -1,5 +1,6 @@
-"""``latents.npz``: a trial's validation embeddings, labels, logits and class names; read back by
-``geotune geometry``, which also takes such files from models trained anywhere (so reading checks everything).
+"""``latents.npz``: the embeddings a trial's geometry summary measured, with their split, labels, logits and class
+names; read back by ``geotune geometry``, which also takes such files from models trained anywhere (so reading
+checks everything).
 """
 
 from __future__ import annotations
@@ -14,10 +15,21 @@ from geotune.errors import ConfigError
 
 
 def write_latents(
-    path: Path, embeddings: np.ndarray, labels: np.ndarray, logits: np.ndarray | None, class_names: list[str]
+    path: Path,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    logits: np.ndarray | None,
+    class_names: list[str],
+    split: str = "val",
 ) -> None:
-    """``logits`` None: a segmentation trial's latent points (bottleneck locations) have none of their own."""
-    arrays: dict[str, Any] = {"embeddings": embeddings, "labels": labels, "class_names": np.asarray(class_names)}
+    """``logits`` None: a segmentation trial's latent points (bottleneck locations) have none of their own.
+    ``split``: which split the points come from (``logging.geometry_split``), stored as ``split``."""
+    arrays: dict[str, Any] = {
+        "embeddings": embeddings,
+        "labels": labels,
+        "class_names": np.asarray(class_names),
+        "split": np.asarray(split),
+    }
     if logits is not None:
         arrays["logits"] = logits
     np.savez_compressed(path, **arrays)

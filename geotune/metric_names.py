@@ -44,6 +44,7 @@ _ALL = [
     Metric("test_dice", "test Dice (mean over classes)", "higher", 100.0, " points", 2),
     Metric("val_dice", "validation Dice (mean over classes)", "higher", 100.0, " points", 2),
     Metric("flatness_calibrated_per_class", "flatness within classes", digits=3),
+    Metric("flatness_resolved_per_class", "share of classes whose flatness can see a bend", digits=2),
     Metric("participation_ratio_per_class", "participation ratio within classes", digits=2),
     Metric("top_pc_share_per_class", "share of variance on the first axis within classes"),
     Metric("intrinsic_dim_twonn_per_class", "intrinsic dimension within classes (TwoNN)", digits=2),
@@ -75,6 +76,7 @@ SUMMARY = (
     "flatness_calibrated_per_class",
     "participation_ratio_per_class",
     "top_pc_share_per_class",
+    "intrinsic_dim_twonn_per_class",
     "intrinsic_dim_twonn",
     "silhouette",
     "knn_accuracy",
@@ -89,7 +91,7 @@ HEADLINE = (
     "test_accuracy",
     "flatness_calibrated_per_class",
     "participation_ratio_per_class",
-    "intrinsic_dim_twonn",
+    "intrinsic_dim_twonn_per_class",
     "silhouette",
     "knn_accuracy",
 )
@@ -97,9 +99,10 @@ HEADLINE = (
 PERFORMANCE = ("test_accuracy", "val_loss", "overfit_gap")
 GEOMETRY = (
     "flatness_calibrated_per_class",
+    "flatness_resolved_per_class",
     "participation_ratio_per_class",
     "top_pc_share_per_class",
-    "intrinsic_dim_twonn",
+    "intrinsic_dim_twonn_per_class",
 )
 STRUCTURE = ("silhouette", "knn_accuracy", "linear_separability", "flatness_calibrated", "geodesic_ratio_mean")
 # Per factor of a multi-factor study.
@@ -108,10 +111,15 @@ BY_FACTOR = (
     "overfit_gap",
     "flatness_calibrated_per_class",
     "participation_ratio_per_class",
-    "intrinsic_dim_twonn",
+    "intrinsic_dim_twonn_per_class",
 )
 # Against depth (logging.geometry_layers): per trial and per group in the report.
-LAYER_CURVES = ("intrinsic_dim_twonn", "flatness_calibrated", "linear_separability")
+LAYER_CURVES = (
+    "intrinsic_dim_twonn",
+    "flatness_calibrated_per_class",
+    "flatness_resolved_per_class",
+    "linear_separability",
+)
 # What a group costs: its model's size and its time.
 COST = ("num_parameters", "train_time_s", "wall_time_s")
 # Against lambda, and in a pooling x BatchNorm grid.
@@ -131,6 +139,7 @@ COMPARED = (
     "epochs_run",
     "wall_time_s",
     "flatness_calibrated_per_class",
+    "flatness_resolved_per_class",
     "participation_ratio_per_class",
     "top_pc_share_per_class",
     "intrinsic_dim_twonn_per_class",
@@ -161,9 +170,10 @@ TRAIN_PRINTED = (
     "overfit_gap",
     "best_val_accuracy",
     "flatness_calibrated_per_class",
+    "flatness_resolved_per_class",
     "participation_ratio_per_class",
     "top_pc_share_per_class",
-    "intrinsic_dim_twonn",
+    "intrinsic_dim_twonn_per_class",
     "silhouette",
     "knn_accuracy",
     "flatness_calibrated",

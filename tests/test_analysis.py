@@ -255,19 +255,21 @@ def test_loading_500_trials_is_fast_enough_to_use(tmp_path):
 # the answer: forest plot, and findings that name collapse
 
 
-def effect(metric, mean, low, high, n=3):
-    return PairedEffect("geodesic", metric, n, mean, low, high, "paired t-test", 0.0, 0.01, "")
+def effect(metric, mean, low, high, n=3, p_holm=None):
+    return PairedEffect("geodesic", metric, n, mean, low, high, "paired t-test", 0.0, 0.01, "", p_holm)
 
 
 @pytest.mark.parametrize(
     "flat, spread, dim, verdict",
     [
-        ((-0.05, -0.08, -0.02), (-2.0, -3.0, -1.0), (0.1, -0.5, 0.7), "flatter by collapse"),
-        ((-0.05, -0.08, -0.02), (0.1, -0.5, 0.7), (-1.0, -1.5, -0.5), "flatter by collapse"),  # TwoNN fell
-        ((-0.05, -0.08, -0.02), (0.1, -0.5, 0.7), (0.1, -0.5, 0.7), "flatter without collapse"),
+        ((-0.05, -0.08, -0.02), (-2.0, -3.0, -1.0), (0.1, -0.5, 0.7), "flatter by collapse"),  # spread -40%
+        ((-0.05, -0.08, -0.02), (-0.2, -0.3, -0.1), (0.1, -0.5, 0.7), "flatter without collapse"),  # -4%: no collapse
+        ((-0.05, -0.08, -0.02), (0.1, -0.5, 0.7), (-1.0, -1.5, -0.5), "flatter without collapse"),  # TwoNN fell
+        ((-0.05, -0.08, -0.02), (0.1, -0.5, 0.7), (0.8, 0.3, 1.3), "thickened"),  # TwoNN rose
         ((0.01, -0.02, 0.04), (-2.0, -3.0, -1.0), (0.1, -0.5, 0.7), "collapse without flattening"),
         ((0.05, 0.02, 0.08), (0.1, -0.5, 0.7), (0.1, -0.5, 0.7), "more curved"),
         ((0.01, -0.02, 0.04), (0.1, -0.5, 0.7), (0.1, -0.5, 0.7), "no detectable change"),
+        ((0.01, -0.02, 0.04), (-0.2, -0.3, -0.1), (0.1, -0.5, 0.7), "no detectable change"),  # -4% is not collapse
         ((-0.05, None, None), (-2.0, None, None), (0.1, None, None), "not testable"),  # one pair: no CI
     ],
 )
@@ -276,10 +278,34 @@ def test_geometry_verdict(flat, spread, dim, verdict):
         {
             "flatness_calibrated_per_class": effect("flatness_calibrated_per_class", *flat),
             "participation_ratio_per_class": effect("participation_ratio_per_class", *spread),
-            "intrinsic_dim_twonn": effect("intrinsic_dim_twonn", *dim),
-        }
+            "intrinsic_dim_twonn_per_class": effect("intrinsic_dim_twonn_per_class", *dim),
+        },
+        spread_baseline=5.0,
     )
     assert change.verdict == verdict
+
+
+def test_no_flatness_verdict_without_resolution_and_holm_decides_what_counts():
+    effects = {
+        "flatness_calibrated_per_class": effect("flatness_calibrated_per_class", -0.05, -0.08, -0.02),
+        "participation_ratio_per_class": effect("participation_ratio_per_class", -2.0, -3.0, -1.0),
+        "intrinsic_dim_twonn_per_class": effect("intrinsic_dim_twonn_per_class", 0.1, -0.5, 0.7),
+    }
+    unresolved = geometry_change(effects, 5.0, resolved=False)
+    assert unresolved.verdict == "flatness not resolved" and unresolved.thinner  # the spread is still judged
+    assert geometry_change(effects, 5.0, resolved=True).verdict == "flatter by collapse"
+    # the same intervals, but the collapse's test does not survive Holm's adjustment: no collapse
+    effects["participation_ratio_per_class"] = effect("participation_ratio_per_class", -2.0, -3.0, -1.0, p_holm=0.2)
+    assert geometry_change(effects, 5.0).verdict == "flatter without collapse"
+
+
+def test_holm_adjusts_for_the_whole_family():
+    from geotune.analysis.stats import holm
+
+    # sorted 0.01, 0.02, 0.04 of 4 tests: x4, x3, x2 = 0.04, 0.06, 0.08; the largest x1 = 0.5; never decreasing
+    assert holm([0.04, 0.01, 0.5, 0.02]) == pytest.approx([0.08, 0.04, 0.5, 0.06])
+    assert holm([0.03, 0.03]) == pytest.approx([0.06, 0.06])
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])  # 0.8 x 2 caps at 1; 0.9 may not fall below it
 
 
 def collapse_study(tmp_path: Path, spread_drop: float) -> Path:
@@ -295,7 +321,7 @@ def collapse_study(tmp_path: Path, spread_drop: float) -> Path:
                     "val_accuracy": 0.9,
                     "flatness_calibrated_per_class": 1.10 + 0.01 * seed - (0.06 + 0.005 * seed if reg else 0.0),
                     "participation_ratio_per_class": 5.0 + 0.1 * seed - ((spread_drop + 0.2 * seed) if reg else 0.0),
-                    "intrinsic_dim_twonn": 7.0 + 0.1 * seed + (0.05 * (seed - 1) if reg else 0.0),
+                    "intrinsic_dim_twonn_per_class": 7.0 + 0.1 * seed + (0.05 * (seed - 1) if reg else 0.0),
                 },
             }
         )

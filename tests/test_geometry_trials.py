@@ -64,7 +64,8 @@ def test_digits_trial_with_each_regularizer(tmp_path, name, target):
 
     geometry = json.loads((tmp_path / "geometry_summary.json").read_text())
     geodesic = json.loads((tmp_path / "geodesic_summary.json").read_text())
-    assert geometry["n_points"] == metrics["val_size"] and len(geometry["per_class"]) == 10
+    assert geometry["n_points"] == metrics["geometry_points"] == metrics["train_size"]  # auto: the training split
+    assert metrics["geometry_split"] == "train" and len(geometry["per_class"]) == 10
     assert geodesic["overall"]["mean"] == pytest.approx(metrics["geodesic_ratio_mean"])
     assert geodesic["overall"]["flatness"]["calibrated"] == pytest.approx(metrics["flatness_calibrated"])
     assert geodesic["overall"]["flatness"]["reference"] == pytest.approx(metrics["flatness_reference"])
@@ -74,6 +75,7 @@ def test_digits_trial_with_each_regularizer(tmp_path, name, target):
         "flatness_calibrated",
         "flatness_reference",
         "flatness_calibrated_per_class",
+        "flatness_resolved_per_class",
         "participation_ratio_per_class",
         "top_pc_share_per_class",
         "class_size_median",

@@ -357,20 +357,31 @@ def test_geometry_refuses_a_file_that_is_not_a_zip(tmp_path, capsys):
 # results survive reporting steps; weak runs say so
 
 
-def test_a_tiny_validation_split_keeps_its_results(tmp_path):
-    """4 validation images: trustworthiness is undefined, the artifacts are still written."""
+@pytest.mark.parametrize("split", ["val", "auto"])
+def test_a_tiny_validation_split_keeps_its_results(tmp_path, split):
+    """4 validation images: measured there, trustworthiness is undefined and the artifacts are still written;
+    logging.geometry_split auto measures the training split instead, whose classes are larger."""
     from test_trial import MemorySession
 
     from geotune.config import TrialConfig
     from geotune.trainables.trial import check_config, run_trial
 
-    cfg = TrialConfig.from_dict(tiny_config(dataset={"classes": [0, 1], "val_ratio": 0.01}, train={"epochs": 2}))
+    cfg = TrialConfig.from_dict(
+        tiny_config(
+            dataset={"classes": [0, 1], "val_ratio": 0.01}, train={"epochs": 2}, logging={"geometry_split": split}
+        )
+    )
     warnings = check_config(cfg)
     assert any("validation split holds 4 images" in w for w in warnings), warnings
     final = run_trial(cfg, MemorySession(), tmp_path, verbose=False)
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["val_size"] == 4 and written["epochs_run"] == 2 and final["val_size"] == 4
-    assert written.get("trustworthiness") is None
+    if split == "val":
+        assert written["geometry_split"] == "val" and written["geometry_points"] == 4
+        assert written.get("trustworthiness") is None
+    else:
+        assert written["geometry_split"] == "train" and written["geometry_points"] == written["train_size"]
+        assert written["trustworthiness"] is not None
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "latents.npz").is_file()
 
 

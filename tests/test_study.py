@@ -178,7 +178,7 @@ def test_compare_writes_the_paired_report(ray_session, tmp_path, capsys):
         if base[key]:
             assert d["percent"] == pytest.approx((reg[key] - base[key]) / abs(base[key]) * 100)
     assert report["overfitting"]["regularized_gap"] == pytest.approx(reg["overfit_gap"])
-    assert report["geometry"]["regularized"]["n_points"] == reg["val_size"]
+    assert report["geometry"]["regularized"]["n_points"] == reg["geometry_points"]
     assert set(report["geodesic"]["baseline"]) >= {"overall", "per_class"}
     printed = capsys.readouterr().out
     assert "comparison:" in printed and "flatness_calibrated" in printed

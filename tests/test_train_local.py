@@ -31,7 +31,8 @@ GOLDEN = Path(__file__).parent / "data" / "golden_digits_metrics.json"
 
 def test_same_seed_gives_the_metrics_recorded_before_the_speed_up(tmp_path):
     """Every number of metrics.json (geometry, the UMAP's trustworthiness included) for one seed matches the
-    run recorded before issue 13 changed where UMAP compiles and how `geotune train` runs. The machine of
+    run recorded before issue 13 changed where UMAP compiles and how `geotune train` runs (the geometry numbers
+    re-recorded when issue 28 moved them to the training split and the surface-based flatness). The machine of
     BENCHMARKS.md reproduces them bit for bit; another (a Xeon with AVX-512 and AMX, torch 2.14.1, measured
     2026-12-02) rounds differently along the way: up to 1.2e-5 relative, and UMAP's trustworthiness, whose
     neighbour ranks amplify that, 7e-4. Tolerance: 1e-4 relative, trustworthiness 3e-3; a changed method

@@ -61,7 +61,8 @@ def test_keep_best_tests_the_epoch_whose_validation_loss_peaked_early(tmp_path):
     assert best["test_accuracy"] == pytest.approx(row["test_accuracy"])
     assert best["train_accuracy"] == row["train_accuracy"]
     assert val_loss_of(tmp_path / "best" / "model.pt", peaking_config("best")) == pytest.approx(row["val_loss"], 1e-5)
-    latents = np.load(tmp_path / "best" / "latents.npz")
+    latents = np.load(tmp_path / "best" / "latents.npz")  # the measured split: val, 16x the training split here
+    assert best["geometry_split"] == "val"
     assert (latents["logits"].argmax(1) == latents["labels"]).mean() == pytest.approx(row["val_accuracy"])
 
     assert last["kept_epoch"] == 15 and last["kept_reason"] == "last epoch (15)"

@@ -145,23 +145,28 @@ def test_train_cli_end_to_end(ray_session, tmp_path, capsys):
     for png in ("confusion_matrix.png", "train_val_loss.png", "train_val_accuracy.png", "grad_norms.png"):
         assert (trial / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # model.pt reloads with weights_only and reproduces the saved validation logits
+    # model.pt reloads with weights_only and reproduces the saved logits of the measured split (logging.geometry_split
+    # auto: digits' training split, whose smallest class is largest; at most 1,000 per class keeps all of it)
     from geotune.trainables.data import load_data
     from geotune.trainables.models import build_model
 
     latents = np.load(trial / "latents.npz")
+    assert metrics["geometry_split"] == str(latents["split"]) == "train"
     data = load_data(cfg.dataset)
     model = build_model(cfg.model, data.input_shape, data.num_classes)
     model.load_state_dict(torch.load(trial / "model.pt", weights_only=True))
     model.eval()
     with torch.no_grad():
-        logits = model(data.normalize(data.val.images))
-        embeddings = model.embed(data.normalize(data.val.images))
-    assert latents["embeddings"].shape == (len(data.val), cfg.model.hidden_dim)
-    assert np.array_equal(latents["labels"], data.val.labels.numpy())
+        logits = model(data.normalize(data.train.images))
+        embeddings = model.embed(data.normalize(data.train.images))
+    assert (
+        latents["embeddings"].shape == (len(data.train), cfg.model.hidden_dim)
+        and len(data.train) == metrics["geometry_points"]
+    )
+    assert np.array_equal(latents["labels"], data.train.labels.numpy())
     assert np.allclose(latents["logits"], logits.numpy(), atol=1e-4)
     assert np.allclose(latents["embeddings"], embeddings.numpy(), atol=1e-4)
-    assert (latents["logits"].argmax(1) == latents["labels"]).mean() == pytest.approx(metrics["val_accuracy"])
+    assert (latents["logits"].argmax(1) == latents["labels"]).mean() == pytest.approx(metrics["train_eval_accuracy"])
 
     # preprocessing.json holds what the model needs beyond its weights
     from geotune.preprocessing_file import read_preprocessing

@@ -3,7 +3,7 @@
 ``config.yaml`` (resolved), ``metrics.json``, ``training_history.json``,
 ``classification_report.json`` (train, val, test), ``confusion_matrix.png``,
 ``train_val_loss.png``, ``train_val_accuracy.png``, ``grad_norms.png``,
-``latents.npz`` (validation embeddings, labels, logits), ``model.pt`` (state dict)
+``latents.npz`` (the measured embeddings, labels, logits), ``model.pt`` (state dict)
 with ``preprocessing.json`` and, when asked, ``model.onnx`` checked against PyTorch.
 Everything evaluated comes from the kept epoch (``train.keep``).
 """
@@ -31,7 +31,7 @@ from geotune.analysis.figures import (
     save_figure,
     scatter_html,
 )
-from geotune.analysis.latent import geometry_summary, pca_projection, umap_projection
+from geotune.analysis.latent import geometry_summary, pca_projection, trustworthiness, umap_projection
 from geotune.analysis.segmentation import segmentation_scores
 from geotune.config import TrialConfig, task_of
 from geotune.config_loading import save_config
@@ -108,9 +108,38 @@ def confusion_of(evaluation: Evaluation) -> np.ndarray:
 
 # How figures name a trial's latent points.
 LATENT_POINTS_NAME = {
-    "classification": "validation embeddings",
+    "classification": "{split} embeddings",
     "segmentation": "validation bottleneck locations (balanced sample; label: majority class of the cell)",
 }
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+PROJECTION_POINTS = 3000  # umap.png, the scatter and trustworthiness use a seeded sample of at most this many
+
+
+def geometry_sample(
+    evaluations: dict[str, Evaluation], split: str, per_class: int, seed: int
+) -> tuple[str, np.ndarray]:
+    """(split, indices into it) of the points the final geometry summary measures: ``logging.geometry_split``
+    and ``logging.geometry_points_per_class``.
+
+    auto takes the split whose smallest class is largest (val on a tie, then train: held-out points
+    first, the test split last), since within-class flatness needs enough points per class to
+    see a bend. Each class keeps at most ``per_class`` points, a seeded sample in the split's order.
+    """
+
+    def smallest_class(name: str) -> int:
+        counts = np.bincount(evaluations[name].labels.numpy())
+        return int(min(counts[counts > 0].min(), per_class)) if counts.size and counts.any() else 0
+
+    order = ("val", "train", "test")
+    if split == "auto":
+        split = max(order, key=lambda name: (smallest_class(name), -order.index(name)))
+    labels = evaluations[split].labels.numpy()
+    rng = np.random.default_rng(seed)
+    classes = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    chosen = [m if len(m) <= per_class else rng.choice(m, per_class, replace=False) for m in classes]
+    return split, np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
 MASK_EXAMPLES = 4  # validation images in masks.png
 
 
@@ -268,13 +297,24 @@ def write_trial_artifacts(
         )
     else:
         write_json(artifact_dir / CLASSIFICATION_FILE, {name: report for name, (report, _) in reports.items()})
-    if cfg.logging.save_latents:
+    if segmentation:  # bottleneck locations: the task's balanced sample of the validation maps
+        measured_split, chosen = "val", np.arange(len(val.labels))
+    else:
+        measured_split, chosen = geometry_sample(
+            evaluations, cfg.logging.geometry_split, cfg.logging.geometry_points_per_class, t.seed
+        )
+    measured = evaluations[measured_split]
+    points, point_labels = measured.embeddings.numpy()[chosen], measured.labels.numpy()[chosen]
+    metrics["geometry_split"] = measured_split
+    metrics["geometry_points"] = len(chosen)
+    if cfg.logging.save_latents:  # the points the geometry summary measured, so that it can be recomputed
         write_latents(
             artifact_dir / LATENTS_FILE,
-            val.embeddings.numpy(),
-            val.labels.numpy(),
-            val.logits.numpy() if val.logits is not None else None,
+            points,
+            point_labels,
+            measured.logits.numpy()[chosen] if measured.logits is not None else None,
             data.class_names,
+            measured_split,
         )
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, artifact_dir / MODEL_FILE)
     write_preprocessing(artifact_dir / PREPROCESSING_FILE, preprocessing_of(cfg, data))
@@ -299,10 +339,10 @@ def write_trial_artifacts(
             write_geometry_artifacts(
                 artifact_dir,
                 cfg,
-                val.embeddings.numpy(),
-                val.labels.numpy(),
+                points,
+                point_labels,
                 data.class_names,
-                LATENT_POINTS_NAME[parts.task.name],
+                LATENT_POINTS_NAME[parts.task.name].format(split=SPLIT_NAMES[measured_split]),
             )
         ),
     )
@@ -310,7 +350,8 @@ def write_trial_artifacts(
         optional("the network internals", lambda: write_internals(artifact_dir, cfg, model, data, val))
     if cfg.logging.geometry_layers:
         optional(
-            "the layer-by-layer geometry", lambda: write_layer_geometry(artifact_dir, cfg, model, data, val.labels)
+            "the layer-by-layer geometry",
+            lambda: write_layer_geometry(artifact_dir, cfg, model, data, measured_split, chosen),
         )
     if cfg.logging.export_onnx:
         metrics.update(export_onnx(model, data, data.test.images[:64], artifact_dir / ONNX_FILE))
@@ -360,15 +401,20 @@ def write_internals(artifact_dir: Path, cfg: TrialConfig, model, data: DataSplit
     save_figure(draw_activations(mosaic, len(picks), channels, name, captions), artifact_dir / "activations.png")
 
 
-def write_layer_geometry(artifact_dir: Path, cfg: TrialConfig, model, data: DataSplits, labels) -> None:
-    """layer_geometry.json and layer_geometry.png: the geometry summary of each of logging.geometry_layers."""
+def write_layer_geometry(
+    artifact_dir: Path, cfg: TrialConfig, model, data: DataSplits, split: str, chosen: np.ndarray
+) -> None:
+    """layer_geometry.json and layer_geometry.png: the geometry summary of each of logging.geometry_layers, on the
+    images the final summary measures (``split``, rows ``chosen``)."""
     layers = resolve_layers(model, cfg.logging.geometry_layers, "logging.geometry_layers")
-    outputs = layer_outputs(model, layers, data.normalize(data.val.images))
+    images = getattr(data, split).images[torch.as_tensor(chosen, device=getattr(data, split).images.device)]
+    labels = getattr(data, split).labels[torch.as_tensor(chosen, device=getattr(data, split).labels.device)]
+    outputs = layer_outputs(model, layers, data.normalize(images))
     k, rows = cfg.logging.metrics_n_neighbors, []
     for name, output in outputs.items():
         points = pooled(output, name)
         summary = geometry_summary(
-            points, labels.numpy(), n_neighbors=k, class_names=data.class_names, seed=cfg.train.seed
+            points, labels.cpu().numpy(), n_neighbors=k, class_names=data.class_names, seed=cfg.train.seed
         )
         rows.append(
             {
@@ -381,9 +427,10 @@ def write_layer_geometry(artifact_dir: Path, cfg: TrialConfig, model, data: Data
     write_json(
         artifact_dir / LAYER_GEOMETRY_FILE,
         {
-            "definition": "geometry summary of each layer's outputs on the validation images (kept model, eval mode); "
-            "spatial outputs (channels x height x width) are averaged over positions to one vector per image; "
-            "the input layer is the normalised pixels, flattened",
+            "definition": f"geometry summary of each layer's outputs on the {SPLIT_NAMES[split]} images the final "
+            "summary measures (kept model, eval mode); spatial outputs (channels x height x width) are averaged "
+            "over positions to one vector per image; the input layer is the normalised pixels, flattened",
+            "split": split,
             "n_points": len(labels),
             "n_neighbors": k,
             "layers": rows,
@@ -430,20 +477,18 @@ def write_geometry_artifacts(
     """geometry_summary.json, geodesic_summary.json, umap.png (UMAP and PCA side by side; PCA alone with
     logging.save_umap off) and the HTML scatter; returns headline metrics."""
     k = cfg.logging.metrics_n_neighbors
+    summary = geometry_summary(embeddings, labels, n_neighbors=k, class_names=class_names, seed=cfg.train.seed)
+    shown = np.arange(len(labels))
+    if len(shown) > PROJECTION_POINTS:  # UMAP's cost grows with the points; a sample shows the same picture
+        shown = np.sort(np.random.default_rng(cfg.train.seed).choice(len(shown), PROJECTION_POINTS, replace=False))
+    embeddings, labels = embeddings[shown], labels[shown]
     pca = pca_projection(embeddings)
     if cfg.logging.save_umap:
         projection, name = umap_projection(embeddings, k, seed=cfg.train.seed), "umap"
     else:
         projection, name = pca, "pca"
-    summary = geometry_summary(
-        embeddings,
-        labels,
-        n_neighbors=k,
-        class_names=class_names,
-        projection=projection,
-        projection_name=name,
-        seed=cfg.train.seed,
-    )
+    summary.trustworthiness = trustworthiness(embeddings, projection, k, seed=cfg.train.seed)
+    summary.projection = name
     write_json(artifact_dir / GEOMETRY_FILE, summary.to_dict())
     write_json(
         artifact_dir / GEODESIC_FILE,
