@@ -314,13 +314,16 @@ class LocalSurface:
         pool = self.pool[anchor]
         xs = self.x[pool]
         d2 = (self.norm2[pool] - 2.0 * torch.bmm(xs, p[:, :, None])[..., 0] + (p * p).sum(1, keepdim=True)).clamp_min(0)
-        weight = torch.exp(-d2 / self.width2[pool])
+        logit = -d2 / self.width2[pool]
         if own_sheet:
-            weight = weight * self.member[anchor]
-            d2 = torch.where(self.member[anchor], d2, torch.full_like(d2, float("inf")))
+            logit = torch.where(self.member[anchor], logit, torch.full_like(logit, -math.inf))
+            d2 = torch.where(self.member[anchor], d2, torch.full_like(d2, math.inf))
         if leave_out:  # the anchor's own point left out: residuals of samples are then honest
-            weight[:, 0] = 0.0
-        weight = weight / weight.sum(1, keepdim=True).clamp_min(1e-300)
+            logit[:, 0] = -math.inf
+        # relative to the nearest taking part: a point far from every sample (many kernel widths) would
+        # otherwise get weights that all underflow to 0 in float32, and a mean of 0 / 0
+        weight = torch.exp(logit - logit.max(1, keepdim=True).values)
+        weight = weight / weight.sum(1, keepdim=True)
         mean = torch.bmm(weight[:, None], xs)[:, 0]
         t = self.tangent[anchor]
         along = torch.bmm(torch.bmm((p - mean)[:, None], t.transpose(1, 2)), t)[:, 0]

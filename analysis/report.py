@@ -333,8 +333,8 @@ def _findings(effects: list, pairing, task: str = "classification") -> list[str]
             out.append(
                 f"**{label}** trained exactly like its baselines ({n} pair{'s' if n != 1 else ''}; every "
                 "difference is 0): the penalty never changed a gradient. A flat-target geodesic penalty is "
-                "exactly 0 while no pair of a class has to bend (see reg_geodesic_bent_fraction in the trials' "
-                "histories; regularizer.geodesic.memory gives it points to see bends with)."
+                "exactly 0 while no pair of a class in a batch has to bend (see reg_geodesic_bent_fraction in the "
+                "trials' histories): a batch holds too few points of a class for a bend to show."
             )
             continue
         out.append(
@@ -409,7 +409,7 @@ def build_report(study: StudyData) -> Report:
 
     factors, task = study.factors, study.task
     if factors and not (plan and plan.optuna):
-        cells = group_summary(usable, factors, for_task(SUMMARY, task))
+        cells = group_summary(usable, factors, for_task(tuple(dict.fromkeys(SUMMARY + GEOMETRY + STRUCTURE)), task))
         title = "mIoU, Dice and loss per variant" if task == "segmentation" else "Accuracy and loss per variant"
         report.tables.append(summary_table("groups_performance", title, cells, for_task(PERFORMANCE, task), CI_CAPTION))
         report.tables.append(
@@ -568,7 +568,8 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
             FigureSpec(
                 "layer_geometry",
                 "Geometry layer by layer",
-                f"validation outputs of each layer in logging.geometry_layers (spatial ones averaged over positions), "
+                "outputs of each layer in logging.geometry_layers on the measured images (logging.geometry_split; "
+                f"spatial ones averaged over positions), "
                 f"grouped by {layers.grouped_by}; line = mean over the group's trials, band = 95% CI{left_out}",
                 lambda d: figures.draw_layer_curves(d.layers, d.panels),
                 layers,

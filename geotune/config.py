@@ -362,8 +362,8 @@ class LoggingConfig:
     )
     geometry_layers: list[str] = param(
         [],
-        "layers whose validation outputs get the geometry summary (layer_geometry.json), e.g. [input, block1, "
-        "block2, embedding]; spatial outputs are averaged over positions",
+        "layers whose outputs on the measured images (logging.geometry_split) get the geometry summary "
+        "(layer_geometry.json), e.g. [input, block1, block2, embedding]; spatial outputs are averaged over positions",
     )
     latent_points: int = param(
         1200,

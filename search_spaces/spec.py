@@ -213,7 +213,9 @@ def with_sweeps(spec: StudySpec | None, sweeps: list[str], base: dict) -> StudyS
         task_metric = "val_miou" if base.get("dataset", {}).get("name") in SEGMENTATION_DATASETS else "val_accuracy"
         return StudySpec(
             name=SWEEP_SPACE,
-            question="how do " + ", ".join(arm) + " change the trained network and its latent geometry?",
+            question=("how does " if len(arm) == 1 else "how do ")
+            + ", ".join(arm)
+            + " change the trained network and its latent geometry?",
             base=base,
             grid=[arm] if arm else [],
             metric=task_metric,

@@ -164,6 +164,18 @@ def test_partial_study_with_failed_interrupted_asha_and_missing_trials(tmp_path)
     assert len(pair_with_baselines(study.usable).pairs) == 1
 
 
+def test_group_geometry_table_shows_the_resolved_share(tmp_path):
+    """Every column of the per-variant geometry table has its numbers (the resolved share was once blank)."""
+    trials = [
+        {"variant": i, "metrics": {"test_accuracy": 0.9, "flatness_resolved_per_class": 0.5 + 0.25 * (i % 3 == 0)}}
+        for i in range(len(REG_GRID))
+    ]
+    report = build_report(load_study(make_study(tmp_path / "s", REG_GRID, trials)))
+    table = next(t for t in report.tables if t.key == "groups_geometry")
+    column = table.headers.index("share of classes whose flatness can see a bend")
+    assert [row[column].split(" ")[0] for row in table.rows] == ["0.583", "0.583"]
+
+
 @pytest.mark.slow
 def test_report_files_and_content(tmp_path):
     folder = reg_study(tmp_path)

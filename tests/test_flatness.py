@@ -258,6 +258,22 @@ def test_a_flat_set_projects_onto_itself_and_a_sphere_onto_a_sphere():
             assert radius.std() < 0.02 * radius.mean() and 0.9 < radius.mean() < 1.0
 
 
+def test_a_point_far_from_every_sample_projects_onto_its_anchor_s_neighbourhood():
+    """Many kernel widths away every Gaussian weight underflows in float32; the projection must still be finite,
+    on the surface near the nearest sample (a squashed set once read NaN through such a path vertex)."""
+    import torch
+
+    x = gaussian(2, 300, seed=4)
+    surface = LocalSurface(x, nearest_neighbors(x, 40), K, 2)
+    far = surface.x[:3] + 1e3 * torch.from_numpy(np.linalg.qr(np.random.default_rng(0).standard_normal((64, 3)))[0].T)
+    for own_sheet in (False, True):
+        moved, nearest = surface.project(far.float(), torch.arange(3), own_sheet=own_sheet)
+        assert torch.isfinite(moved).all()
+        # the kernel mean is the nearest sample; the tangent part of the offset (here: none of it) is kept
+        offset = (moved - surface.x[nearest]).norm(dim=1)
+        assert float(offset.max()) < 1e3 * 0.5, offset
+
+
 def test_relaxed_paths_on_a_sphere_are_its_great_circles():
     x = sphere(800, seed=5, d=3)
     surface = LocalSurface(x, nearest_neighbors(x, 40), K, 3)

@@ -253,17 +253,51 @@ def test_flat_target_leaves_a_flat_gaussian_alone_while_the_fixed_target_collaps
     assert intrinsic_dim_twonn(fixed) < 0.6 * before, "the fixed target 1 rewards collapse (README numbers)"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 3])
-def test_flat_target_unrolls_a_swiss_roll_without_thickening_it(seed):
+def swiss_roll_unrolling(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A swiss roll of 400 points in R^64, and for each pair i<j its distance along the unrolled sheet."""
     from sklearn.datasets import make_swiss_roll
 
+    roll, t = make_swiss_roll(400, random_state=seed)
+    along = 0.5 * (t * np.sqrt(1 + t * t) + np.arcsinh(t))  # arc length of the spiral r = t
+    sheet = np.stack([along, roll[:, 1]], 1) / 5
+    i, j = np.triu_indices(len(t), 1)
+    return embedded(roll / 5, seed), np.linalg.norm(sheet[i] - sheet[j], axis=1)
+
+
+def unrolled_rank_correlation(z: np.ndarray, along_sheet: np.ndarray) -> float:
+    """Spearman correlation of the pairs' Euclidean distances with their distances along the sheet (1: unrolled)."""
+    from scipy.stats import spearmanr
+
+    i, j = np.triu_indices(len(z), 1)
+    return float(spearmanr(np.linalg.norm(z[i] - z[j], axis=1), along_sheet)[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 3])
+def test_flat_target_lowers_a_swiss_rolls_reading_by_thickening_it_not_by_unrolling_it(seed):
+    """What the batch penalty does today (README, Regularizers; issue 28 item 5 is open): minimised alone it takes a
+    swiss roll's flatness to 1.000 by thickening the sheet into a 3-D slab (the tube then swallows the bend), while
+    the roll stays rolled. Measured on seeds 0 / 3: flatness 1.243 / 1.255 -> 1.000, surface dimension 2 -> 3,
+    TwoNN 1.88 / 2.11 -> 2.78 / 2.86, rank correlation with the unrolled distances 0.357 / 0.386 -> 0.352 / 0.382,
+    participation ratio 2.92 -> 2.92."""
     from geotune.analysis.flatness import chord_flatness
 
-    x = embedded(make_swiss_roll(400, random_state=seed)[0] / 5, seed)
-    before = chord_flatness(x, 10, intrinsic_dim_twonn(x)).calibrated
+    x, along_sheet = swiss_roll_unrolling(seed)
+    before = chord_flatness(x, 10)
     y = minimise(x, "flat", 40)
-    after = chord_flatness(y, 10, intrinsic_dim_twonn(y)).calibrated
-    assert before > 1.15
-    assert after - 1 <= (before - 1) * (2 / 3), (before, after)  # at least a third of the excess gone
-    assert intrinsic_dim_twonn(y) <= 3.0
+    after = chord_flatness(y, 10)
+    assert before.calibrated > 1.2 and before.surface_dimension == 2
+    assert after.calibrated < 1.01 and after.surface_dimension == 3
+    assert intrinsic_dim_twonn(y) - intrinsic_dim_twonn(x) > 0.5
+    assert abs(unrolled_rank_correlation(y, along_sheet) - unrolled_rank_correlation(x, along_sheet)) < 0.02
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 28 item 5: no penalty unrolls a roll yet (see the README, Regularizers)")
+def test_flat_target_unrolls_a_swiss_roll():
+    """The goal of issue 28 item 5: the rank correlation with the unrolled distances rises from about 0.36 to at least
+    0.8 with TwoNN at most 2.3. (The issue's further floor, participation ratio >= 1.8, cannot hold for this roll:
+    its exact unrolling, a 18 x 4.2 strip, has participation ratio 1.11.)"""
+    x, along_sheet = swiss_roll_unrolling(0)
+    y = minimise(x, "flat", 40)
+    assert unrolled_rank_correlation(y, along_sheet) >= 0.8 and intrinsic_dim_twonn(y) <= 2.3
