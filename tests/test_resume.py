@@ -16,6 +16,11 @@ from conftest import tiny_config
 
 REPO = Path(__file__).parents[1]
 
+# The final geometry on the validation split (27 images per class, no resolution probe) takes a fraction of a
+# second; on the training split (the default) it takes seconds, in which a second trial can run all its epochs
+# and leave no moment when one trial has finished and another is mid-way.
+QUICK_FINISH = {"save_umap": False, "geometry_split": "val"}
+
 GRID_SPACE = """
 SPACE = StudySpec(name="killed_grid", question="q", base=BASE,
                   grid=[{"train.epochs": [2, 50, 3]}], seeds=[0], max_concurrent=2)
@@ -128,7 +133,8 @@ def test_sigkill_then_resume(tmp_path, kind):
     space.write_text(
         "from geotune.search_spaces.spec import StudySpec\n"
         # Optuna's three trials run one at a time: 15 epochs leave the second mid-way when the first has finished
-        f"BASE = {tiny_config(train={'epochs': 15, 'patience': 0})!r}\n"
+        # batch 8: about 0.5 s an epoch; Tune's result.json, which tells the test a trial is mid-way, lags by seconds
+        f"BASE = {tiny_config(train={'epochs': 15, 'patience': 0, 'batch_size': 8}, logging=QUICK_FINISH)!r}\n"
         # the grid one at a time too: the third has not started when the study is killed, so the resume starts it
         + textwrap.dedent(
             GRID_SPACE.replace("max_concurrent=2", "max_concurrent=1") if kind == "grid" else OPTUNA_SPACE
@@ -209,7 +215,10 @@ def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, p
     space = tmp_path / "space.py"
     space.write_text(
         "from geotune.search_spaces.spec import StudySpec\n"
-        f"BASE = {tiny_config(train={'epochs': 80, 'patience': 0})!r}\n" + textwrap.dedent(GRID_SPACE)
+        # batch 8: about 0.5 s an epoch, so the 50-epoch trial is still training well after Ray's log shows it
+        # mid-way (that log lags the training by several epochs)
+        f"BASE = {tiny_config(train={'epochs': 80, 'patience': 0, 'batch_size': 8}, logging=QUICK_FINISH)!r}\n"
+        + textwrap.dedent(GRID_SPACE)
     )
     study = tmp_path / "runs" / "s"
     log = tmp_path / "run.log"
@@ -250,7 +259,8 @@ def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path, how):
     import yaml
 
     # batch 8: about 0.5 s an epoch, so the Ctrl-C after epoch 3 lands mid-training even without Ray's start-up
-    config.write_text(yaml.safe_dump(tiny_config(train={"epochs": 25, "patience": 0, "batch_size": 8})))
+    train = {"epochs": 25, "patience": 0, "batch_size": 8}
+    config.write_text(yaml.safe_dump(tiny_config(train=train, logging=QUICK_FINISH)))
     out = tmp_path / "out"
     log = tmp_path / "train.log"
     proc = subprocess.Popen(
