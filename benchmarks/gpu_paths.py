@@ -5,7 +5,9 @@ On a machine with a CUDA GPU it measures, for simple_cnn on 28x28 inputs:
 1. training steps per second at batch 512 in fp32, bf16 autocast, and bf16 + channels_last;
 2. one epoch over 60,000 images held on the GPU as uint8 (geotune's pipeline) against
    the same images kept on the host and copied over batch by batch;
-3. packing: 8 trials (the synthetic `shapes` data set at 28 px, 20,000 images,
+3. a training step with the geodesic penalty (flat and fixed targets, per class) against a plain
+   step at batch 256 and 1024 (the penalty's shortest paths run on the CPU);
+4. packing: 8 trials (the synthetic `shapes` data set at 28 px, 20,000 images,
    5 epochs) through `geotune run` with --gpus-per-trial 1, 0.5 and 0.25, as trials per hour.
 
 Without a GPU it says so and measures nothing (the same training switches run on
@@ -13,7 +15,7 @@ the CPU in the tests: tests/test_trial.py::test_bf16_channels_last_trial_on_cpu)
 ``--smoke`` runs every step of this script on the CPU with tiny sizes, to check the
 script itself where no GPU is at hand (its numbers mean nothing).
 
-    python benchmarks/gpu_paths.py [--json out.json] [--smoke]
+    python benchmarks/gpu_paths.py [--json out.json] [--smoke] [--parts steps,epoch,regularizer,packing] [--budget S]
 """
 
 from __future__ import annotations
@@ -145,36 +147,56 @@ def resident_vs_host(device, samples: int = 60_000) -> dict:
     return out
 
 
-def packing(space: str = PACKING_SPACE, fractions=(1.0, 0.5, 0.25)) -> dict:
-    """Whole `geotune run` commands at each GPU fraction per trial: seconds and finished trials per hour."""
+def regularizer_steps(device, steps: int = 30) -> dict:
+    """Milliseconds per training step, plain and with the geodesic penalty (benchmark 2's modes), at batch 256 and 1024.
+
+    On a GPU the penalty's shortest paths still run on the CPU (scipy), so its ratio to a plain
+    step is much larger than on a CPU, where the network's own step is slow.
+    """
+    sys.path.insert(0, str(Path(__file__).parent))
+    from regularizer_cost import build
+
+    out: dict = {}
+    for batch in (256, 1024):
+        fns = {mode: build(batch, mode, device=str(device)) for mode in ("plain", "flat_per_class", "fixed_per_class")}
+        times: dict[str, list[float]] = {mode: [] for mode in fns}
+        for fn in fns.values():
+            fn()
+        for _ in range(steps):
+            for mode, fn in fns.items():  # interleaved: drift hits every mode alike
+                synchronize(device)
+                start = time.perf_counter()
+                fn()
+                synchronize(device)
+                times[mode].append(time.perf_counter() - start)
+        ms = {mode: 1000 * sorted(t)[len(t) // 2] for mode, t in times.items()}
+        out[str(batch)] = {mode: {"step_ms": v, "ratio_to_plain": v / ms["plain"]} for mode, v in ms.items()}
+    return out
+
+
+def packing(space: str = PACKING_SPACE, fractions=(1.0, 0.5, 0.25), budget: float | None = None) -> dict:
+    """Whole `geotune run` commands at each GPU fraction per trial: seconds and finished trials per hour.
+
+    ``budget`` (seconds per study) stops a study that runs past it and records what it had finished,
+    so a machine lent for minutes still reports the fractions that did finish.
+    """
     work = Path(tempfile.mkdtemp(prefix="geotune-packing-"))
     (work / "space.py").write_text(textwrap.dedent(space))
-    out = {}
+    out: dict = {}
     for gpus in fractions:
+        command = [sys.executable, "-m", "geotune", "run", str(work / "space.py"), "--storage", str(work)]
+        command += ["--name", f"g{gpus}", "--gpus-per-trial", str(gpus), "--no-report"]
         start = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "geotune",
-                "run",
-                str(work / "space.py"),
-                "--storage",
-                str(work),
-                "--name",
-                f"g{gpus}",
-                "--gpus-per-trial",
-                str(gpus),
-                "--no-report",
-            ],
-            cwd=str(REPO),
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        try:
+            done = subprocess.run(command, cwd=str(REPO), capture_output=True, text=True, timeout=budget)
+            note = "" if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-400:]}"
+        except subprocess.TimeoutExpired:
+            note = f"stopped after {budget:.0f} s"
         seconds = time.perf_counter() - start
         finished = len(list((work / f"g{gpus}").glob("*/metrics.json")))
         out[str(gpus)] = {"seconds": seconds, "trials": finished, "trials_per_hour": finished * 3600 / seconds}
+        if note:
+            out[str(gpus)]["unfinished"] = note
     return out
 
 
@@ -186,7 +208,14 @@ def main() -> None:
         action="store_true",
         help="run every step on the CPU with tiny sizes (checks the script; the numbers mean nothing)",
     )
+    parser.add_argument(
+        "--parts",
+        default="steps,epoch,regularizer,packing",
+        help="comma-separated subset of steps, epoch, regularizer, packing (to fit a machine lent for minutes)",
+    )
+    parser.add_argument("--budget", type=float, help="seconds each packing study may run (default: no limit)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
 
     import torch
 
@@ -196,15 +225,21 @@ def main() -> None:
         result["smoke"] = "CPU, tiny sizes: checks that the script runs; not a measurement"
         result["steps_per_second_batch_512"] = step_rates(device, steps=2)
         result["epoch_seconds"] = resident_vs_host(device, samples=1024)
+        result["regularizer_step_ms"] = regularizer_steps(device, steps=2)
         result["packing"] = packing(SMOKE_SPACE, fractions=(1.0,))
     elif not torch.cuda.is_available():
         result["skipped"] = "no CUDA GPU visible on this machine; run this script on one with a GPU"
     else:
         device = torch.device("cuda")
         result["machine"] = f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPUs, torch {torch.__version__}"
-        result["steps_per_second_batch_512"] = step_rates(device)
-        result["epoch_seconds"] = resident_vs_host(device)
-        result["packing"] = packing()
+        if "steps" in parts:
+            result["steps_per_second_batch_512"] = step_rates(device)
+        if "epoch" in parts:
+            result["epoch_seconds"] = resident_vs_host(device)
+        if "regularizer" in parts:
+            result["regularizer_step_ms"] = regularizer_steps(device)
+        if "packing" in parts:
+            result["packing"] = packing(budget=args.budget)
     result.setdefault("machine", machine())
     emit(result, args.json)
 

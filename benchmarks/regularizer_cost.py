@@ -52,7 +52,7 @@ def geodesic_settings(mode: str) -> dict:
     }
 
 
-def build(batch: int, mode: str, model=None):
+def build(batch: int, mode: str, model=None, device: str = "cpu"):
     """A training step of simple_cnn for one configuration (of ``model``, if given: same weights and input)."""
     import torch
 
@@ -66,16 +66,16 @@ def build(batch: int, mode: str, model=None):
         {"regularizer": {"name": "none" if mode == "plain" else "geodesic", "geodesic": geodesic_settings(mode)}}
     )
     if model is None:
-        model = build_model(cfg.model, (1, 28, 28), 10)
+        model = build_model(cfg.model, (1, 28, 28), 10).to(device)
         if cfg.train.channels_last:  # geotune's default layout
             model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     output = OutputLayer("softmax")
     regularizer = build_regularizer(cfg.regularizer, 10, batch)
-    x = torch.randn(batch, 1, 28, 28)
+    x = torch.randn(batch, 1, 28, 28, device=device)
     if cfg.train.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.arange(batch) % 10
+    y = torch.arange(batch, device=device) % 10
 
     def step() -> None:
         z, logits = model.embed_and_classify(x)
