@@ -84,7 +84,10 @@ def _config_columns(params: dict, plan: StudyPlan | None, variants: dict[str, di
         config = TrialConfig.from_dict(assemble_trial_config(params, plan.base if plan else None, variants))
     except (ConfigError, KeyError, TypeError):
         return {}
-    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in flatten(config.to_dict()).items()}
+    columns = {k: (tuple(v) if isinstance(v, list) else v) for k, v in flatten(config.to_dict()).items()}
+    # the config's own answer (metrics.json's "regularized" says the same for finished trials)
+    columns["regularized"] = config.regularizer.active
+    return columns
 
 
 def load_study(study_dir: str | Path) -> StudyData:

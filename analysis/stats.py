@@ -102,11 +102,14 @@ def factor_tables(
 
 
 def is_baseline(frame: pd.DataFrame) -> pd.Series:
-    """Trials without an active regularizer (name none, disabled, or weight 0)."""
-    name = frame.get("regularizer.name", pd.Series("none", index=frame.index))
-    enabled = frame.get("regularizer.enabled", pd.Series(True, index=frame.index)).astype(bool)
-    weight = frame.get("regularizer.weight", pd.Series(1.0, index=frame.index)).astype(float)
-    return (name == "none") | ~enabled | (weight <= 0)
+    """Trials that trained without a penalty: their ``regularized`` column is false.
+
+    The column is ``RegularizerConfig.active`` (``load_study`` writes it from each trial's config;
+    metrics.json carries the same): a regularizer named but at lambda_reg 0, disabled or at weight 0
+    is a baseline. A frame without the column has no regularized trial.
+    """
+    regularized = frame.get("regularized", pd.Series(False, index=frame.index))
+    return ~regularized.fillna(False).astype(bool)
 
 
 def regularizer_label(frame: pd.DataFrame) -> pd.Series:

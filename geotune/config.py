@@ -28,6 +28,13 @@ FREEZE = ("none", "backbone", "all-but-head")
 # the loss, the metrics, the latent points a trial measures and the report's tables (trainables/tasks.py).
 SEGMENTATION_DATASETS = ("shapes_seg",)
 REGULARIZERS = ("none", "geodesic", "geometry", "combined")
+# the penalty terms each regularizer name adds (combined = geodesic + geometry, written here only)
+REGULARIZER_TERMS = {
+    "none": (),
+    "geodesic": ("geodesic",),
+    "geometry": ("geometry",),
+    "combined": ("geodesic", "geometry"),
+}
 KEEP_METRICS = ("val_loss", "val_accuracy", "val_miou")
 LOSS_TERMS = ("ce", "weighted_ce", "focal", "dice")
 
@@ -326,8 +333,17 @@ class RegularizerConfig:
     geometry: GeometryConfig = param(GeometryConfig(), "settings of the geometry regularizer")
 
     @property
+    def terms(self) -> tuple[str, ...]:
+        """The penalty terms this config trains with: those of its name whose lambda_reg > 0 (none when
+        disabled or at weight 0). The one answer to "is this trial regularized?" (``active``): the
+        training loop, metrics.json's ``regularized`` and the report's pairing all read it."""
+        if not self.enabled or self.weight <= 0:
+            return ()
+        return tuple(t for t in REGULARIZER_TERMS[self.name] if getattr(self, t).lambda_reg > 0)
+
+    @property
     def active(self) -> bool:
-        return self.enabled and self.name != "none" and self.weight > 0
+        return bool(self.terms)
 
 
 @dataclass
@@ -566,9 +582,7 @@ def _check_cross_field(config: TrialConfig) -> None:
             "config key 'regularizer.geodesic.exclude_direct' = true: applies to "
             "regularizer.geodesic.target: fixed only (target flat never counts a straight segment)"
         )
-    for part in {"geodesic": ["geodesic"], "geometry": ["geometry"], "combined": ["geodesic", "geometry"]}.get(
-        r.name, []
-    ):
+    for part in REGULARIZER_TERMS[r.name]:
         start = getattr(r, part).start_epoch
         if start > config.train.epochs:
             raise ConfigError(
@@ -581,7 +595,7 @@ def _check_cross_field(config: TrialConfig) -> None:
             f"{r.name!r} has nothing to shape; use model.freeze backbone (the embedding layer trains) or "
             "regularizer.name none"
         )
-    if r.name == "geodesic" or r.name == "combined":
+    if "geodesic" in REGULARIZER_TERMS[r.name]:
         if r.geodesic.n_neighbors >= config.train.batch_size:
             raise ConfigError(
                 f"config key 'regularizer.geodesic.n_neighbors' = {r.geodesic.n_neighbors}: "

@@ -29,7 +29,7 @@ def compare_plan(cfg: TrialConfig, out_dir: str, cpus: float, gpus: float) -> tu
     if not cfg.regularizer.active:
         raise ConfigError(
             f"config key 'regularizer.name' = {cfg.regularizer.name}"
-            + ("" if cfg.regularizer.name == "none" else " (disabled or weight 0)")
+            + ("" if cfg.regularizer.name == "none" else " (disabled, weight 0, or every lambda_reg 0)")
             + ": nothing to compare against the unregularized run; choose geodesic, geometry or "
             "combined"
         )

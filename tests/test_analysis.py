@@ -123,6 +123,32 @@ def test_geodesic_settings_pair_with_the_plain_baseline(tmp_path):
     assert set(pairing.pairs["baseline"]) == {"00000_name=none,seed=0"}
 
 
+def test_a_regularizer_at_lambda_0_is_reported_as_a_baseline(tmp_path):
+    """A lambda sweep that starts at 0: the lambda-0 trials train without a penalty, so they are the baselines
+    (one answer, RegularizerConfig.active), and each non-zero lambda pairs with the lambda-0 trial of its seed."""
+    variants = [
+        {"regularizer.name": "geodesic", "regularizer.geodesic.lambda_reg": lam, "train.seed": s}
+        for lam in (0.0, 0.5)
+        for s in (0, 1, 2)
+    ]
+    folder = make_study(tmp_path / "s", variants, [{"variant": i} for i in range(6)])
+    study = load_study(folder)
+    assert study.frame.set_index("variant")["regularized"].tolist() == [False] * 3 + [True] * 3
+    pairing = pair_with_baselines(study.usable)
+    assert sorted(pairing.pairs["baseline"]) == sorted(study.frame["trial"][:3])
+    assert set(pairing.pairs["trial"]) == set(study.frame["trial"][3:]) and not pairing.unpaired
+    # combined with one term at 0 trains with the other: regularized
+    from geotune.config import TrialConfig
+
+    combined = {"regularizer": {"name": "combined", "geodesic": {"lambda_reg": 0.0}}}
+    assert TrialConfig.from_dict(combined).regularizer.terms == ("geometry",)
+    combined["regularizer"]["geometry"] = {"lambda_reg": 0.0}
+    assert not TrialConfig.from_dict(combined).regularizer.active
+    from geotune.trainables.trial import check_config
+
+    assert any("reported as a baseline" in w for w in check_config(TrialConfig.from_dict(combined)))
+
+
 def test_paired_test_choice():
     assert paired_test([0.1, 0.2])[0] is None and "too few" in paired_test([0.1, 0.2])[3]
     assert paired_test([0.0, 0.0, 0.0])[0] is None

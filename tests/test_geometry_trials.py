@@ -33,7 +33,7 @@ def test_digits_trial_with_each_regularizer(tmp_path, name, target):
     )
     session = MemorySession()
     metrics = run_trial(cfg, session, tmp_path, verbose=False)
-    assert metrics["val_accuracy"] >= 0.85
+    assert metrics["val_accuracy"] >= 0.85 and metrics["regularized"] is True
 
     history = json.loads((tmp_path / "training_history.json").read_text())
     if name == "geodesic" and target == "flat":

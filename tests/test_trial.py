@@ -95,6 +95,7 @@ def test_train_cli_end_to_end(ray_session, tmp_path, capsys):
     assert metrics["val_accuracy"] >= 0.90
     assert metrics["test_accuracy"] >= 0.85
     assert metrics["epochs_run"] == 8 and metrics["onnx_matches"] is True
+    assert metrics["regularized"] is False  # digits.yaml trains without a penalty
 
     cfg = load_config(
         REPO / "configs" / "digits.yaml",

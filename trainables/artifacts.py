@@ -263,6 +263,8 @@ def write_trial_artifacts(
         "best_val_accuracy": max((h["val_accuracy"] for h in history), default=None),
         "best_epoch": early.best_epoch,
         "epochs_run": len(history),
+        # trained with a penalty (RegularizerConfig.active): the report pairs on this, never on the name alone
+        "regularized": cfg.regularizer.active,
         "stop": stop.value,
         "stop_reason": stop.sentence(cfg.train.patience),
         "wall_time_s": elapsed,

@@ -405,8 +405,8 @@ class LatentRegularizer:
 
     def __init__(self, cfg: RegularizerConfig):
         self.cfg = cfg
-        self.use_geodesic = cfg.name in ("geodesic", "combined") and cfg.geodesic.lambda_reg > 0
-        self.use_geometry = cfg.name in ("geometry", "combined") and cfg.geometry.lambda_reg > 0
+        self.use_geodesic = "geodesic" in cfg.terms
+        self.use_geometry = "geometry" in cfg.terms
 
     def __call__(
         self, z: torch.Tensor, labels: torch.Tensor, epoch: int, step: int
@@ -446,8 +446,6 @@ def build_regularizer(
     if not cfg.active:
         return None
     reg = LatentRegularizer(cfg)
-    if not (reg.use_geodesic or reg.use_geometry):
-        return None
     g = cfg.geodesic
     if reg.use_geodesic and batch_size:
         if g.per_class:

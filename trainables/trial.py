@@ -118,7 +118,14 @@ def check_config(cfg: TrialConfig) -> list[str]:
         initial_weights(cfg.train.init_from, model)
     if cfg.logging.export_onnx:
         require_onnx()
-    return data.warnings if data is not None else []
+    warnings = list(data.warnings) if data is not None else []
+    r = cfg.regularizer
+    if r.name != "none" and r.enabled and r.weight > 0 and not r.active:
+        warnings.append(
+            f"regularizer.name = {r.name} with every lambda_reg 0: such a trial trains without a penalty and is "
+            "reported as a baseline"
+        )
+    return warnings
 
 
 def check_device(cfg: TrialConfig, gpus: float) -> None:
