@@ -17,16 +17,28 @@ import yaml
 from geotune.config import TrialConfig
 from geotune.errors import ConfigError
 
+# a bare section.key=value on the command line (as Hydra takes it): recognised here, split by split_assignment
+ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+=")
+
+
+def split_assignment(text: str, option: str, example: str) -> tuple[str, str]:
+    """The one reader of ``section.key=value`` text (--set, --sweep, bare arguments): (dotted key, raw value).
+
+    ``option`` and ``example`` name the flag and a valid form in the error.
+    """
+    if "=" not in text:
+        raise ConfigError(f"{option} {text!r}: expected {example}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not all(key.split(".")):
+        raise ConfigError(f"{option} {text!r}: '{key}' is not a dotted key such as train.lr")
+    return key, raw
+
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse one ``section.key=value`` into (path, value); the value is read as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. train.lr=0.01")
-    key, raw = text.split("=", 1)
-    path = [p for p in key.strip().split(".")]
-    if not all(path):
-        raise ConfigError(f"--set {text!r}: '{key}' is not a dotted key such as train.lr")
-    return path, parse_value(raw)
+    key, raw = split_assignment(text, "--set", "section.key=value, e.g. train.lr=0.01")
+    return key.split("."), parse_value(raw)
 
 
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # 1e-3 included, which YAML 1.1 reads as text

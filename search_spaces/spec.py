@@ -24,7 +24,7 @@ import optuna
 import yaml
 
 from geotune.config import SEGMENTATION_DATASETS, TrialConfig
-from geotune.config_loading import merge, nest, parse_value
+from geotune.config_loading import merge, nest, parse_value, split_assignment
 from geotune.errors import ConfigError
 from geotune.references import import_file
 from geotune.variants import keys_of, variant_label
@@ -181,10 +181,8 @@ SWEEP_SPACE = "sweep"  # the name of a study whose grid came from --sweep alone
 def parse_sweep(text: str) -> tuple[str, list]:
     """``train.lr=1e-3,1e-2`` -> ('train.lr', [0.001, 0.01]); the values are read as one YAML flow sequence,
     so commas inside brackets belong to one value (``model.channels=[16,32],[32,64]``)."""
-    if "=" not in text:
-        raise ConfigError(f"--sweep {text!r}: expected section.key=value1,value2, e.g. train.lr=1e-3,1e-2")
-    key, raw = (part.strip() for part in text.split("=", 1))
-    if len(key.split(".")) < 2 or not all(key.split(".")):
+    key, raw = split_assignment(text, "--sweep", "section.key=value1,value2, e.g. train.lr=1e-3,1e-2")
+    if "." not in key:
         raise ConfigError(f"--sweep {text!r}: '{key}' is not a dotted key such as train.lr")
     try:
         parsed = yaml.safe_load(f"[{raw}]")

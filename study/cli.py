@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
 from geotune import __version__
 from geotune.config import commented_defaults, reference_rows
-from geotune.config_loading import apply_overrides, load_config, merge, read_yamls
+from geotune.config_loading import ASSIGNMENT, apply_overrides, load_config, merge, read_yamls
 from geotune.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, ConfigError, is_input_error
 from geotune.layout import COMPARISON_FILE, ERROR_FILE, PlanKind, StudyPlan
 from geotune.metric_names import TRAIN_PRINTED
@@ -63,7 +62,6 @@ def config_files(args: argparse.Namespace) -> list[str]:
     return first + list(args.more_configs)
 
 
-BARE_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+=")  # section.key=value, as Hydra takes it
 
 
 def _add_study_args(parser: argparse.ArgumentParser, address_help: str) -> None:
@@ -594,9 +592,9 @@ def _train(plan: StudyPlan, resume: bool, through_ray: bool, verbose: bool = Fal
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """argparse, plus bare SECTION.KEY=VALUE arguments anywhere after the verb, taken as --set overrides."""
     args, extra = parser.parse_known_args(argv)
-    bare = [text for text in extra if BARE_OVERRIDE.match(text)]
-    unknown = [text for text in extra if not BARE_OVERRIDE.match(text)]
-    if getattr(args, "space", None) and BARE_OVERRIDE.match(args.space):  # `geotune run train.lr=0.1 --sweep ...`
+    bare = [text for text in extra if ASSIGNMENT.match(text)]
+    unknown = [text for text in extra if not ASSIGNMENT.match(text)]
+    if getattr(args, "space", None) and ASSIGNMENT.match(args.space):  # `geotune run train.lr=0.1 --sweep ...`
         bare.insert(0, args.space)
         args.space = None
     if unknown or (bare and not hasattr(args, "overrides")):

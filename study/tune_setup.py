@@ -18,6 +18,7 @@ from geotune.config import TrialConfig
 from geotune.config_loading import flatten, merge, nest
 from geotune.errors import ConfigError
 from geotune.layout import StudyPlan, optuna_url
+from geotune.metric_names import PROGRESS
 from geotune.search_spaces.spec import StudySpec
 from geotune.storage import experiment_location, is_uri
 from geotune.study.schedulers import RecordingASHA
@@ -83,7 +84,7 @@ def trainable_for(plan: StudyPlan):
 def progress_reporter(plan: StudyPlan, keys: list[str]):
     """Ray's trial table with the columns a reader needs: what varies, the epoch and the main metrics."""
     metrics = {"epoch": "epoch", plan.metric: plan.metric}
-    for name in ("val_loss", "reg_loss", "test_accuracy"):
+    for name in PROGRESS:
         metrics.setdefault(name, name)
     params = {"variant": "variant"} if not plan.optuna else {k: k.rsplit(".", 1)[-1] for k in keys}
     return tune.CLIReporter(
