@@ -62,8 +62,6 @@ def config_files(args: argparse.Namespace) -> list[str]:
     return first + list(args.more_configs)
 
 
-
-
 def _add_study_args(parser: argparse.ArgumentParser, address_help: str) -> None:
     """What every verb that runs a study takes: where Ray is, and whether to write the report at the end."""
     parser.add_argument("--address", help=address_help)
