@@ -18,15 +18,37 @@ from geotune.errors import ConfigError
 from geotune.references import FUNCTION, is_reference, split_reference
 from geotune.schema import build, commented_yaml, declared_rows, param, show
 
-DATASETS = ("digits", "shapes", "mnist", "fashion_mnist", "cifar10", "cifar100", "image_folder", "shapes_seg")
+
+@dataclass(frozen=True)
+class DataSetFacts:
+    """What geotune knows of a built-in data set before reading a byte of it (its reader lives in
+    ``trainables.data.READERS`` under the same name: readers need torch, this floor does not)."""
+
+    channels: int | None  # None: read from the files (image_folder)
+    size: int | None  # native height = width, before dataset.image_size
+    num_classes: int | None
+    task: str = "classification"  # decides the model family, loss, metrics and report (trainables/tasks.py)
+    official_test: bool = False  # ships its own test split (else the test split is drawn from the pool)
+
+
+# One record per built-in data set: the schema's choices, the task, the input shape all read it.
+BUILTIN_DATASETS = {
+    "digits": DataSetFacts(1, 8, 10),
+    "shapes": DataSetFacts(3, 32, 3),
+    "mnist": DataSetFacts(1, 28, 10, official_test=True),
+    "fashion_mnist": DataSetFacts(1, 28, 10, official_test=True),
+    "cifar10": DataSetFacts(3, 32, 10, official_test=True),
+    "cifar100": DataSetFacts(3, 32, 100, official_test=True),
+    "image_folder": DataSetFacts(None, None, None),
+    "shapes_seg": DataSetFacts(3, 64, 4, task="segmentation"),  # background and three colour families
+}
+DATASETS = tuple(BUILTIN_DATASETS)
 CLASSIFIERS = ("fc", "simple_cnn", "resnet_basic", "resnet_bottleneck")
 SEGMENTERS = ("conv_autoencoder", "unet", "unet_separable")
 MODELS = CLASSIFIERS + SEGMENTERS
 TORCHVISION_PREFIX = "torchvision."  # model.type torchvision.resnet18: a classification model of torchvision.models
 FREEZE = ("none", "backbone", "all-but-head")
-# The task a data set poses; every data set not listed is classification. The task decides the model family,
-# the loss, the metrics, the latent points a trial measures and the report's tables (trainables/tasks.py).
-SEGMENTATION_DATASETS = ("shapes_seg",)
+SEGMENTATION_DATASETS = tuple(name for name, facts in BUILTIN_DATASETS.items() if facts.task == "segmentation")
 REGULARIZERS = ("none", "geodesic", "geometry", "combined")
 # the penalty terms each regularizer name adds (combined = geodesic + geometry, written here only)
 REGULARIZER_TERMS = {
@@ -41,7 +63,8 @@ LOSS_TERMS = ("ce", "weighted_ce", "focal", "dice")
 
 def task_of(dataset_name: str) -> str:
     """``classification`` or ``segmentation``: what a data set asks a network to predict."""
-    return "segmentation" if dataset_name in SEGMENTATION_DATASETS else "classification"
+    facts = BUILTIN_DATASETS.get(dataset_name)
+    return facts.task if facts else "classification"  # a user's loader gives class labels (user_data.py)
 
 
 WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")  # model.weights: a file, not a torchvision weights name

@@ -92,6 +92,29 @@ def test_mnist_like_from_idx_files(tmp_path, name, folder):
         assert lookup[img.tobytes()] == lab
 
 
+@pytest.mark.parametrize("name", ["digits", "shapes", "shapes_seg", "mnist", "cifar10", "cifar100"])
+def test_each_data_sets_record_matches_what_its_reader_gives(tmp_path, name):
+    """One record per built-in data set (geotune.config.BUILTIN_DATASETS, a reader in READERS under the same
+    name): its shape, class count, task and official test split are what loading the data really gives."""
+    from geotune.config import BUILTIN_DATASETS, task_of
+    from geotune.trainables.data import READERS
+
+    assert set(READERS) == set(BUILTIN_DATASETS)
+    facts = BUILTIN_DATASETS[name]
+    extra: dict = {"shapes": {"num_samples": 60}} if name.startswith("shapes") else {}
+    if name == "mnist":
+        write_mnist(tmp_path, "MNIST")
+    elif name.startswith("cifar"):
+        write_cifar(tmp_path, hundred=name == "cifar100", per_batch=200)
+    model = {"type": "unet"} if facts.task == "segmentation" else {}
+    cfg = TrialConfig.from_dict({"dataset": {"name": name, "root": str(tmp_path), **extra}, "model": model}).dataset
+    raw = READERS[name](cfg)
+    assert raw.images.shape[1:] == (facts.channels, facts.size, facts.size)
+    assert len(raw.class_names) == facts.num_classes and task_of(name) == facts.task
+    assert (raw.test_images is not None) == facts.official_test
+    assert describe_input(cfg) == ((facts.channels, facts.size, facts.size), facts.num_classes)
+
+
 def test_missing_files_name_folder_and_files(tmp_path):
     with pytest.raises(DatasetNotFoundError) as info:
         load_data(dataset(name="mnist", root=str(tmp_path)))

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from geotune.config import DatasetConfig, task_of
+from geotune.config import BUILTIN_DATASETS, DatasetConfig, task_of
 from geotune.errors import ConfigError, DatasetFileError, DatasetNotFoundError
 from geotune.references import is_reference
 from geotune.trainables.raw_data import RawDataset
@@ -491,7 +491,8 @@ def load_image_folder_raw(cfg: DatasetConfig) -> RawDataset:
     return RawDataset(np.stack(images), np.asarray(labels, dtype=np.int64), [p.name for p in class_dirs])
 
 
-LOADERS = {
+# the reader of each built-in data set (its other facts: geotune.config.BUILTIN_DATASETS, same names)
+READERS = {
     "digits": load_digits_raw,
     "shapes": load_shapes_raw,
     "mnist": load_mnist_like_raw,
@@ -500,17 +501,6 @@ LOADERS = {
     "cifar100": load_cifar_raw,
     "image_folder": load_image_folder_raw,
     "shapes_seg": load_shapes_seg_raw,
-}
-
-# Shape of one image and number of classes before subsetting/resizing; image_folder is read from disk.
-NATIVE_SHAPES = {
-    "digits": (1, 8, 8, 10),
-    "shapes": (3, 32, 32, 3),
-    "mnist": (1, 28, 28, 10),
-    "fashion_mnist": (1, 28, 28, 10),
-    "cifar10": (3, 32, 32, 10),
-    "cifar100": (3, 32, 32, 100),
-    "shapes_seg": (3, 64, 64, len(SEG_CLASS_NAMES)),
 }
 
 
@@ -525,8 +515,8 @@ class DataCheck:
 
 def raw_loader(name: str) -> Callable[[DatasetConfig], RawDataset]:
     """The loader of a built-in data set, or of the user's (dataset.name 'package.module:function')."""
-    if name in LOADERS:
-        return LOADERS[name]
+    if name in READERS:
+        return READERS[name]
     return load_user_raw
 
 
@@ -543,7 +533,7 @@ def _label_source(cfg: DatasetConfig) -> tuple[RawDataset, bool]:
         from torchvision import datasets  # deferred: torchvision costs 3.6 s to import; only its data sets need it
 
         cls = datasets.MNIST if cfg.name == "mnist" else datasets.FashionMNIST
-        return labels_only(check_mnist_files(cfg), list(cls.classes)), True
+        return labels_only(check_mnist_files(cfg), list(cls.classes)), BUILTIN_DATASETS[cfg.name].official_test
     if cfg.name in CIFAR_LAYOUT:
         if cfg.download:
             raise _Deferred
@@ -551,7 +541,7 @@ def _label_source(cfg: DatasetConfig) -> tuple[RawDataset, bool]:
         _require_files(cfg.name, folder, tuple(CIFAR_LAYOUT[cfg.name][1]) + CIFAR_LAYOUT[cfg.name][2:4])
         stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.iterdir()))
         labels, names = _cifar_labels(cfg.name, str(folder.parent), stamp)
-        return labels_only(labels, list(names)), True
+        return labels_only(labels, list(names)), BUILTIN_DATASETS[cfg.name].official_test
     if cfg.name == "image_folder":
         class_dirs = _class_folders(cfg)
         counts = []
@@ -564,7 +554,7 @@ def _label_source(cfg: DatasetConfig) -> tuple[RawDataset, bool]:
                 )
             counts.append(len(files))
         labels = np.repeat(np.arange(len(class_dirs)), counts)
-        return labels_only(labels, [p.name for p in class_dirs]), False
+        return labels_only(labels, [p.name for p in class_dirs]), BUILTIN_DATASETS[cfg.name].official_test
     raw = raw_loader(cfg.name)(cfg)  # digits, shapes and a user's loader: in memory
     return raw, raw.test_labels is not None
 
@@ -628,9 +618,10 @@ def describe_input(cfg: DatasetConfig) -> tuple[tuple[int, int, int], int]:
         shape = (c, cfg.image_size, cfg.image_size) if cfg.image_size else (c, h, w)
         n_classes = len(raw.class_names)
     else:
-        c, h, w, n_classes = NATIVE_SHAPES[cfg.name]
-        resized = cfg.image_size or {"shapes": 32, "shapes_seg": 64}.get(cfg.name)
-        shape = (c, resized, resized) if resized else (c, h, w)
+        facts = BUILTIN_DATASETS[cfg.name]
+        assert facts.channels and facts.size and facts.num_classes  # every built-in set but image_folder
+        size, n_classes = cfg.image_size or facts.size, facts.num_classes
+        shape = (facts.channels, size, size)
     if cfg.classes is not None:
         n_classes = len(cfg.classes)
     return shape, n_classes

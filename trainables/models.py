@@ -17,7 +17,7 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-from geotune.config import ModelConfig, model_kind
+from geotune.config import SEGMENTERS, ModelConfig, model_kind
 from geotune.errors import ConfigError
 from geotune.schema import show
 from geotune.trainables.encoder_decoder import EncoderDecoder, build_encoder_decoder
@@ -320,7 +320,7 @@ def _build_external(
 
 
 def _build(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int, widths: list[int]) -> LatentNetwork:
-    if cfg.type in ("conv_autoencoder", "unet", "unet_separable"):
+    if cfg.type in SEGMENTERS:
         return build_encoder_decoder(cfg, input_shape, num_classes, widths)
     assert cfg.hidden_dim is not None  # built-in models need one (config check)
     if cfg.type == "fc":
