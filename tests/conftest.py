@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,30 @@ def ray_session():
     assert ray.get_runtime_context().gcs_address.startswith(LOOPBACK_NODE_IP + ":")
     yield info
     ray.shutdown()
+
+
+@dataclass
+class Done:
+    """What a CLI command gave: its exit code and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """The CLI in this process (its start-up as a program is tested in test_project.py and test_config.py);
+    Ray, where a command needs it, is the session's shared one (add the ray_session fixture)."""
+    from geotune.study.cli import main
+
+    def run(*args) -> Done:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return Done(code, out.out, out.err)
+
+    return run
 
 
 def tiny_config(**sections) -> dict:

@@ -3,8 +3,6 @@
 import json
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -267,14 +265,13 @@ def test_pooling_bn_and_lambda_figures(tmp_path):
     assert acc.lines["n_neighbors=5"].x == [0.1, 1.0] and acc.lines["n_neighbors=5"].mean == pytest.approx([0.82, 0.84])
 
 
-@pytest.mark.slow
-def test_report_cli_on_a_study_and_errors(tmp_path):
+def test_report_cli_on_a_study_and_errors(tmp_path, cli):
     folder = reg_study(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "geotune", "report", str(folder)], capture_output=True, text=True)
+    proc = cli("report", folder)
     assert proc.returncode == 0 and "report:" in proc.stdout and (folder / "report" / "index.html").is_file()
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "geotune", "report", str(empty)], capture_output=True, text=True)
+    proc = cli("report", empty)
     assert proc.returncode == 2 and "holds no trials" in proc.stderr
 
 

@@ -1,8 +1,6 @@
 """Regularized trials end to end, their geometry artifacts, and `geotune geometry`."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -127,15 +125,10 @@ def write_latents(path: Path, with_labels: bool = True) -> None:
     np.savez(path, **arrays)
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "geotune", *args], capture_output=True, text=True, timeout=300)
-
-
-@pytest.mark.slow
-def test_geometry_cli_text_and_json(tmp_path):
+def test_geometry_cli_text_and_json(tmp_path, cli):
     path = tmp_path / "latents.npz"
     write_latents(path)
-    text = run_cli("geometry", str(path), "--n-neighbors", "8")
+    text = cli("geometry", str(path), "--n-neighbors", "8")
     assert text.returncode == 0, text.stderr
     assert "1000 embeddings of dimension 3, k = 8" in text.stdout
     for key in (
@@ -147,7 +140,7 @@ def test_geometry_cli_text_and_json(tmp_path):
         "blob",
     ):
         assert key in text.stdout, key
-    js = run_cli("geometry", str(path), "--json")
+    js = cli("geometry", str(path), "--json")
     data = json.loads(js.stdout)
     assert data["metrics"]["geodesic_components"] == 2
     per_class = data["summary"]["per_class"]
@@ -158,11 +151,10 @@ def test_geometry_cli_text_and_json(tmp_path):
     assert data["metrics"]["linear_separability"] == pytest.approx(1.0)
 
 
-@pytest.mark.slow
-def test_geometry_cli_without_labels(tmp_path):
+def test_geometry_cli_without_labels(tmp_path, cli):
     path = tmp_path / "latents.npz"
     write_latents(path, with_labels=False)
-    data = json.loads(run_cli("geometry", str(path), "--json").stdout)
+    data = json.loads(cli("geometry", str(path), "--json").stdout)
     assert data["metrics"]["silhouette"] is None and data["metrics"]["geodesic_ratio_mean"] > 1.0
 
 
@@ -176,11 +168,10 @@ def test_geometry_cli_without_labels(tmp_path):
         ({"embeddings": np.full((5, 2), np.nan)}, "NaN"),
     ],
 )
-@pytest.mark.slow
-def test_geometry_cli_bad_input(tmp_path, arrays, fragment):
+def test_geometry_cli_bad_input(tmp_path, arrays, fragment, cli):
     path = tmp_path / "latents.npz"
     if arrays is not None:
         np.savez(path, **arrays)
-    proc = run_cli("geometry", str(path))
+    proc = cli("geometry", str(path))
     assert proc.returncode == 2
     assert fragment in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

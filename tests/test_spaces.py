@@ -2,7 +2,6 @@
 
 import itertools
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -113,12 +112,6 @@ def test_grid_spaces_plan_the_right_trials(name, tmp_path):
     assert len(plan.variants_by_label()) == len(plan.variants), "labels are distinct"
 
 
-def run_cli(*args, **kw):
-    return subprocess.run(
-        [sys.executable, "-m", "geotune", *args], capture_output=True, text=True, timeout=300, cwd=str(REPO), **kw
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_dry_run_lists_the_trials_and_trains_nothing(name, tmp_path, capsys):
@@ -133,9 +126,8 @@ def test_dry_run_lists_the_trials_and_trains_nothing(name, tmp_path, capsys):
     assert not any(tmp_path.iterdir()), "a dry run writes nothing"
 
 
-@pytest.mark.slow
-def test_dry_run_of_the_optuna_space():
-    proc = run_cli("run", "optuna_geodesic", "--dry-run", "--num-samples", "7")
+def test_dry_run_of_the_optuna_space(cli):
+    proc = cli("run", "optuna_geodesic", "--dry-run", "--num-samples", "7")
     assert proc.returncode == 0, proc.stderr
     assert "trials          : 7 (Optuna TPE samples)" in proc.stdout
     for key in (
@@ -150,9 +142,8 @@ def test_dry_run_of_the_optuna_space():
     assert "ASHA on epochs (grace period 3, reduction factor 2" in proc.stdout
 
 
-@pytest.mark.slow
-def test_spaces_lists_questions_and_counts():
-    proc = run_cli("spaces")
+def test_spaces_lists_questions_and_counts(cli):
+    proc = cli("spaces")
     assert proc.returncode == 0
     for name, plan in EXPECTED.items():
         line = next(line for line in proc.stdout.splitlines() if line.startswith(name + " "))
@@ -185,20 +176,19 @@ def test_invalid_planned_trial_is_named(tmp_path):
         make_plan(load_space("geodesic_grid"), {"train": {"batch_size": 8}}, RunOptions(storage=str(tmp_path)))
 
 
-@pytest.mark.slow
-def test_user_space_module(tmp_path):
+def test_user_space_module(tmp_path, cli):
     module = tmp_path / "my_space.py"
     module.write_text(
         "from geotune.search_spaces.spec import StudySpec\n"
         "SPACE = StudySpec(name='mine', question='Does k matter?', base={'regularizer': {'name': 'geodesic'}},\n"
         "                  grid=[{'regularizer.geodesic.n_neighbors': [3, 4]}], seeds=[5])\n"
     )
-    proc = run_cli("run", str(module), "--dry-run")
+    proc = cli("run", str(module), "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "study 'mine': Does k matter?" in proc.stdout and "trials          : 2 (grid)" in proc.stdout
     broken = tmp_path / "broken.py"
     broken.write_text("SPACE = 3\n")
-    proc = run_cli("run", str(broken), "--dry-run")
+    proc = cli("run", str(broken), "--dry-run")
     assert proc.returncode == 2 and "does not define SPACE" in proc.stderr
 
 
@@ -227,12 +217,12 @@ NEW_SPACES = ("kernels", "bn_gradients", "cifar100_pooling", "custom_layers")  #
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NEW_SPACES)
-def test_reference_spaces_train_end_to_end_in_small(name, tmp_path):
+def test_reference_spaces_train_end_to_end_in_small(name, tmp_path, cli, ray_session):
     """One seed, one epoch, small data: every trial of the space trains, and the report gets its size table."""
     small = ["--set", "train.epochs=1", "--num-samples", "1", "--storage", str(tmp_path), "--name", "s"]
     small += ["logging.save_umap=false", "logging.internals=off"]  # tested elsewhere; here the space's trials
     data = ["--set", "dataset.shapes.num_samples=300"] if name == "cifar100_pooling" else []
-    proc = run_cli("run", name, *small, *data)
+    proc = cli("run", name, *small, *data)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "trials: " in proc.stdout and "failed" not in proc.stdout.split("trials:")[-1].splitlines()[0]
     report = (tmp_path / "s" / "report" / "REPORT.md").read_text()
@@ -249,12 +239,12 @@ def test_reference_spaces_train_end_to_end_in_small(name, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_backbones_space_trains_every_backbone_and_reports_them(tmp_path):
+def test_the_backbones_space_trains_every_backbone_and_reports_them(tmp_path, cli, ray_session):
     """CI-sized: every backbone x regularizer, one epoch, one seed, 90 images of 16 px; each trial's folder
     records the torchvision body it trained and the report compares them."""
     small = ["train.epochs=1", "dataset.shapes.num_samples=90", "dataset.image_size=16", "train.batch_size=30"]
     small += ["logging.save_umap=false", "logging.internals=off"]  # tested elsewhere; here the backbones
-    proc = run_cli("run", "backbones", *small, "--num-samples", "1", "--storage", str(tmp_path), "--name", "s")
+    proc = cli("run", "backbones", *small, "--num-samples", "1", "--storage", str(tmp_path), "--name", "s")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "6 trials: 6 completed" in proc.stdout
     study = tmp_path / "s"
@@ -267,11 +257,11 @@ def test_the_backbones_space_trains_every_backbone_and_reports_them(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_segmentation_space_runs_and_reports_miou(tmp_path):
+def test_the_segmentation_space_runs_and_reports_miou(tmp_path, cli, ray_session):
     """Every network x loss trains (one epoch, one seed, 60 images); the report ranks by mIoU and Dice, draws
     the data set's statistics once, and shows each group's latent panels."""
     small = ["--set", "train.phases=null", "--set", "train.epochs=1", "--set", "dataset.shapes_seg.num_samples=60"]
-    proc = run_cli("run", "segmentation", *small, "--num-samples", "1", "--storage", str(tmp_path), "--name", "s")
+    proc = cli("run", "segmentation", *small, "--num-samples", "1", "--storage", str(tmp_path), "--name", "s")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "9 trials: 9 completed" in proc.stdout and "test_miou" in proc.stdout
     study = tmp_path / "s"
