@@ -357,13 +357,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from geotune.search_spaces.spec import SWEEP_SPACE, load_space, with_sweeps  # deferred: start-up
-    from geotune.study.cluster import shutdown_if_started  # deferred: start-up
-    from geotune.study.finish import finish_study, finish_without_training  # deferred: start-up
+    from geotune.study.finish import finish_without_training  # deferred: start-up
     from geotune.study.loggers import parse_loggers  # deferred: start-up
     from geotune.study.plan import RunOptions, make_plan, plan_text, refuse_existing_results  # deferred: start-up
-    from geotune.study.resources import dry_run_gpus, start_ray_for  # deferred: start-up
+    from geotune.study.resources import dry_run_gpus  # deferred: start-up
     from geotune.study.reuse import find_reusable, link_reused  # deferred: start-up
-    from geotune.study.run import run_study  # deferred: start-up
+    from geotune.study.run import run_study, train_and_finish  # deferred: start-up
 
     if args.space is None and not args.sweep:
         raise ConfigError("geotune run needs a SPACE (see 'geotune spaces') or at least one --sweep KEY=V1,V2")
@@ -403,32 +402,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         if len(reused) == plan.trial_count:
             notice(f"all {plan.trial_count} planned trials finished before: nothing to train")
             return finish_without_training(plan, not args.no_report)
-    info = start_ray_for(plan, args.address)
-    try:
-        results = run_study(plan, spec, verbose=args.verbose)
-        return finish_study(plan, results, not args.no_report)
-    finally:
-        shutdown_if_started(info)
+    return train_and_finish(plan, args.address, lambda: run_study(plan, spec, verbose=args.verbose), not args.no_report)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from geotune.study.cluster import shutdown_if_started  # deferred: start-up
     from geotune.study.compare import compare_plan, comparison_text, write_comparison  # deferred: start-up
-    from geotune.study.finish import finish_study, report_study  # deferred: start-up
+    from geotune.study.finish import report_study  # deferred: start-up
     from geotune.study.plan import refuse_existing_results  # deferred: start-up
-    from geotune.study.resources import start_ray_for  # deferred: start-up
-    from geotune.study.run import run_study  # deferred: start-up
+    from geotune.study.run import run_study, train_and_finish  # deferred: start-up
 
     cfg = load_config(config_files(args), args.overrides)
     plan, spec = compare_plan(cfg, args.out_dir, args.cpus_per_trial, args.gpus_per_trial)
     refuse_existing_results(args.out_dir)
     _print_warnings(plan)
-    info = start_ray_for(plan, args.address)
-    try:
-        results = run_study(plan, spec)
-        code = finish_study(plan, results, with_report=False)
-    finally:
-        shutdown_if_started(info)
+    code = train_and_finish(plan, args.address, lambda: run_study(plan, spec), with_report=False)
     if code == EXIT_INTERRUPTED:
         return code
     report = write_comparison(plan)
@@ -443,21 +430,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from geotune.study.cluster import shutdown_if_started  # deferred: start-up
-    from geotune.study.finish import finish_study  # deferred: start-up
-    from geotune.study.resources import start_ray_for  # deferred: start-up
-    from geotune.study.run import resume_study  # deferred: start-up
+    from geotune.study.run import resume_study, train_and_finish  # deferred: start-up
 
     study_dir = args.study_dir if is_uri(args.study_dir) else str(Path(args.study_dir).expanduser().resolve())
     plan = StudyPlan.load(study_dir)
     if plan.kind is PlanKind.TRAIN:
         return _train(plan, resume=True, through_ray=False)
-    info = start_ray_for(plan, args.address)  # may set gpus_per_trial to 0 where the cluster has no GPU
-    try:
-        results = resume_study(plan, args.verbose)
-        return finish_study(plan, results, not args.no_report)
-    finally:
-        shutdown_if_started(info)
+    return train_and_finish(plan, args.address, lambda: resume_study(plan, args.verbose), not args.no_report)
 
 
 def cmd_geometry(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ directory), so bad input costs seconds, not a cluster's worth of failed trials.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -137,8 +138,10 @@ def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
             + (f" and uses its settings for {chosen}" if chosen in spec.per_dataset else "")
             + " (set any of them with --set to keep it)"
         )
-    for cfg in configs:  # model shapes and data files, once per distinct trial
-        key = cfg.to_yaml().replace(f"seed: {cfg.train.seed}\n", "")
+    for cfg in configs:  # model shapes and data files, once per distinct trial (the seed changes neither)
+        unseeded = cfg.to_dict()
+        unseeded["train"].pop("seed")
+        key = json.dumps(unseeded, sort_keys=True, default=repr)
         if key not in seen:
             seen.add(key)
             warnings += [w for w in check_config(cfg) if w not in warnings]

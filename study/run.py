@@ -6,7 +6,9 @@ summary, the report and the exit code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ray import tune
 
@@ -15,11 +17,13 @@ from geotune.errors import ConfigError, error_line
 from geotune.layout import DATASET_EDA_FILE, METRICS_FILE, TRAIN_TRIAL_DIR, StudyPlan, read_json, write_json
 from geotune.search_spaces.spec import StudySpec, load_space
 from geotune.storage import experiment_location, is_uri
-from geotune.study.cluster import notice
+from geotune.study.cluster import notice, shutdown_if_started
+from geotune.study.finish import finish_study
 from geotune.study.loggers import logger_callbacks
 from geotune.study.progress import EpochLines, StudyProgress, TrialLedger, TrialLines, finished_count, unfinished_count
 from geotune.study.recovery import StateKeeper, install_snapshot
 from geotune.study.relocate import relocate_search
+from geotune.study.resources import start_ray_for
 from geotune.study.train_local import TrialOutcome
 from geotune.study.tune_setup import HyperparameterView, build_tuner, train_trainable, trainable_for, tune_environment
 from geotune.trainables.data import dataset_eda
@@ -91,6 +95,16 @@ def resume_study(plan: StudyPlan, verbose: bool = False):
     TrialLedger.active = None  # studies from before the ledger existed resume without one
     StudyProgress.already_done = finished_count(study_dir)  # the progress line counts them as done
     return tuner.fit()
+
+
+def train_and_finish(plan: StudyPlan, address: str | None, fit: Callable[[], Any], with_report: bool = True) -> int:
+    """What run, resume and compare share: start (or join) Ray for the plan, ``fit`` the study, finish it
+    (stopped trials finalised, the summary, the report) and leave Ray as it was found; the exit code."""
+    info = start_ray_for(plan, address)  # may set gpus_per_trial to 0 where the cluster has no GPU
+    try:
+        return finish_study(plan, fit(), with_report)
+    finally:
+        shutdown_if_started(info)
 
 
 def run_train(plan: StudyPlan, verbose: bool = False) -> TrialOutcome:

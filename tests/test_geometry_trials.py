@@ -26,7 +26,7 @@ def test_digits_trial_with_each_regularizer(tmp_path, name, target):
                 "name": name,
                 "geodesic": {"n_neighbors": 5, "lambda_reg": 0.5, "start_epoch": 2, "target": target},
             },
-            logging={"embedding_metrics_every": 4},
+            logging={"embedding_metrics_every": 4, "geometry_split": "auto"},
         )
     )
     session = MemorySession()

@@ -170,6 +170,18 @@ def test_options_and_conflicts(tmp_path):
         load_space("nope")
 
 
+def test_each_distinct_config_is_checked_once_whatever_its_seeds(tmp_path, monkeypatch):
+    """The seed changes neither data files nor shapes: 3 seeds of 2 variants are 2 checks (the key once dropped
+    'seed: 0' from 'split_seed: 0' too, so seed 0 and seed 1 of one variant were checked apart)."""
+    import geotune.study.plan as plan_module
+
+    checked = []
+    real = plan_module.check_config
+    monkeypatch.setattr(plan_module, "check_config", lambda cfg: checked.append(cfg.train.seed) or real(cfg))
+    make_plan(load_space("quickstart"), {}, RunOptions(storage=str(tmp_path)))
+    assert len(load_space("quickstart").seeds) == 3 and checked == [0] * 4  # 4 variants x 3 seeds
+
+
 def test_invalid_planned_trial_is_named(tmp_path):
     # n_neighbors 8 from the grid would be >= this batch size: the error names the trial
     with pytest.raises(ConfigError, match=r"space 'geodesic_grid', trial .*n_neighbors=8.*batch_size"):
