@@ -68,6 +68,15 @@ def _add_study_args(parser: argparse.ArgumentParser, address_help: str) -> None:
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
 
 
+class Renamed(argparse.Action):
+    """An old spelling of a flag: sets the same value and says the new name once on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        new = f"{option_string}-per-trial"
+        print(f"geotune: {option_string} is now {new} (the old spelling goes in 0.4)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geotune",
@@ -90,13 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(train, config_required=True)
     train.add_argument("out_dir", help="new folder for the results (an existing non-empty folder is refused)")
-    train.add_argument("--cpus", type=float, default=None, help="CPUs for the trial (default: all of this machine)")
     train.add_argument(
-        "--gpus",
+        "--cpus-per-trial", dest="cpus", type=float, help="CPUs for the trial (default: all of this machine)"
+    )
+    train.add_argument(
+        "--gpus-per-trial",
+        dest="gpus",
         type=float,
-        default=None,
         help="GPUs for the trial, fractions allowed (default: 1 if a GPU is visible, else 0)",
     )
+    # the spellings of 0.2, kept for one release: the same flags as `run` and `compare` now
+    train.add_argument("--cpus", dest="cpus", type=float, action=Renamed, help=argparse.SUPPRESS)
+    train.add_argument("--gpus", dest="gpus", type=float, action=Renamed, help=argparse.SUPPRESS)
     train.add_argument(
         "--ray",
         action="store_true",

@@ -231,7 +231,7 @@ def test_a_trial_runs_in_ray_beside_a_users_own_analysis_package(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config(train={"epochs": 1})))
     geotune = Path(sys.executable).with_name("geotune")
     done = subprocess.run(
-        [str(geotune), "train", "c.yaml", "out", "--cpus", "1", "--ray"],
+        [str(geotune), "train", "c.yaml", "out", "--cpus-per-trial", "1", "--ray"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

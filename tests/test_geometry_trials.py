@@ -104,7 +104,7 @@ def test_regularized_trial_through_ray_with_umap_and_scatter(ray_session, tmp_pa
             )
         )
     )
-    assert main(["train", str(config), str(tmp_path / "out"), "--cpus", "1"]) == 0
+    assert main(["train", str(config), str(tmp_path / "out"), "--cpus-per-trial", "1"]) == 0
     trial = tmp_path / "out" / "trial"
     for name in ("geometry_summary.json", "geodesic_summary.json", "umap.png", "latent_scatter.html"):
         assert (trial / name).is_file(), name

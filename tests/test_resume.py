@@ -264,7 +264,7 @@ def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path, how):
     out = tmp_path / "out"
     log = tmp_path / "train.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "geotune", "train", str(config), str(out), "--cpus", "1", *how],
+        [sys.executable, "-m", "geotune", "train", str(config), str(out), "--cpus-per-trial", "1", *how],
         cwd=str(REPO),
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,

@@ -132,7 +132,8 @@ def test_in_process_and_ray_give_the_same_trial(tmp_path):
     trials, outputs = {}, {}
     for name, extra in (("here", []), ("ray", ["--ray"])):
         done = subprocess.run(
-            [sys.executable, "-m", "geotune", "train", str(config), str(tmp_path / name), "--cpus", "1", *extra],
+            [sys.executable, "-m", "geotune", "train", str(config), str(tmp_path / name), "--cpus-per-trial", "1"]
+            + extra,
             cwd=tmp_path,
             capture_output=True,
             text=True,

@@ -74,7 +74,7 @@ def test_train_cli_end_to_end(ray_session, tmp_path, capsys):
             "train",
             str(REPO / "configs" / "digits.yaml"),
             str(out),
-            "--cpus",
+            "--cpus",  # the old spelling, on purpose
             "2",
             "--set",
             "train.epochs=8",
@@ -85,7 +85,8 @@ def test_train_cli_end_to_end(ray_session, tmp_path, capsys):
         ]
     )
     assert rc == 0
-    printed = capsys.readouterr().out
+    printed, errors = capsys.readouterr()
+    assert "--cpus is now --cpus-per-trial" in errors  # the 0.2 spelling still works, for one release
     trial = out / "trial"
     assert f"artifacts: {trial}" in printed and "val_accuracy" in printed
     for name in ARTIFACTS:
