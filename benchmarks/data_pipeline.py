@@ -30,7 +30,8 @@ import torch
 from common import emit, machine, today
 
 from geotune.config import TrialConfig
-from geotune.trainables.data import Augmentation, DataSplits, Split, augment_batch, training_batches
+from geotune.trainables.batches import Augmentation, augment_batch, training_batches
+from geotune.trainables.data import DataSplits, Split
 from geotune.trainables.heads import OutputLayer
 from geotune.trainables.loop import GradientNormTracker, train_one_epoch
 from geotune.trainables.models import build_model

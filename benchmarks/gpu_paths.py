@@ -111,7 +111,7 @@ def resident_vs_host(device, samples: int = 60_000) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     from data_pipeline import AUGMENT, BATCH, CHANNELS_LAST, default_model, device_splits, synthetic_images
 
-    from geotune.trainables.data import training_batches
+    from geotune.trainables.batches import training_batches
     from geotune.trainables.heads import OutputLayer
     from geotune.trainables.loop import train_one_epoch
 

@@ -146,6 +146,16 @@ def flatten(nested: dict, prefix: str = "", sep: str = ".") -> dict:
     return out
 
 
+def variant_dict(base: dict, variant: dict | None) -> dict:
+    """A variant's dotted keys over a base config: the one place a planned trial's config is merged."""
+    return merge(base, nest(variant or {}))
+
+
+def variant_config(base: dict, variant: dict | None = None) -> TrialConfig:
+    """A planned trial's checked config (``variant_dict`` read by the schema)."""
+    return TrialConfig.from_dict(variant_dict(base, variant))
+
+
 def assemble_trial_config(config: dict, base: dict | None = None, variants: dict | None = None) -> dict:
     """The nested trial config from what Tune passes.
 
@@ -159,7 +169,7 @@ def assemble_trial_config(config: dict, base: dict | None = None, variants: dict
     sampled = {k: config.pop(k) for k in list(config) if "." in k}
     # A grid trial's dotted keys only show its variant's values to Ray and its loggers: the variant decides.
     overrides = dict((variants or {})[label]) if label is not None else sampled
-    return merge(merge(base or {}, config), nest(overrides))
+    return variant_dict(merge(base or {}, config), overrides)
 
 
 def save_config(config: TrialConfig, path: str | Path) -> None:

@@ -24,7 +24,7 @@ import optuna
 import yaml
 
 from geotune.config import SEGMENTATION_DATASETS, TrialConfig
-from geotune.config_loading import merge, nest, parse_value, split_assignment
+from geotune.config_loading import merge, parse_value, split_assignment, variant_config
 from geotune.errors import ConfigError
 from geotune.references import import_file
 from geotune.variants import keys_of, variant_label
@@ -152,7 +152,7 @@ def planned_configs(spec: StudySpec, base: dict) -> list[TrialConfig]:
     configs = []
     for variant in variants:
         try:
-            configs.append(TrialConfig.from_dict(merge(base, nest(variant))))
+            configs.append(variant_config(base, variant))
         except ConfigError as exc:
             raise ConfigError(f"space '{spec.name}', trial {variant_label(variant)}: {exc}") from None
     return configs

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from geotune.config import TrialConfig
-from geotune.config_loading import merge, nest
+from geotune.config_loading import variant_dict
 from geotune.errors import ConfigError
 from geotune.layout import (
     CHECKPOINT_PREFIX,
@@ -77,7 +77,7 @@ def find_reusable(plan: StudyPlan, study_dirs: list[str]) -> dict[str, str]:
             found.setdefault(key, path)
     reused = {}
     for label, variant in plan.variants_by_label().items():
-        key = config_key(merge(plan.base, nest(variant)))
+        key = config_key(variant_dict(plan.base, variant))
         if key in found:
             reused[label] = str(found[key])
     notice(f"--reuse: {len(reused)} of {plan.trial_count} planned trials finished before and are not trained again")

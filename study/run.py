@@ -26,7 +26,7 @@ from geotune.study.relocate import relocate_search
 from geotune.study.resources import start_ray_for
 from geotune.study.train_local import TrialOutcome
 from geotune.study.tune_setup import HyperparameterView, build_tuner, train_trainable, trainable_for, tune_environment
-from geotune.trainables.data import dataset_eda
+from geotune.trainables.synthetic_data import dataset_eda
 
 
 def write_dataset_eda(plan: StudyPlan) -> None:

@@ -9,6 +9,7 @@ same way (``geotune train --ray`` still goes through Ray Tune: ``study.run``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import threading
@@ -21,7 +22,6 @@ from pathlib import Path
 import torch
 
 from geotune.config import TrialConfig
-from geotune.config_loading import merge
 from geotune.errors import error_line
 from geotune.layout import ERROR_FILE, TRAIN_TRIAL_DIR, StudyPlan
 from geotune.trainables.folder_session import FolderSession
@@ -43,7 +43,7 @@ def local_trial_config(plan: StudyPlan) -> TrialConfig:
     torch.set_num_threads(cfg.train.num_threads or max(1, math.ceil(plan.cpus_per_trial)))
     if not plan.gpus_per_trial and cfg.train.device == "auto" and torch.cuda.is_available():
         # Ray would hide the GPU from a trial given none (--gpus 0): keep it off the GPU here too.
-        cfg = TrialConfig.from_dict(merge(cfg.to_dict(), {"train": {"device": "cpu"}}))
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device="cpu"))
     return cfg
 
 

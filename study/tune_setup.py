@@ -14,8 +14,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from geotune.config import TrialConfig
-from geotune.config_loading import flatten, merge, nest
+from geotune.config_loading import flatten, variant_config
 from geotune.errors import ConfigError
 from geotune.layout import StudyPlan, optuna_url
 from geotune.metric_names import PROGRESS
@@ -62,10 +61,7 @@ def grid_param_space(plan: StudyPlan) -> dict:
     A trial whose variant leaves a key alone shows the base's value (what it trained with); lists show as
     text, since TensorBoard's HParams take scalars only."""
     labelled = {label: v for label, v in plan.variants_by_label().items() if label not in plan.reused}
-    resolved = {
-        label: flatten(TrialConfig.from_dict(merge(plan.base, nest(variant))).to_dict())
-        for label, variant in labelled.items()
-    }
+    resolved = {label: flatten(variant_config(plan.base, variant).to_dict()) for label, variant in labelled.items()}
     space: dict = {"variant": tune.grid_search(list(labelled))}
     for key in keys_of(plan.variants):
         values = {label: resolved[label].get(key) for label in labelled}

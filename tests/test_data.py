@@ -5,17 +5,9 @@ import torch
 from conftest import write_cifar, write_image_folder, write_mnist
 from geotune.config import DatasetConfig, TrialConfig
 from geotune.errors import ConfigError
-from geotune.trainables.data import (
-    SHAPES_CENTRES,
-    Augmentation,
-    DatasetNotFoundError,
-    augment_batch,
-    describe_input,
-    generate_shapes,
-    load_data,
-    stratified_splits,
-    training_batches,
-)
+from geotune.trainables.batches import Augmentation, augment_batch, training_batches
+from geotune.trainables.data import DatasetNotFoundError, describe_input, load_data, stratified_splits
+from geotune.trainables.synthetic_data import SHAPES_CENTRES, generate_shapes
 
 
 def dataset(**kw) -> DatasetConfig:

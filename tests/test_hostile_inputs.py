@@ -90,7 +90,8 @@ def test_a_planted_cifar_pickle_runs_nothing(tmp_path, capsys, payload):
 
 
 def test_a_planted_cifar_batch_runs_nothing_in_the_loader(tmp_path):
-    from geotune.trainables.data import DatasetFileError, load_data
+    from geotune.errors import DatasetFileError
+    from geotune.trainables.data import load_data
 
     write_cifar(tmp_path)
     batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
@@ -103,7 +104,7 @@ def test_a_planted_cifar_batch_runs_nothing_in_the_loader(tmp_path):
 
 def test_real_cifar_pickles_still_load(tmp_path):
     """Python 3 pickles of numpy arrays (protocols 2 to 5) pass the restricted unpickler."""
-    from geotune.trainables.data import read_data_pickle
+    from geotune.trainables.data_files import read_data_pickle
 
     array = np.arange(3072 * 2, dtype=np.uint8).reshape(2, 3072)
     for protocol in (2, 3, 4, 5):
@@ -166,7 +167,7 @@ def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path):
     write_image_folder(tmp_path, {"a": 6, "b": 6})
     Image.fromarray(np.full((8, 8), 32896, dtype=np.uint16)).save(tmp_path / "a" / "deep.png")  # 16-bit mid grey
     Image.fromarray(np.full((8, 8), 0.25, dtype=np.float32), "F").save(tmp_path / "b" / "float.tif")
-    from geotune.trainables.data import image_to_uint8
+    from geotune.trainables.data_files import image_to_uint8
 
     with Image.open(tmp_path / "a" / "deep.png") as im:
         assert im.mode.startswith("I")
@@ -418,7 +419,7 @@ def test_a_pickle_in_a_study_folder_is_never_unpickled_by_report(tmp_path):
 def test_palette_and_alpha_images_keep_their_colours(tmp_path):
     from PIL import Image
 
-    from geotune.trainables.data import image_to_uint8
+    from geotune.trainables.data_files import image_to_uint8
 
     palette = Image.new("P", (6, 6))
     palette.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)

@@ -14,17 +14,17 @@ from geotune.analysis.segmentation import segmentation_scores
 from geotune.config import TrialConfig
 from geotune.errors import ConfigError
 from geotune.metric_names import PERFORMANCE, for_task
-from geotune.trainables.data import (
+from geotune.trainables.data import load_data
+from geotune.trainables.heads import OutputLayer
+from geotune.trainables.losses import TaskLoss, balanced_class_weights, dice_loss, focal_loss
+from geotune.trainables.models import build_model, count_parameters
+from geotune.trainables.synthetic_data import (
     SEG_CLASS_NAMES,
     SHAPES_CENTRES,
     dataset_eda,
     generate_shapes_seg,
-    load_data,
     shapes_seg_statistics,
 )
-from geotune.trainables.heads import OutputLayer
-from geotune.trainables.losses import TaskLoss, balanced_class_weights, dice_loss, focal_loss
-from geotune.trainables.models import build_model, count_parameters
 from geotune.trainables.tasks import Task, balanced_sample, location_labels, location_vectors
 from geotune.trainables.trial import NoSession, check_config, run_trial
 

@@ -56,7 +56,7 @@ from geotune.layout import (
 )
 from geotune.metric_names import LAYER_CURVES
 from geotune.preprocessing_file import CHANNEL_ORDERS, Preprocessing, write_preprocessing
-from geotune.trainables.data import DataSplits, display_colours
+from geotune.trainables.data import DataSplits
 from geotune.trainables.export import export_onnx
 from geotune.trainables.internals import (
     activation_mosaic,
@@ -71,6 +71,7 @@ from geotune.trainables.internals import (
 from geotune.trainables.loop import EarlyStopping, Evaluation, KeptWeights, evaluate
 from geotune.trainables.models import count_parameters
 from geotune.trainables.parts import TrialParts
+from geotune.trainables.synthetic_data import display_colours
 
 
 def classification_summary(evaluation: Evaluation, class_names: list[str]) -> tuple[dict, np.ndarray]:

@@ -18,7 +18,8 @@ from typing import Protocol, TypeVar
 import torch
 import torch.nn as nn
 
-from geotune.trainables.data import DataSplits, Split, evaluation_batches
+from geotune.trainables.batches import evaluation_batches
+from geotune.trainables.data import DataSplits, Split
 from geotune.trainables.models import LatentNetwork
 from geotune.trainables.tasks import Task
 

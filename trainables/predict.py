@@ -20,7 +20,7 @@ from geotune.config_loading import load_config
 from geotune.errors import ConfigError
 from geotune.layout import CONFIG_FILE, MODEL_FILE, PREPROCESSING_FILE, TRAIN_TRIAL_DIR
 from geotune.preprocessing_file import Preprocessing, read_preprocessing
-from geotune.trainables.data import IMAGE_SUFFIXES, ImageRangeError, image_to_uint8
+from geotune.trainables.data_files import IMAGE_SUFFIXES, ImageRangeError, image_to_uint8
 from geotune.trainables.heads import sparsemax
 from geotune.trainables.models import LatentNetwork, PixelInput, build_model
 

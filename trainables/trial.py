@@ -25,7 +25,8 @@ from geotune.config import TrialConfig, phase_of, precise_bn_on
 from geotune.errors import ConfigError
 from geotune.layout import DIVERGED_FILE, HISTORY_FILE, METRICS_FILE, StopReason
 from geotune.trainables.artifacts import write_trial_artifacts
-from geotune.trainables.data import Augmentation, Split, check_dataset, describe_input, training_batches
+from geotune.trainables.batches import Augmentation, training_batches
+from geotune.trainables.data import Split, check_dataset, describe_input
 from geotune.trainables.export import require_onnx
 from geotune.trainables.internals import resolve_layers
 from geotune.trainables.loop import (
