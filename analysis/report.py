@@ -84,6 +84,65 @@ class FigureSpec:
     data: Any
 
 
+@dataclass(frozen=True)
+class FactorView:
+    """A figure the report draws when a study varies the factors it names (declared here, not in the code).
+
+    ``kind`` lines: each metric against ``x``, one line per value of ``group`` (or of ``x`` alone), the
+    baselines dashed; heatmaps: each metric over ``x`` x ``group``, one map per value of ``facet``.
+    """
+
+    key: str
+    kind: str
+    x: str
+    group: str | None
+    facet: str | None
+    metrics: tuple[str, ...]
+    title: str
+    caption: str
+
+
+FACTOR_VIEWS = (
+    FactorView(
+        "metric_vs_lambda",
+        "lines",
+        "regularizer.geodesic.lambda_reg",
+        "regularizer.geodesic.n_neighbors",
+        None,
+        AGAINST_LAMBDA,
+        "Accuracy, flatness and spread within classes against lambda",
+        "one line per n_neighbors, 95% CI over seeds; dashed: no regularizer",
+    ),
+    FactorView(
+        "pooling_bn_heatmaps",
+        "heatmaps",
+        "model.pooling",
+        "model.batch_norm",
+        "regularizer.name",
+        HEATMAPS,
+        "Pooling x BatchNorm",
+        "mean over seeds per cell",
+    ),
+)
+
+
+def factor_view(view: FactorView, usable: pd.DataFrame, factors: list[str], task: str) -> FigureSpec | None:
+    """The view's figure for this study, or None where the study does not vary what the view needs."""
+    metrics = [m for m in for_task(view.metrics, task) if m in usable]
+    if view.x not in factors or not metrics:
+        return None
+    if view.kind == "lines":
+        line = view.group if view.group in factors else view.x
+        base = is_baseline(usable)
+        panels = [fd.factor_lines(usable, view.x, line, m, base) for m in metrics]
+        return FigureSpec(view.key, view.title, view.caption, figures.draw_factor_lines, panels)
+    if view.group not in factors:
+        return None
+    facet = view.facet if view.facet in factors else None
+    maps = [hm for metric in metrics for hm in fd.heatmaps(usable, view.x, view.group, metric, facet)]
+    return FigureSpec(view.key, view.title, view.caption, figures.draw_heatmaps, maps)
+
+
 @dataclass
 class Report:
     title: str
@@ -508,33 +567,10 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
                 curves,
             )
         )
-    lam, k = "regularizer.geodesic.lambda_reg", "regularizer.geodesic.n_neighbors"
-    if lam in factors:
-        base = is_baseline(usable)
-        line = k if k in factors else lam
-        panels = [fd.factor_lines(usable, lam, line, m, base) for m in for_task(AGAINST_LAMBDA, task) if m in usable]
-        specs.append(
-            FigureSpec(
-                "metric_vs_lambda",
-                "Accuracy, flatness and spread within classes against lambda",
-                "one line per n_neighbors, 95% CI over seeds; dashed: no regularizer",
-                figures.draw_factor_lines,
-                panels,
-            )
-        )
-    if "model.pooling" in factors and "model.batch_norm" in factors:
-        facet = "regularizer.name" if "regularizer.name" in factors else None
-        maps = [
-            hm
-            for metric in for_task(HEATMAPS, task)
-            if metric in usable
-            for hm in fd.heatmaps(usable, "model.pooling", "model.batch_norm", metric, facet)
-        ]
-        specs.append(
-            FigureSpec(
-                "pooling_bn_heatmaps", "Pooling x BatchNorm", "mean over seeds per cell", figures.draw_heatmaps, maps
-            )
-        )
+    for view in FACTOR_VIEWS:
+        spec = factor_view(view, usable, factors, task)
+        if spec is not None:
+            specs.append(spec)
     flat_key = "flatness_calibrated_per_class"
     if flat_key in usable and usable[flat_key].notna().any():
         colour = regularizer_label(usable) if "regularizer.name" in usable else pd.Series("all", index=usable.index)
