@@ -182,21 +182,9 @@ def kept_reason(keep: str, kept: KeptWeights, epochs_run: int) -> str:
     return f"last epoch ({kept.epoch})"
 
 
-def write_trial_artifacts(
-    artifact_dir: Path,
-    cfg: TrialConfig,
-    parts: TrialParts,
-    history: list[dict],
-    early: EarlyStopping,
-    kept: KeptWeights,
-    stop: StopReason,
-    elapsed: float,
-) -> dict:
-    """Evaluate the kept model (``train.keep``) on train, val and test, write every artifact, return the
-    final metrics."""
-    artifact_dir = Path(artifact_dir)
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, artifact_dir / CONFIG_FILE)
+def evaluate_kept(cfg: TrialConfig, parts: TrialParts, kept: KeptWeights) -> tuple[Any, dict[str, Evaluation]]:
+    """The model the trial keeps (``train.keep``: last or best epoch) and its evaluation on train, val and
+    test, in eval mode: what every final metric and artifact is computed from."""
     data, t = parts.data, cfg.train
     model = kept.kept_model(parts.model)
     splits = {"train": data.train, "val": data.val, "test": data.test}
@@ -213,6 +201,27 @@ def write_trial_artifacts(
         )
         for name, split in splits.items()
     }
+    return model, evaluations
+
+
+def write_trial_artifacts(
+    artifact_dir: Path,
+    cfg: TrialConfig,
+    parts: TrialParts,
+    history: list[dict],
+    early: EarlyStopping,
+    kept: KeptWeights,
+    stop: StopReason,
+    elapsed: float,
+    model,
+    evaluations: dict[str, Evaluation],
+) -> dict:
+    """Write every artifact of a finished trial from its kept ``model`` and its ``evaluations``
+    (``evaluate_kept``); return the final metrics."""
+    artifact_dir = Path(artifact_dir)
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, artifact_dir / CONFIG_FILE)
+    data, t = parts.data, cfg.train
     val, test = evaluations["val"], evaluations["test"]
     segmentation = parts.task.segmentation
     if segmentation:

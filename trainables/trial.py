@@ -24,7 +24,7 @@ from geotune.analysis.segmentation import segmentation_scores
 from geotune.config import TrialConfig, phase_of, precise_bn_on
 from geotune.errors import ConfigError
 from geotune.layout import DIVERGED_FILE, HISTORY_FILE, METRICS_FILE, StopReason
-from geotune.trainables.artifacts import write_trial_artifacts
+from geotune.trainables.artifacts import evaluate_kept, write_trial_artifacts
 from geotune.trainables.batches import Augmentation, training_batches
 from geotune.trainables.data import Split, check_dataset, describe_input
 from geotune.trainables.export import require_onnx
@@ -300,6 +300,7 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
 
     # The last report comes after the artifacts are persisted, so a finished trial always has them.
     elapsed = elapsed_before + time.perf_counter() - start
+    model, evaluations = evaluate_kept(cfg, parts, kept)
     final = write_trial_artifacts(
         artifact_dir,
         cfg,
@@ -309,6 +310,8 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
         kept,
         StopReason.PATIENCE if stopped else StopReason.COMPLETED,
         elapsed,
+        model,
+        evaluations,
     )
     session.persist(artifact_dir)
     metrics = final_tune_metrics(epoch_metrics(history, early, kept) if history else {}, final)
@@ -352,6 +355,16 @@ def finalize_trial(cfg: TrialConfig, state: dict, artifact_dir: Path) -> dict:
     early = EarlyStopping(cfg.train.patience)
     kept = KeptWeights(cfg.train.keep, cfg.train.keep_by)
     load_trial_state(cfg, parts, generator, state, early, kept)
+    model, evaluations = evaluate_kept(cfg, parts, kept)
     return write_trial_artifacts(
-        artifact_dir, cfg, parts, list(state["history"]), early, kept, StopReason.SCHEDULER, state["elapsed"]
+        artifact_dir,
+        cfg,
+        parts,
+        list(state["history"]),
+        early,
+        kept,
+        StopReason.SCHEDULER,
+        state["elapsed"],
+        model,
+        evaluations,
     )
