@@ -377,6 +377,9 @@ class LoggingConfig:
     metrics_n_neighbors: int = param(10, "k of the kNN graph the geometry metrics use (fixed, so trials compare)", ge=2)
     save_latents: bool = param(True, "write latents.npz (the measured embeddings, their labels and logits)")
     save_umap: bool = param(True, "project latents with UMAP for umap.png (off: PCA, stated in the figure)")
+    figures: bool = param(
+        True, "draw the trial's PNGs (confusion matrix, curves, umap.png, internals); off: numbers and files only"
+    )
     save_checkpoint: bool = param(True, "checkpoint every epoch, so trials resume where they stopped")
     test_every_epoch: bool = param(
         False, "also evaluate the test split after every epoch (test_loss, test_accuracy in the history)"

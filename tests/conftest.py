@@ -66,8 +66,9 @@ def tiny_config(**sections) -> dict:
         "model": {"type": "simple_cnn", "channels": [16, 32], "hidden_dim": 32, "dropout": 0.0},
         "train": {"epochs": 3, "batch_size": 64, "lr": 0.003, "num_threads": 1},
         # the final geometry on the validation split (27 digits per class): a second less per trial than the default
-        # (the training split, with its resolution probe), which test_geometry_trials and test_trial measure
-        "logging": {"save_umap": False, "geometry_split": "val"},
+        # (the training split, with its resolution probe), which test_geometry_trials and test_trial measure; no
+        # PNGs (about 0.9 s of a tiny trial's 1.5): the tests that look at figures turn logging.figures on
+        "logging": {"save_umap": False, "geometry_split": "val", "figures": False},
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)

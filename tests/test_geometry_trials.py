@@ -26,7 +26,7 @@ def test_digits_trial_with_each_regularizer(tmp_path, name, target):
                 "name": name,
                 "geodesic": {"n_neighbors": 5, "lambda_reg": 0.5, "start_epoch": 2, "target": target},
             },
-            logging={"embedding_metrics_every": 4, "geometry_split": "auto"},
+            logging={"embedding_metrics_every": 4, "geometry_split": "auto", "figures": True},
         )
     )
     session = MemorySession()
@@ -100,7 +100,7 @@ def test_regularized_trial_through_ray_with_umap_and_scatter(ray_session, tmp_pa
             tiny_config(
                 train={"epochs": 4, "batch_size": 128},
                 regularizer={"name": "combined", "geodesic": {"n_neighbors": 5}},
-                logging={"save_umap": True, "interactive_scatter": True},
+                logging={"save_umap": True, "interactive_scatter": True, "figures": True},
             )
         )
     )

@@ -108,7 +108,11 @@ def test_a_trial_writes_its_internals_and_the_geometry_of_each_layer(tmp_path):
     cfg = TrialConfig.from_dict(
         tiny_config(
             dataset={"image_size": 16},
-            logging={"geometry_layers": ["input", "block1", "block2", "embedding"], "activation_layer": "block1.conv"},
+            logging={
+                "geometry_layers": ["input", "block1", "block2", "embedding"],
+                "activation_layer": "block1.conv",
+                "figures": True,
+            },
         )
     )
     run_trial(cfg, NoSession(), tmp_path, verbose=False)

@@ -33,7 +33,8 @@ def test_grid_study_with_asha_a_diverging_trial_and_no_gpu(ray_session, tmp_path
         tmp_path / "asha_space.py",
         """
         SPACE = StudySpec(
-            name="tiny_asha", question="Which learning rate?", base=TINY,
+            name="tiny_asha", question="Which learning rate?",
+            base={**TINY, "logging": {**TINY["logging"], "figures": True}},  # the test looks for the PNGs
             grid=[{"train.lr": [0.003, 0.00003, 0.00001]},
                   {"train.optimizer": ["sgd"], "train.lr": [1.0e6]}],   # diverges to NaN in epoch 1
             seeds=[0], asha=Asha(grace_period=1, reduction_factor=2), max_concurrent=1)

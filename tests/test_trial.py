@@ -199,6 +199,7 @@ def test_same_seed_is_bitwise_reproducible(tmp_path):
     h1 = json.loads((tmp_path / "a" / "training_history.json").read_text())
     h2 = json.loads((tmp_path / "b" / "training_history.json").read_text())
     assert comparable(h1) == comparable(h2)
+    assert not list((tmp_path / "a").glob("*.png")) and (tmp_path / "a" / "metrics.json").is_file()  # figures off
     w1, w2 = (torch.load(tmp_path / d / "model.pt", weights_only=True) for d in "ab")
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     # and another seed really is another run

@@ -335,15 +335,18 @@ def write_trial_artifacts(
         if segmentation
         else f"test confusion matrix (accuracy {test.accuracy:.3f})"
     )
-    optional(
-        "confusion_matrix.png",
-        lambda: save_figure(
-            draw_confusion_matrix(test_matrix, data.class_names, matrix_title), artifact_dir / "confusion_matrix.png"
-        ),
-    )
-    if segmentation:
+    figures = cfg.logging.figures  # off: the numbers and files without a PNG (large sweeps; most tests)
+    if figures:
+        optional(
+            "confusion_matrix.png",
+            lambda: save_figure(
+                draw_confusion_matrix(test_matrix, data.class_names, matrix_title),
+                artifact_dir / "confusion_matrix.png",
+            ),
+        )
+    if segmentation and figures:
         optional("masks.png", lambda: write_mask_examples(artifact_dir, model, data, cfg.dataset.name))
-    if history:
+    if history and figures:
         optional("the training curves", lambda: write_curves(artifact_dir, history, kept.epoch))
     optional(
         "the geometry summary",
@@ -392,10 +395,11 @@ def write_internals(artifact_dir: Path, cfg: TrialConfig, model, data: DataSplit
     if val.logits is not None:  # classification: one logit vector per image
         write_json(artifact_dir / OUTPUT_SPARSITY_FILE, output_sparsity(val.logits))
         title = f"validation logits of the kept model ({cfg.model.output} output)"
-        save_figure(draw_logits(val.logits.numpy(), labels, data.class_names, title), artifact_dir / "logits.png")
+        if cfg.logging.figures:
+            save_figure(draw_logits(val.logits.numpy(), labels, data.class_names, title), artifact_dir / "logits.png")
 
     layer = cfg.logging.activation_layer or first_conv(model)
-    if layer is None:
+    if layer is None or not cfg.logging.figures:
         return  # an fc network has no feature maps; model_summary.txt says so by its layers
     name, module = next(iter(resolve_layers(model, [layer], "logging.activation_layer").items()))
     if val.logits is not None:  # one image per class, as far as classes go
@@ -450,7 +454,8 @@ def write_layer_geometry(
     )
     values = {m: [np.nan if r[m] is None else r[m] for r in rows] for m in LAYER_CURVES}
     panels = [(m, [LayerSeries("this trial", v, v, v)]) for m, v in values.items()]
-    save_figure(draw_layer_curves([r["layer"] for r in rows], panels), artifact_dir / "layer_geometry.png")
+    if cfg.logging.figures:
+        save_figure(draw_layer_curves([r["layer"] for r in rows], panels), artifact_dir / "layer_geometry.png")
 
 
 def write_curves(artifact_dir: Path, history: list[dict], kept_epoch: int = 0) -> None:
@@ -519,10 +524,11 @@ def write_geometry_artifacts(
         f"; trustworthiness {trust:.3f}" if trust is not None else "; too few points for trustworthiness"
     )
     panels = [(projection, title)] + ([(pca, "PCA (first two components)")] if name == "umap" else [])
-    figure = draw_embedding_panels(
-        panels, labels, class_names, f"{len(labels)} {what}", display_colours(cfg.dataset.name)
-    )
-    save_figure(figure, artifact_dir / "umap.png")
+    if cfg.logging.figures:
+        figure = draw_embedding_panels(
+            panels, labels, class_names, f"{len(labels)} {what}", display_colours(cfg.dataset.name)
+        )
+        save_figure(figure, artifact_dir / "umap.png")
     if cfg.logging.interactive_scatter:
         (artifact_dir / "latent_scatter.html").write_text(scatter_html(projection, labels, class_names, title))
     return flat
