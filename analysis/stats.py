@@ -158,6 +158,9 @@ def pair_with_baselines(frame: pd.DataFrame, metrics: Sequence[str] = SUMMARY) -
     by_key = {key: part for key, part in baselines.groupby("_key")}
     for _, trial in frame[~frame["_baseline"]].iterrows():
         match = by_key.get(trial["_key"])
+        if match is not None and len(match) > 1 and "regularizer.name" in match:
+            # a 'none' trial and a lambda_reg-0 one trained alike (no penalty): the unregularized config is the twin
+            match = match[match["regularizer.name"] == "none"]
         if match is None or len(match) != 1:
             unpaired.append(trial["trial"])
             continue

@@ -135,7 +135,12 @@ def test_a_regularizer_at_lambda_0_is_reported_as_a_baseline(tmp_path):
     pairing = pair_with_baselines(study.usable)
     assert sorted(pairing.pairs["baseline"]) == sorted(study.frame["trial"][:3])
     assert set(pairing.pairs["trial"]) == set(study.frame["trial"][3:]) and not pairing.unpaired
-    # combined with one term at 0 trains with the other: regularized
+    # with a 'none' trial of the same seeds too, the 'none' ones are the twins (both trained without a penalty)
+    both = variants + [{"regularizer.name": "none", "train.seed": s} for s in (0, 1, 2)]
+    study = load_study(make_study(tmp_path / "both", both, [{"variant": i} for i in range(9)]))
+    pairing = pair_with_baselines(study.usable)
+    assert sorted(pairing.pairs["baseline"]) == sorted(study.frame["trial"][6:]) and not pairing.unpaired
+        # combined with one term at 0 trains with the other: regularized
     from geotune.config import TrialConfig
 
     combined = {"regularizer": {"name": "combined", "geodesic": {"lambda_reg": 0.0}}}
