@@ -140,7 +140,7 @@ def test_a_regularizer_at_lambda_0_is_reported_as_a_baseline(tmp_path):
     study = load_study(make_study(tmp_path / "both", both, [{"variant": i} for i in range(9)]))
     pairing = pair_with_baselines(study.usable)
     assert sorted(pairing.pairs["baseline"]) == sorted(study.frame["trial"][6:]) and not pairing.unpaired
-        # combined with one term at 0 trains with the other: regularized
+    # combined with one term at 0 trains with the other: regularized
     from geotune.config import TrialConfig
 
     combined = {"regularizer": {"name": "combined", "geodesic": {"lambda_reg": 0.0}}}
