@@ -29,7 +29,7 @@ def finish_study(plan: StudyPlan, results, with_report: bool = True) -> int:
     if interrupted(plan, results):
         return EXIT_INTERRUPTED  # no finalisation: the unfinished trials train on when resumed
     # deferred: finalizing imports torch and Ray (about 4 s), which `geotune report` alone never needs
-    from geotune.study.finalize import finalize_stopped_trials
+    from geotune.study.stopped_trials import finalize_stopped_trials
 
     finalize_stopped_trials(results, plan)
     rows = summarize_results(results, plan.metric)
