@@ -154,22 +154,11 @@ def regularizer_steps(device, steps: int = 30) -> dict:
     step is much larger than on a CPU, where the network's own step is slow.
     """
     sys.path.insert(0, str(Path(__file__).parent))
-    from regularizer_cost import build
+    from regularizer_cost import time_batch
 
     out: dict = {}
     for batch in (256, 1024):
-        fns = {mode: build(batch, mode, device=str(device)) for mode in ("plain", "flat_per_class", "fixed_per_class")}
-        times: dict[str, list[float]] = {mode: [] for mode in fns}
-        for fn in fns.values():
-            fn()
-        for _ in range(steps):
-            for mode, fn in fns.items():  # interleaved: drift hits every mode alike
-                synchronize(device)
-                start = time.perf_counter()
-                fn()
-                synchronize(device)
-                times[mode].append(time.perf_counter() - start)
-        ms = {mode: 1000 * sorted(t)[len(t) // 2] for mode, t in times.items()}
+        ms = time_batch(batch, steps, modes=("plain", "flat_per_class", "fixed_per_class"), device=str(device))
         out[str(batch)] = {mode: {"step_ms": v, "ratio_to_plain": v / ms["plain"]} for mode, v in ms.items()}
     return out
 

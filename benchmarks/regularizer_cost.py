@@ -91,18 +91,27 @@ def build(batch: int, mode: str, model=None, device: str = "cpu"):
     return step
 
 
-def time_batch(batch: int, steps: int, rounds: int = 5) -> dict:
-    """Median step time of every mode at one batch size, modes interleaved in rounds (drift hits all alike)."""
-    step_fns = {mode: build(batch, mode) for mode in MODES}
+def time_batch(batch: int, steps: int, rounds: int = 5, modes=MODES, device: str = "cpu") -> dict:
+    """Median step time (ms) of each mode at one batch size, modes interleaved in rounds (drift hits all alike);
+    on a GPU each step is timed to the end of its queued work."""
+    import torch
+
+    def wait() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    step_fns = {mode: build(batch, mode, device=device) for mode in modes}
     for fn in step_fns.values():
         for _ in range(2):
             fn()
-    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
     for _ in range(rounds):
         for mode, fn in step_fns.items():
             for _ in range(max(1, steps // rounds)):
+                wait()
                 start = time.perf_counter()
                 fn()
+                wait()
                 times[mode].append(time.perf_counter() - start)
     return {mode: 1000 * statistics.median(t) for mode, t in times.items()}
 
