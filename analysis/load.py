@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from geotune.config import TrialConfig
-from geotune.config_loading import assemble_trial_config, flatten
+from geotune.config_loading import flatten, trial_config_dict
 from geotune.errors import ConfigError, error_line
 from geotune.layout import (
     DIVERGED_FILE,
@@ -78,10 +78,11 @@ def trial_status(folder: Path, metrics: dict | None) -> tuple[TrialStatus, str |
     return (TrialStatus.INTERRUPTED if result.is_file() and result.stat().st_size else TrialStatus.PENDING), None
 
 
-def _config_columns(params: dict, plan: StudyPlan | None, variants: dict[str, dict]) -> dict:
-    """Every config key of one trial, dotted; ``variants`` is the plan's variants by label."""
+def _config_columns(params: dict, plan: StudyPlan | None, planned: dict[str, dict]) -> dict:
+    """Every config key of one trial, dotted; ``planned`` is the plan's trial configs by any label."""
     try:
-        config = TrialConfig.from_dict(assemble_trial_config(params, plan.base if plan else None, variants))
+        resolved = plan.trial_config(params, planned) if plan else trial_config_dict(params)
+        config = TrialConfig.from_dict(resolved)
     except (ConfigError, KeyError, TypeError):
         return {}
     columns = {k: (tuple(v) if isinstance(v, list) else v) for k, v in flatten(config.to_dict()).items()}
@@ -97,6 +98,7 @@ def load_study(study_dir: str | Path) -> StudyData:
         raise ConfigError(f"study directory '{folder}' does not exist")
     plan = StudyPlan.find(folder)
     variants = plan.variants_by_any_label() if plan else {}
+    planned = plan.trial_configs(any_label=True) if plan else {}
     rows = []
     seen: set[int] = set()  # the planned variants that have a trial folder
     for trial in sorted(p for p in folder.iterdir() if (p / PARAMS_FILE).is_file()):
@@ -112,7 +114,7 @@ def load_study(study_dir: str | Path) -> StudyData:
         }
         if params.get("variant") in variants:  # by any label it carries, old or new
             seen.add(id(variants[params["variant"]]))
-        row.update(_config_columns(params, plan, variants))
+        row.update(_config_columns(params, plan, planned))
         if metrics:
             row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None})
             row["epochs"] = metrics.get("epochs_run")
@@ -134,7 +136,7 @@ def load_study(study_dir: str | Path) -> StudyData:
                     "error": None,
                     "variant": label,
                 }
-                row.update(_config_columns({"variant": label}, plan, variants))
+                row.update(_config_columns({"variant": label}, plan, planned))
                 rows.append(row)
     if not rows:
         raise ConfigError(f"study directory '{folder}' holds no trials (no */{PARAMS_FILE})")

@@ -1,8 +1,9 @@
 """Where a trial config comes from: defaults < a search space's base < the YAML files < ``--set`` overrides.
 
-Also the nested-dict helpers every floor uses on configs (merge, dotted keys), and
-``assemble_trial_config``, which rebuilds a trial's nested config from what Ray
-Tune passes a trainable.
+Also the nested-dict helpers every floor uses on configs (merge, dotted keys), the one
+merge of a planned trial's overrides over a study's base (``variant_dict``), and
+``trial_config_dict``, which picks a trial's resolved config out of what Ray Tune
+passes a trainable.
 """
 
 from __future__ import annotations
@@ -156,20 +157,18 @@ def variant_config(base: dict, variant: dict | None = None) -> TrialConfig:
     return TrialConfig.from_dict(variant_dict(base, variant))
 
 
-def assemble_trial_config(config: dict, base: dict | None = None, variants: dict | None = None) -> dict:
-    """The nested trial config from what Tune passes.
+def trial_config_dict(params: dict, planned: dict[str, dict] | None = None, base: dict | None = None) -> dict:
+    """A trial's resolved config from what Tune passes it (``params``, also its params.json).
 
-    ``config`` is either a whole nested config (one trial), or a grid ``variant``
-    label that ``variants`` maps to dotted overrides (with copies of its varied
-    keys for Ray to show), or dotted keys sampled by a searcher; either is applied
-    over ``base``.
+    A grid trial's ``variant`` label names its config in ``planned`` (resolved and checked when the study was
+    planned; the dotted copies beside the label only show its values to Ray and its loggers). An Optuna trial's
+    dotted keys were sampled on the worker: they are resolved here, over ``base``. `geotune train` passes the
+    whole config.
     """
-    config = dict(config)
-    label = config.pop("variant", None)
-    sampled = {k: config.pop(k) for k in list(config) if "." in k}
-    # A grid trial's dotted keys only show its variant's values to Ray and its loggers: the variant decides.
-    overrides = dict((variants or {})[label]) if label is not None else sampled
-    return variant_dict(merge(base or {}, config), overrides)
+    if "variant" in params:
+        return (planned or {})[params["variant"]]
+    whole = {k: v for k, v in params.items() if "." not in k}
+    return variant_dict(merge(base or {}, whole), {k: v for k, v in params.items() if "." in k})
 
 
 def save_config(config: TrialConfig, path: str | Path) -> None:

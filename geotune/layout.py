@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from geotune.config import TrialConfig
+from geotune.config_loading import trial_config_dict, variant_dict
 from geotune.errors import ConfigError
 from geotune.storage import read_text, write_text
 from geotune.variants import variant_labels
@@ -246,6 +247,9 @@ class StudyPlan:
     reused: dict[str, str] = field(default_factory=dict)
     # --pareto: the Optuna search's (metric, mode) objectives; empty: one objective, metric and mode above
     objectives: list[list[str]] = field(default_factory=list)
+    # grid studies: each planned trial's resolved config (every key; checked when planned), by variant label.
+    # Empty for Optuna (a trial's config is resolved where its keys are sampled) and in plans before 0.3.
+    trials: dict[str, dict] = field(default_factory=dict)
 
     @property
     def trial_count(self) -> int:
@@ -263,9 +267,28 @@ class StudyPlan:
         """variants_by_label, plus the labels geotune 0.1 gave them, which its studies' trials carry."""
         return {**dict(zip(variant_labels(self.variants, legacy=True), self.variants)), **self.variants_by_label()}
 
+    def trial_configs(self, any_label: bool = False) -> dict[str, dict]:
+        """Each planned trial's resolved config by variant label (``any_label``: by geotune 0.1's labels too).
+        A plan written before plans carried them gets them the one way a planned config is made."""
+        labels = variant_labels(self.variants)
+        configs = [self.trials.get(label) or variant_dict(self.base, v) for label, v in zip(labels, self.variants)]
+        by_label = dict(zip(labels, configs))
+        if not any_label:
+            return by_label
+        return {**dict(zip(variant_labels(self.variants, legacy=True), configs)), **by_label}
+
+    def trial_config(self, params: dict, planned: dict[str, dict] | None = None) -> dict:
+        """The resolved config of the trial whose Tune config (params.json) is ``params``; pass ``planned``
+        (``trial_configs(any_label=True)``) when asking for many trials."""
+        return trial_config_dict(params, planned if planned is not None else self.trial_configs(True), self.base)
+
+    def base_config(self) -> TrialConfig:
+        """The base every trial shares, checked (for `geotune train`: the trial's whole config)."""
+        return TrialConfig.from_dict(self.base)
+
     @property
     def epochs(self) -> int:
-        return TrialConfig.from_dict(self.base).train.epochs
+        return self.base_config().train.epochs
 
     def to_dict(self) -> dict:
         return clean_json(asdict(self))

@@ -142,12 +142,12 @@ def optuna_extremes(spec: StudySpec) -> list[dict]:
     return out
 
 
-def planned_configs(spec: StudySpec, base: dict) -> list[TrialConfig]:
-    """Validate every planned trial's full config now, before anything starts (for Optuna: a sample and the
-    ends of every sampled range)."""
+def planned_configs(spec: StudySpec, base: dict, variants: list[dict] | None = None) -> list[TrialConfig]:
+    """Validate every planned trial's full config now, before anything starts: of each of ``variants`` (the
+    space's own by default) over ``base``; for Optuna, of a sample and the ends of every sampled range."""
     if spec.is_optuna:
         variants = [{**params, "train.seed": spec.seeds[0]} for params in optuna_extremes(spec)]
-    else:
+    elif variants is None:
         variants = spec.variants()
     configs = []
     for variant in variants:

@@ -26,7 +26,7 @@ from geotune.references import absolute_reference, is_reference
 from geotune.search_spaces.spec import StudySpec, planned_configs
 from geotune.storage import is_uri
 from geotune.trainables.trial import check_config
-from geotune.variants import keys_of
+from geotune.variants import keys_of, variant_labels
 
 MAX_FAILURES = 20  # --max-failures bound: Ray's -1 (retry forever) would loop on a diverging config
 
@@ -128,7 +128,8 @@ def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
     base = absolute_paths(merge(space_base, user))
     if spec.metric in KEEP_METRICS and not _has_dotted(base, "train.keep_by"):
         base = merge(base, {"train": {"keep_by": spec.metric}})  # keep each trial's best epoch by the study's metric
-    configs = planned_configs(spec, base)
+    variants = [absolute_variant(v) for v in spec.variants()]
+    configs = planned_configs(spec, base, variants)
     seen, warnings = set(), []
     if dropped:
         own = spec.own_dataset
@@ -183,7 +184,7 @@ def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
         question=spec.question,
         study_dir=study_dir,
         base=base,
-        variants=[absolute_variant(v) for v in spec.variants()],
+        variants=variants,
         optuna=spec.is_optuna,
         num_samples=spec.num_samples,
         seeds=list(spec.seeds),
@@ -199,6 +200,8 @@ def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
         warnings=warnings,
         versions=versions(),
         objectives=objectives,
+        # each trial's config, resolved once here: workers, resources, --reuse and the analysis read it
+        trials={} if spec.is_optuna else dict(zip(variant_labels(variants), (c.to_dict() for c in configs))),
     )
 
 
@@ -229,7 +232,7 @@ def plan_text(plan: StudyPlan, spec: StudySpec | None = None, reused: dict[str, 
             if plan.asha
             else "none: every trial trains to the end"
         )
-        + f"; patience {TrialConfig.from_dict(plan.base).train.patience or 'off'}",
+        + f"; patience {plan.base_config().train.patience or 'off'}",
         "",
     ]
     if plan.optuna:
@@ -259,13 +262,15 @@ def plan_text(plan: StudyPlan, spec: StudySpec | None = None, reused: dict[str, 
 def train_plan(cfg: TrialConfig, out_dir: str | Path, cpus: float, gpus: float) -> StudyPlan:
     """The plan of `geotune train`: one trial, saved as study.json so the folder can be resumed."""
     study_dir = str(Path(out_dir).expanduser().resolve())
+    resolved = absolute_paths(cfg.to_dict())
     return StudyPlan(
         space="train",
         module="geotune train",
         question="one trial of a config",
         study_dir=study_dir,
-        base=absolute_paths(cfg.to_dict()),
+        base=resolved,
         variants=[{}],
+        trials={"": resolved},  # the one trial's config is the base, whole
         optuna=False,
         num_samples=1,
         seeds=[cfg.train.seed],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 
-from geotune.config_loading import variant_config
+from geotune.config import TrialConfig
 from geotune.errors import ConfigError
 from geotune.layout import StudyPlan
 from geotune.study.cluster import RayInfo, check_storage_shared, ensure_ray, local_gpu_count, notice
@@ -30,8 +30,8 @@ def gpus_available(gpus: float, available: float, flag: str, where: str, dry_run
 
 def check_devices(plan: StudyPlan) -> None:
     """Trials that must run on CUDA need a GPU share: known once the resources are."""
-    for variant in plan.variants or [{}]:
-        check_device(variant_config(plan.base, variant), plan.gpus_per_trial)
+    for config in list(plan.trial_configs().values()) or [plan.base]:  # an Optuna space: its base
+        check_device(TrialConfig.from_dict(config), plan.gpus_per_trial)
 
 
 def start_ray_for(plan: StudyPlan, address: str | None) -> RayInfo:

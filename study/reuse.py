@@ -17,7 +17,6 @@ from pathlib import Path
 import yaml
 
 from geotune.config import TrialConfig
-from geotune.config_loading import variant_dict
 from geotune.errors import ConfigError
 from geotune.layout import (
     CHECKPOINT_PREFIX,
@@ -76,8 +75,8 @@ def find_reusable(plan: StudyPlan, study_dirs: list[str]) -> dict[str, str]:
         for key, path in trials.items():
             found.setdefault(key, path)
     reused = {}
-    for label, variant in plan.variants_by_label().items():
-        key = config_key(variant_dict(plan.base, variant))
+    for label, config in plan.trial_configs().items():
+        key = config_key(config)
         if key in found:
             reused[label] = str(found[key])
     notice(f"--reuse: {len(reused)} of {plan.trial_count} planned trials finished before and are not trained again")

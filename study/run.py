@@ -12,7 +12,6 @@ from typing import Any
 
 from ray import tune
 
-from geotune.config import TrialConfig
 from geotune.errors import ConfigError, error_line
 from geotune.layout import DATASET_EDA_FILE, METRICS_FILE, TRAIN_TRIAL_DIR, StudyPlan, read_json, write_json
 from geotune.search_spaces.spec import StudySpec, load_space
@@ -34,7 +33,7 @@ def write_dataset_eda(plan: StudyPlan) -> None:
     report draws them); nothing for data sets without any, or for a study in remote storage."""
     if is_uri(plan.study_dir):
         return
-    eda = dataset_eda(TrialConfig.from_dict(plan.base).dataset)
+    eda = dataset_eda(plan.base_config().dataset)
     if eda is not None:
         write_json(Path(plan.study_dir) / DATASET_EDA_FILE, eda)
 

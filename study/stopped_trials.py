@@ -32,6 +32,6 @@ def finalize_stopped_trials(results, plan: StudyPlan) -> int:
         return 0
     print(f"writing the artifacts of {len(todo)} trial(s) stopped early by the scheduler ...", flush=True)
     task = ray.remote(num_cpus=plan.cpus_per_trial, num_gpus=plan.gpus_per_trial, max_retries=1)(tune_finalize_trial)
-    base, variants = ray.put(plan.base), ray.put(plan.variants_by_any_label())
-    ray.get([task.remote(r.config, r.checkpoint, r.path, r.filesystem, base, variants) for r in todo])
+    planned, base = ray.put(plan.trial_configs(any_label=True)), ray.put(plan.base)
+    ray.get([task.remote(r.config, r.checkpoint, r.path, r.filesystem, planned, base) for r in todo])
     return len(todo)

@@ -38,7 +38,7 @@ class TrialOutcome:
 
 def local_trial_config(plan: StudyPlan) -> TrialConfig:
     """The trial's config, and this process's threads and device as a Ray worker's would be set."""
-    cfg = TrialConfig.from_dict(plan.base)
+    cfg = plan.base_config()
     # As in a Ray worker: torch threads follow the CPUs given to the trial (--cpus, default all).
     torch.set_num_threads(cfg.train.num_threads or max(1, math.ceil(plan.cpus_per_trial)))
     if not plan.gpus_per_trial and cfg.train.device == "auto" and torch.cuda.is_available():

@@ -14,7 +14,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from geotune.config_loading import flatten, variant_config
+from geotune.config_loading import flatten
 from geotune.errors import ConfigError
 from geotune.layout import StudyPlan, optuna_url
 from geotune.metric_names import PROGRESS
@@ -60,11 +60,10 @@ def grid_param_space(plan: StudyPlan) -> dict:
     Trials --reuse took from earlier studies are left out.
     A trial whose variant leaves a key alone shows the base's value (what it trained with); lists show as
     text, since TensorBoard's HParams take scalars only."""
-    labelled = {label: v for label, v in plan.variants_by_label().items() if label not in plan.reused}
-    resolved = {label: flatten(variant_config(plan.base, variant).to_dict()) for label, variant in labelled.items()}
-    space: dict = {"variant": tune.grid_search(list(labelled))}
+    resolved = {label: flatten(c) for label, c in plan.trial_configs().items() if label not in plan.reused}
+    space: dict = {"variant": tune.grid_search(list(resolved))}
     for key in keys_of(plan.variants):
-        values = {label: resolved[label].get(key) for label in labelled}
+        values = {label: config.get(key) for label, config in resolved.items()}
         space[key] = tune.sample_from(
             VariantValue({label: str(v) if isinstance(v, list) else v for label, v in values.items()})
         )
@@ -72,8 +71,11 @@ def grid_param_space(plan: StudyPlan) -> dict:
 
 
 def trainable_for(plan: StudyPlan):
-    """The trainable with the study's base config and variants attached (the same on run and resume)."""
-    with_data = tune.with_parameters(tune_trial, base=plan.base, variants=plan.variants_by_any_label(), verbose=False)
+    """The trainable with the study's planned trial configs (and, for Optuna, its base) attached; the same on
+    run and resume."""
+    with_data = tune.with_parameters(
+        tune_trial, planned=plan.trial_configs(any_label=True), base=plan.base, verbose=False
+    )
     return tune.with_resources(with_data, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
 
 

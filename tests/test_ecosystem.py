@@ -64,6 +64,51 @@ def test_the_tune_config_of_a_grid_trial_holds_every_varied_key_with_its_value(t
     assert {v["train.lr"] for v in plan.variants} == {0.001, 0.01}
 
 
+def test_the_plan_resolves_each_trial_once_and_every_reader_takes_it_from_there(tmp_path):
+    from geotune.analysis.load import load_study
+    from geotune.config import TrialConfig
+    from geotune.config_loading import variant_config
+    from geotune.study.reuse import find_reusable
+    from geotune.trainables.trainable import trial_config
+
+    plan = make_sweep_plan(tmp_path, "train.lr=1e-3,0.01")
+    labels = list(plan.variants_by_label())
+    assert list(plan.trials) == labels and len(labels) == 4  # 2 lrs x 2 seeds
+    for label, variant in plan.variants_by_label().items():
+        assert TrialConfig.from_dict(plan.trials[label]) == variant_config(plan.base, variant), label
+    # study.json carries them; mark one trial's config there: every reader must see the mark, none re-merges
+    plan.save()
+    data = json.loads((Path(plan.study_dir) / "study.json").read_text())
+    data["trials"][labels[1]]["train"]["weight_decay"] = 0.0123
+    (Path(plan.study_dir) / "study.json").write_text(json.dumps(data))
+    saved = StudyPlan.load(plan.study_dir)
+    planned = saved.trial_configs(any_label=True)
+    # the worker (what Tune passes: the label and display copies of the varied keys)
+    worker = trial_config({"variant": labels[1], "train.lr": 0.5, "train.seed": 7}, planned, saved.base)
+    assert worker.train.weight_decay == 0.0123 and worker.train.lr == saved.trials[labels[1]]["train"]["lr"]
+    assert trial_config({"variant": labels[0]}, planned, saved.base).train.weight_decay == 0.0
+    # an Optuna trial's sampled keys are resolved over the base, where they were sampled
+    sampled = trial_config({"train.lr": 0.25, "train.seed": 3}, planned, saved.base)
+    assert (sampled.train.lr, sampled.train.seed) == (0.25, 3)
+    # the Tune config shown to Ray and its loggers, --reuse's key, and the study's table
+    assert grid_param_space(saved)["train.lr"].func({"variant": labels[1]}) == saved.trials[labels[1]]["train"]["lr"]
+    old_study = tmp_path / "earlier" / "t0"  # a finished trial whose config.yaml holds the marked config
+    old_study.mkdir(parents=True)
+    (old_study / "params.json").write_text("{}")
+    (old_study / "metrics.json").write_text(json.dumps({"stop": "completed"}))
+    (old_study / "config.yaml").write_text(yaml.safe_dump(saved.trials[labels[1]]))
+    assert find_reusable(saved, [str(tmp_path / "earlier")]) == {labels[1]: str(old_study.resolve())}
+    frame = load_study(plan.study_dir).frame.set_index("variant")
+    assert frame.loc[labels[1], "train.weight_decay"] == 0.0123 and frame.loc[labels[0], "train.weight_decay"] == 0.0
+    # a plan written before plans carried the resolved configs gets them from base and variants
+    data.pop("trials")
+    (Path(plan.study_dir) / "study.json").write_text(json.dumps(data))
+    old = StudyPlan.load(plan.study_dir)
+    assert old.trials == {} and list(old.trial_configs()) == labels
+    for label, config in old.trial_configs().items():
+        assert TrialConfig.from_dict(config) == variant_config(old.base, old.variants_by_label()[label]), label
+
+
 def test_bare_overrides_repeated_configs_and_sweeps_plan_as_documented(tmp_path, capsys):
     first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
     first.write_text(yaml.safe_dump(tiny_config(train={"epochs": 4, "lr": 0.01})))

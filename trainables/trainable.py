@@ -20,7 +20,7 @@ import torch
 from ray import tune
 
 from geotune.config import TrialConfig
-from geotune.config_loading import assemble_trial_config
+from geotune.config_loading import trial_config_dict
 from geotune.layout import CHECKPOINT_PREFIX, STATE_FILE
 from geotune.trainables.trial import finalize_trial, run_stored_trial
 
@@ -100,22 +100,23 @@ def assigned_cpus() -> int:
     return max(1, int(round(cpus)))
 
 
-def trial_config(config: dict, base: dict | None, variants: dict | None) -> TrialConfig:
-    """The trial's validated config (Tune's ``config`` over a study's base and variants), with torch threads set."""
-    cfg = TrialConfig.from_dict(assemble_trial_config(config, base, variants))
+def trial_config(config: dict, planned: dict | None, base: dict | None) -> TrialConfig:
+    """The trial's validated config (its planned one, or an Optuna sample over the base), with torch threads set."""
+    cfg = TrialConfig.from_dict(trial_config_dict(config, planned, base))
     # Threads follow the CPUs Ray reserved for this trial, so parallel trials share cores instead of fighting.
     torch.set_num_threads(cfg.train.num_threads or assigned_cpus())
     return cfg
 
 
-def tune_trial(config: dict, base: dict | None = None, variants: dict | None = None, verbose: bool = True) -> None:
-    """Ray Tune entry point: build everything from ``config`` (over a study's ``base``) and run one trial.
+def tune_trial(config: dict, planned: dict | None = None, base: dict | None = None, verbose: bool = True) -> None:
+    """Ray Tune entry point: run one trial of ``config`` (a grid trial's label in ``planned``, an Optuna
+    sample over a study's ``base``, or a whole config).
 
     Studies pass ``verbose=False``: their progress is Ray's table and one line per finished trial.
     """
     if not verbose:
         logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" per epoch
-    cfg = trial_config(config, base, variants)
+    cfg = trial_config(config, planned, base)
     with tempfile.TemporaryDirectory(prefix="geotune-artifacts-") as folder:
         run_stored_trial(cfg, TuneSession(), Path(folder), verbose=verbose)
 
@@ -125,11 +126,11 @@ def tune_finalize_trial(
     checkpoint: tune.Checkpoint,
     trial_path: str,
     filesystem,
+    planned: dict | None = None,
     base: dict | None = None,
-    variants: dict | None = None,
 ) -> str:
     """Write the artifacts of a trial the scheduler stopped, from its last checkpoint (run as a Ray task)."""
-    cfg = trial_config(config, base, variants)
+    cfg = trial_config(config, planned, base)
     with checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
     with tempfile.TemporaryDirectory(prefix="geotune-artifacts-") as folder:
