@@ -15,11 +15,25 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+# Modules whose tests start programs and wait on them (a study killed and resumed, a two-node cluster, whole
+# named studies): they run first, so that with two workers (pyproject's -n 2) the short tests fill the gaps
+# instead of one long test running alone at the end.
+LONGEST_FIRST = ("test_resume.py", "test_cluster.py", "test_spaces.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Every test that needs the shared Ray runs trials through it: it is slow (pyproject's `slow` marker)."""
+    """Every test that needs the shared Ray runs trials through it: it is slow (pyproject's `slow` marker).
+    Tests that share a module's fixture (a study or a trial trained once) run on one worker (``--dist
+    loadgroup``), so it is trained once; each worker has its own shared Ray."""
     for item in items:
         if "ray_session" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+        info = getattr(item, "_fixtureinfo", None)
+        for name, defs in (info.name2fixturedefs.items() if info is not None else ()):
+            if name != "ray_session" and defs and defs[-1].scope != "function" and defs[-1].baseid:
+                item.add_marker(pytest.mark.xdist_group(name))
+                break
+    items.sort(key=lambda item: 0 if item.path.name in LONGEST_FIRST else 1 if item.get_closest_marker("slow") else 2)
 
 
 @pytest.fixture(scope="session")

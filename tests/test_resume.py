@@ -65,17 +65,6 @@ def reported_epochs(trial: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def resume(study: Path) -> subprocess.CompletedProcess:
-    """`geotune resume STUDY` to its end, output captured."""
-    return subprocess.run(
-        [sys.executable, "-m", "geotune", "resume", str(study)],
-        cwd=str(REPO),
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-
-
 def run_until_interruptible(cmd: list[str], study: Path, log: Path, timeout: float = 240) -> None:
     """Start the study in its own process group; SIGKILL it once one trial finished and another is mid-way."""
     proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -124,7 +113,7 @@ def kill_session(sid: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["grid", "optuna"])
-def test_sigkill_then_resume(tmp_path, kind):
+def test_sigkill_then_resume(tmp_path, kind, ray_session, cli):
     """A study killed with SIGKILL resumes: finished trials are not rerun (their files byte for byte the
     same), interrupted ones continue from their checkpoints, the plan's trials all finish. The grid study is
     resumed from a copy in another folder, as from a backup: it must finish there and leave the original
@@ -165,7 +154,7 @@ def test_sigkill_then_resume(tmp_path, kind):
             for path in study.glob(pattern):
                 path.write_bytes(b"")
 
-    proc = resume(study)
+    proc = cli("resume", study)  # the killed study needed a process; its resume does not
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     if kind == "grid":
         assert "resuming from geotune's snapshot" in proc.stderr
@@ -209,7 +198,7 @@ def interrupt_with_ctrl_c(cmd: list[str], study: Path, log: Path, presses: int, 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("presses", [1, 2])
-def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, presses):
+def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, presses, ray_session, cli):
     """One Ctrl-C lets Ray stop gracefully, two skip that; either way nothing is finalised at the interrupted
     epoch, the run exits 130 naming `geotune resume`, and the resume trains every trial to its plan."""
     space = tmp_path / "space.py"
@@ -235,7 +224,7 @@ def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, p
     assert unfinished, "the interrupted trial must not have been finalised at the interrupted epoch"
     assert not any((t / "stopped_by_scheduler.json").exists() for t in trial_dirs(study))
 
-    proc = resume(study)
+    proc = cli("resume", study)  # the killed study needed a process; its resume does not
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     after = [t for t in trial_dirs(study) if (t / "params.json").is_file()]
     assert len(after) == 3
@@ -254,7 +243,7 @@ def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, p
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", [[], ["--ray"]], ids=["in-process", "ray"])
-def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path, how):
+def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path, how, ray_session, cli):
     config = tmp_path / "c.yaml"
     import yaml
 
@@ -281,7 +270,7 @@ def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path, how):
         kill_session(proc.pid)
     assert f"geotune resume {out}" in log.read_text()
     assert not (out / "trial" / "metrics.json").exists()
-    done = resume(out)
+    done = cli("resume", out)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "resuming from the checkpoint of epoch" in done.stdout + done.stderr
     assert json.loads((out / "trial" / "metrics.json").read_text())["epochs_run"] == 25
