@@ -25,10 +25,10 @@ from common import emit, machine, today
 REPO = Path(__file__).resolve().parents[1]
 
 SPACE = """
-from geotune.search_spaces.spec import DIGITS_CNN, Asha, StudySpec
+from geotune.search_spaces.space import DIGITS_CNN, Asha, SearchSpace
 from geotune.config_loading import merge
 
-SPACE = StudySpec(
+SPACE = SearchSpace(
     name="asha_value", question="What does ASHA save?",
     base=merge(DIGITS_CNN, {"train": {"epochs": 16, "patience": 0}, "logging": {"save_umap": False},
                             # fixed: the penalty acts on digits at any lambda (target flat never does here)

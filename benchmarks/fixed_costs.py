@@ -38,10 +38,11 @@ REPO = Path(__file__).resolve().parents[1]
 GEOTUNE = str(Path(sys.executable).with_name("geotune"))
 
 SWEEP_SPACE = """
-from geotune.search_spaces.spec import DIGITS_CNN, StudySpec
+from geotune.search_spaces.space import DIGITS_CNN, SearchSpace
 from geotune.config_loading import merge
 
-SPACE = StudySpec(name="sweep", question="benchmark: tiny trials", base=merge(DIGITS_CNN, {{"train": {{"epochs": 1}}}}),
+SPACE = SearchSpace(name="sweep", question="benchmark: tiny trials",
+                  base=merge(DIGITS_CNN, {{"train": {{"epochs": 1}}}}),
                   grid=[{{"regularizer.name": ["none"]}}], seeds=list(range({n})), cpus_per_trial=1, gpus_per_trial=0)
 """
 

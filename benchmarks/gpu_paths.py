@@ -34,9 +34,9 @@ from common import emit, machine, today
 REPO = Path(__file__).resolve().parents[1]
 
 PACKING_SPACE = """
-from geotune.search_spaces.spec import StudySpec
+from geotune.search_spaces.space import SearchSpace
 
-SPACE = StudySpec(
+SPACE = SearchSpace(
     name="gpu_packing", question="How many trials per hour fit on one GPU?",
     base={"dataset": {"name": "shapes", "image_size": 28, "shapes": {"num_samples": 20000}},
           "model": {"type": "simple_cnn", "channels": [32, 64]},

@@ -38,10 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 SPACE = """
 from geotune.search_spaces.quickstart import SPACE as QUICKSTART
-from geotune.search_spaces.spec import StudySpec
+from geotune.search_spaces.space import SearchSpace
 from geotune.config_loading import merge
 
-SPACE = StudySpec(name="parallelism", question="benchmark",
+SPACE = SearchSpace(name="parallelism", question="benchmark",
                   base=merge(QUICKSTART.base, {{"logging": {{"save_umap": False}}, "train": {{"epochs": {epochs}}}}}),
                   grid=QUICKSTART.grid, seeds=[0], cpus_per_trial=1, gpus_per_trial=0)
 """
@@ -103,7 +103,7 @@ from pathlib import Path
 sys.path[:0] = [{space_dir!r}, {bench_dir!r}]
 from space import SPACE
 from common import NoSession
-from geotune.search_spaces.spec import planned_configs
+from geotune.search_spaces.space import planned_configs
 from geotune.study.plan import absolute_paths
 from geotune.trainables.trial import run_trial
 configs = planned_configs(SPACE, absolute_paths(SPACE.base))

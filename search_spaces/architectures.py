@@ -5,9 +5,9 @@ fc (no kernel) and simple_cnn / resnet_basic / resnet_bottleneck with kernel
 """
 
 from geotune.config_loading import merge
-from geotune.search_spaces.spec import DIGITS_CNN, StudySpec
+from geotune.search_spaces.space import DIGITS_CNN, SearchSpace
 
-SPACE = StudySpec(
+SPACE = SearchSpace(
     name="architectures",
     question="Does the geodesic penalty change latent geometry the same way across architectures and kernels?",
     base=merge(DIGITS_CNN, {"model": {"channels": [32, 64], "blocks_per_stage": 1}}),

@@ -13,9 +13,9 @@ pretrained backbones add model.weights (a local state dict), dataset.normalize i
 dataset.image_size, and model.freeze backbone for a probe of fixed features.
 """
 
-from geotune.search_spaces.spec import StudySpec
+from geotune.search_spaces.space import SearchSpace
 
-SPACE = StudySpec(
+SPACE = SearchSpace(
     name="backbones",
     question="Do standard backbones (ResNet-18, MobileNet-V3, ShuffleNet-V2) differ in latent geometry, and "
     "does the geodesic regularizer change that?",

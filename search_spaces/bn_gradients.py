@@ -7,9 +7,9 @@ embedded digits; on an image folder of many classes at any size: --set dataset.n
 --set dataset.root=PATH (images are resized to 32 px, the space's setting for image folders).
 """
 
-from geotune.search_spaces.spec import DIGITS_CNN, StudySpec
+from geotune.search_spaces.space import DIGITS_CNN, SearchSpace
 
-SPACE = StudySpec(
+SPACE = SearchSpace(
     name="bn_gradients",
     question="How do BatchNorm and a sparsemax output change per-layer gradient norms and latent geometry?",
     base=DIGITS_CNN,

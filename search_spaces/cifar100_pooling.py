@@ -8,9 +8,9 @@ pooling before the embedding. 3 seeds. Out of the box it runs on the embedded RG
 (with --set dataset.download=true once, where the machine can reach the internet).
 """
 
-from geotune.search_spaces.spec import StudySpec
+from geotune.search_spaces.space import SearchSpace
 
-SPACE = StudySpec(
+SPACE = SearchSpace(
     name="cifar100_pooling",
     question="How do pooling, a first strided 5x5 convolution and global pooling shape the latent space?",
     base={

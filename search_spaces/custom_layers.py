@@ -8,9 +8,9 @@ weights do not decide the comparison. 3 seeds.
 """
 
 from geotune.config_loading import merge
-from geotune.search_spaces.spec import DIGITS_CNN, StudySpec
+from geotune.search_spaces.space import DIGITS_CNN, SearchSpace
 
-SPACE = StudySpec(
+SPACE = SearchSpace(
     name="custom_layers",
     question="Do activation, attention, gated convolution, L2 pooling or residual blocks change latent geometry "
     "at a matched parameter count?",

@@ -5,9 +5,9 @@ unregularized baseline with the same seeds. ASHA stops the clearly worse
 variants early (grace 3 epochs, halving).
 """
 
-from geotune.search_spaces.spec import DIGITS_CNN, Asha, StudySpec
+from geotune.search_spaces.space import DIGITS_CNN, Asha, SearchSpace
 
-SPACE = StudySpec(
+SPACE = SearchSpace(
     name="geodesic_grid",
     question="How do lambda and k of the geodesic penalty trade accuracy against latent flatness?",
     base=DIGITS_CNN,

@@ -3,9 +3,9 @@
 output softmax / sparsemax x regularizer none / geodesic, 3 seeds.
 """
 
-from geotune.search_spaces.spec import DIGITS_CNN, StudySpec
+from geotune.search_spaces.space import DIGITS_CNN, SearchSpace
 
-SPACE = StudySpec(
+SPACE = SearchSpace(
     name="heads",
     question="Does a sparsemax output shape the latent space differently from softmax, "
     "with and without the geodesic penalty?",

@@ -6,9 +6,9 @@ sizes differ (85k / 118k / 168k on 16 px digits): the difference between the arm
 did. 3 seeds; the report's size-and-time table shows each group's parameter count.
 """
 
-from geotune.search_spaces.spec import DIGITS_CNN, StudySpec
+from geotune.search_spaces.space import DIGITS_CNN, SearchSpace
 
-SPACE = StudySpec(
+SPACE = SearchSpace(
     name="kernels",
     question="Does kernel size change latent geometry when the networks have the same number of parameters?",
     base=DIGITS_CNN,

@@ -9,7 +9,7 @@ STUDY_DIR/optuna.db, so Optuna's dashboard and plots read it directly.
 """
 
 from geotune.config_loading import merge
-from geotune.search_spaces.spec import DIGITS_CNN, Asha, StudySpec
+from geotune.search_spaces.space import DIGITS_CNN, Asha, SearchSpace
 
 
 def sample(trial) -> None:
@@ -21,7 +21,7 @@ def sample(trial) -> None:
     trial.suggest_float("train.lr", 3e-4, 1e-2, log=True)
 
 
-SPACE = StudySpec(
+SPACE = SearchSpace(
     name="optuna_geodesic",
     question="Which geodesic-penalty settings keep accuracy while flattening the latent space most?",
     base=merge(DIGITS_CNN, {"regularizer": {"name": "geodesic"}}),

@@ -4,9 +4,9 @@ pooling stride / max / avg x BatchNorm on / off x regularizer none / geodesic,
 2 seeds. Every trial trains to the end, so cells compare like with like.
 """
 
-from geotune.search_spaces.spec import DIGITS_CNN, StudySpec
+from geotune.search_spaces.space import DIGITS_CNN, SearchSpace
 
-SPACE = StudySpec(
+SPACE = SearchSpace(
     name="pooling_bn",
     question="Do pooling and BatchNorm change latent geometry and how the geodesic penalty acts on it?",
     base=DIGITS_CNN,

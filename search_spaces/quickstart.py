@@ -10,9 +10,9 @@ paired test.
 """
 
 from geotune.config_loading import merge
-from geotune.search_spaces.spec import DIGITS_CNN, StudySpec
+from geotune.search_spaces.space import DIGITS_CNN, SearchSpace
 
-SPACE = StudySpec(
+SPACE = SearchSpace(
     name="quickstart",
     question="What does each latent-geometry regularizer do to accuracy and to latent geometry?",
     base=merge(DIGITS_CNN, {"train": {"epochs": 8}}),

@@ -11,9 +11,9 @@ folder holds UMAP and PCA panels (umap.png) and the masks it predicts (masks.png
 few minutes on a laptop CPU; raise dataset.shapes_seg.num_samples and train.epochs for the full study.
 """
 
-from geotune.search_spaces.spec import StudySpec
+from geotune.search_spaces.space import SearchSpace
 
-SPACE = StudySpec(
+SPACE = SearchSpace(
     name="segmentation",
     question="How do the network (autoencoder, U-Net, separable U-Net) and the loss (weighted CE, focal, Dice) "
     "shape the bottleneck's latent space, and what does it cost in mIoU?",

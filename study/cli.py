@@ -306,16 +306,16 @@ def cmd_config(args: argparse.Namespace) -> int:
         for key, default, allowed, meaning in reference_rows():
             print(f"| `{key}` | `{default}` | {allowed} | {meaning} |")
     elif args.space:
-        from geotune.search_spaces.spec import load_space  # deferred: start-up
+        from geotune.search_spaces.space import load_space  # deferred: start-up
 
-        spec = load_space(args.space)
+        space = load_space(args.space)
         user = _user_overrides(args)
-        base, _ = spec.base_for_dataset(
+        base, _ = space.base_for_dataset(
             user.get("dataset", {}).get("name") if isinstance(user.get("dataset"), dict) else None
         )
         resolved = load_config(None, None, base=merge(base, user))
-        varied = ", ".join(spec.varied_keys()) or "nothing (one config)"
-        print(f"# space '{spec.name}': the base config every trial starts from (with --config/--set applied)")
+        varied = ", ".join(space.varied_keys()) or "nothing (one config)"
+        print(f"# space '{space.name}': the base config every trial starts from (with --config/--set applied)")
         print(f"# the space varies: {varied}")
         print(resolved.to_yaml(), end="")
     elif args.more_configs or args.overrides:
@@ -327,7 +327,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_spaces(args: argparse.Namespace) -> int:
     from geotune.analysis.tables import text_table  # deferred: start-up
-    from geotune.search_spaces.spec import builtin_space_names, load_space  # deferred: start-up
+    from geotune.search_spaces.space import builtin_space_names, load_space  # deferred: start-up
 
     rows = []
     for name in builtin_space_names():
@@ -370,7 +370,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from geotune.search_spaces.spec import SWEEP_SPACE, load_space, with_sweeps  # deferred: start-up
+    from geotune.search_spaces.space import SWEEP_SPACE, load_space, with_sweeps  # deferred: start-up
     from geotune.study.finish import finish_without_training  # deferred: start-up
     from geotune.study.loggers import parse_loggers  # deferred: start-up
     from geotune.study.plan import RunOptions, make_plan, plan_text, refuse_existing_results  # deferred: start-up
@@ -383,10 +383,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.num_samples is not None:
         raise ConfigError("--seeds and --num-samples: give one of them")
     user = _user_overrides(args)
-    spec = load_space(args.space) if args.space else None
+    space = load_space(args.space) if args.space else None
     if args.sweep:
-        spec = with_sweeps(spec, args.sweep, user)
-    assert spec is not None
+        space = with_sweeps(space, args.sweep, user)
+    assert space is not None
     loggers = parse_loggers(args.logger)  # a logger that cannot run fails here, before any training
     options = RunOptions(
         storage=args.storage,
@@ -399,14 +399,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_failures=args.max_failures,
         pareto=args.pareto,
     )
-    if args.seeds is not None and spec.is_optuna:
-        raise ConfigError(f"--seeds {args.seeds}: space '{spec.name}' is an Optuna search; use --num-samples")
-    plan = make_plan(spec, {} if spec.name == SWEEP_SPACE else user, options)
+    if args.seeds is not None and space.is_optuna:
+        raise ConfigError(f"--seeds {args.seeds}: space '{space.name}' is an Optuna search; use --num-samples")
+    plan = make_plan(space, {} if space.name == SWEEP_SPACE else user, options)
     plan.loggers = [logger.text for logger in loggers]
     reused = find_reusable(plan, args.reuse) if args.reuse else {}
     if args.dry_run:
         dry_run_gpus(plan, args.address)
-        print(plan_text(plan, spec, reused))
+        print(plan_text(plan, space, reused))
         _print_warnings(plan)
         return 0
     refuse_existing_results(plan.study_dir, "study directory")
@@ -416,7 +416,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if len(reused) == plan.trial_count:
             notice(f"all {plan.trial_count} planned trials finished before: nothing to train")
             return finish_without_training(plan, not args.no_report)
-    return train_and_finish(plan, args.address, lambda: run_study(plan, spec, verbose=args.verbose), not args.no_report)
+    study = lambda: run_study(plan, space, verbose=args.verbose)  # noqa: E731
+    return train_and_finish(plan, args.address, study, not args.no_report)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -426,10 +427,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from geotune.study.run import run_study, train_and_finish  # deferred: start-up
 
     cfg = load_config(config_files(args), args.overrides)
-    plan, spec = compare_plan(cfg, args.out_dir, args.cpus_per_trial, args.gpus_per_trial)
+    plan, space = compare_plan(cfg, args.out_dir, args.cpus_per_trial, args.gpus_per_trial)
     refuse_existing_results(args.out_dir)
     _print_warnings(plan)
-    code = train_and_finish(plan, args.address, lambda: run_study(plan, spec), with_report=False)
+    code = train_and_finish(plan, args.address, lambda: run_study(plan, space), with_report=False)
     if code == EXIT_INTERRUPTED:
         return code
     report = write_comparison(plan)

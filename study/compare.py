@@ -18,13 +18,13 @@ from geotune.config import TrialConfig
 from geotune.errors import ConfigError
 from geotune.layout import StudyPlan
 from geotune.metric_names import SUMMARY
-from geotune.search_spaces.spec import StudySpec
+from geotune.search_spaces.space import SearchSpace
 from geotune.study.plan import RunOptions, make_plan
 
 CURVES_FILE = "training_curves_comparison.png"
 
 
-def compare_plan(cfg: TrialConfig, out_dir: str, cpus: float, gpus: float) -> tuple[StudyPlan, StudySpec]:
+def compare_plan(cfg: TrialConfig, out_dir: str, cpus: float, gpus: float) -> tuple[StudyPlan, SearchSpace]:
     """The two-trial study: the config's regularizer and 'none', same seed."""
     if not cfg.regularizer.active:
         raise ConfigError(
@@ -35,7 +35,7 @@ def compare_plan(cfg: TrialConfig, out_dir: str, cpus: float, gpus: float) -> tu
         )
     user = cfg.to_dict()
     name = user["regularizer"].pop("name")
-    spec = StudySpec(
+    space = SearchSpace(
         name="compare",
         question=f"What does the {name} regularizer change against no regularizer?",
         base={},
@@ -48,7 +48,7 @@ def compare_plan(cfg: TrialConfig, out_dir: str, cpus: float, gpus: float) -> tu
         module="geotune compare",
     )
     out = Path(out_dir).expanduser().resolve()
-    return make_plan(spec, user, RunOptions(storage=str(out.parent), name=out.name, max_failures=1)), spec
+    return make_plan(space, user, RunOptions(storage=str(out.parent), name=out.name, max_failures=1)), space
 
 
 def write_comparison(plan: StudyPlan) -> dict | None:

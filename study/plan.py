@@ -23,7 +23,7 @@ from geotune.errors import ConfigError
 from geotune.layout import PlanKind, StudyPlan
 from geotune.provenance import versions
 from geotune.references import absolute_reference, is_reference
-from geotune.search_spaces.spec import StudySpec, planned_configs
+from geotune.search_spaces.space import SearchSpace, planned_configs
 from geotune.storage import is_uri
 from geotune.trainables.trial import check_config
 from geotune.variants import keys_of, variant_labels
@@ -105,38 +105,38 @@ class RunOptions:
     gpus_per_trial: float | None = None
     asha: bool = True
     max_failures: int = 2
-    pareto: bool = False  # Optuna spaces: search the space's two objectives (StudySpec.pareto) at once
+    pareto: bool = False  # Optuna spaces: search the space's two objectives (SearchSpace.pareto) at once
 
 
-def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
+def make_plan(space: SearchSpace, user: dict, options: RunOptions) -> StudyPlan:
     """Resolve a space with the user's config overrides and options; validate every planned trial."""
     if options.num_samples is not None and options.num_samples < 1:
         raise ConfigError(f"--num-samples {options.num_samples}: must be >= 1")
-    if options.num_samples and not spec.is_optuna:
-        spec.seeds = list(range(options.num_samples))  # grid spaces: N seeds per variant
+    if options.num_samples and not space.is_optuna:
+        space.seeds = list(range(options.num_samples))  # grid spaces: N seeds per variant
     elif options.num_samples:
-        spec.num_samples = options.num_samples
-    for key in spec.varied_keys():
+        space.num_samples = options.num_samples
+    for key in space.varied_keys():
         if _has_dotted(user, key):
             raise ConfigError(
-                f"config key '{key}' is varied by the space '{spec.name}'; a fixed value "
+                f"config key '{key}' is varied by the space '{space.name}'; a fixed value "
                 "from --config/--set would be overridden (write your own space instead)"
             )
     chosen = user.get("dataset", {}).get("name") if isinstance(user.get("dataset"), dict) else None
-    space_base, dropped = spec.base_for_dataset(chosen)
+    space_base, dropped = space.base_for_dataset(chosen)
     dropped = [key for key in dropped if not _has_dotted(user, key)]
     base = absolute_paths(merge(space_base, user))
-    if spec.metric in KEEP_METRICS and not _has_dotted(base, "train.keep_by"):
-        base = merge(base, {"train": {"keep_by": spec.metric}})  # keep each trial's best epoch by the study's metric
-    variants = [absolute_variant(v) for v in spec.variants()]
-    configs = planned_configs(spec, base, variants)
+    if space.metric in KEEP_METRICS and not _has_dotted(base, "train.keep_by"):
+        base = merge(base, {"train": {"keep_by": space.metric}})  # keep each trial's best epoch by the study's metric
+    variants = [absolute_variant(v) for v in space.variants()]
+    configs = planned_configs(space, base, variants)
     seen, warnings = set(), []
     if dropped:
-        own = spec.own_dataset
+        own = space.own_dataset
         warnings.append(
-            f"space '{spec.name}' was written for {own}: on {chosen} it leaves out its {own} settings "
+            f"space '{space.name}' was written for {own}: on {chosen} it leaves out its {own} settings "
             f"{', '.join(dropped)}"
-            + (f" and uses its settings for {chosen}" if chosen in spec.per_dataset else "")
+            + (f" and uses its settings for {chosen}" if chosen in space.per_dataset else "")
             + " (set any of them with --set to keep it)"
         )
     for cfg in configs:  # model shapes and data files, once per distinct trial (the seed changes neither)
@@ -146,8 +146,8 @@ def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
         if key not in seen:
             seen.add(key)
             warnings += [w for w in check_config(cfg) if w not in warnings]
-    cpus = options.cpus_per_trial if options.cpus_per_trial is not None else spec.cpus_per_trial
-    gpus = options.gpus_per_trial if options.gpus_per_trial is not None else spec.gpus_per_trial
+    cpus = options.cpus_per_trial if options.cpus_per_trial is not None else space.cpus_per_trial
+    gpus = options.gpus_per_trial if options.gpus_per_trial is not None else space.gpus_per_trial
     if not (math.isfinite(cpus) and cpus > 0):
         raise ConfigError(f"--cpus-per-trial {cpus:g}: must be a number > 0")
     if not math.isfinite(gpus) or gpus < 0 or (gpus > 1 and gpus != int(gpus)):
@@ -161,39 +161,39 @@ def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
         )
     objectives: list[list[str]] = []
     if options.pareto:
-        if not spec.is_optuna or len(spec.pareto) != 2:
+        if not space.is_optuna or len(space.pareto) != 2:
             raise ConfigError(
-                f"--pareto: space '{spec.name}' declares no two objectives (StudySpec.pareto, Optuna spaces)"
+                f"--pareto: space '{space.name}' declares no two objectives (SearchSpace.pareto, Optuna spaces)"
             )
-        objectives = [list(objective) for objective in spec.pareto]
-        if spec.asha and options.asha:
+        objectives = [list(objective) for objective in space.pareto]
+        if space.asha and options.asha:
             warnings.append("--pareto: ASHA is off (it ranks by one metric; the objectives are final metrics)")
         options.asha = False
     epochs = min(cfg.train.epochs for cfg in configs)
-    if spec.asha and options.asha and spec.asha.grace_period > epochs:
+    if space.asha and options.asha and space.asha.grace_period > epochs:
         raise ConfigError(
-            f"space '{spec.name}': ASHA's grace period ({spec.asha.grace_period} epochs) exceeds "
+            f"space '{space.name}': ASHA's grace period ({space.asha.grace_period} epochs) exceeds "
             f"train.epochs ({epochs}); raise train.epochs or run with --no-asha"
         )
-    name = options.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = options.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = options.storage if is_uri(options.storage) else str(Path(options.storage).expanduser().resolve())
     study_dir = f"{storage.rstrip('/')}/{name}"
     return StudyPlan(
-        space=spec.name,
-        module=spec.module,
-        question=spec.question,
+        space=space.name,
+        module=space.module,
+        question=space.question,
         study_dir=study_dir,
         base=base,
         variants=variants,
-        optuna=spec.is_optuna,
-        num_samples=spec.num_samples,
-        seeds=list(spec.seeds),
-        metric=objectives[0][0] if objectives else spec.metric,
-        mode=objectives[0][1] if objectives else spec.mode,
-        asha=asdict(spec.asha) if (spec.asha and options.asha) else None,
+        optuna=space.is_optuna,
+        num_samples=space.num_samples,
+        seeds=list(space.seeds),
+        metric=objectives[0][0] if objectives else space.metric,
+        mode=objectives[0][1] if objectives else space.mode,
+        asha=asdict(space.asha) if (space.asha and options.asha) else None,
         cpus_per_trial=cpus,
         gpus_per_trial=gpus,
-        max_concurrent=options.max_concurrent or spec.max_concurrent,
+        max_concurrent=options.max_concurrent or space.max_concurrent,
         max_failures=options.max_failures,
         created=time.strftime("%Y-%m-%d %H:%M:%S"),
         command=sys.argv[1:],
@@ -201,7 +201,7 @@ def make_plan(spec: StudySpec, user: dict, options: RunOptions) -> StudyPlan:
         versions=versions(),
         objectives=objectives,
         # each trial's config, resolved once here: workers, resources, --reuse and the analysis read it
-        trials={} if spec.is_optuna else dict(zip(variant_labels(variants), (c.to_dict() for c in configs))),
+        trials={} if space.is_optuna else dict(zip(variant_labels(variants), (c.to_dict() for c in configs))),
     )
 
 
@@ -214,7 +214,7 @@ def _has_dotted(nested: dict, key: str) -> bool:
     return True
 
 
-def plan_text(plan: StudyPlan, spec: StudySpec | None = None, reused: dict[str, str] | None = None) -> str:
+def plan_text(plan: StudyPlan, space: SearchSpace | None = None, reused: dict[str, str] | None = None) -> str:
     """The trial plan and resources, as `--dry-run` prints it; ``reused``: trials --reuse would take."""
     reused = reused or {}
     lines = [
@@ -239,8 +239,8 @@ def plan_text(plan: StudyPlan, spec: StudySpec | None = None, reused: dict[str, 
         lines.append(f"Optuna samples these keys (seed {plan.seeds[0]}), TPE with {plan.num_samples} trials:")
         study = optuna.create_study()
         trial = study.ask()
-        if spec is not None and spec.optuna is not None:
-            spec.optuna(trial)
+        if space is not None and space.optuna is not None:
+            space.optuna(trial)
             for key, dist in trial.distributions.items():
                 lines.append(f"  {key}: {dist}")
         return "\n".join(lines)

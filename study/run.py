@@ -14,7 +14,7 @@ from ray import tune
 
 from geotune.errors import ConfigError, error_line
 from geotune.layout import DATASET_EDA_FILE, METRICS_FILE, TRAIN_TRIAL_DIR, StudyPlan, read_json, write_json
-from geotune.search_spaces.spec import StudySpec, load_space
+from geotune.search_spaces.space import SearchSpace, load_space
 from geotune.storage import experiment_location, is_uri
 from geotune.study.cluster import notice, shutdown_if_started
 from geotune.study.finish import finish_study
@@ -38,7 +38,7 @@ def write_dataset_eda(plan: StudyPlan) -> None:
         write_json(Path(plan.study_dir) / DATASET_EDA_FILE, eda)
 
 
-def run_study(plan: StudyPlan, spec: StudySpec, verbose: bool = False):
+def run_study(plan: StudyPlan, space: SearchSpace, verbose: bool = False):
     """Fit the planned study; returns Tune's ResultGrid (trials stopped by ASHA are finalized after).
 
     Without ``verbose`` the terminal shows one progress line (trials done / running / pending, elapsed, ETA)
@@ -46,18 +46,18 @@ def run_study(plan: StudyPlan, spec: StudySpec, verbose: bool = False):
     tune_environment(plan)
     plan.save()
     write_dataset_eda(plan)
-    tuner = build_tuner(plan, spec, study_callbacks(plan, spec, verbose), verbose)
+    tuner = build_tuner(plan, space, study_callbacks(plan, space, verbose), verbose)
     TrialLedger.active = None
     StudyProgress.already_done = 0
     return tuner.fit()
 
 
-def study_callbacks(plan: StudyPlan, spec: StudySpec | None, verbose: bool) -> list:
+def study_callbacks(plan: StudyPlan, space: SearchSpace | None, verbose: bool) -> list:
     """Every Tune callback of a study, made for the folder it runs in now (a resumed copy writes only into
     itself): what the terminal shows, the state keeper, the ledger, --logger's trackers, the space's own."""
     shown = [TrialLines(plan.to_train, plan.metric)] + ([] if verbose else [StudyProgress(plan.to_train)])
     callbacks = shown + [StateKeeper(plan.study_dir), TrialLedger(), HyperparameterView()] + logger_callbacks(plan)
-    return callbacks + [make(plan) for make in (spec.callbacks if spec is not None else [])]
+    return callbacks + [make(plan) for make in (space.callbacks if space is not None else [])]
 
 
 def resume_study(plan: StudyPlan, verbose: bool = False):
@@ -71,11 +71,11 @@ def resume_study(plan: StudyPlan, verbose: bool = False):
         repaired = install_snapshot(study_dir)
         if repaired:
             notice(repaired)
-    spec = None
+    space = None
     module = plan.module.removeprefix("geotune.").removeprefix("search_spaces.")
     try:  # the space's own callbacks; an Optuna searcher refers to the space's sampler function by module
         known = plan.optuna or plan.module.startswith(("geotune.", "search_spaces.")) or module.endswith(".py")
-        spec = load_space(module) if known else None
+        space = load_space(module) if known else None
     except ConfigError as exc:
         if plan.optuna:
             raise ConfigError(
@@ -87,7 +87,7 @@ def resume_study(plan: StudyPlan, verbose: bool = False):
     # a study copied elsewhere must write only into the copy, so they are made again for this folder.
     assert tuner._local_tuner is not None  # None only under Ray Client, which geotune does not use
     run_config = tuner._local_tuner.get_run_config()
-    run_config.callbacks = study_callbacks(plan, spec, verbose)
+    run_config.callbacks = study_callbacks(plan, space, verbose)
     relocate_search(tuner._local_tuner._tune_config, study_dir)  # the search's trials-to-come, likewise
     if not verbose:  # the progress line instead of Ray's table, whatever the first run chose
         run_config.verbose, run_config.progress_reporter = 0, None

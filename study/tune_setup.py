@@ -18,7 +18,7 @@ from geotune.config_loading import flatten
 from geotune.errors import ConfigError
 from geotune.layout import StudyPlan, optuna_url
 from geotune.metric_names import PROGRESS
-from geotune.search_spaces.spec import StudySpec
+from geotune.search_spaces.space import SearchSpace
 from geotune.storage import experiment_location, is_uri
 from geotune.study.schedulers import RecordingASHA
 from geotune.trainables.trainable import tune_trial
@@ -90,7 +90,7 @@ def progress_reporter(plan: StudyPlan, keys: list[str]):
     )
 
 
-def build_tuner(plan: StudyPlan, spec: StudySpec, callbacks: list, verbose: bool = True):
+def build_tuner(plan: StudyPlan, space: SearchSpace, callbacks: list, verbose: bool = True):
     storage, name = experiment_location(plan.study_dir)
     scheduler = FIFOScheduler()
     if plan.asha:
@@ -104,7 +104,7 @@ def build_tuner(plan: StudyPlan, spec: StudySpec, callbacks: list, verbose: bool
         )
     search_alg = None
     if plan.optuna:
-        search_alg = optuna_searcher(plan, spec)
+        search_alg = optuna_searcher(plan, space)
         param_space: dict = {}
         num_samples = plan.num_samples
     else:
@@ -125,7 +125,7 @@ def build_tuner(plan: StudyPlan, spec: StudySpec, callbacks: list, verbose: bool
         name=name,
         verbose=1 if verbose else 0,
         callbacks=callbacks,
-        progress_reporter=progress_reporter(plan, spec.varied_keys()) if verbose else None,
+        progress_reporter=progress_reporter(plan, space.varied_keys()) if verbose else None,
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         # Local studies: study.recovery.StateKeeper deletes old checkpoints, only once a durable snapshot of
         # Ray's state no longer names them (Ray's own num_to_keep can leave a state naming a deleted one).
@@ -134,7 +134,7 @@ def build_tuner(plan: StudyPlan, spec: StudySpec, callbacks: list, verbose: bool
     return tune.Tuner(trainable_for(plan), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
-def optuna_searcher(plan: StudyPlan, spec: StudySpec):
+def optuna_searcher(plan: StudyPlan, space: SearchSpace):
     """OptunaSearch (TPE) over the space's define-by-run sampler, stored in STUDY_DIR/optuna.db."""
     if is_uri(plan.study_dir):
         raise ConfigError(
@@ -157,7 +157,7 @@ def optuna_searcher(plan: StudyPlan, spec: StudySpec):
     from geotune.study.optuna_search import AttributedOptunaSearch
 
     searcher = AttributedOptunaSearch(
-        space=OptunaSpace(spec.optuna, plan.seeds[0]),
+        space=OptunaSpace(space.optuna, plan.seeds[0]),
         metric=[m for m, _ in objectives] if plan.objectives else plan.metric,
         mode=[m for _, m in objectives] if plan.objectives else plan.mode,
         sampler=optuna.samplers.TPESampler(seed=plan.seeds[0]),

@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(config, items):
         if "ray_session" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
         info = getattr(item, "_fixtureinfo", None)
-        for name, defs in (info.name2fixturedefs.items() if info is not None else ()):
+        for name, defs in info.name2fixturedefs.items() if info is not None else ():
             if name != "ray_session" and defs and defs[-1].scope != "function" and defs[-1].baseid:
                 item.add_marker(pytest.mark.xdist_group(name))
                 break

@@ -204,7 +204,7 @@ def test_references_are_checked_when_read_and_imported_when_needed(tmp_path):
 
 def test_relative_references_are_stored_absolute_in_a_plan(user_code, monkeypatch):
     """Ray runs trials in their own folders: a plan holds the files of references absolute, sweeps included."""
-    from geotune.search_spaces.spec import with_sweeps
+    from geotune.search_spaces.space import with_sweeps
     from geotune.study.plan import RunOptions, make_plan
 
     monkeypatch.chdir(user_code)

@@ -99,8 +99,8 @@ class LoopbackCluster:
 
 
 SPACE = """
-from geotune.search_spaces.spec import StudySpec
-SPACE = StudySpec(name="cluster", question="q", base=%r,
+from geotune.search_spaces.space import SearchSpace
+SPACE = SearchSpace(name="cluster", question="q", base=%r,
                   grid=[{"train.lr": [0.003, 0.002, 0.001, 0.0005]}], seeds=[0], cpus_per_trial=1)
 """
 

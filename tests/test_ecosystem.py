@@ -43,7 +43,7 @@ def test_a_study_made_by_geotune_0_1_still_maps_its_trials_old_labels():
 
 
 def make_sweep_plan(tmp_path, *extra: str) -> StudyPlan:
-    from geotune.search_spaces.spec import with_sweeps
+    from geotune.search_spaces.space import with_sweeps
     from geotune.study.plan import RunOptions, make_plan
 
     sweeps = [a for a in extra if "=" in a]

@@ -22,7 +22,7 @@ REPO = Path(__file__).parents[1]
 QUICK_FINISH = {"save_umap": False, "geometry_split": "val"}
 
 GRID_SPACE = """
-SPACE = StudySpec(name="killed_grid", question="q", base=BASE,
+SPACE = SearchSpace(name="killed_grid", question="q", base=BASE,
                   grid=[{"train.epochs": [2, 50, 3]}], seeds=[0], max_concurrent=2)
 """
 
@@ -30,7 +30,7 @@ OPTUNA_SPACE = """
 def sample(trial):
     trial.suggest_float("regularizer.geodesic.lambda_reg", 1e-3, 1.0, log=True)
 
-SPACE = StudySpec(name="killed_optuna", question="q", base={**BASE, "regularizer": {"name": "geodesic"}},
+SPACE = SearchSpace(name="killed_optuna", question="q", base={**BASE, "regularizer": {"name": "geodesic"}},
                   optuna=sample, num_samples=3, seeds=[0], max_concurrent=1)
 """
 
@@ -120,7 +120,7 @@ def test_sigkill_then_resume(tmp_path, kind, ray_session, cli):
     exactly as it was (Tune restores callbacks and its search algorithm with the first folder's paths)."""
     space = tmp_path / "space.py"
     space.write_text(
-        "from geotune.search_spaces.spec import StudySpec\n"
+        "from geotune.search_spaces.space import SearchSpace\n"
         # Optuna's three trials run one at a time: 15 epochs leave the second mid-way when the first has finished
         # batch 8: about 0.5 s an epoch; Tune's result.json, which tells the test a trial is mid-way, lags by seconds
         f"BASE = {tiny_config(train={'epochs': 15, 'patience': 0, 'batch_size': 8}, logging=QUICK_FINISH)!r}\n"
@@ -203,7 +203,7 @@ def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, p
     epoch, the run exits 130 naming `geotune resume`, and the resume trains every trial to its plan."""
     space = tmp_path / "space.py"
     space.write_text(
-        "from geotune.search_spaces.spec import StudySpec\n"
+        "from geotune.search_spaces.space import SearchSpace\n"
         # batch 8: about 0.5 s an epoch, so the 50-epoch trial is still training well after Ray's log shows it
         # mid-way (that log lags the training by several epochs)
         f"BASE = {tiny_config(train={'epochs': 80, 'patience': 0, 'batch_size': 8}, logging=QUICK_FINISH)!r}\n"

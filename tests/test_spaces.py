@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from geotune.errors import ConfigError
-from geotune.search_spaces.spec import builtin_space_names, load_space
+from geotune.search_spaces.space import builtin_space_names, load_space
 from geotune.study.plan import RunOptions, make_plan
 
 REPO = Path(__file__).parents[1]
@@ -188,11 +188,28 @@ def test_invalid_planned_trial_is_named(tmp_path):
         make_plan(load_space("geodesic_grid"), {"train": {"batch_size": 8}}, RunOptions(storage=str(tmp_path)))
 
 
+def test_a_space_file_written_for_0_2_still_loads_and_is_told_the_new_name(tmp_path):
+    from geotune.search_spaces.space import SearchSpace, load_space
+
+    old = tmp_path / "old.py"
+    old.write_text(
+        "from geotune.search_spaces.spec import StudySpec\n"
+        "SPACE = StudySpec(name='old', question='q', base={}, grid=[{'train.lr': [0.01]}])\n"
+    )
+    with pytest.warns(FutureWarning, match=r"spec\.StudySpec is now geotune\.search_spaces\.space\.SearchSpace"):
+        space = load_space(str(old))
+    assert isinstance(space, SearchSpace) and space.name == "old"
+    with pytest.raises(AttributeError, match="has no attribute 'Nothing'"):
+        import geotune.search_spaces.spec as spec
+
+        spec.Nothing  # noqa: B018
+
+
 def test_user_space_module(tmp_path, cli):
     module = tmp_path / "my_space.py"
     module.write_text(
-        "from geotune.search_spaces.spec import StudySpec\n"
-        "SPACE = StudySpec(name='mine', question='Does k matter?', base={'regularizer': {'name': 'geodesic'}},\n"
+        "from geotune.search_spaces.space import SearchSpace\n"
+        "SPACE = SearchSpace(name='mine', question='Does k matter?', base={'regularizer': {'name': 'geodesic'}},\n"
         "                  grid=[{'regularizer.geodesic.n_neighbors': [3, 4]}], seeds=[5])\n"
     )
     proc = cli("run", str(module), "--dry-run")
@@ -205,7 +222,7 @@ def test_user_space_module(tmp_path, cli):
 
 
 def test_a_space_moved_to_another_data_set_leaves_out_its_own_data_settings(tmp_path):
-    from geotune.search_spaces.spec import load_space
+    from geotune.search_spaces.space import load_space
     from geotune.study.plan import RunOptions, make_plan
 
     options = RunOptions(storage=str(tmp_path))

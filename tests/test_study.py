@@ -13,7 +13,7 @@ TINY = tiny_config()
 
 def write_space(path: Path, body: str) -> Path:
     path.write_text(
-        f"from geotune.search_spaces.spec import Asha, StudySpec\nTINY = {TINY!r}\n" + textwrap.dedent(body)
+        f"from geotune.search_spaces.space import Asha, SearchSpace\nTINY = {TINY!r}\n" + textwrap.dedent(body)
     )
     return path
 
@@ -32,7 +32,7 @@ def test_grid_study_with_asha_a_diverging_trial_and_no_gpu(ray_session, tmp_path
     space = write_space(
         tmp_path / "asha_space.py",
         """
-        SPACE = StudySpec(
+        SPACE = SearchSpace(
             name="tiny_asha", question="Which learning rate?",
             base={**TINY, "logging": {**TINY["logging"], "figures": True}},  # the test looks for the PNGs
             grid=[{"train.lr": [0.003, 0.00003, 0.00001]},
@@ -111,7 +111,7 @@ def test_optuna_study_keeps_its_study_in_sqlite(ray_session, tmp_path, capsys):
             trial.suggest_float("regularizer.geodesic.lambda_reg", 1e-3, 1.0, log=True)
             trial.suggest_int("regularizer.geodesic.n_neighbors", 3, 6)
 
-        SPACE = StudySpec(name="tiny_optuna", question="Which lambda and k?",
+        SPACE = SearchSpace(name="tiny_optuna", question="Which lambda and k?",
                           base={**TINY, "regularizer": {"name": "geodesic"}}, optuna=sample, num_samples=3,
                           seeds=[0], max_concurrent=2)
     """,
@@ -212,7 +212,7 @@ def test_pareto_mode_searches_two_objectives_and_draws_the_front(ray_session, tm
         def sample(trial):
             trial.suggest_float("regularizer.geodesic.lambda_reg", 1e-3, 1.0, log=True)
 
-        SPACE = StudySpec(name="tiny_pareto", question="Accuracy against flatness?",
+        SPACE = SearchSpace(name="tiny_pareto", question="Accuracy against flatness?",
                           base={**TINY, "regularizer": {"name": "geodesic"}}, optuna=sample, num_samples=3,
                           seeds=[0], max_concurrent=2, asha=Asha(grace_period=1),
                           pareto=[("val_accuracy", "max"), ("flatness_calibrated_per_class", "min")])

@@ -90,7 +90,7 @@ def test_keep_best_by_accuracy_survives_a_checkpoint_round_trip():
 
 
 def test_space_metric_picks_the_kept_epoch():
-    from geotune.search_spaces.spec import load_space
+    from geotune.search_spaces.space import load_space
     from geotune.study.plan import RunOptions, make_plan
 
     plan = make_plan(load_space("quickstart"), {}, RunOptions(storage="/tmp/unused"))
