@@ -170,10 +170,14 @@ class Forest:
     scales: dict[str, float]  # metric -> factor for display (accuracies in percentage points)
     regularizers: list[str]
     cells: dict[tuple[str, str], ForestCell]  # (regularizer, metric) -> cell
+    difference: str = "regularized minus its baseline (same seed and data)"  # what each row's values are
 
 
-def forest(pairing: Pairing, effects: Sequence[PairedEffect], metrics: Sequence[str]) -> Forest | None:
-    """What the forest plot draws, or None when no regularized trial has a baseline."""
+def forest(
+    pairing: Pairing, effects: Sequence[PairedEffect], metrics: Sequence[str], difference: str | None = None
+) -> Forest | None:
+    """What the forest plot draws, or None when no regularized trial has a baseline; ``difference`` says what
+    a row's values are when its rows are not regularizers (a factor's levels against its reference)."""
     if pairing.pairs.empty or not effects:
         return None
     by_key = {(e.regularizer, e.metric): e for e in effects}
@@ -190,7 +194,10 @@ def forest(pairing: Pairing, effects: Sequence[PairedEffect], metrics: Sequence[
                 cells[(label, metric)] = ForestCell(e.mean_diff, e.ci_low, e.ci_high, diffs, e.test, e.p_value)
     scales = {m: METRICS[m].scale if m in METRICS else 1.0 for m in shown}
     labels = {m: metric_label(m) + (" (points)" if scales[m] == 100.0 else "") for m in shown}
-    return Forest(shown, labels, scales, regularizers, cells)
+    forest = Forest(shown, labels, scales, regularizers, cells)
+    if difference is not None:
+        forest.difference = difference
+    return forest
 
 
 @dataclass

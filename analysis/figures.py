@@ -345,7 +345,7 @@ def draw_forest(data) -> Figure:
     axes[0].set_ylim(-0.6, n_rows - 0.4)
     for ax in axes[columns::columns]:  # sharey keeps the labels only on the first column: repeat them per row
         ax.tick_params(axis="y", labelleft=True, labelsize=8)
-    fig.supxlabel("regularized minus its baseline (same seed and data)", fontsize=9)
+    fig.supxlabel(data.difference, fontsize=9)
     return fig
 
 

@@ -29,6 +29,7 @@ from geotune.analysis.load import StudyData, load_histories, load_studies
 from geotune.analysis.stats import (
     ALPHA,
     COLLAPSE_DROP,
+    factor_contrasts,
     factor_tables,
     geometry_change,
     group_summary,
@@ -432,6 +433,80 @@ def _findings(effects: list, pairing, task: str = "classification") -> list[str]
     return out
 
 
+CONTRAST_CAPTION = (
+    "each trial is matched with the trial of the reference level that agrees on the seed and on every other "
+    "varied key; trend: the least-squares slope over the factor's levels within each such block, per unit of "
+    "the factor; tests: paired t-test below 10 pairs, Wilcoxon signed-rank from 10, none below 3; Holm p: "
+    "adjusted over every contrast and trend of this report's factors together"
+)
+
+
+def _effect_rows(effects) -> list[list]:
+    """A table row per paired effect (a regularizer's, or a factor level's against its reference)."""
+    return [
+        [
+            e.regularizer,
+            metric_label(e.metric),
+            e.n_pairs,
+            fmt(e.mean_diff, 4),
+            f"[{e.ci_low:.4f}, {e.ci_high:.4f}]" if e.ci_low is not None else "-",
+            e.test or e.note,
+            f"{e.p_value:.3g}" if e.p_value is not None else "-",
+            f"{e.p_holm:.3g}" if e.p_holm is not None else "-",
+        ]
+        for e in effects
+    ]
+
+
+def _contrast_table(c) -> Table:
+    return Table(
+        f"contrast_{c.factor}",
+        f"Paired effect of {c.factor}: each level minus {c.reference} ({c.why})",
+        ["contrast", "metric", "pairs", "mean difference", "95% CI", "test", "p-value", "Holm p"],
+        _effect_rows(c.effects + c.trend),
+        CONTRAST_CAPTION
+        + (f"; {len(c.pairing.unpaired)} trial(s) without a twin left out" if c.pairing.unpaired else ""),
+    )
+
+
+def _contrast_forest(c, task: str) -> FigureSpec | None:
+    difference = f"each level minus {c.factor} = {c.reference} (same seed and other factors)"
+    data = fd.forest(c.pairing, c.effects, for_task(HEADLINE, task), difference)
+    if data is None:
+        return None
+    return FigureSpec(
+        f"forest_{c.factor}",
+        f"What {c.factor} did, against {c.reference}",
+        f"each level minus the trial at {c.factor} = {c.reference} with the same seed and the same other factors: "
+        "diamond = mean, bar = 95% confidence interval (dark where it excludes 0), dots = single pairs",
+        figures.draw_forest,
+        data,
+    )
+
+
+def _contrast_findings(c, task: str) -> list[str]:
+    """A factor's contrasts in words: the headline effects whose interval excludes 0 and whose Holm p is below
+    ALPHA; else that none was detected, and how many pairs that rests on."""
+    headline = for_task(HEADLINE, task)
+    shown = [e for e in c.effects + c.trend if e.metric in headline and e.mean_diff is not None]
+    if not shown:
+        return []
+    detected = [
+        e
+        for e in shown
+        if e.ci_low is not None and (e.ci_low > 0 or e.ci_high < 0) and e.p_holm is not None and e.p_holm < ALPHA
+    ]
+    n = max(e.n_pairs for e in shown)
+    if not detected:
+        return [
+            f"**{c.factor}** (against {c.reference}, {n} pairs): no headline effect detected after Holm's "
+            "adjustment; an interval that holds 0 does not show that the factor does nothing, only that "
+            "this many seeds cannot tell."
+        ]
+    parts = "; ".join(f"{e.regularizer}: {_effect_text(e.metric, e, None)}" for e in detected)
+    return [f"**{c.factor}** (against {c.reference}, {n} pairs): {parts}."]
+
+
 def build_report(study: StudyData) -> Report:
     """Everything the report shows, computed (no drawing, no files written)."""
     frame, usable = study.frame, study.usable
@@ -501,19 +576,7 @@ def build_report(study: StudyData) -> Report:
                 "paired",
                 "Paired effect of regularization (regularized minus its baseline)",
                 ["regularizer", "metric", "pairs", "mean difference", "95% CI", "test", "p-value", "Holm p"],
-                [
-                    [
-                        e.regularizer,
-                        metric_label(e.metric),
-                        e.n_pairs,
-                        fmt(e.mean_diff, 4),
-                        f"[{e.ci_low:.4f}, {e.ci_high:.4f}]" if e.ci_low is not None else "-",
-                        e.test or e.note,
-                        f"{e.p_value:.3g}" if e.p_value is not None else "-",
-                        f"{e.p_holm:.3g}" if e.p_holm is not None else "-",
-                    ]
-                    for e in effects
-                ],
+                _effect_rows(effects),
                 "each regularized trial is matched with the unregularized trial that equals it in every other "
                 "config key (seed and data included); tests: paired t-test below 10 pairs, Wilcoxon signed-rank "
                 "from 10, none below 3; Holm p: adjusted for all the tests of this table together",
@@ -521,6 +584,11 @@ def build_report(study: StudyData) -> Report:
         )
     report.paired = comparison_report(pairing, effects, single_pair(pairing, frame))
     report.figures = _figure_specs(study, usable)
+    if factors and not (plan and plan.optuna):
+        contrasts = factor_contrasts(usable, factors, for_task(SUMMARY, task))
+        report.findings += [line for c in contrasts for line in _contrast_findings(c, task)]
+        report.tables += [_contrast_table(c) for c in contrasts if c.effects]
+        report.figures = [spec for c in contrasts if (spec := _contrast_forest(c, task))] + report.figures
     forest = fd.forest(pairing, effects, for_task(HEADLINE, task))
     if forest is not None:
         report.forest = FigureSpec(

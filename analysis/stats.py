@@ -1,4 +1,5 @@
-"""Statistics of a study: group summaries with confidence intervals, paired regularizer effects.
+"""Statistics of a study: group summaries with confidence intervals, paired regularizer effects, and the
+paired contrasts of any varied factor.
 
 Pure functions of DataFrames (as ``analysis.load`` builds them), so they are
 tested on synthetic trials. Confidence intervals are two-sided 95% intervals of a
@@ -164,19 +165,18 @@ def pair_with_baselines(frame: pd.DataFrame, metrics: Sequence[str] = SUMMARY) -
         if match is None or len(match) != 1:
             unpaired.append(trial["trial"])
             continue
-        base = match.iloc[0]
-        row = {
-            "trial": trial["trial"],
-            "baseline": base["trial"],
-            "regularizer": trial["_label"],
-            "seed": trial.get("train.seed"),
-        }
-        for metric in metrics:
-            a, b = trial.get(metric), base.get(metric)
-            row[f"{metric}_regularized"], row[f"{metric}_baseline"] = a, b
-            row[f"{metric}_diff"] = (a - b) if _finite(a) and _finite(b) else None
-        rows.append(row)
+        rows.append(_pair_row(trial, match.iloc[0], trial["_label"], metrics))
     return Pairing(pd.DataFrame(rows), unpaired)
+
+
+def _pair_row(trial: pd.Series, base: pd.Series, label: str, metrics: Sequence[str]) -> dict:
+    """One pair: both trials, what is compared (``label``), the seed, and each metric's values and difference."""
+    row = {"trial": trial["trial"], "baseline": base["trial"], "regularizer": label, "seed": trial.get("train.seed")}
+    for metric in metrics:
+        a, b = trial.get(metric), base.get(metric)
+        row[f"{metric}_regularized"], row[f"{metric}_baseline"] = a, b
+        row[f"{metric}_diff"] = (a - b) if _finite(a) and _finite(b) else None
+    return row
 
 
 def _finite(value) -> bool:
@@ -239,10 +239,11 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def paired_effects(pairing: Pairing, metrics: Sequence[str] = SUMMARY) -> list[PairedEffect]:
+def paired_effects(pairing: Pairing, metrics: Sequence[str] = SUMMARY, adjust: bool = True) -> list[PairedEffect]:
     """Per regularizer variant and metric: mean paired difference, its CI and a paired test.
 
-    The tests together are one family: ``p_holm`` adjusts each p-value for all the others (Holm).
+    The tests together are one family: ``p_holm`` adjusts each p-value for all the others (Holm); ``adjust``
+    False leaves that to a caller whose family is larger.
     """
     effects: list[PairedEffect] = []
     if pairing.pairs.empty:
@@ -258,9 +259,113 @@ def paired_effects(pairing: Pairing, metrics: Sequence[str] = SUMMARY) -> list[P
                 )
             )
     tested = [(e, e.p_value) for e in effects if e.p_value is not None]
-    for (e, _), adjusted in zip(tested, holm([p for _, p in tested])):
-        e.p_holm = adjusted
+    if adjust:
+        for (e, _), adjusted in zip(tested, holm([p for _, p in tested])):
+            e.p_holm = adjusted
     return effects
+
+
+# ---------------------------------------------------------------------------
+# contrasts of any factor: each level against a reference level, paired
+
+
+@dataclass
+class FactorContrasts:
+    """One varied factor's paired contrasts: each level minus the reference level, and a trend for numbers."""
+
+    factor: str  # the config key, e.g. model.batch_norm
+    reference: str  # the level every other level is compared with
+    why: str  # how the reference was chosen, for the report
+    pairing: Pairing  # one row per trial of a non-reference level with its twin; 'regularizer' holds the contrast
+    effects: list[PairedEffect]  # per contrast and metric (``regularizer`` is the contrast's label)
+    trend: list[PairedEffect]  # numeric factors with 3+ levels: slope per unit of the factor, over pairing blocks
+
+
+def _level(value) -> str:
+    return _short(value)
+
+
+def reference_level(frame: pd.DataFrame, factor: str, references: dict | None = None) -> tuple[str, str]:
+    """(the reference level of ``factor``, why): the space's ``reference`` for it; else 'none' for a regularizer;
+    else the first level the study lists (its trials are in planned order)."""
+    levels = list(dict.fromkeys(_level(v) for v in frame[factor]))
+    wanted = (references or {}).get(factor)
+    if wanted is not None and _level(wanted) in levels:
+        return _level(wanted), "the space's reference"
+    if factor == "regularizer.name" and "none" in levels:
+        return "none", "no regularizer"
+    return levels[0], "the first level the study lists"
+
+
+def factor_contrasts(
+    frame: pd.DataFrame,
+    factors: Sequence[str],
+    metrics: Sequence[str] = SUMMARY,
+    references: dict | None = None,
+) -> list[FactorContrasts]:
+    """For each factor outside ``regularizer.*`` (the regularizer pairing answers those): every level minus the
+    reference level, each trial paired with the trial that agrees on the seed and on every other varied key.
+
+    Numeric factors with 3 or more levels also get a trend: within each block of trials that agree on the seed
+    and every other factor, the least-squares slope of the metric over the factor's levels; the slopes' mean
+    and 95% CI over blocks, with a one-sample test. All the contrasts' and trends' tests are one family:
+    ``p_holm`` adjusts each for all the others (Holm).
+    """
+    out: list[FactorContrasts] = []
+    for factor in factors:
+        if factor.startswith("regularizer.") or factor not in frame or frame[factor].map(_level).nunique() < 2:
+            continue
+        others = [f for f in factors if f != factor and f in frame] + (["train.seed"] if "train.seed" in frame else [])
+        part = frame.assign(
+            _level=frame[factor].map(_level),
+            _block=frame[others].map(repr).agg("|".join, axis=1) if others else "",
+        )
+        reference, why = reference_level(frame, factor, references)
+        twins = {block: rows for block, rows in part[part["_level"] == reference].groupby("_block")}
+        rows, unpaired = [], []
+        for _, trial in part[part["_level"] != reference].iterrows():
+            twin = twins.get(trial["_block"])
+            if twin is None or len(twin) != 1:
+                unpaired.append(trial["trial"])
+                continue
+            rows.append(_pair_row(trial, twin.iloc[0], f"{trial['_level']} vs {reference}", metrics))
+        pairing = Pairing(pd.DataFrame(rows), unpaired)
+        effects = paired_effects(pairing, metrics, adjust=False)
+        out.append(FactorContrasts(factor, reference, why, pairing, effects, _trend(part, factor, metrics)))
+    family = [e for c in out for e in c.effects + c.trend if e.p_value is not None]
+    for e, adjusted in zip(family, holm([float(e.p_value or 0.0) for e in family])):
+        e.p_holm = adjusted
+    return out
+
+
+def _trend(part: pd.DataFrame, factor: str, metrics: Sequence[str]) -> list[PairedEffect]:
+    values = pd.to_numeric(part[factor], errors="coerce")
+    if values.isna().any() or part[factor].map(lambda v: isinstance(v, bool)).any() or values.nunique() < 3:
+        return []
+    trend = []
+    for metric in (m for m in metrics if m in part):
+        slopes = []
+        for _, block in part.assign(_x=values).groupby("_block"):
+            ok = block[[metric, "_x"]].apply(pd.to_numeric, errors="coerce").dropna()
+            if ok["_x"].nunique() >= 2:
+                slopes.append(float(np.polyfit(ok["_x"].to_numpy(float), ok[metric].to_numpy(float), 1)[0]))
+        summary = mean_ci(slopes)
+        test, statistic, p, note = paired_test(slopes)
+        trend.append(
+            PairedEffect(
+                "trend (per unit)",
+                metric,
+                summary.n,
+                summary.mean,
+                summary.ci_low,
+                summary.ci_high,
+                test,
+                statistic,
+                p,
+                note.replace("pairs", "blocks").replace("pair", "block"),
+            )
+        )
+    return trend
 
 
 # ---------------------------------------------------------------------------

@@ -400,3 +400,105 @@ def test_a_key_an_arm_does_not_vary_is_labelled_as_the_base_value():
         "kernel_size=3, param_budget=60000",
         "kernel_size=3, param_budget=base",
     ]
+
+
+# ---------------------------------------------------------------------------
+# contrasts of any factor (issue 30)
+
+
+def planted_study(tmp_path, seeds=5):
+    """BatchNorm x pooling x kernel size x seed, with planted effects: BatchNorm +0.03 accuracy (+0.02 more with
+    avg pooling: an interaction), kernel size +0.005 accuracy per unit, pooling nothing beyond the interaction;
+    silhouette is noise only. Each seed adds its own offset (what pairing removes) and a little noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    variants, trials = [], []
+    for bn in (False, True):
+        for pool in ("max", "avg"):
+            for kernel in (3, 5, 7):
+                for seed in range(seeds):
+                    variants.append(
+                        {"model.batch_norm": bn, "model.pooling": pool, "model.kernel_size": kernel, "train.seed": seed}
+                    )
+                    accuracy = 0.8 + 0.01 * seed + 0.03 * bn + 0.02 * (bn and pool == "avg") + 0.005 * kernel
+                    metrics = {
+                        "test_accuracy": accuracy + rng.normal(0, 0.002),
+                        "silhouette": 0.3 + 0.02 * seed + rng.normal(0, 0.01),
+                    }
+                    trials.append({"variant": len(variants) - 1, "metrics": metrics})
+    return load_study(make_study(tmp_path / "planted", variants, trials))
+
+
+def test_each_factor_is_contrasted_with_its_reference_level_pair_by_pair(tmp_path):
+    from geotune.analysis.stats import factor_contrasts
+
+    study = planted_study(tmp_path)
+    assert set(study.factors) == {"model.batch_norm", "model.pooling", "model.kernel_size"}
+    contrasts = {c.factor: c for c in factor_contrasts(study.usable, study.factors, ("test_accuracy", "silhouette"))}
+    bn = contrasts["model.batch_norm"]
+    assert (bn.reference, bn.why) == ("false", "the first level the study lists")
+    assert len(bn.pairing.pairs) == 30 and not bn.pairing.unpaired  # 2 poolings x 3 kernels x 5 seeds
+    frame = study.usable.set_index("trial")
+    # against scipy on the same pairs, found independently: agree on pooling, kernel and seed
+    on = frame[frame["model.batch_norm"]].reset_index()
+    off = frame[~frame["model.batch_norm"].astype(bool)].reset_index()
+    keys = ["model.pooling", "model.kernel_size", "train.seed"]
+    joined = on.merge(off, on=keys, suffixes=("_on", "_off"))
+    diffs = joined["test_accuracy_on"] - joined["test_accuracy_off"]
+    accuracy = next(e for e in bn.effects if e.metric == "test_accuracy")
+    assert accuracy.regularizer == "true vs false" and accuracy.n_pairs == 30
+    assert accuracy.mean_diff == pytest.approx(diffs.mean(), abs=1e-12)
+    assert accuracy.mean_diff == pytest.approx(0.04, abs=0.002)  # 0.03 + half of the interaction's 0.02
+    low, high = sps.t.interval(0.95, 29, loc=diffs.mean(), scale=sps.sem(diffs))
+    assert (accuracy.ci_low, accuracy.ci_high) == (pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9))
+    assert accuracy.test == "Wilcoxon signed-rank"
+    assert accuracy.p_value == pytest.approx(sps.wilcoxon(diffs).pvalue, rel=1e-9)
+    # the null metric: its interval holds 0
+    silhouette = next(e for e in bn.effects if e.metric == "silhouette")
+    assert silhouette.ci_low < 0 < silhouette.ci_high
+    # Holm over every contrast and trend of the study together: never below the raw p, and the one family's size
+    family = [e for c in contrasts.values() for e in c.effects + c.trend if e.p_value is not None]
+    assert all(e.p_holm >= e.p_value for e in family)
+    smallest = min(family, key=lambda e: e.p_value)
+    assert smallest.p_holm == pytest.approx(min(1.0, len(family) * smallest.p_value))
+    # kernel size: two contrasts against 3, and a trend of +0.005 per unit (silhouette: none)
+    kernel = contrasts["model.kernel_size"]
+    assert kernel.reference == "3" and {e.regularizer for e in kernel.effects} == {"5 vs 3", "7 vs 3"}
+    slope = next(e for e in kernel.trend if e.metric == "test_accuracy")
+    assert slope.n_pairs == 20 and slope.ci_low < 0.005 < slope.ci_high and slope.ci_low > 0
+    flat = next(e for e in kernel.trend if e.metric == "silhouette")
+    assert flat.ci_low < 0 < flat.ci_high
+    # pooling: no trend (not numeric); avg vs max moves accuracy by the interaction's half, 0.01
+    pooling = contrasts["model.pooling"]
+    assert pooling.reference == "max" and pooling.trend == []
+    avg = next(e for e in pooling.effects if e.metric == "test_accuracy")
+    assert avg.mean_diff == pytest.approx(0.01, abs=0.002)
+
+
+def test_the_reference_level_is_the_spaces_own_then_none_then_the_first(tmp_path):
+    from geotune.analysis.stats import reference_level
+
+    frame = pd.DataFrame({"model.batch_norm": [True, False, True], "regularizer.name": ["geodesic", "none", "none"]})
+    assert reference_level(frame, "model.batch_norm") == ("true", "the first level the study lists")
+    assert reference_level(frame, "model.batch_norm", {"model.batch_norm": False}) == ("false", "the space's reference")
+    assert reference_level(frame, "regularizer.name") == ("none", "no regularizer")
+    # a reference the study does not hold falls back
+    assert reference_level(frame, "model.batch_norm", {"model.batch_norm": "x"})[0] == "true"
+
+
+def test_the_report_gives_each_factor_its_forest_its_table_and_its_finding(tmp_path):
+    study = planted_study(tmp_path)
+    report = build_report(study)
+    forests = {spec.key: spec for spec in report.figures if spec.key.startswith("forest_")}
+    assert set(forests) == {"forest_model.batch_norm", "forest_model.pooling", "forest_model.kernel_size"}
+    assert forests["forest_model.batch_norm"].data.regularizers == ["true vs false"]
+    tables = {t.key: t for t in report.tables}
+    bn = tables["contrast_model.batch_norm"]
+    assert "each level minus false (the first level the study lists)" in bn.title
+    assert any(row[0] == "trend (per unit)" for row in tables["contrast_model.kernel_size"].rows)
+    finding = next(f for f in report.findings if f.startswith("**model.batch_norm**"))
+    assert "true vs false: test accuracy +4.0" in finding and "Holm" in finding
+    written = write_report(study.study_dir).parent
+    assert (written / "figures" / "forest_model.batch_norm.png").is_file()
+    assert "Paired effect of model.pooling" in (written / "REPORT.md").read_text()
