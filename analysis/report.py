@@ -29,7 +29,10 @@ from geotune.analysis.load import StudyData, load_histories, load_studies
 from geotune.analysis.stats import (
     ALPHA,
     COLLAPSE_DROP,
+    Pairing,
+    adjust_together,
     factor_contrasts,
+    factor_interactions,
     factor_tables,
     geometry_change,
     group_summary,
@@ -37,6 +40,7 @@ from geotune.analysis.stats import (
     pair_with_baselines,
     paired_effects,
     regularizer_label,
+    seeds_to_detect,
 )
 from geotune.analysis.tables import fmt, markdown_table
 from geotune.layout import (
@@ -433,11 +437,19 @@ def _findings(effects: list, pairing, task: str = "classification") -> list[str]
     return out
 
 
+# the power column of every effect table; POWER_NOTE says how it is computed in each caption
+DETECTABLE = "detectable (80% power)"
+POWER_NOTE = (
+    "detectable: the smallest mean difference a paired t-test at 0.05 would find 4 times in 5 with these pairs "
+    "and their spread (statsmodels' TTestPower); an effect below it may exist unseen"
+)
+
+
 CONTRAST_CAPTION = (
     "each trial is matched with the trial of the reference level that agrees on the seed and on every other "
     "varied key; trend: the least-squares slope over the factor's levels within each such block, per unit of "
     "the factor; tests: paired t-test below 10 pairs, Wilcoxon signed-rank from 10, none below 3; Holm p: "
-    "adjusted over every contrast and trend of this report's factors together"
+    "adjusted over every contrast, trend and interaction of this report's factors together; " + POWER_NOTE
 )
 
 
@@ -453,6 +465,7 @@ def _effect_rows(effects) -> list[list]:
             e.test or e.note,
             f"{e.p_value:.3g}" if e.p_value is not None else "-",
             f"{e.p_holm:.3g}" if e.p_holm is not None else "-",
+            fmt(e.detectable, 4) if e.detectable is not None else "-",
         ]
         for e in effects
     ]
@@ -462,7 +475,7 @@ def _contrast_table(c) -> Table:
     return Table(
         f"contrast_{c.factor}",
         f"Paired effect of {c.factor}: each level minus {c.reference} ({c.why})",
-        ["contrast", "metric", "pairs", "mean difference", "95% CI", "test", "p-value", "Holm p"],
+        ["contrast", "metric", "pairs", "mean difference", "95% CI", "test", "p-value", "Holm p", DETECTABLE],
         _effect_rows(c.effects + c.trend),
         CONTRAST_CAPTION
         + (f"; {len(c.pairing.unpaired)} trial(s) without a twin left out" if c.pairing.unpaired else ""),
@@ -498,16 +511,91 @@ def _contrast_findings(c, task: str) -> list[str]:
     ]
     n = max(e.n_pairs for e in shown)
     if not detected:
+        first = next((e for e in shown if e.detectable is not None), None)
+        unseen = (
+            f" (with this spread, a {METRICS[first.metric].label} change below "
+            f"{first.detectable * METRICS[first.metric].scale:.{METRICS[first.metric].digits}f}"
+            f"{METRICS[first.metric].unit} is found less than 4 times in 5)"
+            if first is not None and first.metric in METRICS
+            else ""
+        )
         return [
             f"**{c.factor}** (against {c.reference}, {n} pairs): no headline effect detected after Holm's "
             "adjustment; an interval that holds 0 does not show that the factor does nothing, only that "
-            "this many seeds cannot tell."
+            f"this many seeds cannot tell{unseen}."
         ]
     parts = "; ".join(f"{e.regularizer}: {_effect_text(e.metric, e, None)}" for e in detected)
     return [f"**{c.factor}** (against {c.reference}, {n} pairs): {parts}."]
 
 
-def build_report(study: StudyData) -> Report:
+def _interaction_findings(interactions, task: str) -> list[str]:
+    """Interactions on a headline metric whose interval excludes 0 and whose Holm p is below ALPHA."""
+    headline = for_task(HEADLINE, task)
+    found = [
+        e
+        for e in interactions
+        if e.metric in headline
+        and e.ci_low is not None
+        and (e.ci_low > 0 or e.ci_high < 0)
+        and e.p_holm is not None
+        and e.p_holm < ALPHA
+    ]
+    return [f"**Interaction** {e.regularizer}: {_effect_text(e.metric, e, None)}." for e in found]
+
+
+@dataclass
+class StudyEffects:
+    """Every paired answer a study gives: the regularizers' (Holm within their table), and each factor's
+    contrasts and trends with the interactions (Holm over those together)."""
+
+    pairing: Pairing
+    effects: list  # PairedEffect per regularizer variant and metric
+    contrasts: list = field(default_factory=list)  # FactorContrasts per varied factor outside regularizer.*
+    crossed: Pairing | None = None  # the blocks of the interactions
+    interactions: list = field(default_factory=list)  # PairedEffect per pair of factors' levels and metric
+
+    def every_effect(self) -> list:
+        return self.effects + [e for c in self.contrasts for e in c.effects + c.trend] + self.interactions
+
+
+def study_effects(study: StudyData) -> StudyEffects:
+    usable, task, plan = study.usable, study.task, study.plan
+    # the pairs also carry whether the classes were resolved; that share is no effect to test
+    pairing = pair_with_baselines(usable, for_task(SUMMARY, task) + ("flatness_resolved_per_class",))
+    out = StudyEffects(pairing, paired_effects(pairing, for_task(SUMMARY, task)))
+    if study.factors and not (plan and plan.optuna):
+        references = plan.reference if plan else {}
+        out.contrasts = factor_contrasts(usable, study.factors, for_task(SUMMARY, task), references, adjust=False)
+        out.crossed, out.interactions = factor_interactions(usable, study.factors, for_task(SUMMARY, task), references)
+        adjust_together([e for c in out.contrasts for e in c.effects + c.trend] + out.interactions)
+    return out
+
+
+def detect_table(answers: StudyEffects, detect: dict[str, float], seeds: int) -> Table:
+    """For each effect on a metric the user named: the pairs a paired t-test needs to find a change of the named
+    size 4 times in 5, from the spread of that effect's differences, and the seeds that makes (an effect with
+    more pairs than the study has seeds pairs each seed once per setting of the other factors)."""
+    rows = []
+    for metric, size in detect.items():
+        for e in answers.every_effect():
+            if e.metric != metric or e.sd_diff is None:
+                continue
+            pairs = seeds_to_detect(size, e.sd_diff)
+            per_seed = max(1.0, e.n_pairs / max(1, seeds))
+            row = [e.regularizer, metric_label(metric), fmt(size, 4), fmt(e.sd_diff, 4), e.n_pairs, seeds]
+            rows.append(row + [pairs, math.ceil(pairs / per_seed) if pairs is not None else "-"])
+    return Table(
+        "detect",
+        "Seeds needed to detect a change of the size you named",
+        ["effect", "metric", "change", "SD of differences", "pairs now", "seeds now", "pairs needed", "seeds needed"],
+        rows,
+        "two-sided paired t-test at 0.05 with 80% power (statsmodels' TTestPower), from the SD of each effect's "
+        "paired differences in this study; seeds needed: the pairs needed over the pairs each seed gives now; "
+        "an effect without a spread (fewer than 2 pairs) is left out",
+    )
+
+
+def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Report:
     """Everything the report shows, computed (no drawing, no files written)."""
     frame, usable = study.frame, study.usable
     plan = study.plan
@@ -520,9 +608,8 @@ def build_report(study: StudyData) -> Report:
         [[r["trial"], r["status"], r.get("epochs"), r.get("error") or ""] for _, r in problems.iterrows()],
         "failed trials keep their reason; interrupted and missing ones can be finished with `geotune resume STUDY_DIR`",
     )
-    # the pairs also carry whether the classes were resolved; that share is no effect to test
-    pairing = pair_with_baselines(usable, for_task(SUMMARY, study.task) + ("flatness_resolved_per_class",))
-    effects = paired_effects(pairing, for_task(SUMMARY, study.task))
+    answers = study_effects(study)
+    pairing, effects = answers.pairing, answers.effects
     report = Report(
         title=(
             "geotune studies: " + " + ".join(Path(d).name for d in study.sources)
@@ -575,20 +662,71 @@ def build_report(study: StudyData) -> Report:
             Table(
                 "paired",
                 "Paired effect of regularization (regularized minus its baseline)",
-                ["regularizer", "metric", "pairs", "mean difference", "95% CI", "test", "p-value", "Holm p"],
+                [
+                    "regularizer",
+                    "metric",
+                    "pairs",
+                    "mean difference",
+                    "95% CI",
+                    "test",
+                    "p-value",
+                    "Holm p",
+                    DETECTABLE,
+                ],
                 _effect_rows(effects),
                 "each regularized trial is matched with the unregularized trial that equals it in every other "
                 "config key (seed and data included); tests: paired t-test below 10 pairs, Wilcoxon signed-rank "
-                "from 10, none below 3; Holm p: adjusted for all the tests of this table together",
+                "from 10, none below 3; Holm p: adjusted for all the tests of this table together; " + POWER_NOTE,
             )
         )
     report.paired = comparison_report(pairing, effects, single_pair(pairing, frame))
     report.figures = _figure_specs(study, usable)
-    if factors and not (plan and plan.optuna):
-        contrasts = factor_contrasts(usable, factors, for_task(SUMMARY, task))
+    contrasts, crossed, interactions = answers.contrasts, answers.crossed, answers.interactions
+    if contrasts or interactions:
         report.findings += [line for c in contrasts for line in _contrast_findings(c, task)]
+        report.findings += _interaction_findings(interactions, task)
         report.tables += [_contrast_table(c) for c in contrasts if c.effects]
-        report.figures = [spec for c in contrasts if (spec := _contrast_forest(c, task))] + report.figures
+        forests = [spec for c in contrasts if (spec := _contrast_forest(c, task))]
+        if interactions:
+            report.tables.append(
+                Table(
+                    "interactions",
+                    "Interactions: does one factor's effect depend on another's level?",
+                    [
+                        "interaction",
+                        "metric",
+                        "blocks",
+                        "mean difference of differences",
+                        "95% CI",
+                        "test",
+                        "p-value",
+                        "Holm p",
+                        DETECTABLE,
+                    ],
+                    _effect_rows(interactions),
+                    "A=a x B=b: within each block of trials that agree on the seed and every other factor, "
+                    "(a, b) - (a0, b) - (a, b0) + (a0, b0), a0 and b0 the reference levels of the factor tables; "
+                    "0 means the factors add up; Holm p: adjusted with every contrast and trend of this report; "
+                    + POWER_NOTE,
+                )
+            )
+            data = (
+                fd.forest(crossed, interactions, for_task(HEADLINE, task), "difference of differences (same seed)")
+                if crossed is not None
+                else None
+            )
+            if data is not None:
+                forests.append(
+                    FigureSpec(
+                        "forest_interactions",
+                        "Interactions: where one factor's effect depends on another",
+                        "each row: how much more (or less) the first factor changed the metric at the second "
+                        "factor's level than at its reference; diamond = mean, bar = 95% CI, dots = single blocks",
+                        figures.draw_forest,
+                        data,
+                    )
+                )
+        report.figures = forests + report.figures
     forest = fd.forest(pairing, effects, for_task(HEADLINE, task))
     if forest is not None:
         report.forest = FigureSpec(
@@ -599,6 +737,9 @@ def build_report(study: StudyData) -> Report:
             figures.draw_forest,
             forest,
         )
+    if detect:
+        seeds = int(usable["train.seed"].nunique()) if "train.seed" in usable else 1
+        report.tables.append(detect_table(answers, detect, seeds))
     return report
 
 
@@ -844,14 +985,24 @@ def _html(report: Report, figure_files: dict[str, Path]) -> str:
     return "\n".join(parts)
 
 
-def write_report(study_dir: str | Path | list, out_dir: str | Path | None = None) -> Path:
+def write_report(
+    study_dir: str | Path | list, out_dir: str | Path | None = None, detect: dict[str, float] | None = None
+) -> Path:
     """Load a study (or several, reported as one), build its report and write it; returns index.html's path.
-    Several studies write into the first one's ``report_combined/`` unless ``out_dir`` says otherwise."""
+    Several studies write into the first one's ``report_combined/`` unless ``out_dir`` says otherwise;
+    ``detect`` (metric -> change) adds the seeds each effect would need to detect that change."""
     dirs = list(study_dir) if isinstance(study_dir, list) else [study_dir]
-    study = load_studies(dirs)
-    report = build_report(study)
-    default = Path(dirs[0]) / (REPORT_DIR if len(dirs) == 1 else f"{REPORT_DIR}_combined")
-    out = Path(out_dir) if out_dir else default
+    return save_report(build_report(load_studies(dirs), detect), report_folder(dirs, out_dir))
+
+
+def report_folder(dirs: list, out_dir: str | Path | None = None) -> Path:
+    """Where a report goes: ``out_dir``, else STUDY_DIR/report (several studies: the first's report_combined)."""
+    return Path(out_dir) if out_dir else Path(dirs[0]) / (REPORT_DIR if len(dirs) == 1 else f"{REPORT_DIR}_combined")
+
+
+def save_report(report: Report, out: Path) -> Path:
+    """Write a built report into ``out``: summary.csv, tables.md, comparison_report.json, the figures, REPORT.md
+    and index.html (returned)."""
     (out / "figures").mkdir(parents=True, exist_ok=True)
     report.summary.to_csv(out / "summary.csv", index=False)
     (out / "tables.md").write_text(

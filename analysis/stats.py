@@ -200,6 +200,8 @@ class PairedEffect:
     p_value: float | None
     note: str
     p_holm: float | None = None  # p_value adjusted (Holm) over every test of the report; what verdicts use
+    sd_diff: float | None = None  # standard deviation of the paired differences
+    detectable: float | None = None  # smallest mean difference detected with 80% power at these pairs and spread
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -224,19 +226,76 @@ def paired_test(diffs: Sequence[float]) -> tuple[str | None, float | None, float
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjustment: the family-wise error stays at alpha over all the tests together.
+    """Holm's step-down adjustment (Holm 1979), by statsmodels' ``multipletests``: the family-wise error stays
+    at alpha over all the tests together. Holm rather than Benjamini-Hochberg: the findings name effects one by
+    one, and Holm bounds the chance that any named one is a false alarm, not only their expected share."""
+    if len(p_values) == 0:
+        return []
+    from statsmodels.stats.multitest import multipletests  # deferred: statsmodels costs 0.5 s to import
 
-    Sorted ascending, the i-th smallest of m p-values is multiplied by (m - i + 1), then made
-    non-decreasing and capped at 1 (Holm 1979).
-    """
-    order = np.argsort(p_values, kind="stable")
-    m = len(order)
-    adjusted = np.empty(m)
-    running = 0.0
-    for rank, index in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * float(p_values[index])))
-        adjusted[index] = running
-    return adjusted.tolist()
+    return [float(p) for p in multipletests(list(p_values), method="holm")[1]]
+
+
+POWER = 0.8  # the chance of detecting an effect of the detectable size, for 'smallest detectable difference'
+
+
+def detectable_difference(sd: float | None, n: int, alpha: float = 0.05, power: float = POWER) -> float | None:
+    """The smallest mean paired difference a two-sided paired t-test at ``alpha`` detects with probability
+    ``power`` from ``n`` pairs whose differences have standard deviation ``sd`` (statsmodels' TTestPower, the
+    noncentral t); None below MIN_PAIRS_FOR_TEST or without a spread."""
+    if sd is None or not sd > 0 or n < MIN_PAIRS_FOR_TEST:
+        return None
+    from statsmodels.stats.power import TTestPower  # deferred: statsmodels costs 0.5 s to import
+
+    return float(TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power)) * sd
+
+
+def seeds_to_detect(difference: float, sd: float | None, alpha: float = 0.05, power: float = POWER) -> int | None:
+    """Pairs (seeds) a two-sided paired t-test needs to detect a mean difference ``difference`` with
+    probability ``power`` when the differences spread with ``sd``; None without a spread."""
+    if sd is None or not sd > 0 or difference == 0:
+        return None
+    from statsmodels.stats.power import TTestPower  # deferred: statsmodels costs 0.5 s to import
+
+    # the power grows with the pairs: the smallest n that reaches it, by doubling then halving the interval
+    # (statsmodels' own solver fails to converge where fewer than 3 pairs would do)
+    size = abs(difference) / sd
+
+    def reached(n: int) -> bool:
+        return float(TTestPower().power(effect_size=size, nobs=n, alpha=alpha)) >= power
+
+    low, high = MIN_PAIRS_FOR_TEST - 1, MIN_PAIRS_FOR_TEST
+    while not reached(high):
+        low, high = high, high * 2
+        if high > 10**9:
+            return None
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if reached(middle) else (middle, high)
+    return high
+
+
+def effect_of(label: str, metric: str, diffs: Sequence[float], unit: str = "pair") -> PairedEffect:
+    """The effect of ``diffs`` (paired differences, or a statistic per ``unit`` of pairing): mean, 95% CI, test,
+    spread and the smallest difference detectable with its pairs."""
+    summary = mean_ci(diffs)
+    test, statistic, p, note = paired_test(diffs)
+    if unit != "pair":
+        note = note.replace("pairs", f"{unit}s").replace("pair", unit)
+    return PairedEffect(
+        label,
+        metric,
+        summary.n,
+        summary.mean,
+        summary.ci_low,
+        summary.ci_high,
+        test,
+        statistic,
+        p,
+        note,
+        sd_diff=summary.std,
+        detectable=detectable_difference(summary.std, summary.n),
+    )
 
 
 def paired_effects(pairing: Pairing, metrics: Sequence[str] = SUMMARY, adjust: bool = True) -> list[PairedEffect]:
@@ -251,17 +310,9 @@ def paired_effects(pairing: Pairing, metrics: Sequence[str] = SUMMARY, adjust: b
     for label, part in pairing.pairs.groupby("regularizer", sort=True):
         for metric in metrics:
             diffs = [v for v in part[f"{metric}_diff"] if _finite(v)]
-            summary = mean_ci(diffs)
-            test, statistic, p, note = paired_test(diffs)
-            effects.append(
-                PairedEffect(
-                    label, metric, summary.n, summary.mean, summary.ci_low, summary.ci_high, test, statistic, p, note
-                )
-            )
-    tested = [(e, e.p_value) for e in effects if e.p_value is not None]
+            effects.append(effect_of(label, metric, diffs))
     if adjust:
-        for (e, _), adjusted in zip(tested, holm([p for _, p in tested])):
-            e.p_holm = adjusted
+        adjust_together(effects)
     return effects
 
 
@@ -302,6 +353,8 @@ def factor_contrasts(
     factors: Sequence[str],
     metrics: Sequence[str] = SUMMARY,
     references: dict | None = None,
+    adjust: bool = True,
+    with_regularizer: bool = False,
 ) -> list[FactorContrasts]:
     """For each factor outside ``regularizer.*`` (the regularizer pairing answers those): every level minus the
     reference level, each trial paired with the trial that agrees on the seed and on every other varied key.
@@ -309,16 +362,18 @@ def factor_contrasts(
     Numeric factors with 3 or more levels also get a trend: within each block of trials that agree on the seed
     and every other factor, the least-squares slope of the metric over the factor's levels; the slopes' mean
     and 95% CI over blocks, with a one-sample test. All the contrasts' and trends' tests are one family:
-    ``p_holm`` adjusts each for all the others (Holm).
+    ``p_holm`` adjusts each for all the others (Holm); ``adjust`` False leaves that to ``adjust_together``.
+    ``with_regularizer``: regularizer.* keys too (`geotune compare --vary` of a regularizer setting).
     """
     out: list[FactorContrasts] = []
     for factor in factors:
-        if factor.startswith("regularizer.") or factor not in frame or frame[factor].map(_level).nunique() < 2:
+        skipped = factor.startswith("regularizer.") and not with_regularizer
+        if skipped or factor not in frame or frame[factor].map(_level).nunique() < 2:
             continue
         others = [f for f in factors if f != factor and f in frame] + (["train.seed"] if "train.seed" in frame else [])
         part = frame.assign(
             _level=frame[factor].map(_level),
-            _block=frame[others].map(repr).agg("|".join, axis=1) if others else "",
+            _block=_blocks(frame, others),
         )
         reference, why = reference_level(frame, factor, references)
         twins = {block: rows for block, rows in part[part["_level"] == reference].groupby("_block")}
@@ -332,10 +387,68 @@ def factor_contrasts(
         pairing = Pairing(pd.DataFrame(rows), unpaired)
         effects = paired_effects(pairing, metrics, adjust=False)
         out.append(FactorContrasts(factor, reference, why, pairing, effects, _trend(part, factor, metrics)))
-    family = [e for c in out for e in c.effects + c.trend if e.p_value is not None]
+    if adjust:
+        adjust_together([e for c in out for e in c.effects + c.trend])
+    return out
+
+
+def adjust_together(effects: Sequence[PairedEffect]) -> None:
+    """Holm over the tested ones of ``effects``, as one family: each gets its ``p_holm``."""
+    family = [e for e in effects if e.p_value is not None]
     for e, adjusted in zip(family, holm([float(e.p_value or 0.0) for e in family])):
         e.p_holm = adjusted
-    return out
+
+
+def _blocks(frame: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    """Each trial's block: its values of ``keys`` as one comparable text ('' without keys)."""
+    return frame[list(keys)].map(repr).agg("|".join, axis=1) if keys else pd.Series("", index=frame.index)
+
+
+def interaction_factors(factors: Sequence[str]) -> list[str]:
+    """Factors that can interact: every varied key outside regularizer.*, and the regularizer's name."""
+    return [f for f in factors if not f.startswith("regularizer.") or f == "regularizer.name"]
+
+
+def factor_interactions(
+    frame: pd.DataFrame,
+    factors: Sequence[str],
+    metrics: Sequence[str] = SUMMARY,
+    references: dict | None = None,
+) -> tuple[Pairing, list[PairedEffect]]:
+    """Two crossed factors A and B: does A's effect depend on B? Within each block of trials that agree on the
+    seed and on every other factor, the difference of differences (a, b) - (a0, b) - (a, b0) + (a0, b0) for
+    each level a of A and b of B against their reference levels a0, b0; its mean, CI and test over blocks.
+    Not adjusted here (``adjust_together`` with the contrasts: one family)."""
+    chosen = [f for f in interaction_factors(factors) if f in frame and frame[f].map(_level).nunique() >= 2]
+    rows, unpaired = [], []
+    seed = ["train.seed"] if "train.seed" in frame else []
+    for i, a in enumerate(chosen):
+        for b in chosen[i + 1 :]:
+            others = [f for f in factors if f not in (a, b) and f in frame] + seed
+            part = frame.assign(_a=frame[a].map(_level), _b=frame[b].map(_level), _block=_blocks(frame, others))
+            a0, b0 = reference_level(frame, a, references)[0], reference_level(frame, b, references)[0]
+            cells = {key: rows_ for key, rows_ in part.groupby(["_block", "_a", "_b"])}
+            for (block, la, lb), cell in cells.items():
+                if la == a0 or lb == b0:
+                    continue
+                corners = [cells.get((block, x, y)) for x, y in ((a0, lb), (la, b0), (a0, b0))]
+                if len(cell) != 1 or any(c is None or len(c) != 1 for c in corners):
+                    unpaired.append(cell["trial"].iloc[0])
+                    continue
+                trial, (ref_b, ref_a, ref) = cell.iloc[0], (c.iloc[0] for c in corners)  # type: ignore[union-attr]
+                label = f"{_tail(a)}={la} x {_tail(b)}={lb}"  # each against its reference (the table says which)
+                row = _pair_row(trial, ref, label, ())
+                for metric in metrics:
+                    values = [x.get(metric) for x in (trial, ref_b, ref_a, ref)]
+                    finite = all(_finite(v) for v in values)
+                    row[f"{metric}_diff"] = (values[0] - values[1] - values[2] + values[3]) if finite else None
+                rows.append(row)
+    pairing = Pairing(pd.DataFrame(rows), unpaired)
+    return pairing, paired_effects(pairing, metrics, adjust=False)
+
+
+def _tail(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
 
 
 def _trend(part: pd.DataFrame, factor: str, metrics: Sequence[str]) -> list[PairedEffect]:
@@ -349,22 +462,7 @@ def _trend(part: pd.DataFrame, factor: str, metrics: Sequence[str]) -> list[Pair
             ok = block[[metric, "_x"]].apply(pd.to_numeric, errors="coerce").dropna()
             if ok["_x"].nunique() >= 2:
                 slopes.append(float(np.polyfit(ok["_x"].to_numpy(float), ok[metric].to_numpy(float), 1)[0]))
-        summary = mean_ci(slopes)
-        test, statistic, p, note = paired_test(slopes)
-        trend.append(
-            PairedEffect(
-                "trend (per unit)",
-                metric,
-                summary.n,
-                summary.mean,
-                summary.ci_low,
-                summary.ci_high,
-                test,
-                statistic,
-                p,
-                note.replace("pairs", "blocks").replace("pair", "block"),
-            )
-        )
+        trend.append(effect_of("trend (per unit)", metric, slopes, unit="block"))
     return trend
 
 

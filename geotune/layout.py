@@ -250,6 +250,8 @@ class StudyPlan:
     # grid studies: each planned trial's resolved config (every key; checked when planned), by variant label.
     # Empty for Optuna (a trial's config is resolved where its keys are sampled) and in plans before 0.3.
     trials: dict[str, dict] = field(default_factory=dict)
+    # the space's reference level of each varied key it names (the report compares the other levels with it)
+    reference: dict[str, Any] = field(default_factory=dict)
 
     @property
     def trial_count(self) -> int:

@@ -20,4 +20,5 @@ SPACE = SearchSpace(
     cpus_per_trial=1,
     gpus_per_trial=0.25,
     per_dataset={"image_folder": {"dataset": {"image_size": 32}}},
+    reference={"model.batch_norm": False, "model.output": "softmax"},  # what each change is measured from
 )

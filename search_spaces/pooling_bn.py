@@ -22,4 +22,5 @@ SPACE = SearchSpace(
     mode="max",
     cpus_per_trial=1,
     gpus_per_trial=0.25,
+    reference={"model.pooling": "max", "model.batch_norm": False},  # the original platform's CNN: max, no BN
 )

@@ -62,6 +62,9 @@ class SearchSpace:
     callbacks: list[Callable[[Any], Any]] = field(default_factory=list)
     # Optuna spaces: the two (metric, mode) objectives of the multi-objective mode `geotune run --pareto` turns on
     pareto: list[tuple[str, str]] = field(default_factory=list)
+    # the level each varied key's other levels are compared with in the report, e.g. {"model.batch_norm": False};
+    # a key left out: regularizer.name's 'none', else the first level the grid lists
+    reference: dict[str, Any] = field(default_factory=dict)
 
     @property
     def own_dataset(self) -> str:
@@ -178,21 +181,22 @@ DIGITS_CNN = {
 SWEEP_SPACE = "sweep"  # the name of a study whose grid came from --sweep alone
 
 
-def parse_sweep(text: str) -> tuple[str, list]:
+def parse_sweep(text: str, option: str = "--sweep") -> tuple[str, list]:
     """``train.lr=1e-3,1e-2`` -> ('train.lr', [0.001, 0.01]); the values are read as one YAML flow sequence,
-    so commas inside brackets belong to one value (``model.channels=[16,32],[32,64]``)."""
-    key, raw = split_assignment(text, "--sweep", "section.key=value1,value2, e.g. train.lr=1e-3,1e-2")
+    so commas inside brackets belong to one value (``model.channels=[16,32],[32,64]``). ``option`` names the
+    flag in errors."""
+    key, raw = split_assignment(text, option, "section.key=value1,value2, e.g. train.lr=1e-3,1e-2")
     if "." not in key:
-        raise ConfigError(f"--sweep {text!r}: '{key}' is not a dotted key such as train.lr")
+        raise ConfigError(f"{option} {text!r}: '{key}' is not a dotted key such as train.lr")
     try:
         parsed = yaml.safe_load(f"[{raw}]")
     except yaml.YAMLError:
         parsed = None
     if not parsed or any(value is None for value in parsed):
-        raise ConfigError(f"--sweep {text!r}: expected values separated by commas, none of them empty")
+        raise ConfigError(f"{option} {text!r}: expected values separated by commas, none of them empty")
     values = [parse_value(value) if isinstance(value, str) else value for value in parsed]
     if len(set(map(repr, values))) < len(values):
-        raise ConfigError(f"--sweep {text!r}: a value appears twice")
+        raise ConfigError(f"{option} {text!r}: a value appears twice")
     return key, values
 
 

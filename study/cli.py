@@ -16,16 +16,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
 from geotune import __version__
 from geotune.config import commented_defaults, reference_rows
-from geotune.config_loading import ASSIGNMENT, apply_overrides, load_config, merge, read_yamls
+from geotune.config_loading import (
+    ASSIGNMENT,
+    apply_overrides,
+    load_config,
+    merge,
+    parse_value,
+    read_yamls,
+    split_assignment,
+)
 from geotune.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, ConfigError, is_input_error
 from geotune.layout import COMPARISON_FILE, ERROR_FILE, PlanKind, StudyPlan
-from geotune.metric_names import TRAIN_PRINTED
+from geotune.metric_names import METRICS, TRAIN_PRINTED
 from geotune.storage import is_uri
 from geotune.study.cluster import notice
 
@@ -210,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = verbs.add_parser(
         "compare",
-        help="run CONFIG and the same config without regularizer side by side, and compare them",
+        help="run CONFIG and the same config without regularizer (or at two settings of a key) and compare them",
         description="Run the config as given and the same config with regularizer 'none' (same seed, same data) "
         "as one small study in OUT_DIR, then write OUT_DIR/comparison_report.json (final metrics of "
         "both, absolute and percent differences, geometry and geodesic summaries side by side, the "
@@ -220,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("out_dir", help="new folder for both runs and the comparison")
     compare.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per run (default 1)")
     compare.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per run, fractions allowed")
+    compare.add_argument(
+        "--vary",
+        metavar="KEY=A,B",
+        help="compare the config at KEY=B against KEY=A (the reference) instead of the regularizer against none, "
+        "e.g. model.batch_norm=false,true",
+    )
     _add_study_args(compare, "join this Ray cluster instead of a private local Ray")
     compare.set_defaults(handler=cmd_compare)
 
@@ -238,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--out", help="write the report here instead of STUDY_DIR/report (several studies: the first's report_combined)"
+    )
+    report.add_argument(
+        "--detect",
+        action="append",
+        default=[],
+        metavar="METRIC=CHANGE",
+        help="also print (and add to the report) the seeds each paired effect on METRIC needs to detect a change "
+        "of CHANGE with 80%% power, e.g. test_accuracy=0.01 (repeatable)",
     )
     report.set_defaults(handler=cmd_report)
 
@@ -366,7 +389,21 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not folder.is_dir():
             raise ConfigError(f"study directory '{folder}' does not exist")
     dirs = list(dict.fromkeys(str(f.resolve()) for f in folders))
-    return report_study(dirs if len(dirs) > 1 else dirs[0], args.out)
+    return report_study(dirs if len(dirs) > 1 else dirs[0], args.out, detect_sizes(args.detect))
+
+
+def detect_sizes(texts: list[str]) -> dict[str, float]:
+    """--detect METRIC=CHANGE values: a known metric and a finite, non-zero change."""
+    sizes = {}
+    for text in texts:
+        metric, raw = split_assignment(text, "--detect", "METRIC=CHANGE, e.g. test_accuracy=0.01")
+        if metric not in METRICS:
+            raise ConfigError(f"--detect {text!r}: unknown metric '{metric}' (see the report's tables for names)")
+        value = parse_value(raw)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value == 0:
+            raise ConfigError(f"--detect {text!r}: CHANGE must be a finite number other than 0")
+        sizes[metric] = float(value)
+    return sizes
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -421,13 +458,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from geotune.study.compare import compare_plan, comparison_text, write_comparison  # deferred: start-up
+    from geotune.study.compare import (  # deferred: start-up
+        compare_plan,
+        compared_levels,
+        comparison_text,
+        write_comparison,
+    )
     from geotune.study.finish import report_study  # deferred: start-up
     from geotune.study.plan import refuse_existing_results  # deferred: start-up
     from geotune.study.run import run_study, train_and_finish  # deferred: start-up
 
     cfg = load_config(config_files(args), args.overrides)
-    plan, space = compare_plan(cfg, args.out_dir, args.cpus_per_trial, args.gpus_per_trial)
+    plan, space = compare_plan(cfg, args.out_dir, args.cpus_per_trial, args.gpus_per_trial, args.vary)
     refuse_existing_results(args.out_dir)
     _print_warnings(plan)
     code = train_and_finish(plan, args.address, lambda: run_study(plan, space), with_report=False)
@@ -437,7 +479,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if report is None:
         print("geotune: a run failed, so there is no comparison to write", file=sys.stderr)
         return EXIT_FAILED
-    print("\n" + comparison_text(report, cfg.regularizer.name))
+    print("\n" + comparison_text(report, *compared_levels(plan)))
     print(f"comparison: {Path(plan.study_dir) / COMPARISON_FILE}")
     if not args.no_report:
         code = max(code, report_study(plan.study_dir))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from geotune.analysis.report import write_report
+from geotune.analysis.load import load_studies
+from geotune.analysis.report import build_report, report_folder, save_report
+from geotune.analysis.tables import text_table
 from geotune.errors import EXIT_FAILED, EXIT_INTERRUPTED, ConfigError
 from geotune.layout import StudyPlan, TrialStatus
 from geotune.storage import is_uri
@@ -57,9 +60,9 @@ def _close_study(plan: StudyPlan, with_report: bool) -> int:
     return report_study(plan.study_dir) if with_report else 0
 
 
-def report_study(study_dir: str | list[str], out: str | None = None) -> int:
+def report_study(study_dir: str | list[str], out: str | None = None, detect: dict[str, float] | None = None) -> int:
     """Write the report (of one study, or of several as one); a failure is one line and leaves the studies'
-    results untouched."""
+    results untouched. ``detect`` (metric -> change): also print the seeds each effect needs to detect it."""
     dirs = [study_dir] if isinstance(study_dir, str) else list(study_dir)
     remote = [d for d in dirs if is_uri(d)]
     if remote:
@@ -70,7 +73,8 @@ def report_study(study_dir: str | list[str], out: str | None = None) -> int:
         )
         return 0
     try:
-        index = write_report(dirs if len(dirs) > 1 else dirs[0], out)
+        report = build_report(load_studies(list[str | Path](dirs)), detect)
+        index = save_report(report, report_folder(dirs, out))
     except ConfigError:
         raise
     except Exception as exc:  # the study itself is complete: say why the report is missing, keep going
@@ -80,5 +84,8 @@ def report_study(study_dir: str | list[str], out: str | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
+    for table in report.tables if detect else []:
+        if table.key == "detect":
+            print(f"{table.title}\n{text_table(table.headers, table.rows)}\n({table.caption})")
     print(f"report: {index}  (open it in a browser; REPORT.md beside it)")
     return 0

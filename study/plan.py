@@ -129,6 +129,7 @@ def make_plan(space: SearchSpace, user: dict, options: RunOptions) -> StudyPlan:
     if space.metric in KEEP_METRICS and not _has_dotted(base, "train.keep_by"):
         base = merge(base, {"train": {"keep_by": space.metric}})  # keep each trial's best epoch by the study's metric
     variants = [absolute_variant(v) for v in space.variants()]
+    check_reference(space, variants)
     configs = planned_configs(space, base, variants)
     seen, warnings = set(), []
     if dropped:
@@ -201,8 +202,20 @@ def make_plan(space: SearchSpace, user: dict, options: RunOptions) -> StudyPlan:
         versions=versions(),
         objectives=objectives,
         # each trial's config, resolved once here: workers, resources, --reuse and the analysis read it
+        reference=dict(space.reference),
         trials={} if space.is_optuna else dict(zip(variant_labels(variants), (c.to_dict() for c in configs))),
     )
+
+
+def check_reference(space: SearchSpace, variants: list[dict]) -> None:
+    """A space's reference names keys it varies, each at a level its grid plans."""
+    for key, level in space.reference.items():
+        if key not in space.varied_keys():
+            raise ConfigError(f"space '{space.name}': reference '{key}' is not a key the space varies")
+        planned = [v[key] for v in variants if key in v]
+        if planned and level not in planned:
+            levels = ", ".join(dict.fromkeys(map(str, planned)))
+            raise ConfigError(f"space '{space.name}': reference {key} = {level!r} is not one of its levels ({levels})")
 
 
 def _has_dotted(nested: dict, key: str) -> bool:

@@ -491,7 +491,12 @@ def test_the_report_gives_each_factor_its_forest_its_table_and_its_finding(tmp_p
     study = planted_study(tmp_path)
     report = build_report(study)
     forests = {spec.key: spec for spec in report.figures if spec.key.startswith("forest_")}
-    assert set(forests) == {"forest_model.batch_norm", "forest_model.pooling", "forest_model.kernel_size"}
+    assert set(forests) == {
+        "forest_model.batch_norm",
+        "forest_model.pooling",
+        "forest_model.kernel_size",
+        "forest_interactions",
+    }
     assert forests["forest_model.batch_norm"].data.regularizers == ["true vs false"]
     tables = {t.key: t for t in report.tables}
     bn = tables["contrast_model.batch_norm"]
@@ -502,3 +507,99 @@ def test_the_report_gives_each_factor_its_forest_its_table_and_its_finding(tmp_p
     written = write_report(study.study_dir).parent
     assert (written / "figures" / "forest_model.batch_norm.png").is_file()
     assert "Paired effect of model.pooling" in (written / "REPORT.md").read_text()
+
+
+def test_an_interaction_is_the_difference_of_differences_within_each_block(tmp_path):
+    from geotune.analysis.stats import factor_interactions
+
+    study = planted_study(tmp_path)
+    pairing, effects = factor_interactions(study.usable, study.factors, ("test_accuracy", "silhouette"))
+    by = {(e.regularizer, e.metric): e for e in effects}
+    planted = by[("batch_norm=true x pooling=avg", "test_accuracy")]
+    assert planted.n_pairs == 15  # 3 kernel sizes x 5 seeds
+    # against the four cells of each block, joined independently
+    frame = study.usable
+    cell = {
+        (bool(r["model.batch_norm"]), r["model.pooling"], r["model.kernel_size"], r["train.seed"]): r["test_accuracy"]
+        for _, r in frame.iterrows()
+    }
+    dd = [
+        cell[(True, "avg", k, s)] - cell[(False, "avg", k, s)] - cell[(True, "max", k, s)] + cell[(False, "max", k, s)]
+        for k in (3, 5, 7)
+        for s in range(5)
+    ]
+    assert planted.mean_diff == pytest.approx(sum(dd) / 15, abs=1e-12)
+    assert planted.ci_low < 0.02 < planted.ci_high and planted.ci_low > 0  # planted: +0.02
+    low, high = sps.t.interval(0.95, 14, loc=sum(dd) / 15, scale=sps.sem(dd))
+    assert (planted.ci_low, planted.ci_high) == (pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9))
+    assert planted.p_value == pytest.approx(sps.wilcoxon(dd).pvalue, rel=1e-9)
+    # BatchNorm and kernel size add up: no interaction planted, none found
+    null = by[("batch_norm=true x kernel_size=7", "test_accuracy")]
+    assert null.ci_low < 0 < null.ci_high
+    # the report: a finding for the planted one only, a table and a forest
+    report = build_report(study)
+    found = [f for f in report.findings if f.startswith("**Interaction**")]
+    assert len(found) == 1 and "batch_norm=true x pooling=avg: test accuracy +" in found[0]
+    assert "interactions" in {t.key for t in report.tables}
+    assert "forest_interactions" in {f.key for f in report.figures}
+
+
+def paired_t_power(difference: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """The power of a two-sided paired t-test in closed form: the noncentral t beyond both critical values."""
+    df, nc = n - 1, difference / sd * math.sqrt(n)
+    crit = sps.t.ppf(1 - alpha / 2, df)
+    return float(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc))
+
+
+@pytest.mark.parametrize("n, sd", [(3, 0.01), (5, 1.0), (12, 0.3), (40, 2.0)])
+def test_the_detectable_difference_has_80_percent_power_in_closed_form(n, sd):
+    from geotune.analysis.stats import detectable_difference, seeds_to_detect
+
+    smallest = detectable_difference(sd, n)
+    assert paired_t_power(smallest, sd, n) == pytest.approx(0.8, abs=1e-4)
+    assert paired_t_power(0.9 * smallest, sd, n) < 0.8
+    # and back: the seeds that detect that size are these n (the next fewer fall short of 80%)
+    needed = seeds_to_detect(smallest * 1.0001, sd)
+    assert needed == max(3, n) and (needed == 3 or paired_t_power(smallest, sd, needed - 1) < 0.8)
+    assert detectable_difference(sd, 2) is None and detectable_difference(0.0, n) is None
+
+
+def test_report_detect_prints_the_seeds_each_effect_needs(tmp_path, cli):
+    study = planted_study(tmp_path, seeds=3)
+    done = cli("report", study.study_dir, "--detect", "test_accuracy=0.001")
+    assert done.returncode == 0, done.stderr
+    assert "Seeds needed to detect a change of the size you named" in done.stdout
+    line = next(row for row in done.stdout.splitlines() if row.startswith("true vs false"))
+    assert "test accuracy" in line and line.split()[-1].isdigit() and int(line.split()[-1]) > 3
+    assert "Seeds needed" in (Path(study.study_dir) / "report" / "REPORT.md").read_text()
+    for bad, why in (("accuracy=0.01", "unknown metric 'accuracy'"), ("test_accuracy=abc", "CHANGE must be")):
+        done = cli("report", study.study_dir, "--detect", bad)
+        assert done.returncode == 2 and why in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_spaces_reference_level_is_what_the_report_compares_with(tmp_path):
+    study = planted_study(tmp_path, seeds=3)
+    study.plan.reference = {"model.batch_norm": True}
+    report = build_report(study)
+    table = next(t for t in report.tables if t.key == "contrast_model.batch_norm")
+    assert "each level minus true (the space's reference)" in table.title
+    assert {row[0] for row in table.rows} == {"false vs true"}
+
+
+def test_a_reference_the_space_does_not_plan_is_refused_when_planning(tmp_path):
+    from geotune.errors import ConfigError
+    from geotune.search_spaces.space import load_space
+    from geotune.study.plan import RunOptions, make_plan
+
+    space = load_space("bn_gradients")
+    assert make_plan(space, {}, RunOptions(storage=str(tmp_path))).reference == {
+        "model.batch_norm": False,
+        "model.output": "softmax",
+    }
+    for reference, why in (
+        ({"model.pooling": "max"}, "reference 'model.pooling' is not a key the space varies"),
+        ({"model.output": "entmax"}, "reference model.output = 'entmax' is not one of its levels (softmax, sparsemax)"),
+    ):
+        space.reference = reference
+        with pytest.raises(ConfigError, match=re.escape(why)):
+            make_plan(space, {}, RunOptions(storage=str(tmp_path)))

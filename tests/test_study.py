@@ -186,6 +186,33 @@ def test_compare_writes_the_paired_report(ray_session, tmp_path, capsys):
     assert (out / "report" / "index.html").is_file() and "report:" in printed
 
 
+def test_compare_vary_runs_a_batchnorm_pair_and_compares_it(ray_session, tmp_path, cli):
+    import yaml
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(train={"epochs": 2, "seed": 3}, model={"batch_norm": True})))
+    out = tmp_path / "bn"
+    done = cli("compare", config, out, "--vary", "model.batch_norm=false,true", "--no-report")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "comparison_report.json").read_text())
+    changed, kept = (Path(report["runs"][side]["trial"]) for side in ("regularized", "baseline"))
+    assert yaml.safe_load((changed / "config.yaml").read_text())["model"]["batch_norm"] is True
+    assert yaml.safe_load((kept / "config.yaml").read_text())["model"]["batch_norm"] is False
+    assert load_seed(str(changed)) == load_seed(str(kept)) == 3
+    acc = next(e for e in report["effects"] if e["metric"] == "test_accuracy")
+    after, before = (json.loads((t / "metrics.json").read_text())["test_accuracy"] for t in (changed, kept))
+    assert acc["regularizer"] == "true vs false" and acc["mean_diff"] == pytest.approx(after - before)
+    assert "batch_norm=true" in done.stdout and "batch_norm=false" in done.stdout
+    assert (out / "training_curves_comparison.png").read_bytes()[:4] == b"\x89PNG"
+    for bad, why in (
+        ("model.batch_norm=true", "give two different values"),
+        ("train.seed=1,2", "the two runs share their seed"),
+        ("model.nothing=1,2", "model.nothing"),
+    ):
+        done = cli("compare", config, tmp_path / "x", "--vary", bad)
+        assert done.returncode == 2 and why in done.stderr, (bad, done.stderr)
+
+
 def load_seed(trial_dir: str) -> int:
     from geotune.config_loading import load_config
 
