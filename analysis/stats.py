@@ -217,6 +217,8 @@ def paired_test(diffs: Sequence[float]) -> tuple[str | None, float | None, float
         return None, None, None, f"{n} pair{'s' if n != 1 else ''}: too few for a test (need {MIN_PAIRS_FOR_TEST})"
     if np.allclose(d, 0):
         return None, None, None, "all differences are zero: no test"
+    if np.allclose(d, d[0], rtol=1e-9, atol=0):
+        return None, None, None, f"all {n} differences are equal: no spread to test against"
     if n < MIN_PAIRS_FOR_WILCOXON:
         result = stats.ttest_1samp(d, 0.0)
         note = f"paired t-test on {n} pairs (Wilcoxon needs >= {MIN_PAIRS_FOR_WILCOXON} to be informative)"
@@ -336,16 +338,28 @@ def _level(value) -> str:
     return _short(value)
 
 
-def reference_level(frame: pd.DataFrame, factor: str, references: dict | None = None) -> tuple[str, str]:
-    """(the reference level of ``factor``, why): the space's ``reference`` for it; else 'none' for a regularizer;
-    else the first level the study lists (its trials are in planned order)."""
+def reference_candidates(frame: pd.DataFrame, factor: str, references: dict | None = None) -> list[tuple[str, str]]:
+    """The levels of ``factor`` that could be its reference, best first, each with why: the space's
+    ``reference`` for it; 'none' for a regularizer; then every level in the order the study lists them (its
+    trials are in planned order)."""
     levels = list(dict.fromkeys(_level(v) for v in frame[factor]))
+    out = []
     wanted = (references or {}).get(factor)
     if wanted is not None and _level(wanted) in levels:
-        return _level(wanted), "the space's reference"
+        out.append((_level(wanted), "the space's reference"))
     if factor == "regularizer.name" and "none" in levels:
-        return "none", "no regularizer"
-    return levels[0], "the first level the study lists"
+        out.append(("none", "no regularizer"))
+    out.append((levels[0], "the first level the study lists"))
+    out += [(level, "the first level the study lists that has twins") for level in levels[1:]]
+    first: dict[str, str] = {}
+    for level, why in out:
+        first.setdefault(level, why)
+    return list(first.items())
+
+
+def reference_level(frame: pd.DataFrame, factor: str, references: dict | None = None) -> tuple[str, str]:
+    """(the reference level of ``factor``, why): the first of ``reference_candidates``."""
+    return reference_candidates(frame, factor, references)[0]
 
 
 def factor_contrasts(
@@ -375,21 +389,31 @@ def factor_contrasts(
             _level=frame[factor].map(_level),
             _block=_blocks(frame, others),
         )
-        reference, why = reference_level(frame, factor, references)
-        twins = {block: rows for block, rows in part[part["_level"] == reference].groupby("_block")}
-        rows, unpaired = [], []
-        for _, trial in part[part["_level"] != reference].iterrows():
-            twin = twins.get(trial["_block"])
-            if twin is None or len(twin) != 1:
-                unpaired.append(trial["trial"])
-                continue
-            rows.append(_pair_row(trial, twin.iloc[0], f"{trial['_level']} vs {reference}", metrics))
-        pairing = Pairing(pd.DataFrame(rows), unpaired)
+        candidates = reference_candidates(frame, factor, references)
+        if candidates[0][1] == "the space's reference":
+            candidates = candidates[:1]  # the space chose: no other level stands in for it
+        # the first candidate level with twins (levels that only one arm plans pair within that arm)
+        tried = ((level, why, _pair_levels(part, level, metrics)) for level, why in candidates)
+        found = next((t for t in tried if not t[2].pairs.empty), None)
+        reference, why, pairing = found or (*candidates[0], _pair_levels(part, candidates[0][0], metrics))
         effects = paired_effects(pairing, metrics, adjust=False)
         out.append(FactorContrasts(factor, reference, why, pairing, effects, _trend(part, factor, metrics)))
     if adjust:
         adjust_together([e for c in out for e in c.effects + c.trend])
     return out
+
+
+def _pair_levels(part: pd.DataFrame, reference: str, metrics: Sequence[str]) -> Pairing:
+    """Each trial of another ``_level`` than ``reference`` with the one reference trial of its ``_block``."""
+    twins = {block: rows for block, rows in part[part["_level"] == reference].groupby("_block")}
+    rows, unpaired = [], []
+    for _, trial in part[part["_level"] != reference].iterrows():
+        twin = twins.get(trial["_block"])
+        if twin is None or len(twin) != 1:
+            unpaired.append(trial["trial"])
+            continue
+        rows.append(_pair_row(trial, twin.iloc[0], f"{trial['_level']} vs {reference}", metrics))
+    return Pairing(pd.DataFrame(rows), unpaired)
 
 
 def adjust_together(effects: Sequence[PairedEffect]) -> None:

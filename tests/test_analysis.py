@@ -603,3 +603,21 @@ def test_a_reference_the_space_does_not_plan_is_refused_when_planning(tmp_path):
         space.reference = reference
         with pytest.raises(ConfigError, match=re.escape(why)):
             make_plan(space, {}, RunOptions(storage=str(tmp_path)))
+
+
+def test_a_key_only_one_arm_varies_is_compared_within_that_arm(tmp_path):
+    from geotune.analysis.stats import factor_contrasts
+
+    variants = [{"model.pooling": p, "train.seed": s} for p in ("avg", "l2") for s in range(3)]
+    variants += [{"model.global_pool": g, "train.seed": s} for g in ("avg", "max") for s in range(3)]
+    trials = [{"variant": i, "metrics": {"test_accuracy": 0.9 + 0.01 * (i // 3)}} for i in range(len(variants))]
+    study = load_study(make_study(tmp_path / "arms", variants, trials))
+    contrasts = {c.factor: c for c in factor_contrasts(study.usable, study.factors, ("test_accuracy",))}
+    # the first level listed (the first arm's, which leaves global_pool at its default) has no twin in the
+    # second arm, whose trials keep the default pooling: the second arm's own first level is the reference
+    pool = contrasts["model.global_pool"]
+    assert (pool.reference, pool.why) == ("avg", "the first level the study lists that has twins")
+    assert len(pool.pairing.pairs) == 3
+    assert pool.effects[0].mean_diff == pytest.approx(0.01)
+    assert pool.effects[0].p_value is None and "differences are equal" in pool.effects[0].note  # no spread, no p
+    assert contrasts["model.pooling"].reference == "avg" and len(contrasts["model.pooling"].pairing.pairs) == 3

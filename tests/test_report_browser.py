@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 import pytest
-from test_analysis import reg_study
+from test_analysis import planted_study, reg_study
 
 from geotune.analysis.report import write_report
 
@@ -28,14 +28,8 @@ window.addEventListener('load', () => {
 </script>"""
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Chromium is not installed here (.ci/run installs Debian's chromium); "
-    "the report page is not rendered in a browser",
-)
-@pytest.mark.slow
-def test_report_page_renders_in_headless_chromium(tmp_path):
-    index = write_report(reg_study(tmp_path))
+def rendered(index, tmp_path) -> dict:
+    """What headless Chromium saw of a report page: images (and how many loaded), tables, rows, headings."""
     probe = index.with_name("probe.html")
     probe.write_text(index.read_text().replace("</body>", CHECK + "</body>"))
     proc = subprocess.run(
@@ -60,7 +54,20 @@ def test_report_page_renders_in_headless_chromium(tmp_path):
     )
     match = re.search(r'<pre id="geotune-check">(.*?)</pre>', proc.stdout)
     assert match, f"the page did not finish loading:\n{proc.stderr[-2000:]}"
-    result = json.loads(match.group(1))
+    return json.loads(match.group(1))
+
+
+NO_CHROMIUM = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Chromium is not installed here (.ci/run installs Debian's chromium); "
+    "the report page is not rendered in a browser",
+)
+
+
+@NO_CHROMIUM
+@pytest.mark.slow
+def test_report_page_renders_in_headless_chromium(tmp_path):
+    result = rendered(write_report(reg_study(tmp_path)), tmp_path)
     assert result["images"] >= 4 and result["loaded"] == result["images"], result
     assert result["tables"] == 6 and result["rows"] >= 10, result  # plan, three group tables, cost, paired effects
     for heading in (
@@ -73,3 +80,18 @@ def test_report_page_renders_in_headless_chromium(tmp_path):
     ):
         assert heading in result["headings"], result["headings"]
     assert result["headings"][0] == "What each regularizer did, and how sure we are", "the forest plot comes first"
+
+
+@NO_CHROMIUM
+@pytest.mark.slow
+def test_a_factor_studys_forests_and_tables_render(tmp_path):
+    result = rendered(write_report(planted_study(tmp_path, seeds=3).study_dir), tmp_path)
+    assert result["loaded"] == result["images"] and result["images"] >= 5, result
+    for heading in (
+        "What model.batch_norm did, against false",
+        "What model.kernel_size did, against 3",
+        "Interactions: where one factor's effect depends on another",
+        "Paired effect of model.pooling: each level minus max (the first level the study lists)",
+        "Interactions: does one factor's effect depend on another's level?",
+    ):
+        assert heading in result["headings"], result["headings"]

@@ -241,6 +241,13 @@ def test_a_space_moved_to_another_data_set_leaves_out_its_own_data_settings(tmp_
     assert "uses its settings for shapes" in " ".join(tuned.warnings)
 
 
+def crossed_factors(space) -> set[str]:
+    """Keys outside regularizer.* that some arm of a grid lists two or more values of (so they have twins)."""
+    return {
+        k for arm in space.grid for k, values in arm.items() if len(values) > 1 and not k.startswith("regularizer.")
+    }
+
+
 NEW_SPACES = ("kernels", "bn_gradients", "cifar100_pooling", "custom_layers")  # issue 15's reference studies
 
 
@@ -256,6 +263,8 @@ def test_reference_spaces_train_end_to_end_in_small(name, tmp_path, cli, ray_ses
     assert "trials: " in proc.stdout and "failed" not in proc.stdout.split("trials:")[-1].splitlines()[0]
     report = (tmp_path / "s" / "report" / "REPORT.md").read_text()
     assert "Model size and time per variant" in report
+    for factor in crossed_factors(load_space(name)):  # each key an arm varies gets its paired forest
+        assert f"## What {factor} did, against " in report, factor
     if name == "kernels":  # at the budget the three kernels' models are within 5% of 60,000 parameters
         import json
 
@@ -283,6 +292,8 @@ def test_the_backbones_space_trains_every_backbone_and_reports_them(tmp_path, cl
     assert len(sizes) == 3, "three different networks were built"
     report = (study / "report" / "REPORT.md").read_text()
     assert "torchvision.mobilenet_v3_small" in report
+    assert "## What model.type did, against torchvision.resnet18" in report
+    assert "## Interactions: where one factor's effect depends on another" in report  # backbone x regularizer
 
 
 @pytest.mark.slow
