@@ -497,10 +497,26 @@ def _contrast_forest(c, task: str) -> FigureSpec | None:
     )
 
 
-def _contrast_findings(c, task: str) -> list[str]:
+FLATNESS_READINGS = ("flatness_calibrated_per_class", "flatness_calibrated")
+
+
+def _flatness_readable(usable: pd.DataFrame, pairing: Pairing | None) -> bool | None:
+    """Whether every class of every trial in ``pairing`` could show a bend (None: not recorded)."""
+    if pairing is None or pairing.pairs.empty or "flatness_resolved_per_class" not in usable:
+        return None
+    names = set(pairing.pairs["trial"]) | set(pairing.pairs["baseline"])
+    values = usable.loc[usable["trial"].isin(names), "flatness_resolved_per_class"].dropna()
+    return bool((values >= 1.0).all()) if len(values) else None
+
+
+def _contrast_findings(c, task: str, readable: bool | None = None) -> list[str]:
     """A factor's contrasts in words: the headline effects whose interval excludes 0 and whose Holm p is below
-    ALPHA; else that none was detected, and how many pairs that rests on."""
+    ALPHA; else that none was detected, and how many pairs that rests on. Where the classes could not show a
+    bend (``readable`` False), a flatness difference is no finding: it is left out, and the sentence says so."""
     headline = for_task(HEADLINE, task)
+    unread = " Flatness is left out: these trials' classes could not show a bend." if readable is False else ""
+    if readable is False:
+        headline = tuple(m for m in headline if m not in FLATNESS_READINGS)
     shown = [e for e in c.effects + c.trend if e.metric in headline and e.mean_diff is not None]
     if not shown:
         return []
@@ -522,15 +538,18 @@ def _contrast_findings(c, task: str) -> list[str]:
         return [
             f"**{c.factor}** (against {c.reference}, {n} pairs): no headline effect detected after Holm's "
             "adjustment; an interval that holds 0 does not show that the factor does nothing, only that "
-            f"this many seeds cannot tell{unseen}."
+            f"this many seeds cannot tell{unseen}.{unread}"
         ]
     parts = "; ".join(f"{e.regularizer}: {_effect_text(e.metric, e, None)}" for e in detected)
-    return [f"**{c.factor}** (against {c.reference}, {n} pairs): {parts}."]
+    return [f"**{c.factor}** (against {c.reference}, {n} pairs): {parts}.{unread}"]
 
 
-def _interaction_findings(interactions, task: str) -> list[str]:
-    """Interactions on a headline metric whose interval excludes 0 and whose Holm p is below ALPHA."""
+def _interaction_findings(interactions, task: str, readable: bool | None = None) -> list[str]:
+    """Interactions on a headline metric whose interval excludes 0 and whose Holm p is below ALPHA (flatness
+    only where the classes could show a bend)."""
     headline = for_task(HEADLINE, task)
+    if readable is False:
+        headline = tuple(m for m in headline if m not in FLATNESS_READINGS)
     found = [
         e
         for e in interactions
@@ -683,8 +702,10 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
     report.figures = _figure_specs(study, usable)
     contrasts, crossed, interactions = answers.contrasts, answers.crossed, answers.interactions
     if contrasts or interactions:
-        report.findings += [line for c in contrasts for line in _contrast_findings(c, task)]
-        report.findings += _interaction_findings(interactions, task)
+        report.findings += [
+            line for c in contrasts for line in _contrast_findings(c, task, _flatness_readable(usable, c.pairing))
+        ]
+        report.findings += _interaction_findings(interactions, task, _flatness_readable(usable, crossed))
         report.tables += [_contrast_table(c) for c in contrasts if c.effects]
         forests = [spec for c in contrasts if (spec := _contrast_forest(c, task))]
         if interactions:

@@ -621,3 +621,24 @@ def test_a_key_only_one_arm_varies_is_compared_within_that_arm(tmp_path):
     assert pool.effects[0].mean_diff == pytest.approx(0.01)
     assert pool.effects[0].p_value is None and "differences are equal" in pool.effects[0].note  # no spread, no p
     assert contrasts["model.pooling"].reference == "avg" and len(contrasts["model.pooling"].pairing.pairs) == 3
+
+
+@pytest.mark.parametrize("resolved", [0.0, 1.0])
+def test_a_factors_flatness_difference_is_a_finding_only_where_classes_can_show_a_bend(tmp_path, resolved):
+    variants = [{"model.batch_norm": bn, "train.seed": s} for bn in (False, True) for s in range(4)]
+    trials = [
+        {
+            "variant": i,
+            "metrics": {
+                "flatness_calibrated_per_class": 1.05 + 0.02 * v["model.batch_norm"] + 0.001 * (i % 3),
+                "flatness_resolved_per_class": resolved,
+            },
+        }
+        for i, v in enumerate(variants)
+    ]
+    report = build_report(load_study(make_study(tmp_path / "flat", variants, trials)))
+    finding = next(f for f in report.findings if f.startswith("**model.batch_norm**"))
+    if resolved:
+        assert "flatness within classes +0.02" in finding and "left out" not in finding
+    else:
+        assert "flatness within classes" not in finding and "Flatness is left out" in finding

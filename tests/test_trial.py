@@ -142,6 +142,10 @@ def test_train_cli_end_to_end(ray_session, tmp_path, capsys):
     assert {str(d) for d in range(10)} <= set(report["test"])
     assert report["train"]["macro avg"]["support"] == metrics["train_size"]
     assert report["train"]["accuracy"] == pytest.approx(metrics["train_eval_accuracy"])
+    # the seed reports' train-test gap: the kept model in eval mode on both splits
+    assert metrics["train_test_gap"] == pytest.approx(
+        report["train"]["accuracy"] - report["test"]["accuracy"], abs=1e-6
+    )
     assert set(report["test"]["3"]) >= {"precision", "recall", "f1-score", "support"}
 
     for png in ("confusion_matrix.png", "train_val_loss.png", "train_val_accuracy.png", "grad_norms.png"):

@@ -264,6 +264,8 @@ def write_trial_artifacts(
         "train_eval_loss": evaluations["train"].loss,
         "train_eval_accuracy": evaluations["train"].accuracy,
         "overfit_gap": (row["train_accuracy"] - val.accuracy) if history else None,
+        # the kept model on the training split and on the test split, both in eval mode: how much it memorised
+        "train_test_gap": evaluations["train"].accuracy - test.accuracy,
         "reg_loss": row.get("reg_loss", 0.0),
         "keep": t.keep,
         "keep_by": t.keep_by,
