@@ -45,6 +45,7 @@ from geotune.analysis.stats import (
 from geotune.analysis.tables import fmt, markdown_table
 from geotune.layout import (
     CHECKPOINT_PREFIX,
+    CLASSIFICATION_FILE,
     CONFIG_FILE,
     DATASET_EDA_FILE,
     MODEL_FILE,
@@ -272,6 +273,28 @@ def _best(study: StudyData) -> dict | None:
         "weights": str(folder / MODEL_FILE) if (folder / MODEL_FILE).is_file() else None,
         "config_file": str(folder / CONFIG_FILE),
     }
+
+
+def best_per_class_table(best: dict | None) -> Table | None:
+    """The best trial's scores per class on the test split (its classification_report.json), worst F1 first:
+    which classes the study's best network still confuses."""
+    if best is None:
+        return None
+    scores = (read_json(Path(best["config_file"]).parent / CLASSIFICATION_FILE) or {}).get("test")
+    if not isinstance(scores, dict):
+        return None
+    classes = {k: v for k, v in scores.items() if isinstance(v, dict) and k not in ("macro avg", "weighted avg")}
+    rows = [
+        [name, fmt(v.get("precision"), 3), fmt(v.get("recall"), 3), fmt(v.get("f1-score"), 3), int(v.get("support", 0))]
+        for name, v in sorted(classes.items(), key=lambda item: item[1].get("f1-score", 0.0))
+    ]
+    return Table(
+        "best_per_class",
+        f"Per-class scores of the best trial on the test split ({best['trial']})",
+        ["class", "precision", "recall", "F1", "images"],
+        rows,
+        "worst F1 first; the trial folder's confusion_matrix.png shows which classes it takes them for",
+    )
 
 
 def _effect_text(metric: str, e, percent: float | None) -> str:
@@ -758,6 +781,9 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
             figures.draw_forest,
             forest,
         )
+    per_class = best_per_class_table(report.best) if task == "classification" else None
+    if per_class is not None and per_class.rows:
+        report.tables.append(per_class)
     if detect:
         seeds = int(usable["train.seed"].nunique()) if "train.seed" in usable else 1
         report.tables.append(detect_table(answers, detect, seeds))

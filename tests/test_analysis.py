@@ -642,3 +642,23 @@ def test_a_factors_flatness_difference_is_a_finding_only_where_classes_can_show_
         assert "flatness within classes +0.02" in finding and "left out" not in finding
     else:
         assert "flatness within classes" not in finding and "Flatness is left out" in finding
+
+
+def test_the_report_lists_the_best_trials_classes_worst_first(tmp_path):
+    study = planted_study(tmp_path, seeds=2)
+    scores = {
+        "test": {
+            "0": {"precision": 0.9, "recall": 0.8, "f1-score": 0.85, "support": 20.0},
+            "1": {"precision": 1.0, "recall": 1.0, "f1-score": 1.0, "support": 21.0},
+            "2": {"precision": 0.5, "recall": 0.7, "f1-score": 0.58, "support": 19.0},
+            "accuracy": 0.86,
+            "macro avg": {"precision": 0.8, "recall": 0.83, "f1-score": 0.81, "support": 60.0},
+        }
+    }
+    for path in study.frame["path"]:
+        (Path(path) / "classification_report.json").write_text(json.dumps(scores))
+    report = build_report(study)
+    table = next(t for t in report.tables if t.key == "best_per_class")
+    assert report.best["trial"] in table.title
+    assert [row[0] for row in table.rows] == ["2", "0", "1"]  # worst F1 first; averages left out
+    assert table.rows[0] == ["2", "0.500", "0.700", "0.580", 19]
