@@ -418,3 +418,32 @@ def pareto_front(frame: pd.DataFrame, objectives: Sequence[Sequence[str]]) -> Pa
     gx, gy = (x if mode_a == "max" else -x), (y if mode_b == "max" else -y)  # larger is better on both
     on_front = [not bool(np.any((gx >= gx[i]) & (gy >= gy[i]) & ((gx > gx[i]) | (gy > gy[i])))) for i in range(len(x))]
     return ParetoFront((a, b), (mode_a, mode_b), list(rows["trial"]), x.tolist(), y.tolist(), on_front)
+
+
+@dataclass
+class VariantBars:
+    """Per variant (rows), per metric (panels): the mean over seeds with its 95% CI (None where one trial)."""
+
+    metrics: list[str]
+    labels: dict[str, str]  # metric -> how to read it
+    scales: dict[str, float]  # metric -> factor for display
+    variants: list[str]
+    means: dict[tuple[str, str], float]  # (variant, metric) -> mean
+    intervals: dict[tuple[str, str], tuple[float, float]]  # (variant, metric) -> 95% CI, where there is one
+
+
+def variant_bars(cells: pd.DataFrame, metrics: Sequence[str]) -> VariantBars | None:
+    """What the per-variant bar chart draws, from ``stats.group_summary``'s cells; None without two variants."""
+    shown = [m for m in metrics if f"{m}_mean" in cells and cells[f"{m}_mean"].notna().any()]
+    if len(cells) < 2 or not shown:
+        return None
+    means, intervals = {}, {}
+    for _, row in cells.iterrows():
+        for metric in shown:
+            if pd.notna(row[f"{metric}_mean"]):
+                means[(row["group"], metric)] = float(row[f"{metric}_mean"])
+            if pd.notna(row.get(f"{metric}_ci_low")) and pd.notna(row.get(f"{metric}_ci_high")):
+                intervals[(row["group"], metric)] = (float(row[f"{metric}_ci_low"]), float(row[f"{metric}_ci_high"]))
+    scales = {m: METRICS[m].scale if m in METRICS else 1.0 for m in shown}
+    labels = {m: metric_label(m) + (" (%)" if scales[m] == 100.0 else "") for m in shown}
+    return VariantBars(shown, labels, scales, list(cells["group"]), means, intervals)

@@ -625,3 +625,26 @@ def draw_dataset_eda(eda: dict) -> Figure:
         f"{settings['min_extent']:g}-{settings['max_extent']:g} of the image, seed {settings['split_seed']}"
     )
     return fig
+
+
+def draw_variant_bars(data) -> Figure:
+    """One panel per metric, a horizontal bar per variant: the mean over seeds, with its 95% CI as a whisker."""
+    rows = len(data.variants)
+    fig = Figure(figsize=(4.0 * len(data.metrics) + 1.5, 0.32 * rows + 1.2), layout="constrained")
+    axes = fig.subplots(1, len(data.metrics), sharey=True, squeeze=False)[0]
+    positions = np.arange(rows)[::-1]
+    for ax, metric in zip(axes, data.metrics):
+        scale = data.scales[metric]
+        values = [data.means.get((v, metric), np.nan) * scale for v in data.variants]
+        ax.barh(positions, values, color="#4c72b0", alpha=0.8)
+        for y, variant in zip(positions, data.variants):
+            if (variant, metric) in data.intervals:
+                low, high = data.intervals[(variant, metric)]
+                ax.plot([low * scale, high * scale], [y, y], color="black", lw=1.2)
+        finite = [v for v in values if np.isfinite(v)]
+        if finite and metric.endswith("accuracy"):  # accuracies differ in their last points: start near them
+            ax.set_xlim(max(0.0, min(finite) - 5.0), min(100.0, max(finite) + 2.0))
+        ax.set_title(data.labels[metric], fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(positions, [v[:60] for v in data.variants], fontsize=8)
+    return fig

@@ -671,6 +671,7 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
         report.findings.insert(len(report.findings) - (1 if pairing.unpaired else 0), note)
 
     factors, task = study.factors, study.task
+    variant_bars: FigureSpec | None = None
     if factors and not (plan and plan.optuna):
         cells = group_summary(usable, factors, for_task(tuple(dict.fromkeys(SUMMARY + GEOMETRY + STRUCTURE)), task))
         title = "mIoU, Dice and loss per variant" if task == "segmentation" else "Accuracy and loss per variant"
@@ -687,7 +688,21 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
                 CI_CAPTION + "; the whole-set flatness mixes how class clusters connect with curvature",
             )
         )
-        report.tables.append(cost_table(group_summary(usable, factors, COST)))
+        costs = group_summary(usable, factors, COST)
+        report.tables.append(cost_table(costs))
+        bars = fd.variant_bars(
+            cells.merge(costs[["group", "num_parameters_mean", "num_parameters_ci_low", "num_parameters_ci_high"]]),
+            (score_of("test_accuracy", task), "num_parameters"),
+        )
+        if bars is not None:
+            variant_bars = FigureSpec(
+                "variant_bars",
+                "Accuracy and size of each variant",
+                "mean over the variant's seeds; whisker: 95% confidence interval of the mean (none for one trial); "
+                "overlapping whiskers are no test of a difference (the paired tables are)",
+                figures.draw_variant_bars,
+                bars,
+            )
         if len(factors) > 1:
             for factor, table in factor_tables(usable, factors).items():
                 report.tables.append(
@@ -722,7 +737,7 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
             )
         )
     report.paired = comparison_report(pairing, effects, single_pair(pairing, frame))
-    report.figures = _figure_specs(study, usable)
+    report.figures = _figure_specs(study, usable) + ([variant_bars] if variant_bars is not None else [])
     contrasts, crossed, interactions = answers.contrasts, answers.crossed, answers.interactions
     if contrasts or interactions:
         report.findings += [

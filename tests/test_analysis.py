@@ -662,3 +662,27 @@ def test_the_report_lists_the_best_trials_classes_worst_first(tmp_path):
     assert report.best["trial"] in table.title
     assert [row[0] for row in table.rows] == ["2", "0", "1"]  # worst F1 first; averages left out
     assert table.rows[0] == ["2", "0.500", "0.700", "0.580", 19]
+
+
+def test_the_per_variant_bars_hold_each_variants_mean_and_interval(tmp_path):
+    from geotune.analysis import figure_data as fd
+    from geotune.analysis.stats import group_summary
+
+    study = planted_study(tmp_path, seeds=3)
+    cells = group_summary(study.usable, study.factors, ("test_accuracy", "num_parameters"))
+    bars = fd.variant_bars(cells, ("test_accuracy", "num_parameters", "not_a_metric"))
+    assert bars.metrics == ["test_accuracy"]  # synthetic trials record no size; unknown metrics are left out
+    assert len(bars.variants) == 12  # 2 BatchNorm x 2 pooling x 3 kernels
+    frame = study.usable
+    label = bars.variants[0]
+    first = cells.iloc[0]
+    members = frame[
+        (frame["model.batch_norm"] == first["model.batch_norm"])
+        & (frame["model.pooling"] == first["model.pooling"])
+        & (frame["model.kernel_size"] == first["model.kernel_size"])
+    ]
+    assert bars.means[(label, "test_accuracy")] == pytest.approx(members["test_accuracy"].mean())
+    low, high = bars.intervals[(label, "test_accuracy")]
+    assert low < bars.means[(label, "test_accuracy")] < high
+    assert "variant_bars" in {spec.key for spec in build_report(study).figures}
+    assert fd.variant_bars(cells.iloc[:1], ("test_accuracy",)) is None  # one variant: nothing to compare
