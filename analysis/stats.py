@@ -247,9 +247,26 @@ def detectable_difference(sd: float | None, n: int, alpha: float = 0.05, power: 
     noncentral t); None below MIN_PAIRS_FOR_TEST or without a spread."""
     if sd is None or not sd > 0 or n < MIN_PAIRS_FOR_TEST:
         return None
+    return detectable_size(n, alpha, power) * sd
+
+
+@functools.lru_cache(maxsize=1024)
+def detectable_size(n: int, alpha: float = 0.05, power: float = POWER) -> float:
+    """The standardized effect (mean / sd of the differences) a paired t-test of ``n`` pairs detects with
+    probability ``power``: the root of TTestPower's power curve, found by bracketing (its own solve_power
+    returns a negative root or a 1-element array for some n, e.g. 73 and 87)."""
+    from scipy.optimize import brentq  # deferred: scipy.optimize is only needed here
     from statsmodels.stats.power import TTestPower  # deferred: statsmodels costs 0.5 s to import
 
-    return float(TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power)) * sd
+    def shortfall(size: float) -> float:
+        reached = float(np.asarray(TTestPower().power(effect_size=size, nobs=n, alpha=alpha)).ravel()[0])
+        return (reached if math.isfinite(reached) else 1.0) - power  # NaN: the noncentral t's far tail, power ~1
+
+    # grow the bracket gently, so the power is never evaluated far past the target (where it turns NaN)
+    low, high = 0.0, 0.05
+    while shortfall(high) < 0:  # the power at 0 is alpha, below any power asked for
+        low, high = high, high * 1.5
+    return float(brentq(shortfall, low, high, xtol=1e-12))
 
 
 def seeds_to_detect(difference: float, sd: float | None, alpha: float = 0.05, power: float = POWER) -> int | None:
@@ -264,7 +281,8 @@ def seeds_to_detect(difference: float, sd: float | None, alpha: float = 0.05, po
     size = abs(difference) / sd
 
     def reached(n: int) -> bool:
-        return float(TTestPower().power(effect_size=size, nobs=n, alpha=alpha)) >= power
+        value = float(np.asarray(TTestPower().power(effect_size=size, nobs=n, alpha=alpha)).ravel()[0])
+        return not math.isfinite(value) or value >= power  # NaN: the noncentral t's far tail, power ~1
 
     low, high = MIN_PAIRS_FOR_TEST - 1, MIN_PAIRS_FOR_TEST
     while not reached(high):
