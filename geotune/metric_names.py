@@ -198,6 +198,7 @@ SEGMENTATION_SCORES = {
     "test_accuracy": ("test_miou", "test_dice"),
     "val_accuracy": ("val_miou",),
     "best_val_accuracy": ("best_val_miou",),
+    "train_test_gap": (),  # of pixel accuracy: no segmentation view shows it (metrics.json keeps it)
 }
 
 

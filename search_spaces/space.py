@@ -262,5 +262,4 @@ def load_space(name_or_path: str) -> SearchSpace:
         raise ConfigError(f"search space '{name_or_path}' does not define SPACE = SearchSpace(...)")
     if space.mode not in ("max", "min"):
         raise ConfigError(f"search space '{space.name}': mode = {space.mode!r}; allowed values are max, min")
-    space.module = where
-    return space
+    return dataclasses.replace(space, module=where)  # a copy: changing it leaves the module's SPACE as written

@@ -7,6 +7,7 @@ directory), so bad input costs seconds, not a cluster's worth of failed trials.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -112,10 +113,11 @@ def make_plan(space: SearchSpace, user: dict, options: RunOptions) -> StudyPlan:
     """Resolve a space with the user's config overrides and options; validate every planned trial."""
     if options.num_samples is not None and options.num_samples < 1:
         raise ConfigError(f"--num-samples {options.num_samples}: must be >= 1")
+    # a copy: a built-in space is one object per process (a notebook, the in-process CLI), never changed by a plan
     if options.num_samples and not space.is_optuna:
-        space.seeds = list(range(options.num_samples))  # grid spaces: N seeds per variant
+        space = dataclasses.replace(space, seeds=list(range(options.num_samples)))  # grid spaces: N seeds a variant
     elif options.num_samples:
-        space.num_samples = options.num_samples
+        space = dataclasses.replace(space, num_samples=options.num_samples)
     for key in space.varied_keys():
         if _has_dotted(user, key):
             raise ConfigError(

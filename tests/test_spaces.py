@@ -310,3 +310,16 @@ def test_the_segmentation_space_runs_and_reports_miou(tmp_path, cli, ray_session
     assert "## mIoU, Dice and loss per variant" in report and "| test mIoU | test Dice" in report
     assert "## The data set" in report and "## Latent space of each group's best trial" in report
     assert "test accuracy" not in report.split("## Latent geometry")[0], "mIoU replaces accuracy in the tables"
+
+
+def test_planning_and_loading_leave_a_built_in_space_as_written(tmp_path):
+    """The in-process CLI and notebooks share one module per space: a plan's --num-samples or a caller's change
+    of a loaded space must not reach the next load (under the suite's shared workers it once did)."""
+    from geotune.study.plan import RunOptions, make_plan
+
+    before = list(load_space("segmentation").seeds)
+    make_plan(load_space("segmentation"), {}, RunOptions(storage=str(tmp_path), num_samples=1))
+    changed = load_space("bn_gradients")
+    changed.reference = {}
+    assert load_space("segmentation").seeds == before and len(before) > 1
+    assert load_space("bn_gradients").reference == {"model.batch_norm": False, "model.output": "softmax"}
