@@ -121,9 +121,10 @@ def test_sigkill_then_resume(tmp_path, kind, ray_session, cli):
     space = tmp_path / "space.py"
     space.write_text(
         "from geotune.search_spaces.space import SearchSpace\n"
-        # Optuna's three trials run one at a time: 15 epochs leave the second mid-way when the first has finished
-        # batch 8: about 0.5 s an epoch; Tune's result.json, which tells the test a trial is mid-way, lags by seconds
-        f"BASE = {tiny_config(train={'epochs': 15, 'patience': 0, 'batch_size': 8}, logging=QUICK_FINISH)!r}\n"
+        # Optuna's three trials run one at a time: 40 epochs leave the second mid-way when the first has finished.
+        # Batch 8: 0.23-0.5 s an epoch (2026-12-04, two test workers); Tune's result.json, which tells the test a
+        # trial is mid-way, lags by seconds: at 15 epochs (4 s) the second trial once finished before the kill landed
+        f"BASE = {tiny_config(train={'epochs': 40, 'patience': 0, 'batch_size': 8}, logging=QUICK_FINISH)!r}\n"
         # the grid one at a time too: the third has not started when the study is killed, so the resume starts it
         + textwrap.dedent(
             GRID_SPACE.replace("max_concurrent=2", "max_concurrent=1") if kind == "grid" else OPTUNA_SPACE
