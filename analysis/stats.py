@@ -352,19 +352,15 @@ class FactorContrasts:
     trend: list[PairedEffect]  # numeric factors with 3+ levels: slope per unit of the factor, over pairing blocks
 
 
-def _level(value) -> str:
-    return _short(value)
-
-
 def reference_candidates(frame: pd.DataFrame, factor: str, references: dict | None = None) -> list[tuple[str, str]]:
     """The levels of ``factor`` that could be its reference, best first, each with why: the space's
     ``reference`` for it; 'none' for a regularizer; then every level in the order the study lists them (its
     trials are in planned order)."""
-    levels = list(dict.fromkeys(_level(v) for v in frame[factor]))
+    levels = list(dict.fromkeys(_short(v) for v in frame[factor]))
     out = []
     wanted = (references or {}).get(factor)
-    if wanted is not None and _level(wanted) in levels:
-        out.append((_level(wanted), "the space's reference"))
+    if wanted is not None and _short(wanted) in levels:
+        out.append((_short(wanted), "the space's reference"))
     if factor == "regularizer.name" and "none" in levels:
         out.append(("none", "no regularizer"))
     out.append((levels[0], "the first level the study lists"))
@@ -400,11 +396,11 @@ def factor_contrasts(
     out: list[FactorContrasts] = []
     for factor in factors:
         skipped = factor.startswith("regularizer.") and not with_regularizer
-        if skipped or factor not in frame or frame[factor].map(_level).nunique() < 2:
+        if skipped or factor not in frame or frame[factor].map(_short).nunique() < 2:
             continue
         others = [f for f in factors if f != factor and f in frame] + (["train.seed"] if "train.seed" in frame else [])
         part = frame.assign(
-            _level=frame[factor].map(_level),
+            _level=frame[factor].map(_short),
             _block=_blocks(frame, others),
         )
         candidates = reference_candidates(frame, factor, references)
@@ -461,13 +457,13 @@ def factor_interactions(
     seed and on every other factor, the difference of differences (a, b) - (a0, b) - (a, b0) + (a0, b0) for
     each level a of A and b of B against their reference levels a0, b0; its mean, CI and test over blocks.
     Not adjusted here (``adjust_together`` with the contrasts: one family)."""
-    chosen = [f for f in interaction_factors(factors) if f in frame and frame[f].map(_level).nunique() >= 2]
+    chosen = [f for f in interaction_factors(factors) if f in frame and frame[f].map(_short).nunique() >= 2]
     rows, unpaired = [], []
     seed = ["train.seed"] if "train.seed" in frame else []
     for i, a in enumerate(chosen):
         for b in chosen[i + 1 :]:
             others = [f for f in factors if f not in (a, b) and f in frame] + seed
-            part = frame.assign(_a=frame[a].map(_level), _b=frame[b].map(_level), _block=_blocks(frame, others))
+            part = frame.assign(_a=frame[a].map(_short), _b=frame[b].map(_short), _block=_blocks(frame, others))
             a0, b0 = reference_level(frame, a, references)[0], reference_level(frame, b, references)[0]
             cells = {key: rows_ for key, rows_ in part.groupby(["_block", "_a", "_b"])}
             for (block, la, lb), cell in cells.items():

@@ -94,7 +94,7 @@ def _vary_plan(cfg: TrialConfig, out_dir: str, cpus: float, gpus: float, vary: s
 
 def compared_levels(plan: StudyPlan) -> tuple[str, str]:
     """(what was tried, what it is compared with): the regularizer and 'none', or --vary's B and A."""
-    if plan.module == "geotune compare --vary":
+    if plan.reference:  # --vary: its reference level is the one compared with
         key, level = next(iter(plan.reference.items()))
         other = next(v[key] for v in plan.variants if v[key] != level)
         return f"{key.rsplit('.', 1)[-1]}={other}", f"{key.rsplit('.', 1)[-1]}={level}"
@@ -103,7 +103,7 @@ def compared_levels(plan: StudyPlan) -> tuple[str, str]:
 
 def compare_pairing(plan: StudyPlan, study) -> tuple[Pairing, list]:
     """The one pair of a compare study and its effects: the regularizer's, or --vary's contrast."""
-    if plan.module == "geotune compare --vary":
+    if plan.reference:  # --vary: its reference level is the one compared with
         key = next(iter(plan.reference))
         contrasts = factor_contrasts(study.usable, [key], SUMMARY, plan.reference, with_regularizer=True)
         if not contrasts:
