@@ -23,7 +23,7 @@ MAX_LINES = 10  # more groups than this in one panel stop being readable
 class Band:
     label: str
     x: list
-    mean: list
+    centre: list  # the line: a mean or a median (the data object holding the bands says which)
     low: list
     high: list
     n: list
@@ -31,7 +31,8 @@ class Band:
 
 @dataclass
 class CurveBands:
-    """Per-epoch mean over a group's trials with a +/- 1 std band, for each history key."""
+    """Per-epoch median over a group's trials with its interquartile range, for each history key (as the original
+    experiment reports drew them: with 3-5 seeds a mean +/- std band is pulled by one diverging seed)."""
 
     keys: list[str]
     groups: dict[str, list[Band]]  # key -> one band per group
@@ -86,19 +87,12 @@ def curve_bands(
                     if row.get(key) is not None:
                         by_epoch.setdefault(row["epoch"], []).append(row[key])
             epochs = sorted(by_epoch)
-            means = [float(np.mean(by_epoch[e])) for e in epochs]
-            stds = [float(np.std(by_epoch[e], ddof=1)) if len(by_epoch[e]) > 1 else 0.0 for e in epochs]
-            out[key].append(
-                Band(
-                    label,
-                    epochs,
-                    means,
-                    [m - s for m, s in zip(means, stds)],
-                    [m + s for m, s in zip(means, stds)],
-                    [len(by_epoch[e]) for e in epochs],
-                )
-            )
-    return CurveBands(list(keys), out, grouped_by)
+            if not epochs:
+                continue
+            # trials that stopped early leave later epochs to fewer trials: quartiles per epoch
+            low, centre, high = ([float(np.percentile(by_epoch[e], q)) for e in epochs] for q in (25, 50, 75))
+            out[key].append(Band(label, epochs, centre, low, high, [len(by_epoch[e]) for e in epochs]))
+    return CurveBands([k for k in keys if out[k]], {k: v for k, v in out.items() if v}, grouped_by)
 
 
 @dataclass
@@ -324,21 +318,73 @@ class Panel:
     image: str  # path of a PNG
 
 
+def _best_of_groups(frame: pd.DataFrame, factors: Sequence[str], metric: str, mode: str) -> list[tuple[str, pd.Series]]:
+    """(group label, best trial's row by ``metric``) for each plot group."""
+    labels, _ = plot_groups(frame, factors, metric, mode)
+    rows = []
+    for label in sorted(labels.dropna().unique()):
+        part = frame[(labels == label) & frame[metric].notna()]
+        if not part.empty:
+            rows.append((str(label), part.loc[part[metric].idxmax() if mode == "max" else part[metric].idxmin()]))
+    return rows
+
+
 def best_trial_panels(
     frame: pd.DataFrame, factors: Sequence[str], metric: str, mode: str, image: str = "umap.png"
 ) -> list[Panel]:
     """The best trial (by ``metric``) of each plot group, with the path of its ``image``."""
-    labels, _ = plot_groups(frame, factors, metric, mode)
     panels = []
-    for label in sorted(labels.dropna().unique()):
-        part = frame[(labels == label) & frame[metric].notna()]
-        if part.empty:
-            continue
-        best = part.loc[part[metric].idxmax() if mode == "max" else part[metric].idxmin()]
+    for label, best in _best_of_groups(frame, factors, metric, mode):
         path = Path(str(best["path"])) / image
         if path.is_file():
             panels.append(Panel(f"{label}\n{metric} {best[metric]:.3f} ({best['trial'][:30]})", str(path)))
     return panels
+
+
+@dataclass
+class OutputExamples:
+    """The same test images through each group's best trial: raw logits and output probabilities side by side."""
+
+    class_names: list[str]
+    images: list[np.ndarray]  # (h, w, C) uint8 thumbnails
+    labels: list[int]
+    indices: list[int]  # the images' indices in the test split
+    groups: list[str]  # one per variant: its label and output layer
+    probabilities: np.ndarray  # (groups, images, classes)
+    logits: np.ndarray  # (groups, images, classes)
+
+
+EXAMPLE_IMAGES = 4  # test images the output comparison shows
+
+
+def output_examples(
+    frame: pd.DataFrame, factors: Sequence[str], metric: str, mode: str, file: str
+) -> OutputExamples | None:
+    """From each group's best trial's ``file`` (test_examples.json), when the study varies the output layer
+    (model.output) and at least two groups wrote one; only images every group saw (same test split)."""
+    if "model.output" not in factors:
+        return None
+    found = []
+    for label, best in _best_of_groups(frame, factors, metric, mode):
+        data = read_json(Path(str(best["path"])) / file) if isinstance(best.get("path"), str) else None
+        if isinstance(data, dict) and data.get("examples"):
+            found.append((label, data))
+    if len(found) < 2:
+        return None
+    by_index = [{e["index"]: e for e in data["examples"]} for _, data in found]
+    common = [i for i in by_index[0] if all(i in other for other in by_index[1:])][:EXAMPLE_IMAGES]
+    if not common:
+        return None
+    first = by_index[0]
+    return OutputExamples(
+        class_names=list(found[0][1]["class_names"]),
+        images=[np.asarray(first[i]["thumbnail"], dtype=np.uint8) for i in common],
+        labels=[int(first[i]["label"]) for i in common],
+        indices=common,
+        groups=[label if "output=" in label else f"{label} ({data['output']})" for label, data in found],
+        probabilities=np.array([[table[i]["probabilities"] for i in common] for table in by_index]),
+        logits=np.array([[table[i]["logits"] for i in common] for table in by_index]),
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -289,19 +289,21 @@ def _pretty(name: str) -> str:
 
 
 def draw_curve_bands(curves, title: str = "") -> Figure:
-    """Mean per epoch with a +/- 1 std band over each group's trials; one panel per history key."""
-    fig = Figure(figsize=(6 * len(curves.keys), 4.2), layout="constrained")
+    """Median per epoch with the interquartile range over each group's trials; one panel per history key."""
+    columns = min(3, len(curves.keys))
+    rows = math.ceil(len(curves.keys) / columns)
+    fig = Figure(figsize=(6 * columns, 4.2 * rows), layout="constrained")
     for i, key in enumerate(curves.keys):
-        ax = fig.add_subplot(1, len(curves.keys), i + 1)
+        ax = fig.add_subplot(rows, columns, i + 1)
         for j, band in enumerate(curves.groups[key]):
             colour = f"C{j % 10}"
-            ax.plot(band.x, band.mean, color=colour, label=f"{band.label} (n={max(band.n) if band.n else 0})")
+            ax.plot(band.x, band.centre, color=colour, label=f"{band.label} (n={max(band.n) if band.n else 0})")
             ax.fill_between(band.x, band.low, band.high, color=colour, alpha=0.15)
         ax.set_xlabel("epoch")
         ax.set_ylabel(_pretty(key))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(title or f"training curves by {curves.grouped_by}: mean over trials, band = +/- 1 std")
+    fig.suptitle(title or f"training curves by {curves.grouped_by}: median over trials, band = interquartile range")
     return fig
 
 
@@ -355,10 +357,10 @@ def draw_factor_lines(panels: Sequence) -> Figure:
     for i, data in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         for j, (label, band) in enumerate(sorted(data.lines.items())):
-            yerr = [np.subtract(band.mean, band.low), np.subtract(band.high, band.mean)]
-            ax.errorbar(band.x, band.mean, yerr=yerr, marker="o", capsize=3, color=f"C{j % 10}", label=label)
+            yerr = [np.subtract(band.centre, band.low), np.subtract(band.high, band.centre)]
+            ax.errorbar(band.x, band.centre, yerr=yerr, marker="o", capsize=3, color=f"C{j % 10}", label=label)
         if data.baseline is not None:
-            ax.axhline(data.baseline.mean[0], color="black", linestyle="--", label="no regularizer")
+            ax.axhline(data.baseline.centre[0], color="black", linestyle="--", label="no regularizer")
             ax.axhspan(data.baseline.low[0], data.baseline.high[0], color="black", alpha=0.08)
         if all(x > 0 for band in data.lines.values() for x in band.x):
             ax.set_xscale("log")
@@ -444,6 +446,103 @@ def draw_image_grid(panels: Sequence, columns: int = 3) -> Figure:
         ax.imshow(image)
         ax.set_title(panel.title, fontsize=8)
         ax.axis("off")
+    return fig
+
+
+def _mosaic(tiles: np.ndarray, gap: int = 2) -> np.ndarray:
+    """(rows, columns, h, w, C) uint8 tiles as one RGB image with white gaps: one imshow draws them all (a grid
+    of subplots costs about 10 ms per panel, which every trial would pay)."""
+    rows, columns, h, w, c = tiles.shape
+    rgb = np.repeat(tiles, 3, axis=-1) if c == 1 else tiles[..., :3]
+    out = np.full((rows * (h + gap) + gap, columns * (w + gap) + gap, 3), 255, dtype=np.uint8)
+    for r in range(rows):
+        for col in range(columns):
+            top, left = gap + r * (h + gap), gap + col * (w + gap)
+            out[top : top + h, left : left + w] = rgb[r, col]
+    return out
+
+
+def draw_data_samples(grid: np.ndarray, captions: Sequence[str], titles: Sequence[str], title: str) -> Figure:
+    """A (rows, columns, h, w, C) uint8 grid of images: one row per sample, its copies across."""
+    rows, columns, h, w = grid.shape[:4]
+    fig = Figure(figsize=(1.5 * columns + 1.2, 1.5 * rows + 0.7), layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(_mosaic(grid), interpolation="nearest")
+    ax.set_xticks([2 + (w + 2) * (c + 0.5) for c in range(columns)], list(titles), fontsize=8)
+    ax.set_yticks([2 + (h + 2) * (r + 0.5) for r in range(rows)], list(captions), fontsize=8)
+    ax.tick_params(length=0)
+    ax.xaxis.tick_top()
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def draw_test_predictions(
+    images: np.ndarray,
+    labels: np.ndarray,
+    top: np.ndarray,
+    top_probabilities: np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    columns: int = 4,
+) -> Figure:
+    """Test images (N, h, w, C uint8) in a grid, each captioned with its true class and the model's three most
+    probable classes with their probabilities; red where the most probable is wrong."""
+    n, h, w = images.shape[:3]
+    rows = math.ceil(n / columns)
+    padded = np.full((rows * columns, h, w, images.shape[3]), 255, dtype=np.uint8)
+    padded[:n] = images
+    tiles = padded.reshape(rows, columns, h, w, images.shape[3])
+    # room under each image for four lines of text: the tile is stretched vertically by blank rows
+    room = max(4, int(round(h * 0.45)))
+    tiles = np.concatenate([tiles, np.full((rows, columns, room, w, images.shape[3]), 255, np.uint8)], axis=2)
+    mosaic = _mosaic(tiles)
+    width = 2.0 * columns  # inches: a tile about 2 inches wide, its four lines of text in the room below it
+    fig = Figure(figsize=(width, width * mosaic.shape[0] / mosaic.shape[1] + 0.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_axis_off()
+    for i in range(n):
+        r, c = divmod(i, columns)
+        x, y = 2 + c * (w + 2) + w / 2, 2 + r * (h + room + 2) + h + 1
+        wrong = top[i][0] != labels[i]
+        guesses = "\n".join(f"{class_names[k][:12]} {p:.2f}" for k, p in zip(top[i], top_probabilities[i]))
+        ax.text(
+            x,
+            y,
+            f"true {class_names[labels[i]][:12]}\n{guesses}",
+            ha="center",
+            va="top",
+            fontsize=7,
+            color="#b2182b" if wrong else "black",
+        )
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def draw_output_examples(data) -> Figure:
+    """Per test image (rows): the image, each variant's output probabilities and its raw logits (grouped bars, one
+    colour per variant): where softmax spreads mass over every class, sparsemax gives most of them exactly 0."""
+    n_images, n_classes = len(data.images), len(data.class_names)
+    fig = Figure(figsize=(2.2 + 2 * max(4.0, 0.5 * n_classes), 2.3 * n_images + 0.7), layout="constrained")
+    axes = fig.subplots(n_images, 3, squeeze=False, gridspec_kw={"width_ratios": [0.45, 1, 1]})
+    width = 0.8 / len(data.groups)
+    x = np.arange(n_classes)
+    for row in range(n_images):
+        image = data.images[row]
+        axes[row, 0].imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
+        axes[row, 0].set_title(f"test #{data.indices[row]}: {data.class_names[data.labels[row]][:12]}", fontsize=8)
+        axes[row, 0].axis("off")
+        for column, (values, name) in enumerate(((data.probabilities, "probability"), (data.logits, "raw logit"))):
+            ax = axes[row, column + 1]
+            for g, group in enumerate(data.groups):
+                ax.bar(x + (g - (len(data.groups) - 1) / 2) * width, values[g, row], width, label=group, color=f"C{g}")
+            ax.axhline(0, color="black", lw=0.6)
+            ax.axvspan(data.labels[row] - 0.45, data.labels[row] + 0.45, color="black", alpha=0.07)
+            ax.set_xticks(x, [c[:8] for c in data.class_names], fontsize=6, rotation=90 if n_classes > 10 else 0)
+            ax.set_ylabel(name, fontsize=8)
+            if row == 0:
+                ax.set_title(f"{name} per class (grey: the true class)", fontsize=9)
+    axes[0, 2].legend(fontsize=7)
     return fig
 
 

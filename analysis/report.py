@@ -48,9 +48,12 @@ from geotune.layout import (
     CLASSIFICATION_FILE,
     CONFIG_FILE,
     DATASET_EDA_FILE,
+    GEOMETRY_FILE,
+    METRICS_FILE,
     MODEL_FILE,
     OPTUNA_FILE,
     REPORT_DIR,
+    TEST_EXAMPLES_FILE,
     TrialStatus,
     optuna_url,
     read_json,
@@ -59,6 +62,7 @@ from geotune.metric_names import (
     AGAINST_LAMBDA,
     BY_FACTOR,
     COST,
+    EPOCH,
     GEOMETRY,
     HEADLINE,
     HEATMAPS,
@@ -284,16 +288,30 @@ def best_per_class_table(best: dict | None) -> Table | None:
     if not isinstance(scores, dict):
         return None
     classes = {k: v for k, v in scores.items() if isinstance(v, dict) and k not in ("macro avg", "weighted avg")}
+    folder = Path(best["config_file"]).parent
+    latent = (read_json(folder / GEOMETRY_FILE) or {}).get("per_class") or {}
+    measured = (read_json(folder / METRICS_FILE) or {}).get("geometry_split", "measured")
     rows = [
-        [name, fmt(v.get("precision"), 3), fmt(v.get("recall"), 3), fmt(v.get("f1-score"), 3), int(v.get("support", 0))]
+        [
+            name,
+            fmt(v.get("precision"), 3),
+            fmt(v.get("recall"), 3),
+            fmt(v.get("f1-score"), 3),
+            int(v.get("support", 0)),
+            fmt((latent.get(name) or {}).get("linear_separability"), 3),
+            fmt((latent.get(name) or {}).get("intrinsic_dim_twonn"), 2),
+        ]
         for name, v in sorted(classes.items(), key=lambda item: item[1].get("f1-score", 0.0))
     ]
     return Table(
         "best_per_class",
         f"Per-class scores of the best trial on the test split ({best['trial']})",
-        ["class", "precision", "recall", "F1", "images"],
+        ["class", "precision", "recall", "F1", "images", "linear probe F1", "TwoNN"],
         rows,
-        "worst F1 first; the trial folder's confusion_matrix.png shows which classes it takes them for",
+        "worst F1 first; the confusion matrices above show which classes it takes them for. Linear probe F1: a "
+        f"one-vs-rest perceptron on the {measured} embeddings, trained and scored on the same points (how linearly "
+        "the class stands apart in the latent space, not a held-out score); TwoNN: the class's intrinsic dimension "
+        "there",
     )
 
 
@@ -416,12 +434,22 @@ def _findings(effects: list, pairing, task: str = "classification") -> list[str]
             if m in metrics and metrics[m].mean_diff is not None
         ]
         diffs = part[[c for c in part.columns if c.endswith("_diff")]].to_numpy(dtype=float)
-        if diffs.size and np.all(np.nan_to_num(diffs) == 0.0):
+        identical = bool(diffs.size) and np.all(np.nan_to_num(diffs) == 0.0)
+        penalty = part.get("reg_loss_max_regularized")
+        never = penalty is not None and penalty.notna().all() and bool((penalty == 0).all())
+        if identical or never:
+            how_known = (
+                "every difference is 0"
+                if identical
+                else "its penalty was 0 on every step of every trial "
+                "(reg_loss_max 0); the differences left are the nondeterminism of the device's kernels"
+            )
             out.append(
-                f"**{label}** trained exactly like its baselines ({n} pair{'s' if n != 1 else ''}; every "
-                "difference is 0): the penalty never changed a gradient. A flat-target geodesic penalty is "
-                "exactly 0 while no pair of a class in a batch has to bend (see reg_geodesic_bent_fraction in the "
-                "trials' histories): a batch holds too few points of a class for a bend to show."
+                f"**{label}** trained like its baselines ({n} pair{'s' if n != 1 else ''}; {how_known}): the "
+                "penalty never changed a gradient, so this study says nothing about what it does. A flat-target "
+                "geodesic penalty is exactly 0 while no pair of a class in a batch has to bend (see "
+                "reg_geodesic_bent_fraction in the trials' histories): a batch holds too few points of a class "
+                "for a bend to show; target fixed acts."
             )
             continue
         out.append(
@@ -603,7 +631,7 @@ class StudyEffects:
 def study_effects(study: StudyData) -> StudyEffects:
     usable, task, plan = study.usable, study.task, study.plan
     # the pairs also carry whether the classes were resolved; that share is no effect to test
-    pairing = pair_with_baselines(usable, for_task(SUMMARY, task) + ("flatness_resolved_per_class",))
+    pairing = pair_with_baselines(usable, for_task(SUMMARY, task) + ("flatness_resolved_per_class", "reg_loss_max"))
     out = StudyEffects(pairing, paired_effects(pairing, for_task(SUMMARY, task)))
     if study.factors and not (plan and plan.optuna):
         references = plan.reference if plan else {}
@@ -673,7 +701,8 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
     factors, task = study.factors, study.task
     variant_bars: FigureSpec | None = None
     if factors and not (plan and plan.optuna):
-        cells = group_summary(usable, factors, for_task(tuple(dict.fromkeys(SUMMARY + GEOMETRY + STRUCTURE)), task))
+        every = SUMMARY + PERFORMANCE + GEOMETRY + STRUCTURE
+        cells = group_summary(usable, factors, for_task(tuple(dict.fromkeys(every)), task))
         title = "mIoU, Dice and loss per variant" if task == "segmentation" else "Accuracy and loss per variant"
         report.tables.append(summary_table("groups_performance", title, cells, for_task(PERFORMANCE, task), CI_CAPTION))
         report.tables.append(
@@ -823,6 +852,18 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
                 eda,
             )
         )
+    samples = fd.best_trial_panels(usable, [], study.metric, study.mode, "data_samples.png")
+    if samples:
+        specs.append(
+            FigureSpec(
+                "data_samples",
+                "The training images",
+                "the best trial's training images as its model received them (one per class), and copies through "
+                "its augmentation; each trial folder's data_samples.png shows its own",
+                lambda d: figures.draw_image_grid(d, columns=1),
+                samples,
+            )
+        )
     histories = load_histories(usable)
     if histories:
         score = score_of("val_accuracy", task)
@@ -832,12 +873,26 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
                 "training_curves",
                 "Training curves",
                 f"{metric_label(score)} and validation loss per epoch, "
-                f"grouped by {curves.grouped_by}; line = mean over the group's trials (seeds), "
-                "band = +/- 1 std",
+                f"grouped by {curves.grouped_by}; line = median over the group's trials (seeds), "
+                "band = interquartile range",
                 figures.draw_curve_bands,
                 curves,
             )
         )
+        geometry = fd.curve_bands(usable, histories, factors, EPOCH, metric=study.metric, mode=study.mode)
+        if geometry.keys:
+            specs.append(
+                FigureSpec(
+                    "geometry_curves",
+                    "Latent geometry per epoch",
+                    "the validation embeddings measured every logging.embedding_metrics_every epochs (a cheaper "
+                    "subset: no resolution check, and the last epoch is left to the final measurement in the "
+                    f"tables); grouped by {geometry.grouped_by}; line = median over the group's trials, "
+                    "band = interquartile range",
+                    lambda d: figures.draw_curve_bands(d, f"latent geometry per epoch by {d.grouped_by}"),
+                    geometry,
+                )
+            )
     for view in FACTOR_VIEWS:
         spec = factor_view(view, usable, factors, task)
         if spec is not None:
@@ -891,6 +946,43 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
                 f"2-D projection of the measured embeddings of the best trial (by {study.metric}) per group",
                 figures.draw_image_grid,
                 projections,
+            )
+        )
+    confusions = fd.best_trial_panels(usable, factors, study.metric, study.mode, "confusion_matrix.png")
+    if confusions and task != "segmentation":
+        specs.append(
+            FigureSpec(
+                "confusion_matrices",
+                "Confusion matrix of each group's best trial",
+                f"on the test split, best trial by {study.metric} per group (rows: true class, columns: predicted); "
+                "the per-class table below gives the best trial's scores",
+                figures.draw_image_grid,
+                confusions,
+            )
+        )
+    activations = fd.best_trial_panels(usable, factors, study.metric, study.mode, "activations.png")
+    if len(activations) > 1:
+        specs.append(
+            FigureSpec(
+                "activations",
+                "First-layer activations across variants",
+                "each group's best trial: the same validation images (the first of each class) and the first "
+                "channels of logging.activation_layer (the first convolution unless set), scaled per channel",
+                figures.draw_image_grid,
+                activations,
+            )
+        )
+    outputs = fd.output_examples(usable, factors, study.metric, study.mode, TEST_EXAMPLES_FILE)
+    if outputs is not None:
+        specs.append(
+            FigureSpec(
+                "output_examples",
+                "Output probabilities and raw logits across variants",
+                "the same test images through each group's best trial (by "
+                f"{study.metric}): softmax gives every class some probability, sparsemax sets most to exactly 0; "
+                "the logits show whether a variant's margin or only its output layer differs",
+                figures.draw_output_examples,
+                outputs,
             )
         )
     if study.plan is not None and len(study.plan.objectives) == 2:

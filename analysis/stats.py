@@ -394,11 +394,18 @@ def factor_contrasts(
     ``with_regularizer``: regularizer.* keys too (`geotune compare --vary` of a regularizer setting).
     """
     out: list[FactorContrasts] = []
+    seen: list[str] = []
     for factor in factors:
         skipped = factor.startswith("regularizer.") and not with_regularizer
         if skipped or factor not in frame or frame[factor].map(_short).nunique() < 2:
             continue
-        others = [f for f in factors if f != factor and f in frame] + (["train.seed"] if "train.seed" in frame else [])
+        if any(_aliases(frame, factor, earlier) for earlier in seen):
+            continue  # another name for a factor already contrasted (each arm's own value): the same pairs
+        seen.append(factor)
+        # keys that are settings of the factor's arms (one value per level, e.g. each model.type's own widths)
+        # move with it: blocks that held them fixed would never pair two arms
+        others = [f for f in factors if f != factor and f in frame and not _set_by(frame, f, factor)]
+        others += ["train.seed"] if "train.seed" in frame else []
         part = frame.assign(
             _level=frame[factor].map(_short),
             _block=_blocks(frame, others),
@@ -415,6 +422,21 @@ def factor_contrasts(
     if adjust:
         adjust_together([e for c in out for e in c.effects + c.trend])
     return out
+
+
+def _set_by(frame: pd.DataFrame, key: str, factor: str) -> bool:
+    """Whether ``key`` is a setting of the arm each level of ``factor`` stands for: every arm sets both, and
+    ``key`` takes one value at each level (as model.channels at each model.type of a grid of arms). A key some
+    arms leave at the base value marks arms that differ in more than this factor: it keeps its place."""
+    key_levels, levels = frame[key].map(_short), frame[factor].map(_short)
+    if (key_levels == "base").any() or (levels == "base").any():
+        return False
+    return bool((key_levels.groupby(levels).nunique() <= 1).all())
+
+
+def _aliases(frame: pd.DataFrame, a: str, b: str) -> bool:
+    """Whether two keys vary as one: each sets the other (one-to-one levels)."""
+    return _set_by(frame, a, b) and _set_by(frame, b, a)
 
 
 def _pair_levels(part: pd.DataFrame, reference: str, metrics: Sequence[str]) -> Pairing:

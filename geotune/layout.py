@@ -61,6 +61,7 @@ MODEL_FILE = "model.pt"  # state dict of the kept model (train.keep)
 PREPROCESSING_FILE = "preprocessing.json"  # input shape, channels, normalisation, classes: geotune.preprocessing_file
 MODEL_SUMMARY_FILE = "model_summary.txt"  # per layer: output shape and parameters
 OUTPUT_SPARSITY_FILE = "output_sparsity.json"  # sparsemax support sizes, softmax mass outside the top 3
+TEST_EXAMPLES_FILE = "test_examples.json"  # the first test image of each class: thumbnail, logits, probabilities
 LAYER_GEOMETRY_FILE = "layer_geometry.json"  # logging.geometry_layers: the geometry summary of each layer
 ONNX_FILE = "model.onnx"  # logging.export_onnx: the kept model, normalisation included, on images in [0, 1]
 STATE_FILE = "state.pt"  # inside each checkpoint_*/: the resumable training state

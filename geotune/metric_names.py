@@ -33,6 +33,7 @@ _ALL = [
     Metric("overfit_gap", "train minus val accuracy", "lower"),
     Metric("train_test_gap", "train minus test accuracy (kept model, eval mode)", "lower", 100.0, " points", 2),
     Metric("reg_loss", "regularizer loss"),
+    Metric("reg_loss_max", "largest epoch mean of the regularizer loss (0: it never acted)"),
     Metric("epochs_run", "epochs run", digits=0),
     Metric("wall_time_s", "wall time (s)", "lower", digits=1),
     Metric("train_time_s", "training time (s): the epochs' sum", "lower", digits=1),

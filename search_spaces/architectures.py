@@ -1,27 +1,41 @@
-"""architectures: does the geodesic penalty act the same on an MLP, a plain CNN and residual networks?
+"""architectures: does the geodesic penalty act the same on an MLP, a plain CNN and residual networks, with and
+without dropout?
 
-fc (no kernel) and simple_cnn / resnet_basic / resnet_bottleneck with kernel
-3 / 5 / 7, each without and with the geodesic regularizer, 2 seeds.
+The original architecture experiment's arms, each with its own widths (a grid per arm, not one cartesian product):
+fc with hidden widths 256, 128; simple_cnn with 32, 64 channels; resnet_basic and resnet_bottleneck with 32, 64
+channels per stage (one block each). Each arm without and with dropout (0.5 before the embedding) and without and
+with the geodesic regularizer, 3 seeds. Kernel size has its own space (``kernels``). The report contrasts the arms
+with fc (their widths move with them), dropout with none, and the regularizer with none within each arm.
 """
 
 from geotune.config_loading import merge
 from geotune.search_spaces.space import DIGITS_CNN, SearchSpace
 
+ARMS = {  # each architecture's own widths: hidden layers (fc) or channels per block / stage
+    "fc": [256, 128],
+    "simple_cnn": [32, 64],
+    "resnet_basic": [32, 64],
+    "resnet_bottleneck": [32, 64],
+}
+
 SPACE = SearchSpace(
     name="architectures",
-    question="Does the geodesic penalty change latent geometry the same way across architectures and kernels?",
-    base=merge(DIGITS_CNN, {"model": {"channels": [32, 64], "blocks_per_stage": 1}}),
+    question="Does the geodesic penalty change latent geometry the same way across architectures, with and without "
+    "dropout?",
+    base=merge(DIGITS_CNN, {"model": {"blocks_per_stage": 1}}),
     grid=[
-        {"model.type": ["fc"], "model.channels": [[256, 128]], "regularizer.name": ["none", "geodesic"]},
         {
-            "model.type": ["simple_cnn", "resnet_basic", "resnet_bottleneck"],
-            "model.kernel_size": [3, 5, 7],
+            "model.type": [arm],
+            "model.channels": [widths],
+            "model.dropout": [0.0, 0.5],
             "regularizer.name": ["none", "geodesic"],
-        },
+        }
+        for arm, widths in ARMS.items()
     ],
-    seeds=[0, 1],
+    seeds=[0, 1, 2],
     metric="val_accuracy",
     mode="max",
     cpus_per_trial=1,
     gpus_per_trial=0.25,
+    reference={"model.type": "fc", "model.dropout": 0.0},  # what each change is measured from
 )

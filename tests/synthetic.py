@@ -125,7 +125,8 @@ def make_study(
                 metrics["stop"], metrics["stop_reason"] = StopReason.SCHEDULER.value, StopReason.SCHEDULER.sentence()
             (folder / "metrics.json").write_text(json.dumps(metrics))
             (folder / "training_history.json").write_text(json.dumps(history(epochs, metrics["val_accuracy"])))
-            tiny_png(folder / "umap.png", colour=metrics["val_accuracy"])
+            for png in ("umap.png", "confusion_matrix.png", "activations.png", "data_samples.png"):
+                tiny_png(folder / png, colour=metrics["val_accuracy"])
             (folder / "model.pt").write_bytes(b"weights")
             (folder / f"checkpoint_{epochs - 1:06d}").mkdir()
         elif status == "failed":

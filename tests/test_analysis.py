@@ -5,6 +5,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
@@ -266,8 +267,10 @@ def test_pooling_bn_and_lambda_figures(tmp_path):
     report = build_report(load_study(make_study(tmp_path / "g", grid, trials)))
     lines = next(f for f in report.figures if f.key == "metric_vs_lambda").data
     acc = lines[0]
-    assert set(acc.lines) == {"n_neighbors=3", "n_neighbors=5"} and acc.baseline.mean == [0.8]
-    assert acc.lines["n_neighbors=5"].x == [0.1, 1.0] and acc.lines["n_neighbors=5"].mean == pytest.approx([0.82, 0.84])
+    assert set(acc.lines) == {"n_neighbors=3", "n_neighbors=5"} and acc.baseline.centre == [0.8]
+    assert acc.lines["n_neighbors=5"].x == [0.1, 1.0] and acc.lines["n_neighbors=5"].centre == pytest.approx(
+        [0.82, 0.84]
+    )
 
 
 def test_report_cli_on_a_study_and_errors(tmp_path, cli):
@@ -509,6 +512,63 @@ def test_the_report_gives_each_factor_its_forest_its_table_and_its_finding(tmp_p
     assert "Paired effect of model.pooling" in (written / "REPORT.md").read_text()
 
 
+def test_arms_with_their_own_settings_are_contrasted_across_arms(tmp_path):
+    """Grids of arms (each model.type with its own widths, as the original architecture experiment): the widths
+    move with the arm, so the arms still pair by seed and dropout, and the widths get no second, identical
+    contrast."""
+    from geotune.analysis.stats import factor_contrasts
+
+    arms = {"fc": [256, 128], "simple_cnn": [32, 64], "resnet_basic": [16, 32]}
+    planted = {"fc": 0.0, "simple_cnn": 0.05, "resnet_basic": 0.07}
+    variants, trials = [], []
+    for arm, widths in arms.items():
+        for dropout in (0.0, 0.5):
+            for seed in range(3):
+                variants.append(
+                    {"model.type": arm, "model.channels": widths, "model.dropout": dropout, "train.seed": seed}
+                )
+                accuracy = 0.8 + 0.01 * seed + planted[arm] - 0.02 * dropout
+                trials.append({"variant": len(variants) - 1, "metrics": {"test_accuracy": accuracy}})
+    study = load_study(make_study(tmp_path / "arms", variants, trials))
+    assert {"model.type", "model.channels", "model.dropout"} <= set(study.factors)
+    contrasts = {c.factor: c for c in factor_contrasts(study.usable, study.factors, ("test_accuracy",))}
+    assert "model.channels" not in contrasts  # one-to-one with model.type: the same pairs
+    kind = contrasts["model.type"]
+    by = {e.regularizer: e for e in kind.effects}
+    assert kind.reference == "fc" and set(by) == {"simple_cnn vs fc", "resnet_basic vs fc"}
+    assert by["simple_cnn vs fc"].n_pairs == 6 and by["simple_cnn vs fc"].mean_diff == pytest.approx(0.05)
+    assert by["resnet_basic vs fc"].mean_diff == pytest.approx(0.07)
+    (dropout,) = contrasts["model.dropout"].effects
+    assert dropout.n_pairs == 9 and dropout.mean_diff == pytest.approx(-0.01)  # paired within each arm and seed
+
+
+def test_a_key_only_one_arm_sets_is_contrasted_within_that_arm(tmp_path):
+    """cifar100_pooling's shape: arm 1 varies pooling; arm 2 fixes pooling at stride and varies global pooling,
+    which arm 1 leaves at its base value. Global max vs avg pair within arm 2; pooling pairs within arm 1."""
+    from geotune.analysis.stats import factor_contrasts
+
+    variants, trials = [], []
+    for seed in range(3):
+        for pool in ("stride", "max"):
+            variants.append({"model.pooling": pool, "train.seed": seed})
+            trials.append(
+                {"variant": len(variants) - 1, "metrics": {"test_accuracy": 0.8 + 0.01 * seed + 0.02 * (pool == "max")}}
+            )
+        for glob in ("max", "avg"):
+            variants.append(
+                {"model.pooling": "stride", "model.strides": [4, 2], "model.global_pool": glob, "train.seed": seed}
+            )
+            trials.append(
+                {"variant": len(variants) - 1, "metrics": {"test_accuracy": 0.7 + 0.01 * seed - 0.03 * (glob == "avg")}}
+            )
+    study = load_study(make_study(tmp_path / "two_arms", variants, trials))
+    contrasts = {c.factor: c for c in factor_contrasts(study.usable, study.factors, ("test_accuracy",))}
+    (glob,) = contrasts["model.global_pool"].effects
+    assert glob.regularizer == "avg vs max" and glob.n_pairs == 3 and glob.mean_diff == pytest.approx(-0.03)
+    (pool,) = contrasts["model.pooling"].effects
+    assert pool.regularizer == "max vs stride" and pool.n_pairs == 3 and pool.mean_diff == pytest.approx(0.02)
+
+
 def test_an_interaction_is_the_difference_of_differences_within_each_block(tmp_path):
     from geotune.analysis.stats import factor_interactions
 
@@ -656,13 +716,125 @@ def test_the_report_lists_the_best_trials_classes_worst_first(tmp_path):
             "macro avg": {"precision": 0.8, "recall": 0.83, "f1-score": 0.81, "support": 60.0},
         }
     }
+    latent = {"per_class": {"2": {"linear_separability": 0.75, "intrinsic_dim_twonn": 4.25}}}
     for path in study.frame["path"]:
         (Path(path) / "classification_report.json").write_text(json.dumps(scores))
+        (Path(path) / "geometry_summary.json").write_text(json.dumps(latent))
     report = build_report(study)
     table = next(t for t in report.tables if t.key == "best_per_class")
     assert report.best["trial"] in table.title
     assert [row[0] for row in table.rows] == ["2", "0", "1"]  # worst F1 first; averages left out
-    assert table.rows[0] == ["2", "0.500", "0.700", "0.580", 19]
+    # the latent columns come from the geometry summary's per-class entries; a class without one shows "-"
+    assert table.rows[0] == ["2", "0.500", "0.700", "0.580", 19, "0.750", "4.25"]
+    assert table.rows[1][5:] == ["-", "-"]
+
+
+@pytest.mark.parametrize("penalty", [0.0, 0.02])
+def test_a_penalty_that_never_acted_is_reported_as_such_not_as_an_effect(tmp_path, penalty):
+    """A GPU's nondeterministic kernels make twins differ a little even when the penalty was 0 on every step:
+    reg_loss_max (the largest epoch mean of the penalty) says so, and the finding does not read the noise."""
+    trials = [
+        {
+            "variant": i,
+            "metrics": {
+                "test_accuracy": 0.9 + 0.01 * v["train.seed"] + (0.0005 if v["regularizer.name"] == "geodesic" else 0),
+                "reg_loss_max": penalty if v["regularizer.name"] == "geodesic" else 0.0,
+            },
+        }
+        for i, v in enumerate(REG_GRID)
+    ]
+    report = build_report(load_study(make_study(tmp_path / "s", REG_GRID, trials)))
+    finding = next(f for f in report.findings if f.startswith("**geodesic**"))
+    if penalty == 0:
+        assert "trained like its baselines (3 pairs; its penalty was 0 on every step" in finding
+        assert "says nothing about what it does" in finding and "test accuracy" not in finding
+    else:
+        assert "vs no regularizer" in finding and "test accuracy +0.05" in finding
+
+
+def test_the_performance_table_shows_every_column_it_names(tmp_path):
+    variants = [{"model.batch_norm": bn, "train.seed": s} for bn in (False, True) for s in (0, 1, 2)]
+    trials = [{"variant": i, "metrics": {"train_test_gap": 0.01 * i}} for i in range(6)]
+    report = build_report(load_study(make_study(tmp_path / "gap", variants, trials)))
+    table = next(t for t in report.tables if t.key == "groups_performance")
+    gap = table.headers.index("train minus test accuracy (kept model, eval mode)")
+    assert [row[gap].split(" ")[0] for row in table.rows] == ["0.010", "0.040"]  # means of 0, 1, 2 and 3, 4, 5
+
+
+def test_training_curves_are_the_median_and_interquartile_range_over_seeds(tmp_path):
+    from geotune.analysis import figure_data as fd
+
+    study = planted_study(tmp_path, seeds=3)
+    frame = study.usable.iloc[:3].copy()
+    frame["group"] = "a"
+    # three trials of one group; epoch 2 holds one diverging seed, which a mean +/- std band would follow
+    values = {
+        frame["trial"].iloc[0]: [0.1, 0.2],
+        frame["trial"].iloc[1]: [0.3, 0.4],
+        frame["trial"].iloc[2]: [0.5, 4.0],
+    }
+    histories = {
+        t: [
+            {"epoch": e + 1, "val_loss": v, "flatness_calibrated_per_class": 1 + v if e else None}
+            for e, v in enumerate(vs)
+        ]
+        for t, vs in values.items()
+    }
+    curves = fd.curve_bands(frame, histories, ["group"], ("val_loss", "flatness_calibrated_per_class", "absent"))
+    assert curves.keys == ["val_loss", "flatness_calibrated_per_class"]  # keys no history holds are left out
+    (band,) = curves.groups["val_loss"]
+    assert band.x == [1, 2] and band.n == [3, 3]
+    assert band.centre == pytest.approx([0.3, 0.4])
+    assert band.low == pytest.approx([0.2, 0.3]) and band.high == pytest.approx([0.4, 2.2])  # numpy's linear quartiles
+    (geometry,) = curves.groups["flatness_calibrated_per_class"]
+    assert geometry.x == [2] and geometry.centre == pytest.approx([1.4])  # measured on epoch 2 only
+
+
+def test_the_output_comparison_holds_the_same_test_images_of_each_groups_best_trial(tmp_path):
+    from geotune.analysis import figure_data as fd
+    from geotune.analysis.figures import draw_output_examples
+
+    variants = [{"model.output": o, "train.seed": s} for o in ("softmax", "sparsemax") for s in (0, 1)]
+    trials = [{"variant": v, "metrics": {"val_accuracy": 0.8 + 0.05 * v}} for v in range(4)]
+    study = load_study(make_study(tmp_path / "s", variants, trials))
+    rng = np.random.default_rng(0)
+    for _, row in study.usable.iterrows():
+        output = row["model.output"]
+        examples = [
+            {
+                "index": i,
+                "label": c,
+                "logits": rng.standard_normal(3).tolist(),
+                "thumbnail": np.full((4, 5, 1), i).tolist(),
+            }
+            for c, i in enumerate([7, 3, 9] if output == "softmax" else [3, 9, 11])
+        ]
+        for e in examples:
+            e["probabilities"] = (np.exp(e["logits"]) / np.exp(e["logits"]).sum()).tolist()
+        (Path(row["path"]) / "test_examples.json").write_text(
+            json.dumps({"output": output, "class_names": ["a", "b", "c"], "examples": examples})
+        )
+    data = fd.output_examples(study.usable, study.factors, "val_accuracy", "max", "test_examples.json")
+    assert data.indices == [3, 9]  # only the images every group saw, in the first group's order
+    assert len(data.groups) == 2 and "output=sparsemax" in data.groups[1]
+    usable = study.usable
+    best = [usable[usable["model.output"] == o].sort_values("val_accuracy").iloc[-1] for o in variants_of(data)]
+    for g, row in enumerate(best):
+        stored = json.loads((Path(row["path"]) / "test_examples.json").read_text())["examples"]
+        by_index = {e["index"]: e for e in stored}
+        assert data.logits[g].tolist() == [by_index[i]["logits"] for i in (3, 9)]
+        assert data.probabilities[g].tolist() == [by_index[i]["probabilities"] for i in (3, 9)]
+    assert data.images[0].shape == (4, 5, 1) and int(data.images[0].max()) == 3
+    assert draw_output_examples(data).axes  # draws
+    keys = {spec.key for spec in build_report(study).figures}
+    assert {"output_examples", "activations", "confusion_matrices", "data_samples"} <= keys
+    assert (
+        fd.output_examples(study.usable, [], "val_accuracy", "max", "test_examples.json") is None
+    )  # output not varied
+
+
+def variants_of(data) -> list[str]:
+    return [label.split("output=")[1].split(",")[0].split(" ")[0] for label in data.groups]
 
 
 def test_the_per_variant_bars_hold_each_variants_mean_and_interval(tmp_path):

@@ -171,3 +171,18 @@ def test_report_draws_one_line_per_group_with_a_band(tmp_path):
     half = 4.302653 * 1.0 / np.sqrt(3)  # t(0.975, 2) x std 1 / sqrt(3)
     assert by_label["name=none"].high[0] - by_label["name=none"].mean[0] == pytest.approx(half, rel=1e-4)
     assert by_label["name=none"].label.endswith("(n=3)")  # the trial without the file is not counted
+
+
+def test_the_test_image_grid_shows_each_class_then_the_surest_errors():
+    from geotune.trainables.artifacts import prediction_picks, thumbnails
+
+    labels = np.array([0, 1, 0, 2, 1, 2])
+    probabilities = np.array(
+        [[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.05, 0.9, 0.05], [0.2, 0.2, 0.6], [0.6, 0.3, 0.1], [0.95, 0.03, 0.02]]
+    )
+    assert prediction_picks(labels, probabilities, 5).tolist() == [0, 1, 3, 5, 2]  # firsts, then errors by confidence
+    assert prediction_picks(labels, probabilities, 2).tolist() == [0, 1]
+    images = torch.arange(2 * 3 * 56 * 40, dtype=torch.float32).reshape(2, 3, 56, 40).remainder(256).to(torch.uint8)
+    small = thumbnails(images, side=28)
+    assert small.shape == (2, 28, 20, 3) and small.dtype == np.uint8  # longer side 28, aspect kept, channels last
+    assert thumbnails(images[:, :, :8, :8], side=28).tolist() == images[:, :, :8, :8].permute(0, 2, 3, 1).tolist()

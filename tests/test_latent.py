@@ -9,6 +9,7 @@ from geotune.analysis.latent import (
     intrinsic_dim_mle,
     intrinsic_dim_twonn,
     knn_accuracy,
+    linear_probe_f1,
     linear_separability,
     participation_ratio,
     pca_dims,
@@ -114,6 +115,18 @@ def test_silhouette_equals_scikit_learn():
     x = np.vstack([RNG.standard_normal((60, 8)) + c for c in (0, 3, 6)])
     y = np.repeat([0, 1, 2], 60)
     assert silhouette(x, y) == pytest.approx(silhouette_score(x, y), abs=1e-12)
+
+
+def test_the_linear_probe_scores_each_class_on_its_own():
+    # class 0 stands apart; classes 1 and 2 are drawn from one distribution, so no hyperplane splits them
+    y = np.repeat([0, 1, 2], 80)
+    x = np.vstack([RNG.standard_normal((80, 6)) + 10 * np.eye(6)[0], RNG.standard_normal((160, 6))])
+    f1 = linear_probe_f1(x, y)
+    assert f1.shape == (3,) and f1[0] > 0.9
+    assert max(f1[1], f1[2]) < 0.8
+    assert linear_separability(x, y) == pytest.approx(f1.mean())
+    summary = geometry_summary(x, y, class_names=["a", "b", "c"])
+    assert [summary.per_class[c]["linear_separability"] for c in "abc"] == pytest.approx(f1.tolist())
 
 
 def test_separability_knn_accuracy_and_pca_dims():

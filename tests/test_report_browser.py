@@ -93,5 +93,7 @@ def test_a_factor_studys_forests_and_tables_render(tmp_path):
         "Interactions: where one factor's effect depends on another",
         "Paired effect of model.pooling: each level minus max (the first level the study lists)",
         "Interactions: does one factor's effect depend on another's level?",
+        "The training images",
+        "Confusion matrix of each group's best trial",
     ):
         assert heading in result["headings"], result["headings"]

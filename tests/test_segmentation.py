@@ -315,6 +315,7 @@ TRIAL_FILES = {
     "preprocessing.json",
     "model_summary.txt",
     "activations.png",
+    "data_samples.png",
 }
 
 
@@ -333,6 +334,7 @@ def test_a_unet_trial_segments_shapes_and_writes_every_artifact(tmp_path):
     assert metrics["task"] == "segmentation" and metrics["warnings"] == []
     assert TRIAL_FILES <= {p.name for p in tmp_path.iterdir()}
     assert not (tmp_path / "classification_report.json").exists() and not (tmp_path / "logits.png").exists()
+    assert not (tmp_path / "test_predictions.png").exists(), "masks have no per-image top-3"
     weights = metrics["loss_class_weights"]
     assert weights["background"] < 1 < weights["blue-ish"], "the larger background weighs less per pixel"
     report = json.loads((tmp_path / "segmentation_report.json").read_text())

@@ -35,16 +35,16 @@ EXPECTED = {
         for p, bn, r, s in itertools.product(("stride", "max", "avg"), (True, False), ("none", "geodesic"), (0, 1))
     ],
     "architectures": [
-        {"model.type": "fc", "model.channels": [256, 128], "regularizer.name": r, "train.seed": s}
+        {"model.type": t, "model.channels": w, "model.dropout": d, "regularizer.name": r, "train.seed": s}
+        for t, w in (
+            ("fc", [256, 128]),
+            ("simple_cnn", [32, 64]),
+            ("resnet_basic", [32, 64]),
+            ("resnet_bottleneck", [32, 64]),
+        )
+        for d in (0.0, 0.5)
         for r in ("none", "geodesic")
-        for s in (0, 1)
-    ]
-    + [
-        {"model.type": t, "model.kernel_size": k, "regularizer.name": r, "train.seed": s}
-        for t in ("simple_cnn", "resnet_basic", "resnet_bottleneck")
-        for k in (3, 5, 7)
-        for r in ("none", "geodesic")
-        for s in (0, 1)
+        for s in (0, 1, 2)
     ],
     "kernels": [
         {"model.kernel_size": k, "model.param_budget": 60_000, "train.seed": s} for k in (3, 5, 7) for s in (0, 1, 2)
@@ -58,8 +58,14 @@ EXPECTED = {
     ],
     "cifar100_pooling": [{"model.pooling": p, "train.seed": s} for p in ("stride", "max", "avg") for s in (0, 1, 2)]
     + [
-        {"model.kernel_sizes": [5, 3], "model.strides": [2, 1], "model.global_pool": g, "train.seed": s}
-        for g in ("avg", "max")
+        {
+            "model.kernel_sizes": [5, 3],
+            "model.strides": [4, 2],
+            "model.pooling": "stride",
+            "model.global_pool": g,
+            "train.seed": s,
+        }
+        for g in ("max", "avg")
         for s in (0, 1, 2)
     ],
     "custom_layers": [{"model.activation": a, "train.seed": s} for a in ("relu", "swish") for s in (0, 1, 2)]

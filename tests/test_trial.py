@@ -27,6 +27,9 @@ ARTIFACTS = [
     "model.pt",
     "preprocessing.json",
     "model.onnx",
+    "test_predictions.png",
+    "test_examples.json",
+    "data_samples.png",
 ]
 
 
@@ -95,6 +98,19 @@ def test_train_cli_end_to_end(ray_session, tmp_path, capsys):
     metrics = json.loads((trial / "metrics.json").read_text())
     assert metrics["val_accuracy"] >= 0.90
     assert metrics["test_accuracy"] >= 0.85
+    # the first test image of each of the first 8 classes, its raw logits and its softmax probabilities
+    examples = json.loads((trial / "test_examples.json").read_text())
+    assert examples["output"] == "softmax" and [e["label"] for e in examples["examples"]] == list(range(8))
+    for e in examples["examples"]:
+        logits = np.asarray(e["logits"])
+        assert np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum() == pytest.approx(
+            e["probabilities"], abs=1e-5
+        )
+        assert np.asarray(e["thumbnail"]).shape[-1] == 1 and max(np.asarray(e["thumbnail"]).shape[:2]) <= 28
+    per_class = json.loads((trial / "geometry_summary.json").read_text())["per_class"]
+    assert metrics["linear_separability"] == pytest.approx(
+        np.mean([c["linear_separability"] for c in per_class.values()])
+    )
     assert metrics["epochs_run"] == 8 and metrics["onnx_matches"] is True
     assert metrics["regularized"] is False  # digits.yaml trains without a penalty
 

@@ -21,11 +21,13 @@ from geotune.analysis.figures import (
     LayerSeries,
     draw_activations,
     draw_confusion_matrix,
+    draw_data_samples,
     draw_embedding_panels,
     draw_grad_norms,
     draw_layer_curves,
     draw_logits,
     draw_mask_examples,
+    draw_test_predictions,
     draw_training_curves,
     grad_norm_table,
     save_figure,
@@ -51,13 +53,16 @@ from geotune.layout import (
     OUTPUT_SPARSITY_FILE,
     PREPROCESSING_FILE,
     SEGMENTATION_FILE,
+    TEST_EXAMPLES_FILE,
     StopReason,
     write_json,
 )
 from geotune.metric_names import LAYER_CURVES
 from geotune.preprocessing_file import CHANNEL_ORDERS, Preprocessing, write_preprocessing
+from geotune.trainables.batches import Augmentation, augment_batch
 from geotune.trainables.data import DataSplits
 from geotune.trainables.export import export_onnx
+from geotune.trainables.heads import OutputLayer
 from geotune.trainables.internals import (
     activation_mosaic,
     first_conv,
@@ -159,6 +164,118 @@ def write_mask_examples(artifact_dir: Path, model, data: DataSplits, dataset_nam
         display_colours(dataset_name),
     )
     save_figure(figure, artifact_dir / "masks.png")
+
+
+PREDICTION_IMAGES = 16  # test_predictions.png: the first test image of each class, then the most confident errors
+EXAMPLE_CLASSES = 8  # test_examples.json: the first test image of each of the first 8 classes (the report compares)
+THUMBNAIL_SIDE = 28  # test_examples.json keeps each image at most this many pixels on a side
+
+
+def prediction_picks(labels: np.ndarray, probabilities: np.ndarray, n: int = PREDICTION_IMAGES) -> np.ndarray:
+    """Indices of the test images to show: the first of each class (in class order), then the errors the model was
+    surest of (what it takes for what), up to ``n``."""
+    firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)][:n]
+    wrong = np.flatnonzero(probabilities.argmax(1) != labels)
+    wrong = wrong[np.argsort(-probabilities[wrong].max(1), kind="stable")]
+    extra = [int(i) for i in wrong if int(i) not in firsts][: n - len(firsts)]
+    return np.asarray(firsts + extra, dtype=np.int64)
+
+
+def thumbnails(images: torch.Tensor, side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """(N, h, w, C) uint8 copies of (N, C, H, W) uint8 images with their longer side at most ``side`` (area average)."""
+    h, w = images.shape[2:]
+    scale = min(1.0, side / max(h, w))
+    small = images.float()
+    if scale < 1.0:
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        small = torch.nn.functional.interpolate(small, size=size, mode="area")
+    return small.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def write_test_predictions(artifact_dir: Path, cfg: TrialConfig, data: DataSplits, test: Evaluation) -> None:
+    """test_predictions.png (test images with their true class and the model's three most probable ones) and
+    test_examples.json (the first test image of each class with its raw logits and probabilities: the report
+    sets them side by side across the variants of a study, e.g. softmax against sparsemax)."""
+    assert test.logits is not None, "classification only"
+    labels = test.labels.numpy()
+    if not np.array_equal(labels, data.test.labels.cpu().numpy()):
+        raise ValueError("the test evaluation is not in the order of the test split")
+    probabilities = OutputLayer(cfg.model.output).probabilities(test.logits).numpy()
+    picks = prediction_picks(labels, probabilities)
+    images = thumbnails(data.test.images[torch.as_tensor(picks, device=data.test.images.device)], side=64)
+    top = np.argsort(-probabilities[picks], axis=1, kind="stable")[:, :3]
+    title = (
+        f"test images: true class, and the kept model's three most probable ({cfg.model.output} output); "
+        "first the first image of each class, then the errors it was surest of"
+    )
+    save_figure(
+        draw_test_predictions(
+            images,
+            labels[picks],
+            top,
+            probabilities[picks][np.arange(len(picks))[:, None], top],
+            data.class_names,
+            title,
+        ),
+        artifact_dir / "test_predictions.png",
+    )
+    fixed = picks[: min(EXAMPLE_CLASSES, len(np.unique(labels)))]
+    small = thumbnails(data.test.images[torch.as_tensor(fixed, device=data.test.images.device)])
+    write_json(
+        artifact_dir / TEST_EXAMPLES_FILE,
+        {
+            "output": cfg.model.output,
+            "class_names": list(data.class_names),
+            "examples": [
+                {
+                    "index": int(i),
+                    "label": int(labels[i]),
+                    "logits": [float(v) for v in test.logits[i].tolist()],
+                    "probabilities": [float(v) for v in probabilities[i]],
+                    "thumbnail": thumb.tolist(),
+                }
+                for i, thumb in zip(fixed, small)
+            ],
+        },
+    )
+
+
+SAMPLE_IMAGES = 8  # data_samples.png: rows, the first training image of each class (as far as classes go)
+AUGMENTED_COPIES = 4  # data_samples.png: augmented copies of each row's image, as the trial's batches make them
+
+
+def write_data_samples(artifact_dir: Path, cfg: TrialConfig, data: DataSplits) -> None:
+    """data_samples.png: training images as the model receives them (after dataset.image_size and the channel
+    handling) and, with dataset.augment, copies through the trial's own augmentation."""
+    labels = data.train.labels
+    if data.task == "segmentation":
+        picks = list(range(min(SAMPLE_IMAGES, len(data.train))))
+        captions = [f"training image {i}" for i in picks]
+    else:
+        values = labels.cpu().numpy()
+        picks = [int(np.flatnonzero(values == c)[0]) for c in np.unique(values)][:SAMPLE_IMAGES]
+        captions = [data.class_names[int(values[i])][:14] for i in picks]
+    images = data.train.images[torch.as_tensor(picks, device=data.train.images.device)]
+    columns = [images]
+    augmentation = Augmentation.from_config(cfg.dataset)
+    if augmentation is not None:
+        generator = torch.Generator(device=images.device).manual_seed(cfg.train.seed)
+        for _ in range(AUGMENTED_COPIES):
+            x = augment_batch(data.normalize(images), augmentation, generator)
+            pixels = (x * data.std.to(x.device) + data.mean.to(x.device)) * 255.0
+            columns.append(pixels.round().clamp(0, 255).to(torch.uint8))
+    grid = np.stack([thumbnails(c, side=96) for c in columns], axis=1)  # (rows, columns, h, w, C)
+    a = cfg.dataset
+    what = (
+        f"augmented: flip {a.augment_flip}, shift <= {a.augment_translate} px, rotation <= {a.augment_rotate} deg"
+        if augmentation is not None
+        else "no augmentation (dataset.augment off)"
+    )
+    titles = ["as trained"] + [f"augmented {i + 1}" for i in range(len(columns) - 1)]
+    save_figure(
+        draw_data_samples(grid, captions, titles, f"{cfg.dataset.name}, {tuple(data.input_shape)}: {what}"),
+        artifact_dir / "data_samples.png",
+    )
 
 
 def mask_warnings(confusion: np.ndarray, class_names: list[str], lr: float) -> list[str]:
@@ -267,6 +384,8 @@ def write_trial_artifacts(
         # the kept model on the training split and on the test split, both in eval mode: how much it memorised
         "train_test_gap": evaluations["train"].accuracy - test.accuracy,
         "reg_loss": row.get("reg_loss", 0.0),
+        # the largest epoch mean of the penalty added: 0 means it was 0 on every step (a penalty is never negative)
+        "reg_loss_max": max((h.get("reg_loss") or 0.0 for h in history), default=0.0),
         "keep": t.keep,
         "keep_by": t.keep_by,
         "kept_epoch": kept.epoch if history else 0,
@@ -348,6 +467,10 @@ def write_trial_artifacts(
         )
     if segmentation and figures:
         optional("masks.png", lambda: write_mask_examples(artifact_dir, model, data, cfg.dataset.name))
+    if not segmentation and figures:
+        optional("test_predictions.png", lambda: write_test_predictions(artifact_dir, cfg, data, test))
+    if figures:
+        optional("data_samples.png", lambda: write_data_samples(artifact_dir, cfg, data))
     if history and figures:
         optional("the training curves", lambda: write_curves(artifact_dir, history, kept.epoch))
     optional(
