@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -398,9 +398,11 @@ class OptunaViews:
     numbers: list[int]  # trial numbers of complete trials
     values: list[float]
     best_so_far: list[float]
-    params: dict[str, list[float]]  # parameter -> value per complete trial
+    params: dict[str, list[float]]  # parameter -> value per complete trial (NaN where a trial did not sample it)
     log_scale: dict[str, bool]
     direction: str
+    # categorical parameters (strings, booleans, any choice list): their values are positions in this list
+    categories: dict[str, list[str]] = field(default_factory=dict)
 
 
 def optuna_views(storage_url: str, study_name: str) -> OptunaViews | None:
@@ -433,10 +435,23 @@ def optuna_views(storage_url: str, study_name: str) -> OptunaViews | None:
         numbers=[t.number for t in complete],
         values=values,
         best_so_far=[float(v) for v in best],
-        params={k: [float(t.params.get(k, math.nan)) for t in complete] for k in names},
+        params={k: _coded([t.params.get(k) for t in complete], dists[k]) for k in names},
         log_scale={k: bool(getattr(d, "log", False)) for k, d in dists.items()},
         direction="maximize" if maximize else "minimize",
+        categories={
+            k: [str(c) for c in d.choices]
+            for k, d in dists.items()
+            if isinstance(d, optuna.distributions.CategoricalDistribution)
+        },
     )
+
+
+def _coded(values: list, distribution) -> list[float]:
+    """A parameter's values as numbers: a categorical one's position in its choices, NaN where not sampled."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        choices = list(distribution.choices)
+        return [float(choices.index(v)) if v is not None and v in choices else math.nan for v in values]
+    return [math.nan if v is None else float(v) for v in values]
 
 
 @dataclass

@@ -672,14 +672,22 @@ def draw_optuna(views) -> Figure:
     values = np.asarray(views.values)
     lo, hi = values.min(), values.max()
     cmap = colormaps["viridis"]
-    for t in range(len(values)):
-        ys = []
-        for name in names:
-            column = np.asarray(views.params[name], dtype=float)
-            if views.log_scale.get(name) and (column > 0).all():
+    scaled = {}
+    for i, name in enumerate(names):
+        column = np.asarray(views.params[name], dtype=float)
+        categories = views.categories.get(name)
+        if categories:  # a choice's position, spread over the axis; each labelled where it sits
+            low, span = 0.0, float(max(1, len(categories) - 1))
+            for code, label in enumerate(categories):
+                ax.text(i + 0.04, code / span, label[:14], fontsize=7, va="center", color="dimgray")
+        else:
+            if views.log_scale.get(name) and (column[np.isfinite(column)] > 0).all():
                 column = np.log10(column)
-            span = column.max() - column.min()
-            ys.append((column[t] - column.min()) / span if span > 0 else 0.5)
+            low = np.nanmin(column) if np.isfinite(column).any() else 0.0
+            span = (np.nanmax(column) - low) if np.isfinite(column).any() else 0.0
+        scaled[name] = (column - low) / span if span > 0 else np.where(np.isfinite(column), 0.5, np.nan)
+    for t in range(len(values)):  # a parameter a trial did not sample (conditional) leaves a gap in its line
+        ys = [scaled[name][t] for name in names]
         ax.plot(range(len(names)), ys, color=cmap((values[t] - lo) / (hi - lo) if hi > lo else 0.5), alpha=0.7)
     ax.set_xticks(range(len(names)), [_pretty(n) for n in names], rotation=20, fontsize=7)
     ax.set_yticks([0, 1], ["min", "max"])

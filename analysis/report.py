@@ -409,6 +409,27 @@ def _resolution_note(frame: pd.DataFrame) -> str | None:
     )
 
 
+def _nothing_finished(problems: pd.DataFrame, study_dir: str | None) -> str:
+    """The one finding of a study without a finished trial: what happened to its trials, the commonest reason,
+    and how to go on."""
+    counts = problems["status"].astype(str).value_counts()
+    counts = counts[counts > 0]
+    states = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no trial has started"
+    reasons = problems["error"].dropna() if "error" in problems else pd.Series(dtype=str)
+    reasons = reasons[reasons.astype(str).str.len() > 0]
+    common = ""
+    if not reasons.empty:
+        top = reasons.astype(str).value_counts()
+        common = f" The commonest reason ({top.iloc[0]} of {len(reasons)}): {top.index[0].splitlines()[-1][:300]}."
+    folder = study_dir or "STUDY_DIR"
+    return (
+        f"**No trial finished** ({states}), so there is nothing to compare yet: no table or figure of results "
+        f"below.{common} The table *Trials without final results* gives each trial's reason; once the cause is "
+        f"fixed, `geotune resume {folder}` retries the failed trials from their last checkpoints and finishes the "
+        "interrupted and missing ones."
+    )
+
+
 def _findings(effects: list, pairing, task: str = "classification") -> list[str]:
     """Per regularizer: its paired effect on accuracy and on each class's geometry, with its uncertainty, and
     whether a flatter latent space came from collapse."""
@@ -697,10 +718,12 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
     note = _resolution_note(usable)
     if note:
         report.findings.insert(len(report.findings) - (1 if pairing.unpaired else 0), note)
+    if usable.empty:
+        report.findings = [_nothing_finished(problems, study.study_dir)]
 
     factors, task = study.factors, study.task
     variant_bars: FigureSpec | None = None
-    if factors and not (plan and plan.optuna):
+    if factors and not (plan and plan.optuna) and not usable.empty:
         every = SUMMARY + PERFORMANCE + GEOMETRY + STRUCTURE
         cells = group_summary(usable, factors, for_task(tuple(dict.fromkeys(every)), task))
         title = "mIoU, Dice and loss per variant" if task == "segmentation" else "Accuracy and loss per variant"

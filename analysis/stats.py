@@ -149,6 +149,8 @@ class Pairing:
 
 def pair_with_baselines(frame: pd.DataFrame, metrics: Sequence[str] = SUMMARY) -> Pairing:
     """Match each regularized trial with the baseline that equals it in every config key but the regularizer."""
+    if frame.empty:  # no finished trial (all failed, or none ran yet): nothing to pair
+        return Pairing(pd.DataFrame(), [])
     keys = pair_key_columns(frame)
     frame = frame.copy()
     frame["_key"] = frame[keys].map(repr).agg("|".join, axis=1) if keys else ""

@@ -859,3 +859,136 @@ def test_the_per_variant_bars_hold_each_variants_mean_and_interval(tmp_path):
     assert low < bars.means[(label, "test_accuracy")] < high
     assert "variant_bars" in {spec.key for spec in build_report(study).figures}
     assert fd.variant_bars(cells.iloc[:1], ("test_accuracy",)) is None  # one variant: nothing to compare
+
+
+# ---------------------------------------------------------------------------
+# a report for every study (issue 35 item 1)
+
+
+def test_an_optuna_study_of_every_parameter_type_gets_its_report(tmp_path):
+    """Categorical (strings and booleans), log-uniform, integer and conditional (not sampled by every trial)
+    parameters: the Optuna figure codes a choice by its position and leaves a gap where a trial did not sample."""
+    import optuna
+
+    from geotune.analysis import figure_data as fd
+    from geotune.analysis.figures import draw_optuna
+    from geotune.layout import optuna_url
+
+    sampled = [
+        {"regularizer.geodesic.target": "flat", "regularizer.geodesic.lambda_reg": 0.01, "model.batch_norm": True},
+        {"regularizer.geodesic.target": "fixed", "regularizer.geodesic.lambda_reg": 0.3, "model.batch_norm": False},
+        {"regularizer.geodesic.target": "fixed", "regularizer.geodesic.lambda_reg": 0.1, "model.batch_norm": True},
+    ]
+    variants = [{**v, "train.seed": 0} for v in sampled]
+    trials = [{"variant": i, "metrics": {"val_accuracy": 0.8 + 0.05 * i}} for i in range(3)]
+    root = make_study(tmp_path / "o", variants, trials, optuna=True)
+    distributions = {
+        "regularizer.geodesic.target": optuna.distributions.CategoricalDistribution(["flat", "fixed"]),
+        "regularizer.geodesic.lambda_reg": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True),
+        "model.batch_norm": optuna.distributions.CategoricalDistribution([True, False]),
+        "regularizer.geodesic.n_neighbors": optuna.distributions.IntDistribution(3, 8),
+    }
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="synthetic", storage=optuna_url(root), direction="maximize")
+    for i, params in enumerate(sampled):
+        params = dict(params, **({"regularizer.geodesic.n_neighbors": 5} if i != 1 else {}))  # trial 1: not sampled
+        used = {k: distributions[k] for k in params}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=used, value=0.8 + 0.05 * i))
+    report = build_report(load_study(root))
+    views = next(spec for spec in report.figures if spec.key == "optuna").data
+    assert views.categories == {
+        "model.batch_norm": ["True", "False"],
+        "regularizer.geodesic.target": ["flat", "fixed"],
+    }
+    assert views.params["regularizer.geodesic.target"] == [0.0, 1.0, 1.0]
+    assert views.params["model.batch_norm"] == [0.0, 1.0, 0.0]
+    assert views.params["regularizer.geodesic.lambda_reg"] == pytest.approx([0.01, 0.3, 0.1])
+    assert views.params["regularizer.geodesic.n_neighbors"][0] == 5 and math.isnan(
+        views.params["regularizer.geodesic.n_neighbors"][1]
+    )
+    assert draw_optuna(views).axes
+    written = write_report(root)
+    assert (written.parent / "figures" / "optuna.png").is_file() and (written.parent / "summary.csv").is_file()
+    assert fd.optuna_views(optuna_url(root), "no such study") is None
+
+
+def test_a_study_whose_trials_all_failed_gets_a_report_that_says_why(tmp_path, cli):
+    variants = [
+        {"regularizer.name": "geodesic", "regularizer.geodesic.lambda_reg": v, "train.seed": 0} for v in (0.1, 1.0)
+    ]
+    variants.append({"regularizer.name": "none", "regularizer.geodesic.lambda_reg": 0.1, "train.seed": 0})
+    trials = [
+        {"variant": 0, "status": "failed"},
+        {"variant": 1, "status": "failed"},
+        {"variant": 2, "status": "interrupted"},
+    ]
+    root = make_study(tmp_path / "all_failed", variants, trials)
+    proc = cli("report", root)
+    assert proc.returncode == 0, proc.stderr
+    page = (root / "report" / "REPORT.md").read_text()
+    findings = page.split("## Findings")[1].split("## Plan")[0]
+    assert "**No trial finished** (2 failed, 1 interrupted)" in findings
+    assert (
+        "The commonest reason (2 of 2): geotune.trainables.loop.NonFiniteLossError: the task loss became nan"
+        in findings
+    )
+    assert f"`geotune resume {root}`" in findings
+    assert "Trials without final results" in page and "Paired effect" not in page
+    assert (root / "report" / "summary.csv").is_file() and (root / "report" / "index.html").is_file()
+
+
+def _synthetic_of(space, root: Path) -> Path:
+    """A finished study of ``space``'s own planned trials (an Optuna space: six of its samples, kept in its
+    optuna.db), with seeded random metrics: what the report of each built-in space must digest."""
+    import optuna
+
+    from geotune.layout import optuna_url
+
+    rng = np.random.default_rng(7)
+    metric = lambda: {  # noqa: E731 (one line per trial)
+        "val_accuracy": float(rng.uniform(0.6, 0.99)),
+        "test_accuracy": float(rng.uniform(0.6, 0.99)),
+        "test_miou": float(rng.uniform(0.3, 0.9)),
+        "val_miou": float(rng.uniform(0.3, 0.9)),
+        "test_dice": float(rng.uniform(0.3, 0.9)),
+        "flatness_calibrated_per_class": float(rng.uniform(1.0, 1.1)),
+        "participation_ratio_per_class": float(rng.uniform(2, 6)),
+        "num_parameters": int(rng.integers(10_000, 90_000)),
+    }
+    if not space.is_optuna:
+        variants = space.variants()
+        trials = [{"variant": i, "metrics": metric()} for i in range(len(variants))]
+        return make_study(root, variants, trials, base=space.base, space=space.name)
+    variants = []
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    searched = root.with_name(root.name + "-search")  # make_study writes a new folder: the search goes in after
+    searched.mkdir(parents=True)
+    study = optuna.create_study(study_name=space.name, storage=optuna_url(searched), direction="maximize")
+    for _ in range(6):
+        trial = study.ask()
+        space.optuna(trial)
+        study.tell(trial, float(rng.uniform(0.6, 0.99)))
+        variants.append({**trial.params, "train.seed": 0})
+    trials = [{"variant": i, "metrics": metric()} for i in range(len(variants))]
+    made = make_study(root, variants, trials, base=space.base, space=space.name, optuna=True)
+    (searched / "optuna.db").rename(made / "optuna.db")
+    return made
+
+
+@pytest.mark.parametrize("name", __import__("geotune.search_spaces.space", fromlist=["x"]).builtin_space_names())
+def test_every_built_in_space_gets_its_report(name, tmp_path):
+    """Every parameter type a built-in space plans or samples (lists, tuples, booleans, strings, log-uniform
+    floats, conditional Optuna parameters) goes through the report's tables and figures without an error."""
+    from geotune.search_spaces.space import load_space
+
+    space = load_space(name)
+    root = _synthetic_of(space, tmp_path / name)
+    report = build_report(load_study(root))  # every table and every figure's data
+    assert report.best is not None and report.findings
+    keys = {spec.key for spec in report.figures}
+    crossed = {k for arm in space.grid for k, v in arm.items() if len(v) > 1 and not k.startswith("regularizer.")}
+    assert {f"forest_{factor}" for factor in crossed} <= keys  # each factor an arm varies: its paired forest
+    if space.is_optuna:  # drawn too: the parallel coordinates of strings, booleans and gaps
+        assert "optuna" in {spec.key for spec in report.figures}
+        written = write_report(root)
+        assert (written.parent / "figures" / "optuna.png").is_file() and (written.parent / "summary.csv").is_file()

@@ -110,6 +110,7 @@ def test_optuna_study_keeps_its_study_in_sqlite(ray_session, tmp_path, capsys):
         def sample(trial):
             trial.suggest_float("regularizer.geodesic.lambda_reg", 1e-3, 1.0, log=True)
             trial.suggest_int("regularizer.geodesic.n_neighbors", 3, 6)
+            trial.suggest_categorical("regularizer.geodesic.target", ["flat", "fixed"])  # a string choice reports too
 
         SPACE = SearchSpace(name="tiny_optuna", question="Which lambda and k?",
                           base={**TINY, "regularizer": {"name": "geodesic"}}, optuna=sample, num_samples=3,
