@@ -10,6 +10,7 @@ figure data); ``write_report`` renders it into ``STUDY_DIR/report/``:
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import math
 import re
@@ -67,6 +68,8 @@ from geotune.metric_names import (
     HEADLINE,
     HEATMAPS,
     METRICS,
+    NEURAL_COLLAPSE,
+    NEURAL_COLLAPSE_EPOCH,
     PERFORMANCE,
     STRUCTURE,
     SUMMARY,
@@ -740,6 +743,20 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
                 CI_CAPTION + "; the whole-set flatness mixes how class clusters connect with curvature",
             )
         )
+        if any(name in usable and usable[name].notna().any() for name in NEURAL_COLLAPSE):
+            report.tables.append(
+                summary_table(
+                    "groups_collapse",
+                    "Neural collapse per variant",
+                    group_summary(usable, factors, NEURAL_COLLAPSE),
+                    NEURAL_COLLAPSE,
+                    CI_CAPTION + "; on the measured embeddings (logging.geometry_split) with the network's own "
+                    "predictions; 0 is complete collapse (Papyan, Han & Donoho 2020): NC1 within-class spread "
+                    "against the class means' spread, NC2 the means' norms and angles against a simplex, NC3 a "
+                    "linear head's rows against the means (- for an mlp head), NC4 the share of points the network "
+                    "decides unlike the nearest class mean",
+                )
+            )
         costs = group_summary(usable, factors, COST)
         report.tables.append(cost_table(costs))
         bars = fd.variant_bars(
@@ -902,20 +919,29 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
                 curves,
             )
         )
-        geometry = fd.curve_bands(usable, histories, factors, EPOCH, metric=study.metric, mode=study.mode)
-        if geometry.keys:
-            specs.append(
-                FigureSpec(
-                    "geometry_curves",
-                    "Latent geometry per epoch",
-                    "the validation embeddings measured every logging.embedding_metrics_every epochs (a cheaper "
-                    "subset: no resolution check, and the last epoch is left to the final measurement in the "
-                    f"tables); grouped by {geometry.grouped_by}; line = median over the group's trials, "
-                    "band = interquartile range",
-                    lambda d: figures.draw_curve_bands(d, f"latent geometry per epoch by {d.grouped_by}"),
-                    geometry,
-                )
-            )
+        per_epoch = (
+            (
+                "collapse_curves",
+                "Neural collapse per epoch",
+                NEURAL_COLLAPSE_EPOCH,
+                "the validation features after each epoch: NC1 (within-class over between-class spread), NC2 (the "
+                "class means' angles against a simplex) and NC4 (share decided unlike the nearest class mean), each "
+                "0 at complete collapse",
+            ),
+            (
+                "geometry_curves",
+                "Latent geometry per epoch",
+                EPOCH,
+                "the validation embeddings measured every logging.embedding_metrics_every epochs (a cheaper subset: "
+                "no resolution check, and the last epoch is left to the final measurement in the tables)",
+            ),
+        )
+        for key, title, names, what in per_epoch:
+            bands = fd.curve_bands(usable, histories, factors, names, metric=study.metric, mode=study.mode)
+            if bands.keys:
+                caption = f"{what}; grouped by {bands.grouped_by}; line = median over the group's trials, band = IQR"
+                draw = functools.partial(figures.draw_curve_bands, title=f"{title.lower()} by {bands.grouped_by}")
+                specs.append(FigureSpec(key, title, caption, draw, bands))
     for view in FACTOR_VIEWS:
         spec = factor_view(view, usable, factors, task)
         if spec is not None:

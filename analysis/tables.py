@@ -118,3 +118,21 @@ def geometry_text(summary: GeometrySummary, source: str | None = None) -> str:
         if trivial:
             out.append(f"note: classes {', '.join(trivial)} have <= k+1 points: their ratio is 1 by construction")
     return "\n".join(out)
+
+
+COLLAPSE_ROWS = (
+    ("nc1", "within-class over between-class spread, tr(Sigma_W Sigma_B^+) / C (0: points on their class means)"),
+    ("nc2_equinorm", "std / mean of the centred class means' norms (0: equal norms)"),
+    ("nc2_equiangular", "mean |cos + 1/(C-1)| over pairs of class means (0: a simplex's angles)"),
+    ("nc3_self_duality", "linear head's rows against the centred means, normalised (0: the same; - without a head)"),
+    ("nc4_ncc_mismatch", "share decided unlike the nearest class mean (0: none; - without logits)"),
+)
+
+
+def collapse_text(collapse) -> str:
+    """Neural collapse (``analysis.collapse.NeuralCollapse``) as a table."""
+    flat = collapse.flat_metrics()
+    rows = [(key, flat.get(key), meaning) for key, meaning in COLLAPSE_ROWS]
+    return f"neural collapse of {collapse.n_classes} classes (Papyan et al. 2020):\n" + text_table(
+        ["metric", "value", "meaning"], rows
+    )

@@ -86,3 +86,18 @@ def read_latents(path: str | Path) -> tuple:
             raise ConfigError(f"latents file '{file}': 'labels' must be >= 0")
     names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else None
     return x, labels, names
+
+
+def read_latent_logits(path: str | Path, n: int) -> np.ndarray | None:
+    """The (N, classes) ``logits`` of a latents file that ``read_latents`` has checked, or None when it has none
+    (a segmentation trial's, or a user's file); errors name the file."""
+    with np.load(Path(path), allow_pickle=False) as archive:
+        if "logits" not in archive.files:
+            return None
+        logits = archive["logits"]
+    if logits.ndim != 2 or len(logits) != n or logits.dtype.kind not in "iuf" or not np.isfinite(logits).all():
+        raise ConfigError(
+            f"latents file '{path}': 'logits' must be finite real numbers of shape (N={n}, classes), got shape "
+            f"{logits.shape} of {logits.dtype}"
+        )
+    return logits

@@ -63,6 +63,15 @@ _ALL = [
     Metric("knn_accuracy", "kNN accuracy", "higher", 100.0, " points", 2),
     Metric("pca_dims_90", "principal components for 90% of the variance", digits=0),
     Metric("trustworthiness", "trustworthiness of the 2-D projection", "higher"),
+    # neural collapse (analysis.collapse): on the measured points; val_* every epoch in the history
+    Metric("nc1", "NC1: within-class over between-class spread", digits=3),
+    Metric("nc2_equinorm", "NC2: spread of the class means' norms (CV)", digits=3),
+    Metric("nc2_equiangular", "NC2: class means' distance from simplex angles", digits=3),
+    Metric("nc3_self_duality", "NC3: linear head against class means", digits=3),
+    Metric("nc4_ncc_mismatch", "NC4: share unlike the nearest class mean", digits=3),
+    Metric("val_nc1", "NC1 of the validation features", digits=3),
+    Metric("val_nc2_equiangular", "NC2 (angles) of the validation features", digits=3),
+    Metric("val_nc4_ncc_mismatch", "NC4 of the validation features", digits=3),
 ]
 METRICS: dict[str, Metric] = {m.name: m for m in _ALL}
 
@@ -83,6 +92,7 @@ SUMMARY = (
     "silhouette",
     "knn_accuracy",
     "linear_separability",
+    "nc1",
     "val_loss",
     "overfit_gap",
     "flatness_calibrated",
@@ -96,6 +106,7 @@ HEADLINE = (
     "intrinsic_dim_twonn_per_class",
     "silhouette",
     "knn_accuracy",
+    "nc1",  # neural collapse, beside the participation ratio's dimensional collapse within classes
 )
 # The report's group tables, by theme.
 PERFORMANCE = ("test_accuracy", "val_loss", "overfit_gap", "train_test_gap")
@@ -107,6 +118,9 @@ GEOMETRY = (
     "intrinsic_dim_twonn_per_class",
 )
 STRUCTURE = ("silhouette", "knn_accuracy", "linear_separability", "flatness_calibrated", "geodesic_ratio_mean")
+NEURAL_COLLAPSE = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3_self_duality", "nc4_ncc_mismatch")
+# Neural collapse per epoch (the history's validation features): NC1 falls through training (Papyan et al.)
+NEURAL_COLLAPSE_EPOCH = ("val_nc1", "val_nc2_equiangular", "val_nc4_ncc_mismatch")
 # Per factor of a multi-factor study.
 BY_FACTOR = (
     "test_accuracy",
@@ -200,6 +214,9 @@ SEGMENTATION_SCORES = {
     "val_accuracy": ("val_miou",),
     "best_val_accuracy": ("best_val_miou",),
     "train_test_gap": (),  # of pixel accuracy: no segmentation view shows it (metrics.json keeps it)
+    # neural collapse is a classifier's: a segmentation trial measures none
+    **{name: () for name in ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3_self_duality", "nc4_ncc_mismatch")},
+    **{name: () for name in ("val_nc1", "val_nc2_equiangular", "val_nc4_ncc_mismatch")},
 }
 
 

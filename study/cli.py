@@ -33,7 +33,7 @@ from geotune.config_loading import (
     split_assignment,
 )
 from geotune.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, ConfigError, is_input_error
-from geotune.layout import COMPARISON_FILE, ERROR_FILE, PlanKind, StudyPlan
+from geotune.layout import COMPARISON_FILE, ERROR_FILE, LATENTS_FILE, MODEL_FILE, PlanKind, StudyPlan
 from geotune.metric_names import METRICS, TRAIN_PRINTED
 from geotune.storage import is_uri
 from geotune.study.cluster import notice
@@ -295,9 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compute geodesic flatness (raw and calibrated against a flat reference), intrinsic "
         "dimension (TwoNN, MLE), silhouette, linear separability, kNN accuracy, PCA dimensions and "
         "trustworthiness for an .npz file with arrays 'embeddings' (N x D) and, optionally, 'labels' "
-        "(N); per class too when labels are present. Works for models trained anywhere.",
+        "(N); per class too when labels are present, and neural collapse (NC1-NC4; NC4 needs 'logits', NC3 a trial "
+        "folder). Works for models trained anywhere.",
     )
-    geometry.add_argument("latents", help=".npz file with 'embeddings' and optionally 'labels' (and 'class_names')")
+    geometry.add_argument(
+        "latents",
+        help=".npz file with 'embeddings' and optionally 'labels', 'class_names' and 'logits'; or a trial folder "
+        "(its latents.npz, and its linear head's weights for neural collapse's NC3)",
+    )
     geometry.add_argument("--n-neighbors", type=int, default=10, help="k of the kNN graph (default 10)")
     geometry.add_argument(
         "--umap", action="store_true", help="judge trustworthiness of a UMAP projection instead of PCA (slower)"
@@ -497,13 +502,28 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_geometry(args: argparse.Namespace) -> int:
+    from geotune.analysis.collapse import neural_collapse  # deferred: start-up (numpy)
     from geotune.analysis.latent import geometry_summary, pca_projection, umap_projection  # deferred: start-up
-    from geotune.analysis.tables import geometry_text  # deferred: start-up
-    from geotune.latents_file import read_latents  # deferred: start-up (numpy)
+    from geotune.analysis.tables import collapse_text, geometry_text  # deferred: start-up
+    from geotune.latents_file import read_latent_logits, read_latents  # deferred: start-up (numpy)
 
     if args.n_neighbors < 2:
         raise ConfigError(f"--n-neighbors {args.n_neighbors}: must be >= 2")
+    folder = Path(args.latents) if Path(args.latents).is_dir() else None
+    if folder is not None:  # a trial folder: its latents, and its linear head's weights for NC3
+        args.latents = str(folder / LATENTS_FILE)
     x, labels, names = read_latents(args.latents)
+    logits = read_latent_logits(args.latents, len(x))
+    collapse = (
+        neural_collapse(
+            x,
+            labels,
+            head_weight(folder / MODEL_FILE) if folder is not None else None,
+            None if logits is None else logits.argmax(1),
+        )
+        if labels is not None
+        else None
+    )
     if args.n_neighbors >= len(x):
         raise ConfigError(f"--n-neighbors {args.n_neighbors}: must be < the number of embeddings ({len(x)})")
     projection = umap_projection(x, args.n_neighbors, args.seed) if args.umap else pca_projection(x)
@@ -517,10 +537,27 @@ def cmd_geometry(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     if args.json:
-        print(json.dumps({"metrics": summary.flat_metrics(), "summary": summary.to_dict()}, indent=2, default=float))
+        out = {"metrics": summary.flat_metrics(), "summary": summary.to_dict()}
+        if collapse is not None:
+            out["metrics"] |= collapse.flat_metrics()
+            out["neural_collapse"] = collapse.to_dict()
+        print(json.dumps(out, indent=2, default=float))
         return 0
     print(geometry_text(summary, args.latents))
+    if collapse is not None:
+        print("\n" + collapse_text(collapse))
     return 0
+
+
+def head_weight(model_file: Path):
+    """The (classes, D) weights of a trial's linear head from its model.pt (weights only), or None."""
+    import torch  # deferred: start-up (torch); only a trial folder's NC3 needs it
+
+    if not model_file.is_file():
+        return None
+    state = torch.load(model_file, map_location="cpu", weights_only=True)
+    weight = state.get("head.weight") if isinstance(state, dict) else None
+    return weight.float().numpy() if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
 
 
 GRID_MAX = 64  # images drawn in predictions.png; more stop being readable

@@ -175,3 +175,29 @@ def test_geometry_cli_bad_input(tmp_path, arrays, fragment, cli):
     proc = cli("geometry", str(path))
     assert proc.returncode == 2
     assert fragment in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_geometry_cli_reads_neural_collapse_from_a_trial_folder(tmp_path, cli):
+    """Features on a simplex ETF (4 classes, no spread), logits of a head whose rows are the class means: every
+    NC measure 0; a latents file alone gives no NC3; logits of the wrong shape are refused, named."""
+    import torch
+    from test_collapse import simplex_etf
+
+    means = simplex_etf(4, 16, seed=1)
+    labels = np.repeat(np.arange(4), 10)
+    x = means[labels] + 0.5
+    head = 3.0 * means
+    folder = tmp_path / "trial"
+    folder.mkdir()
+    np.savez(folder / "latents.npz", embeddings=x, labels=labels, logits=x @ head.T)
+    torch.save({"head.weight": torch.tensor(head, dtype=torch.float32)}, folder / "model.pt")
+    data = json.loads(cli("geometry", str(folder), "--json").stdout)
+    for key in ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3_self_duality", "nc4_ncc_mismatch"):
+        assert data["metrics"][key] == pytest.approx(0.0, abs=1e-6), key
+    alone = json.loads(cli("geometry", str(folder / "latents.npz"), "--json").stdout)
+    assert alone["neural_collapse"]["nc3_self_duality"] is None and alone["metrics"]["nc4_ncc_mismatch"] == 0.0
+    text = cli("geometry", str(folder)).stdout
+    assert "neural collapse of 4 classes" in text and "nc3_self_duality" in text
+    np.savez(tmp_path / "bad.npz", embeddings=x, labels=labels, logits=np.zeros((3, 4)))
+    bad = cli("geometry", str(tmp_path / "bad.npz"))
+    assert bad.returncode == 2 and "'logits' must be finite real numbers of shape (N=40, classes)" in bad.stderr

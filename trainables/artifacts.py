@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from geotune.analysis.collapse import neural_collapse
 from geotune.analysis.figures import (
     LayerSeries,
     draw_activations,
@@ -74,7 +75,7 @@ from geotune.trainables.internals import (
     summary_text,
 )
 from geotune.trainables.loop import EarlyStopping, Evaluation, KeptWeights, evaluate
-from geotune.trainables.models import count_parameters
+from geotune.trainables.models import count_parameters, linear_head_weight
 from geotune.trainables.parts import TrialParts
 from geotune.trainables.synthetic_data import display_colours
 
@@ -164,6 +165,21 @@ def write_mask_examples(artifact_dir: Path, model, data: DataSplits, dataset_nam
         display_colours(dataset_name),
     )
     save_figure(figure, artifact_dir / "masks.png")
+
+
+def collapse_of(evaluation: Evaluation, model, chosen: np.ndarray | None = None, prefix: str = "") -> dict:
+    """Neural collapse (``analysis.collapse``) of an evaluation's features, with the network's predictions and, for
+    a linear head, its weights; ``chosen`` a subset of its points; keys with ``prefix`` (val_ in the history)."""
+    assert evaluation.logits is not None, "classification only"
+    chosen = np.arange(len(evaluation.labels)) if chosen is None else chosen
+    weight = linear_head_weight(model)
+    nc = neural_collapse(
+        evaluation.embeddings.numpy()[chosen],
+        evaluation.labels.numpy()[chosen],
+        None if weight is None else weight.float().cpu().numpy(),
+        evaluation.logits.numpy()[chosen].argmax(1),
+    )
+    return {prefix + name: value for name, value in nc.flat_metrics().items()}
 
 
 PREDICTION_IMAGES = 16  # test_predictions.png: the first test image of each class, then the most confident errors
@@ -486,6 +502,8 @@ def write_trial_artifacts(
             )
         ),
     )
+    if not segmentation:  # on the measured points, in eval mode, as the geometry (Papyan et al. use the train split)
+        metrics.update(collapse_of(measured, model, chosen))
     if internals_wanted(cfg, metrics["num_parameters"]):
         optional("the network internals", lambda: write_internals(artifact_dir, cfg, model, data, val))
     if cfg.logging.geometry_layers:

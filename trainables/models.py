@@ -341,6 +341,13 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def linear_head_weight(model: nn.Module) -> torch.Tensor | None:
+    """The (classes, hidden_dim) weights of a linear head on the embedding (neural collapse's NC3 compares them
+    with the class means); None for an mlp head or a model without one."""
+    head = getattr(model, "head", None)
+    return head.weight.detach() if isinstance(head, nn.Linear) else None
+
+
 BUDGET_TOLERANCE = 0.05  # model.param_budget: the built model's count lands within 5% of the budget
 
 

@@ -24,7 +24,7 @@ from geotune.analysis.segmentation import segmentation_scores
 from geotune.config import TrialConfig, phase_of, precise_bn_on
 from geotune.errors import ConfigError
 from geotune.layout import DIVERGED_FILE, HISTORY_FILE, METRICS_FILE, StopReason
-from geotune.trainables.artifacts import evaluate_kept, write_trial_artifacts
+from geotune.trainables.artifacts import collapse_of, evaluate_kept, write_trial_artifacts
 from geotune.trainables.batches import Augmentation, training_batches
 from geotune.trainables.data import Split, check_dataset, describe_input
 from geotune.trainables.export import require_onnx
@@ -258,6 +258,8 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
         }
         if parts.task.segmentation:
             row.update(segmentation_row("val", val, parts.data.class_names))
+        else:  # neural collapse of the validation features every epoch: milliseconds (BENCHMARKS.md)
+            row.update(collapse_of(val, parts.model, prefix="val_"))
         if cfg.train.phases:
             row["phase"] = parts.phase + 1
         row.update(
