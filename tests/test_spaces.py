@@ -262,7 +262,8 @@ NEW_SPACES = ("kernels", "bn_gradients", "cifar100_pooling", "custom_layers")  #
 def test_reference_spaces_train_end_to_end_in_small(name, tmp_path, cli, ray_session):
     """One seed, one epoch, small data: every trial of the space trains, and the report gets its size table."""
     small = ["--set", "train.epochs=1", "--num-samples", "1", "--storage", str(tmp_path), "--name", "s"]
-    small += ["logging.save_umap=false", "logging.internals=off"]  # tested elsewhere; here the space's trials
+    # figures, UMAP and internals are tested elsewhere; here the space's trials and its report
+    small += ["logging.save_umap=false", "logging.internals=off", "logging.figures=false"]
     data = ["--set", "dataset.shapes.num_samples=300"] if name == "cifar100_pooling" else []
     proc = cli("run", name, *small, *data)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -307,6 +308,7 @@ def test_the_segmentation_space_runs_and_reports_miou(tmp_path, cli, ray_session
     """Every network x loss trains (one epoch, one seed, 60 images); the report ranks by mIoU and Dice, draws
     the data set's statistics once, and shows each group's latent panels."""
     small = ["--set", "train.phases=null", "--set", "train.epochs=1", "--set", "dataset.shapes_seg.num_samples=60"]
+    small += ["logging.save_umap=false", "logging.internals=off"]  # the latent panels are PCA: UMAP tested elsewhere
     proc = cli("run", "segmentation", *small, "--num-samples", "1", "--storage", str(tmp_path), "--name", "s")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "9 trials: 9 completed" in proc.stdout and "test_miou" in proc.stdout
