@@ -41,15 +41,18 @@ from geotune.analysis.stats import (
     pair_with_baselines,
     paired_effects,
     regularizer_label,
+    representation_shifts,
     seeds_to_detect,
 )
 from geotune.analysis.tables import fmt, markdown_table
+from geotune.latents_file import read_test_embeddings
 from geotune.layout import (
     CHECKPOINT_PREFIX,
     CLASSIFICATION_FILE,
     CONFIG_FILE,
     DATASET_EDA_FILE,
     GEOMETRY_FILE,
+    LATENTS_FILE,
     METRICS_FILE,
     MODEL_FILE,
     OPTUNA_FILE,
@@ -412,6 +415,53 @@ def _resolution_note(frame: pd.DataFrame) -> str | None:
     )
 
 
+CKA_TRIALS = 200  # the representation table compares at most this many trials (pairs grow with the square)
+
+
+def trial_features(usable: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each finished trial's features of the same test images (latents.npz's test_embeddings), for those that
+    hold the study's most common number of them (a trial on another split is left out)."""
+    found = {}
+    for _, row in usable.head(CKA_TRIALS).iterrows():
+        x = read_test_embeddings(Path(str(row["path"])) / LATENTS_FILE) if isinstance(row.get("path"), str) else None
+        if x is not None:
+            found[row["trial"]] = x
+    if not found:
+        return {}
+    common = pd.Series([len(x) for x in found.values()]).mode().iloc[0]
+    return {t: x for t, x in found.items() if len(x) == common}
+
+
+def representation_table(usable: pd.DataFrame, factors: Sequence[str]) -> Table | None:
+    """Linear CKA of trials that differ in one factor alone against two seeds of one variant: did the factor
+    change the representation beyond what a new seed does?"""
+    features = trial_features(usable)
+    shifts = representation_shifts(usable, factors, features) if features else []
+    if not shifts:
+        return None
+    n = len(next(iter(features.values())))
+
+    def cell(ci) -> str:
+        return f"{_ci_cell(ci.mean, ci.std, ci.ci_low, ci.ci_high)} ({ci.n} pairs)" if ci.n else "-"
+
+    def reading(shift) -> str:
+        beyond = shift.beyond_seed_noise
+        if beyond is None:
+            return "too few pairs for intervals"
+        return "changed beyond seed noise" if beyond else "within seed noise"
+
+    return Table(
+        "representation",
+        f"Representation similarity: linear CKA on the first {n} test images",
+        ["factor", "trials differing in it alone (same seed)", "two seeds of one variant", "reading"],
+        [[s.factor, cell(s.between), cell(s.within), reading(s)] for s in shifts],
+        "linear CKA (Kornblith et al. 2019; 1 = the same representation up to rotation and scale) of the trials' "
+        "embeddings of the same test images; a factor changed the representation beyond seed noise when its "
+        "interval lies wholly below that of two seeds of one variant; the intervals are over pairs, which share "
+        "trials, so they are narrower than independent ones would be",
+    )
+
+
 def _nothing_finished(problems: pd.DataFrame, study_dir: str | None) -> str:
     """The one finding of a study without a finished trial: what happened to its trials, the commonest reason,
     and how to go on."""
@@ -757,6 +807,9 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
                     "decides unlike the nearest class mean",
                 )
             )
+        shifts = representation_table(usable, factors)
+        if shifts is not None:
+            report.tables.append(shifts)
         costs = group_summary(usable, factors, COST)
         report.tables.append(cost_table(costs))
         bars = fd.variant_bars(

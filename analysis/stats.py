@@ -625,3 +625,51 @@ def geometry_change(
         change,
         resolved,
     )
+
+
+# ---------------------------------------------------------------------------
+# representation similarity across trials (linear CKA, analysis.similarity)
+
+
+@dataclass
+class RepresentationShift:
+    """How far a factor moved the representation, against how far a new seed moves it (linear CKA)."""
+
+    factor: str
+    between: MeanCI  # CKA of two trials that differ in this factor alone (same seed, same other factors)
+    within: MeanCI  # CKA of two seeds of one variant: the representation's own seed-to-seed change
+
+    @property
+    def beyond_seed_noise(self) -> bool | None:
+        """True when the factor's CKA interval lies wholly below the seeds'; None when either has no interval."""
+        if self.between.ci_high is None or self.within.ci_low is None:
+            return None
+        return self.between.ci_high < self.within.ci_low
+
+
+def representation_shifts(
+    frame: pd.DataFrame, factors: Sequence[str], features: dict[str, np.ndarray]
+) -> list[RepresentationShift]:
+    """Per factor, linear CKA of the pairs of trials that differ in it alone, beside the CKA of pairs of seeds of
+    one variant; ``features`` the trials' features of the same images (latents.npz's test_embeddings)."""
+    from geotune.analysis.similarity import linear_cka  # deferred: the report's other views never need it
+
+    rows = frame[frame["trial"].isin(features)]
+    if rows.empty or "train.seed" not in rows:
+        return []
+    levels = {r["trial"]: tuple(_short(r[f]) if f in r else "base" for f in factors) for _, r in rows.iterrows()}
+    seeds = dict(zip(rows["trial"], rows["train.seed"]))
+    trials = list(levels)
+    within: list[float] = []
+    between: dict[str, list[float]] = {f: [] for f in factors}
+    for a_i, a in enumerate(trials):
+        for b in trials[a_i + 1 :]:
+            differ = [i for i, (x, y) in enumerate(zip(levels[a], levels[b])) if x != y]
+            same_variant = not differ and seeds[a] != seeds[b]
+            if not (same_variant or (len(differ) == 1 and seeds[a] == seeds[b])):
+                continue
+            value = linear_cka(features[a], features[b])
+            if value is not None:  # a trial without variance in its features has no CKA
+                (within if same_variant else between[factors[differ[0]]]).append(value)
+    noise = mean_ci(within)
+    return [RepresentationShift(f, mean_ci(between[f]), noise) for f in factors if between[f]]

@@ -21,9 +21,12 @@ def write_latents(
     logits: np.ndarray | None,
     class_names: list[str],
     split: str = "val",
+    test_embeddings: np.ndarray | None = None,
 ) -> None:
     """``logits`` None: a segmentation trial's latent points (bottleneck locations) have none of their own.
-    ``split``: which split the points come from (``logging.geometry_split``), stored as ``split``."""
+    ``split``: which split the points come from (``logging.geometry_split``), stored as ``split``.
+    ``test_embeddings``: the first test images' embeddings in the split's order, the same images in every trial
+    of a study (the report's CKA compares trials on them)."""
     arrays: dict[str, Any] = {
         "embeddings": embeddings,
         "labels": labels,
@@ -32,7 +35,19 @@ def write_latents(
     }
     if logits is not None:
         arrays["logits"] = logits
+    if test_embeddings is not None:
+        arrays["test_embeddings"] = test_embeddings
     np.savez_compressed(path, **arrays)
+
+
+def read_test_embeddings(path: str | Path) -> np.ndarray | None:
+    """A trial's ``test_embeddings`` (the report's CKA), or None when its latents file has none or is unreadable."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as archive:
+            found = archive["test_embeddings"] if "test_embeddings" in archive.files else None
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+    return found if found is not None and found.ndim == 2 and np.isfinite(found).all() else None
 
 
 MAX_LATENTS_BYTES = 2 * 2**30  # geotune geometry refuses .npz files that unpack to more

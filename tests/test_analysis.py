@@ -992,3 +992,44 @@ def test_every_built_in_space_gets_its_report(name, tmp_path):
         assert "optuna" in {spec.key for spec in report.figures}
         written = write_report(root)
         assert (written.parent / "figures" / "optuna.png").is_file() and (written.parent / "summary.csv").is_file()
+
+
+def test_cka_tells_a_factor_that_changes_the_representation_from_one_that_does_not(tmp_path):
+    """BatchNorm maps the features through another representation (tanh of a random mixing); pooling changes
+    nothing; every trial adds its own small noise (a seed's own change). Only BatchNorm is read as a change
+    beyond seed noise."""
+    from geotune.analysis.stats import representation_shifts
+    from geotune.latents_file import write_latents
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((300, 8))
+    mixing = rng.standard_normal((8, 8))
+    variants = [
+        {"model.batch_norm": bn, "model.pooling": pool, "train.seed": s}
+        for bn in (False, True)
+        for pool in ("max", "avg")
+        for s in range(4)
+    ]
+    trials = [{"variant": i} for i in range(len(variants))]
+    study = load_study(make_study(tmp_path / "cka", variants, trials))
+    for _, row in study.usable.iterrows():
+        features = np.tanh(base @ mixing) if row["model.batch_norm"] else base
+        features = features + 0.1 * rng.standard_normal(features.shape)
+        labels = np.zeros(300, dtype=int)
+        write_latents(Path(row["path"]) / "latents.npz", features, labels, None, ["a"], "train", features)
+    features = {
+        t: np.load(Path(p) / "latents.npz")["test_embeddings"]
+        for t, p in zip(study.usable["trial"], study.usable["path"])
+    }
+    shifts = {s.factor: s for s in representation_shifts(study.usable, study.factors, features)}
+    bn, pool = shifts["model.batch_norm"], shifts["model.pooling"]
+    assert bn.between.n == 8 and pool.between.n == 8  # 2 levels of the other factor x 4 seeds
+    assert bn.within.n == 4 * 6  # 4 variants x (4 choose 2) seed pairs
+    assert bn.beyond_seed_noise is True and bn.between.mean < 0.9 < bn.within.mean
+    assert pool.beyond_seed_noise is False
+    table = next(t for t in build_report(study).tables if t.key == "representation")
+    assert "on the first 300 test images" in table.title
+    assert {row[0]: row[3] for row in table.rows} == {
+        "model.batch_norm": "changed beyond seed noise",
+        "model.pooling": "within seed noise",
+    }

@@ -182,6 +182,8 @@ def collapse_of(evaluation: Evaluation, model, chosen: np.ndarray | None = None,
     return {prefix + name: value for name, value in nc.flat_metrics().items()}
 
 
+CKA_IMAGES = 1000  # latents.npz's test_embeddings: the first test images, the same in every trial of a study
+
 PREDICTION_IMAGES = 16  # test_predictions.png: the first test image of each class, then the most confident errors
 EXAMPLE_CLASSES = 8  # test_examples.json: the first test image of each of the first 8 classes (the report compares)
 THUMBNAIL_SIDE = 28  # test_examples.json keeps each image at most this many pixels on a side
@@ -464,6 +466,7 @@ def write_trial_artifacts(
             measured.logits.numpy()[chosen] if measured.logits is not None else None,
             data.class_names,
             measured_split,
+            None if segmentation else test.embeddings.numpy()[:CKA_IMAGES],
         )
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, artifact_dir / MODEL_FILE)
     write_preprocessing(artifact_dir / PREPROCESSING_FILE, preprocessing_of(cfg, data))
