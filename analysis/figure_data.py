@@ -23,7 +23,7 @@ MAX_LINES = 10  # more groups than this in one panel stop being readable
 class Band:
     label: str
     x: list
-    centre: list  # the line: a mean or a median (the data object holding the bands says which)
+    centre: list  # the line: a median (CurveBands) or a mean (FactorLines), as each figure's caption says
     low: list
     high: list
     n: list

@@ -452,7 +452,8 @@ def representation_table(usable: pd.DataFrame, factors: Sequence[str]) -> Table 
 
     return Table(
         "representation",
-        f"Representation similarity: linear CKA on the first {n} test images",
+        f"Representation similarity: linear CKA on the first {n} test images"
+        + (f" (the first {CKA_TRIALS} trials)" if len(usable) > CKA_TRIALS else ""),
         ["factor", "trials differing in it alone (same seed)", "two seeds of one variant", "reading"],
         [[s.factor, cell(s.between), cell(s.within), reading(s)] for s in shifts],
         "linear CKA (Kornblith et al. 2019; 1 = the same representation up to rotation and scale) of the trials' "
