@@ -32,6 +32,7 @@ from geotune.analysis.stats import (
     COLLAPSE_DROP,
     Pairing,
     adjust_together,
+    detected,
     factor_contrasts,
     factor_interactions,
     factor_tables,
@@ -378,6 +379,27 @@ def _verdict_text(change) -> str:
     }[change.verdict]
 
 
+def _collapse_kind_text(nc1, change) -> str:
+    """Which collapse, if any: neural collapse (NC1 down: classes drew towards their means against the means'
+    spread) is read apart from the participation ratio's dimensional collapse within classes."""
+    if nc1 is None or nc1.mean_diff is None:
+        return ""
+    fell, rose = detected(nc1, -1), detected(nc1, +1)
+    if fell is None:
+        return ""
+    dimensional = " while the classes also lost spread over dimensions" if change.thinner else ""
+    if fell:
+        return (
+            f" **Neural collapse**: NC1 {nc1.mean_diff:+.3f} [{nc1.ci_low:+.3f}, {nc1.ci_high:+.3f}]: each class "
+            f"drew towards its mean against the spread of the means (Papyan et al.){dimensional}."
+        )
+    if rose:
+        return f" NC1 rose {nc1.mean_diff:+.3f} [{nc1.ci_low:+.3f}, {nc1.ci_high:+.3f}]: the classes spread out " + (
+            "around their means (away from neural collapse)."
+        )
+    return " NC1 did not change detectably (no sign of neural collapse, nor of its undoing)."
+
+
 def _resolved(part: pd.DataFrame) -> bool | None:
     """Whether every class of every compared trial could show a bend; None where the trials did not record it."""
     columns = [f"flatness_resolved_per_class_{side}" for side in ("regularized", "baseline")]
@@ -532,6 +554,7 @@ def _findings(effects: list, pairing, task: str = "classification") -> list[str]
             + "; ".join(parts)
             + ". "
             + _verdict_text(change)
+            + _collapse_kind_text(metrics.get("nc1"), change)
         )
     if by_label:
         out.append(

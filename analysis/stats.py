@@ -570,7 +570,7 @@ VERDICTS = (
 )
 
 
-def _significant(effect: PairedEffect | None, sign: int) -> bool | None:
+def detected(effect: PairedEffect | None, sign: int) -> bool | None:
     """The CI lies on the ``sign`` side of 0 and, where tested, the Holm-adjusted p-value is below ALPHA."""
     if effect is None or effect.ci_low is None or effect.ci_high is None:
         return None
@@ -590,9 +590,9 @@ def geometry_change(
     """
     flatness = effects.get("flatness_calibrated_per_class")
     spread, dimension = effects.get("participation_ratio_per_class"), effects.get("intrinsic_dim_twonn_per_class")
-    flatter, curvier = _significant(flatness, -1), _significant(flatness, +1)
-    spread_fell = _significant(spread, -1)
-    dimension_fell, dimension_rose = _significant(dimension, -1), _significant(dimension, +1)
+    flatter, curvier = detected(flatness, -1), detected(flatness, +1)
+    spread_fell = detected(spread, -1)
+    dimension_fell, dimension_rose = detected(dimension, -1), detected(dimension, +1)
     change = (
         spread.mean_diff / spread_baseline
         if spread is not None and spread.mean_diff is not None and spread_baseline

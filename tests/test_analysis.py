@@ -1033,3 +1033,31 @@ def test_cka_tells_a_factor_that_changes_the_representation_from_one_that_does_n
         "model.batch_norm": "changed beyond seed noise",
         "model.pooling": "within seed noise",
     }
+
+
+@pytest.mark.parametrize("drop", [0.2, 0.0])
+def test_the_findings_name_neural_collapse_apart_from_dimensional_collapse(tmp_path, drop):
+    """NC1 planted down by 0.2 over 12 seeds (the participation ratio unchanged): the finding says neural collapse,
+    and no dimensional collapse; with no change, that NC1 did not change detectably."""
+    rng = np.random.default_rng(1)
+    variants = [{"regularizer.name": r, "train.seed": s} for r in ("none", "geodesic") for s in range(12)]
+    trials = [
+        {
+            "variant": i,
+            "metrics": {
+                "nc1": 0.5
+                + 0.01 * v["train.seed"]
+                - (drop if v["regularizer.name"] == "geodesic" else 0.0)
+                + rng.normal(0, 0.002),
+                "reg_loss_max": 0.1 if v["regularizer.name"] == "geodesic" else 0.0,
+            },
+        }
+        for i, v in enumerate(variants)
+    ]
+    report = build_report(load_study(make_study(tmp_path / "nc", variants, trials)))
+    finding = next(f for f in report.findings if f.startswith("**geodesic**"))
+    if drop:
+        assert "**Neural collapse**: NC1 -0.200 [" in finding and "drew towards its mean" in finding
+        assert "lost spread over dimensions" not in finding
+    else:
+        assert "NC1 did not change detectably" in finding and "**Neural collapse**" not in finding
