@@ -307,8 +307,9 @@ class StudyPlan:
         return plan
 
     @classmethod
-    def load(cls, study_dir: str) -> StudyPlan:
+    def load(cls, study_dir: str | Path) -> StudyPlan:
         """The plan of ``study_dir`` (which may have moved since it was written); one-line errors."""
+        study_dir = str(study_dir)
         text = read_text(study_dir, STUDY_FILE)
         if text is None:
             raise ConfigError(f"'{study_dir}' is not a geotune study directory (no {STUDY_FILE})")

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 
-def is_uri(path: str) -> bool:
-    return "://" in path
+def is_uri(path: str | Path) -> bool:
+    return "://" in str(path)
 
 
 def experiment_location(out_dir: str | Path) -> tuple[str, str]:
@@ -23,12 +23,14 @@ def experiment_location(out_dir: str | Path) -> tuple[str, str]:
     return str(path.parent), path.name
 
 
-def fs_and_path(path: str) -> tuple[Any, str]:
+def fs_and_path(path: str | Path) -> tuple[Any, str]:
+    """The file system and the path on it; a local folder may be a ``Path`` or a relative path (made absolute:
+    pyarrow refuses relative ones)."""
     import pyarrow.fs  # deferred: pyarrow (a Ray dependency) takes 0.2 s to import; only storage calls need it
 
     if is_uri(path):
-        return pyarrow.fs.FileSystem.from_uri(path)
-    return pyarrow.fs.LocalFileSystem(), path
+        return pyarrow.fs.FileSystem.from_uri(str(path))
+    return pyarrow.fs.LocalFileSystem(), str(Path(path).expanduser().absolute())
 
 
 def write_text(folder: str, name: str, text: str) -> None:

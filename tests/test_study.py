@@ -26,7 +26,7 @@ def epochs_reported(trial_dir: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in (trial_dir / "result.json").read_text().splitlines()]
 
 
-def test_grid_study_with_asha_a_diverging_trial_and_no_gpu(ray_session, tmp_path, capsys):
+def test_grid_study_with_asha_a_diverging_trial_and_no_gpu(ray_session, tmp_path, capsys, monkeypatch):
     from geotune.study.cli import main
 
     space = write_space(
@@ -97,6 +97,20 @@ def test_grid_study_with_asha_a_diverging_trial_and_no_gpu(ray_session, tmp_path
         assert metrics["epochs_run"] == len(epochs_reported(trial)) < 4
     total_epochs = sum(len(epochs_reported(t)) for t in good)
     assert total_epochs < 3 * 4, "ASHA stopped the worse learning rates early"
+
+    # Ray's own readers as the README shows them, from another folder and a relative path (issue 35 item 3)
+    from ray import tune
+
+    from geotune.layout import StudyPlan
+    from geotune.study.tune_setup import trainable_for
+
+    monkeypatch.chdir(tmp_path / "runs")
+    study = Path("s").resolve()
+    plan = StudyPlan.load(Path("s"))  # a relative Path reads too
+    analysis = tune.ExperimentAnalysis(study, default_metric=plan.metric, default_mode=plan.mode)
+    assert len(analysis.dataframe()) == 3 and analysis.best_config is not None  # the diverged trial reported nothing
+    grid = tune.Tuner.restore(str(study), trainable_for(plan)).get_results()
+    assert Path(grid.get_best_result(plan.metric, plan.mode).path).name == best.name
 
 
 def test_optuna_study_keeps_its_study_in_sqlite(ray_session, tmp_path, capsys):
