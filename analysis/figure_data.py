@@ -12,6 +12,7 @@ import optuna
 import pandas as pd
 
 from geotune.analysis.figures import GradNormTable, LayerSeries, grad_norm_table
+from geotune.analysis.similarity import cka_matrix
 from geotune.analysis.stats import PairedEffect, Pairing, group_label, mean_ci, regularizer_label
 from geotune.layout import LAYER_GEOMETRY_FILE, read_json
 from geotune.metric_names import LAYER_CURVES, METRICS, metric_label
@@ -385,6 +386,32 @@ def output_examples(
         probabilities=np.array([[table[i]["probabilities"] for i in common] for table in by_index]),
         logits=np.array([[table[i]["logits"] for i in common] for table in by_index]),
     )
+
+
+@dataclass
+class CkaMatrix:
+    """Linear CKA between trials' features of the same images, trials ordered by variant, then seed."""
+
+    labels: list[str]  # one per trial: its variant and seed
+    values: np.ndarray  # (trials, trials)
+    left_out: int  # trials beyond CKA_MATRIX_TRIALS, not drawn
+
+
+CKA_MATRIX_TRIALS = 40  # more trials stop being readable as a matrix
+
+
+def cka_matrix_data(frame: pd.DataFrame, factors: Sequence[str], features: dict[str, np.ndarray]) -> CkaMatrix | None:
+    """The CKA matrix of the trials that have ``features`` (at least two), by variant then seed."""
+    rows = frame[frame["trial"].isin(features)].copy()
+    if len(rows) < 2:
+        return None
+    rows["_variant"] = rows.apply(lambda r: group_label(r, [f for f in factors if f in r]), axis=1)
+    rows = rows.sort_values(["_variant"] + (["train.seed"] if "train.seed" in rows else []), kind="stable")
+    shown = rows.head(CKA_MATRIX_TRIALS)
+    labels = [
+        f"{r['_variant']}, seed {r['train.seed']}" if "train.seed" in r else r["_variant"] for _, r in shown.iterrows()
+    ]
+    return CkaMatrix(labels, cka_matrix([features[t] for t in shown["trial"]]), len(rows) - len(shown))
 
 
 # ---------------------------------------------------------------------------

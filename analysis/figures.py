@@ -519,6 +519,28 @@ def draw_test_predictions(
     return fig
 
 
+def draw_cka_matrix(data) -> Figure:
+    """Trials x trials linear CKA, values written in the cells while they fit."""
+    n = len(data.labels)
+    side = min(14.0, 2.5 + 0.42 * n)
+    fig = Figure(figsize=(side + 1.5, side), layout="constrained")
+    ax = fig.add_subplot()
+    finite = data.values[np.isfinite(data.values)]
+    low = float(finite.min()) if finite.size and finite.min() < 1.0 else 0.0
+    image = ax.imshow(data.values, cmap="viridis", vmin=low, vmax=1.0)
+    fig.colorbar(image, ax=ax, label="linear CKA (1: the same representation up to rotation and scale)")
+    ax.set_xticks(range(n), [label[:40] for label in data.labels], rotation=90, fontsize=7)
+    ax.set_yticks(range(n), [label[:40] for label in data.labels], fontsize=7)
+    if n <= 16:
+        for i in range(n):
+            for j in range(n):
+                if np.isfinite(data.values[i, j]):
+                    bright = (data.values[i, j] - low) / (1.0 - low) > 0.6  # viridis turns yellow: dark text
+                    colour = "black" if bright else "white"
+                    ax.text(j, i, f"{data.values[i, j]:.2f}", ha="center", va="center", fontsize=6, color=colour)
+    return fig
+
+
 def draw_output_examples(data) -> Figure:
     """Per test image (rows): the image, each variant's output probabilities and its raw logits (grouped bars, one
     colour per variant): where softmax spreads mass over every class, sparsemax gives most of them exactly 0."""

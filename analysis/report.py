@@ -1098,6 +1098,20 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
                 activations,
             )
         )
+    similarity = fd.cka_matrix_data(usable, factors, trial_features(usable)) if task != "segmentation" else None
+    if similarity is not None:
+        left_out = f"; {similarity.left_out} more trials not drawn" if similarity.left_out else ""
+        specs.append(
+            FigureSpec(
+                "cka_matrix",
+                "Representation similarity between trials (linear CKA)",
+                "the trials' embeddings of the same first test images, ordered by variant and seed: blocks along "
+                "the diagonal are one variant's seeds; the table *Representation similarity* reads them per "
+                f"factor{left_out}",
+                figures.draw_cka_matrix,
+                similarity,
+            )
+        )
     outputs = fd.output_examples(usable, factors, study.metric, study.mode, TEST_EXAMPLES_FILE)
     if outputs is not None:
         specs.append(

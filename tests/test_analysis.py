@@ -1027,7 +1027,11 @@ def test_cka_tells_a_factor_that_changes_the_representation_from_one_that_does_n
     assert bn.within.n == 4 * 6  # 4 variants x (4 choose 2) seed pairs
     assert bn.beyond_seed_noise is True and bn.between.mean < 0.9 < bn.within.mean
     assert pool.beyond_seed_noise is False
-    table = next(t for t in build_report(study).tables if t.key == "representation")
+    report = build_report(study)
+    matrix = next(spec for spec in report.figures if spec.key == "cka_matrix").data
+    assert matrix.labels[:2] == ["batch_norm=false, pooling=avg, seed 0", "batch_norm=false, pooling=avg, seed 1"]
+    assert matrix.values.shape == (16, 16) and np.allclose(np.diag(matrix.values), 1.0) and matrix.left_out == 0
+    table = next(t for t in report.tables if t.key == "representation")
     assert "on the first 300 test images" in table.title
     assert {row[0]: row[3] for row in table.rows} == {
         "model.batch_norm": "changed beyond seed noise",
