@@ -1221,8 +1221,10 @@ def _html_figure(spec: FigureSpec, file: Path) -> str:
     data = base64.b64encode(file.read_bytes()).decode()
     return (
         f"<h2 id='{spec.key}'>{html.escape(spec.title)}</h2>"
-        f"<img alt='{html.escape(spec.title)}' src='data:image/png;base64,{data}'>"
-        f"<p class='caption'>{html.escape(spec.caption)}</p>"
+        # a click opens the figure at full size (figures/ beside index.html): a wide one is shrunk to the page
+        f"<a href='figures/{html.escape(file.name)}' target='_blank' title='full size'>"
+        f"<img alt='{html.escape(spec.title)}' src='data:image/png;base64,{data}'></a>"
+        f"<p class='caption'>{html.escape(spec.caption)} (click the figure for full size)</p>"
     )
 
 

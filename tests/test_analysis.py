@@ -228,6 +228,8 @@ def test_report_files_and_content(tmp_path):
     assert "http://" not in page and "https://" not in page, "no network resources"
     assert page.count("<img") == len(list((out / "figures").glob("*.png"))) >= 4
     assert all(src.startswith("data:image/png;base64,") for src in re.findall(r"src='([^']+)'", page))
+    links = re.findall(r"<a href='(figures/[^']+)' target='_blank'", page)  # a click opens each at full size
+    assert len(links) == page.count("<img") and all((out / link).is_file() for link in links)
 
 
 def test_report_with_fewer_than_three_seeds_gives_no_p_value(tmp_path):
