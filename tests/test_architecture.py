@@ -220,28 +220,6 @@ def test_geotune_runs_beside_a_users_own_analysis_package(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_trial_runs_in_ray_beside_a_users_own_analysis_package(tmp_path):
-    """Ray workers get the driver's working directory on sys.path: with generic top-level names, the user's
-    analysis/ would be imported by every trial (and every trial would fail)."""
-    import yaml
-
-    from conftest import tiny_config
-
-    plant_generic_packages(tmp_path)
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config(train={"epochs": 1})))
-    geotune = Path(sys.executable).with_name("geotune")
-    done = subprocess.run(
-        [str(geotune), "train", "c.yaml", "out", "--cpus-per-trial", "1", "--ray"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=420,
-    )
-    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
-    assert (tmp_path / "out" / "trial" / "metrics.json").is_file()
-
-
-@pytest.mark.slow
 def test_the_wheel_installs_one_top_level_name(tmp_path):
     """Nothing generic lands at the top of site-packages: the wheel holds geotune/ and its metadata only."""
     pytest.importorskip("setuptools")

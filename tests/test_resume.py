@@ -245,6 +245,14 @@ def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, p
 @pytest.mark.slow
 @pytest.mark.parametrize("how", [[], ["--ray"]], ids=["in-process", "ray"])
 def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path, how, ray_session, cli):
+    """Started from a user's project folder with its own analysis/, study/, trainables/ and search_spaces/
+    packages: Ray workers get the driver's working directory on sys.path, so with generic top-level names the
+    user's packages would be imported by the trial (and the trial would fail)."""
+    from test_architecture import plant_generic_packages
+
+    project = tmp_path / "project"
+    project.mkdir()
+    plant_generic_packages(project)
     config = tmp_path / "c.yaml"
     import yaml
 
@@ -255,7 +263,7 @@ def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path, how, ray_sessio
     log = tmp_path / "train.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "geotune", "train", str(config), str(out), "--cpus-per-trial", "1", *how],
-        cwd=str(REPO),
+        cwd=str(project),
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
