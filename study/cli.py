@@ -555,7 +555,10 @@ def head_weight(model_file: Path):
 
     if not model_file.is_file():
         return None
-    state = torch.load(model_file, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(model_file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged or foreign file: said in one line, like every unreadable input
+        raise ConfigError(f"'{model_file}' is not a readable weights file ({type(exc).__name__})") from None
     weight = state.get("head.weight") if isinstance(state, dict) else None
     return weight.float().numpy() if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
 

@@ -198,6 +198,9 @@ def test_geometry_cli_reads_neural_collapse_from_a_trial_folder(tmp_path, cli):
     assert alone["neural_collapse"]["nc3_self_duality"] is None and alone["metrics"]["nc4_ncc_mismatch"] == 0.0
     text = cli("geometry", str(folder)).stdout
     assert "neural collapse of 4 classes" in text and "nc3_self_duality" in text
+    (folder / "model.pt").write_bytes(b"not weights")
+    damaged = cli("geometry", str(folder))
+    assert damaged.returncode == 2 and "model.pt' is not a readable weights file" in damaged.stderr
     np.savez(tmp_path / "bad.npz", embeddings=x, labels=labels, logits=np.zeros((3, 4)))
     bad = cli("geometry", str(tmp_path / "bad.npz"))
     assert bad.returncode == 2 and "'logits' must be finite real numbers of shape (N=40, classes)" in bad.stderr
