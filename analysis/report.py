@@ -291,11 +291,11 @@ def best_per_class_table(best: dict | None) -> Table | None:
     which classes the study's best network still confuses."""
     if best is None:
         return None
-    scores = (read_json(Path(best["config_file"]).parent / CLASSIFICATION_FILE) or {}).get("test")
+    folder = Path(best["config_file"]).parent
+    scores = (read_json(folder / CLASSIFICATION_FILE) or {}).get("test")
     if not isinstance(scores, dict):
         return None
     classes = {k: v for k, v in scores.items() if isinstance(v, dict) and k not in ("macro avg", "weighted avg")}
-    folder = Path(best["config_file"]).parent
     latent = (read_json(folder / GEOMETRY_FILE) or {}).get("per_class") or {}
     measured = (read_json(folder / METRICS_FILE) or {}).get("geometry_split", "measured")
     rows = [
@@ -454,10 +454,9 @@ def trial_features(usable: pd.DataFrame) -> dict[str, np.ndarray]:
     return {t: x for t, x in found.items() if len(x) == common}
 
 
-def representation_table(usable: pd.DataFrame, factors: Sequence[str]) -> Table | None:
+def representation_table(usable: pd.DataFrame, factors: Sequence[str], features: dict[str, np.ndarray]) -> Table | None:
     """Linear CKA of trials that differ in one factor alone against two seeds of one variant: did the factor
-    change the representation beyond what a new seed does?"""
-    features = trial_features(usable)
+    change the representation beyond what a new seed does? ``features``: ``trial_features(usable)``."""
     shifts = representation_shifts(usable, factors, features) if features else []
     if not shifts:
         return None
@@ -799,9 +798,11 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
         report.findings = [_nothing_finished(problems, study.study_dir)]
 
     factors, task = study.factors, study.task
+    # each trial's latents.npz read once, for the CKA table and its matrix (segmentation trials keep none)
+    features = trial_features(usable) if factors and task != "segmentation" and not usable.empty else {}
     variant_bars: FigureSpec | None = None
     if factors and not (plan and plan.optuna) and not usable.empty:
-        every = SUMMARY + PERFORMANCE + GEOMETRY + STRUCTURE
+        every = SUMMARY + PERFORMANCE + GEOMETRY + STRUCTURE + NEURAL_COLLAPSE
         cells = group_summary(usable, factors, for_task(tuple(dict.fromkeys(every)), task))
         title = "mIoU, Dice and loss per variant" if task == "segmentation" else "Accuracy and loss per variant"
         report.tables.append(summary_table("groups_performance", title, cells, for_task(PERFORMANCE, task), CI_CAPTION))
@@ -822,7 +823,7 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
                 summary_table(
                     "groups_collapse",
                     "Neural collapse per variant",
-                    group_summary(usable, factors, NEURAL_COLLAPSE),
+                    cells,
                     NEURAL_COLLAPSE,
                     CI_CAPTION + "; on the measured embeddings (logging.geometry_split) with the network's own "
                     "predictions; 0 is complete collapse (Papyan, Han & Donoho 2020): NC1 within-class spread "
@@ -831,7 +832,7 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
                     "decides unlike the nearest class mean",
                 )
             )
-        shifts = representation_table(usable, factors)
+        shifts = representation_table(usable, factors, features)
         if shifts is not None:
             report.tables.append(shifts)
         costs = group_summary(usable, factors, COST)
@@ -883,7 +884,7 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
             )
         )
     report.paired = comparison_report(pairing, effects, single_pair(pairing, frame))
-    report.figures = _figure_specs(study, usable) + ([variant_bars] if variant_bars is not None else [])
+    report.figures = _figure_specs(study, usable, features) + ([variant_bars] if variant_bars is not None else [])
     contrasts, crossed, interactions = answers.contrasts, answers.crossed, answers.interactions
     if contrasts or interactions:
         report.findings += [
@@ -951,7 +952,8 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
     return report
 
 
-def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
+def _figure_specs(study: StudyData, usable: pd.DataFrame, features: dict[str, np.ndarray]) -> list[FigureSpec]:
+    """``features``: the trials' embeddings of the same test images (``trial_features``), for the CKA matrix."""
     specs: list[FigureSpec] = []
     if usable.empty:
         return specs
@@ -1063,42 +1065,36 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame) -> list[FigureSpec]:
                 layers,
             )
         )
-    projections = fd.best_trial_panels(usable, factors, study.metric, study.mode)
-    if projections:
-        specs.append(
-            FigureSpec(
-                "latent_projections",
-                "Latent space of each group's best trial",
-                f"2-D projection of the measured embeddings of the best trial (by {study.metric}) per group",
-                figures.draw_image_grid,
-                projections,
-            )
-        )
-    confusions = fd.best_trial_panels(usable, factors, study.metric, study.mode, "confusion_matrix.png")
-    if confusions and task != "segmentation":
-        specs.append(
-            FigureSpec(
-                "confusion_matrices",
-                "Confusion matrix of each group's best trial",
-                f"on the test split, best trial by {study.metric} per group (rows: true class, columns: predicted); "
-                "the per-class table below gives the best trial's scores",
-                figures.draw_image_grid,
-                confusions,
-            )
-        )
-    activations = fd.best_trial_panels(usable, factors, study.metric, study.mode, "activations.png")
-    if len(activations) > 1:
-        specs.append(
-            FigureSpec(
-                "activations",
-                "First-layer activations across variants",
-                "each group's best trial: the same validation images (the first of each class) and the first "
-                "channels of logging.activation_layer (the first convolution unless set), scaled per channel",
-                figures.draw_image_grid,
-                activations,
-            )
-        )
-    similarity = fd.cka_matrix_data(usable, factors, trial_features(usable)) if task != "segmentation" else None
+    best_images = (  # (key, file in each group's best trial, title, caption, panels needed)
+        (
+            "latent_projections",
+            "umap.png",
+            "Latent space of each group's best trial",
+            f"2-D projection of the measured embeddings of the best trial (by {study.metric}) per group",
+            1,
+        ),
+        (
+            "confusion_matrices",
+            "confusion_matrix.png",
+            "Confusion matrix of each group's best trial",
+            f"on the test split, best trial by {study.metric} per group (rows: true class, columns: predicted); "
+            "the per-class table below gives the best trial's scores",
+            1 if task != "segmentation" else math.inf,
+        ),
+        (
+            "activations",
+            "activations.png",
+            "First-layer activations across variants",
+            "each group's best trial: the same validation images (the first of each class) and the first "
+            "channels of logging.activation_layer (the first convolution unless set), scaled per channel",
+            2,
+        ),
+    )
+    for key, image, title, caption, needed in best_images:
+        panels = fd.best_trial_panels(usable, factors, study.metric, study.mode, image)
+        if len(panels) >= needed:
+            specs.append(FigureSpec(key, title, caption, figures.draw_image_grid, panels))
+    similarity = fd.cka_matrix_data(usable, factors, features) if features else None
     if similarity is not None:
         left_out = f"; {similarity.left_out} more trials not drawn" if similarity.left_out else ""
         specs.append(

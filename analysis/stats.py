@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from geotune.analysis.similarity import linear_cka
 from geotune.metric_names import SUMMARY
 
 MIN_PAIRS_FOR_TEST = 3  # below this a paired test says nothing: report the differences only
@@ -252,17 +253,24 @@ def detectable_difference(sd: float | None, n: int, alpha: float = 0.05, power: 
     return detectable_size(n, alpha, power) * sd
 
 
+def paired_power(size: float, n: int, alpha: float = 0.05) -> float:
+    """Power of a two-sided paired t-test of ``n`` pairs at standardized effect ``size`` (statsmodels' TTestPower);
+    its NaN in the noncentral t's far tail, where the power is about 1, is read as 1."""
+    from statsmodels.stats.power import TTestPower  # deferred: statsmodels costs 0.5 s to import
+
+    value = float(np.asarray(TTestPower().power(effect_size=size, nobs=n, alpha=alpha)).ravel()[0])
+    return value if math.isfinite(value) else 1.0
+
+
 @functools.lru_cache(maxsize=1024)
 def detectable_size(n: int, alpha: float = 0.05, power: float = POWER) -> float:
     """The standardized effect (mean / sd of the differences) a paired t-test of ``n`` pairs detects with
     probability ``power``: the root of TTestPower's power curve, found by bracketing (its own solve_power
     returns a negative root or a 1-element array for some n, e.g. 73 and 87)."""
     from scipy.optimize import brentq  # deferred: scipy.optimize is only needed here
-    from statsmodels.stats.power import TTestPower  # deferred: statsmodels costs 0.5 s to import
 
     def shortfall(size: float) -> float:
-        reached = float(np.asarray(TTestPower().power(effect_size=size, nobs=n, alpha=alpha)).ravel()[0])
-        return (reached if math.isfinite(reached) else 1.0) - power  # NaN: the noncentral t's far tail, power ~1
+        return paired_power(size, n, alpha) - power
 
     # grow the bracket gently, so the power is never evaluated far past the target (where it turns NaN)
     low, high = 0.0, 0.05
@@ -276,15 +284,13 @@ def seeds_to_detect(difference: float, sd: float | None, alpha: float = 0.05, po
     probability ``power`` when the differences spread with ``sd``; None without a spread."""
     if sd is None or not sd > 0 or difference == 0:
         return None
-    from statsmodels.stats.power import TTestPower  # deferred: statsmodels costs 0.5 s to import
 
     # the power grows with the pairs: the smallest n that reaches it, by doubling then halving the interval
     # (statsmodels' own solver fails to converge where fewer than 3 pairs would do)
     size = abs(difference) / sd
 
     def reached(n: int) -> bool:
-        value = float(np.asarray(TTestPower().power(effect_size=size, nobs=n, alpha=alpha)).ravel()[0])
-        return not math.isfinite(value) or value >= power  # NaN: the noncentral t's far tail, power ~1
+        return paired_power(size, n, alpha) >= power
 
     low, high = MIN_PAIRS_FOR_TEST - 1, MIN_PAIRS_FOR_TEST
     while not reached(high):
@@ -652,8 +658,6 @@ def representation_shifts(
 ) -> list[RepresentationShift]:
     """Per factor, linear CKA of the pairs of trials that differ in it alone, beside the CKA of pairs of seeds of
     one variant; ``features`` the trials' features of the same images (latents.npz's test_embeddings)."""
-    from geotune.analysis.similarity import linear_cka  # deferred: the report's other views never need it
-
     rows = frame[frame["trial"].isin(features)]
     if rows.empty or "train.seed" not in rows:
         return []
