@@ -189,10 +189,15 @@ EXAMPLE_CLASSES = 8  # test_examples.json: the first test image of each of the f
 THUMBNAIL_SIDE = 28  # test_examples.json keeps each image at most this many pixels on a side
 
 
+def first_of_each_class(labels: np.ndarray, n: int) -> list[int]:
+    """The index of the first image of each class present, in class order, at most ``n`` of them."""
+    return [int(i) for i in np.unique(labels, return_index=True)[1]][:n]  # np.unique sorts the classes
+
+
 def prediction_picks(labels: np.ndarray, probabilities: np.ndarray, n: int = PREDICTION_IMAGES) -> np.ndarray:
     """Indices of the test images to show: the first of each class (in class order), then the errors the model was
     surest of (what it takes for what), up to ``n``."""
-    firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)][:n]
+    firsts = first_of_each_class(labels, n)
     wrong = np.flatnonzero(probabilities.argmax(1) != labels)
     wrong = wrong[np.argsort(-probabilities[wrong].max(1), kind="stable")]
     extra = [int(i) for i in wrong if int(i) not in firsts][: n - len(firsts)]
@@ -271,7 +276,7 @@ def write_data_samples(artifact_dir: Path, cfg: TrialConfig, data: DataSplits) -
         captions = [f"training image {i}" for i in picks]
     else:
         values = labels.cpu().numpy()
-        picks = [int(np.flatnonzero(values == c)[0]) for c in np.unique(values)][:SAMPLE_IMAGES]
+        picks = first_of_each_class(values, SAMPLE_IMAGES)
         captions = [data.class_names[int(values[i])][:14] for i in picks]
     images = data.train.images[torch.as_tensor(picks, device=data.train.images.device)]
     columns = [images]
@@ -549,8 +554,7 @@ def write_internals(artifact_dir: Path, cfg: TrialConfig, model, data: DataSplit
         return  # an fc network has no feature maps; model_summary.txt says so by its layers
     name, module = next(iter(resolve_layers(model, [layer], "logging.activation_layer").items()))
     if val.logits is not None:  # one image per class, as far as classes go
-        picks = [int(np.flatnonzero(labels == c)[0]) for c in range(data.num_classes) if (labels == c).any()]
-        picks = picks[:ACTIVATION_IMAGES]
+        picks = first_of_each_class(labels, ACTIVATION_IMAGES)
         captions = [f"class {data.class_names[int(labels[i])][:12]}" for i in picks]
     else:  # masks: every image holds several classes
         picks = list(range(min(ACTIVATION_IMAGES, len(data.val))))
