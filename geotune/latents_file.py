@@ -55,7 +55,8 @@ MAX_LATENT_VALUE = 1e100  # beyond this, float64 squared distances overflow
 
 
 def read_latents(path: str | Path) -> tuple:
-    """(embeddings, labels or None, class names or None) from an .npz file; errors name the file."""
+    """(embeddings, labels or None, class names or None, logits or None) from an .npz file; errors name the
+    file."""
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"latents file '{file}' does not exist")
@@ -100,19 +101,12 @@ def read_latents(path: str | Path) -> tuple:
         if labels.min() < 0:
             raise ConfigError(f"latents file '{file}': 'labels' must be >= 0")
     names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else None
-    return x, labels, names
-
-
-def read_latent_logits(path: str | Path, n: int) -> np.ndarray | None:
-    """The (N, classes) ``logits`` of a latents file that ``read_latents`` has checked, or None when it has none
-    (a segmentation trial's, or a user's file); errors name the file."""
-    with np.load(Path(path), allow_pickle=False) as archive:
-        if "logits" not in archive.files:
-            return None
-        logits = archive["logits"]
-    if logits.ndim != 2 or len(logits) != n or logits.dtype.kind not in "iuf" or not np.isfinite(logits).all():
+    logits = arrays.get("logits")  # a segmentation trial's file and a user's may hold none
+    if logits is not None and (
+        logits.ndim != 2 or len(logits) != len(x) or logits.dtype.kind not in "iuf" or not np.isfinite(logits).all()
+    ):
         raise ConfigError(
-            f"latents file '{path}': 'logits' must be finite real numbers of shape (N={n}, classes), got shape "
-            f"{logits.shape} of {logits.dtype}"
+            f"latents file '{file}': 'logits' must be finite real numbers of shape (N={len(x)}, classes), got "
+            f"shape {logits.shape} of {logits.dtype}"
         )
-    return logits
+    return x, labels, names, logits

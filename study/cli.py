@@ -505,15 +505,14 @@ def cmd_geometry(args: argparse.Namespace) -> int:
     from geotune.analysis.collapse import neural_collapse  # deferred: start-up (numpy)
     from geotune.analysis.latent import geometry_summary, pca_projection, umap_projection  # deferred: start-up
     from geotune.analysis.tables import collapse_text, geometry_text  # deferred: start-up
-    from geotune.latents_file import read_latent_logits, read_latents  # deferred: start-up (numpy)
+    from geotune.latents_file import read_latents  # deferred: start-up (numpy)
 
     if args.n_neighbors < 2:
         raise ConfigError(f"--n-neighbors {args.n_neighbors}: must be >= 2")
     folder = Path(args.latents) if Path(args.latents).is_dir() else None
     if folder is not None:  # a trial folder: its latents, and its linear head's weights for NC3
         args.latents = str(folder / LATENTS_FILE)
-    x, labels, names = read_latents(args.latents)
-    logits = read_latent_logits(args.latents, len(x))
+    x, labels, names, logits = read_latents(args.latents)
     collapse = (
         neural_collapse(
             x,
