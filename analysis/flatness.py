@@ -300,13 +300,13 @@ class LocalSurface:
         # directions (its small eigenvalues are rounding)
         try:
             _, u = torch.linalg.eigh((a @ a.transpose(1, 2)).double())
-        except torch.linalg.LinAlgError:  # should float64 not converge either: the SVD converges on anything
-            return torch.linalg.svd(a, full_matrices=False)[2][:, :dimension].contiguous()
-        top = u[:, :, -dimension:].flip(-1).to(a.dtype)
-        axes, _ = torch.linalg.qr((top.transpose(1, 2) @ a).transpose(1, 2))
-        if not torch.isfinite(axes).all():  # float32 eigh once returned NaN here without an error: never trust it
-            return torch.linalg.svd(a, full_matrices=False)[2][:, :dimension].contiguous()
-        return axes.transpose(1, 2).contiguous()
+            top = u[:, :, -dimension:].flip(-1).to(a.dtype)
+            axes, _ = torch.linalg.qr((top.transpose(1, 2) @ a).transpose(1, 2))
+            if torch.isfinite(axes).all():  # float32 eigh once returned NaN without an error: checked, not trusted
+                return axes.transpose(1, 2).contiguous()
+        except torch.linalg.LinAlgError:  # should float64 not converge either
+            pass
+        return torch.linalg.svd(a, full_matrices=False)[2][:, :dimension].contiguous()  # converges on anything
 
     def thickness(self, quantile: float):
         """Per sample: the ``quantile`` of the residual distances of its neighbourhood."""
