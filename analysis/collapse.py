@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-NAMES = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3_self_duality", "nc4_ncc_mismatch")
+from geotune.metric_names import NEURAL_COLLAPSE
 
 
 @dataclass
@@ -40,7 +40,7 @@ class NeuralCollapse:
         return asdict(self)
 
     def flat_metrics(self) -> dict:
-        return {name: getattr(self, name) for name in NAMES}
+        return {name: getattr(self, name) for name in NEURAL_COLLAPSE}
 
 
 def class_means(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -215,8 +215,7 @@ SEGMENTATION_SCORES = {
     "best_val_accuracy": ("best_val_miou",),
     "train_test_gap": (),  # of pixel accuracy: no segmentation view shows it (metrics.json keeps it)
     # neural collapse is a classifier's: a segmentation trial measures none
-    **{name: () for name in ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3_self_duality", "nc4_ncc_mismatch")},
-    **{name: () for name in ("val_nc1", "val_nc2_equiangular", "val_nc4_ncc_mismatch")},
+    **{name: () for name in NEURAL_COLLAPSE + NEURAL_COLLAPSE_EPOCH},
 }
 
 
