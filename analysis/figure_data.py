@@ -104,6 +104,7 @@ class LayerCurves:
     panels: list[tuple[str, list[LayerSeries]]]
     grouped_by: str
     left_out: list[str]  # groups measured at other layers than the most common list (not comparable on one axis)
+    depths: list[float] | None = None  # each layer's relative depth (mean over trials); None in files before it
 
 
 def layer_curves(
@@ -141,7 +142,14 @@ def layer_curves(
             low = [float(c.ci_low) if c.ci_low is not None else mean for c, mean in zip(cis, means)]
             high = [float(c.ci_high) if c.ci_high is not None else mean for c, mean in zip(cis, means)]
             series.append(LayerSeries(f"{label} (n={len(same)})", means, low, high))
-    return LayerCurves(list(common), panels, grouped_by, left_out)
+    placed = [
+        [row["relative_depth"] for row in layers]
+        for trials in measured.values()
+        for layers in trials
+        if tuple(row["layer"] for row in layers) == common and all("relative_depth" in row for row in layers)
+    ]
+    depths = [float(np.mean(column)) for column in zip(*placed)] if placed else None
+    return LayerCurves(list(common), panels, grouped_by, left_out, depths)
 
 
 @dataclass

@@ -614,20 +614,37 @@ class LayerSeries:
     high: list[float]
 
 
-def draw_layer_curves(layers: Sequence[str], panels: Sequence[tuple[str, Sequence[LayerSeries]]]) -> Figure:
-    """Metrics against depth: one panel per metric, one line per series, a band where low and high differ."""
-    fig = Figure(figsize=(4.2 * len(panels), 3.8), layout="constrained")
-    x = np.arange(len(layers))
+def draw_layer_curves(
+    layers: Sequence[str],
+    panels: Sequence[tuple[str, Sequence[LayerSeries]]],
+    depths: Sequence[float] | None = None,
+) -> Figure:
+    """Metrics against relative depth (layer names on the top axis): one panel per metric, one line per series,
+    a band where low and high differ. On the dimension panel a dashed line marks each series' input dimension,
+    so that "the last layer is far below the input" (Ansuini et al. 2019) is read off at a glance. Without
+    ``depths`` the layers are spaced evenly."""
+    fig = Figure(figsize=(4.2 * len(panels), 4.2), layout="constrained")
+    x = np.asarray(depths if depths is not None else np.linspace(0, 1, len(layers)), dtype=float)
     for i, (metric, series) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         for one in series:
             (line,) = ax.plot(x, one.mean, marker="o", ms=3, label=one.label)
             if not np.allclose(np.asarray(one.low, float), np.asarray(one.high, float), equal_nan=True):
                 ax.fill_between(x, one.low, one.high, color=line.get_color(), alpha=0.2, linewidth=0)
-        ax.set_xticks(x, [layer[-16:] for layer in layers], rotation=30, ha="right", fontsize=8)
+            if metric == "intrinsic_dim_twonn" and layers and layers[0] == "input" and np.isfinite(one.mean[0]):
+                ax.axhline(one.mean[0], color=line.get_color(), ls="--", lw=0.8, alpha=0.7)
+        if metric == "intrinsic_dim_twonn" and layers and layers[0] == "input":
+            ax.plot([], [], color="0.4", ls="--", lw=0.8, label="input dimension")
+        ax.set_xlim(-0.04, 1.04)
+        ax.set_xlabel("relative depth (share of weight layers applied)", fontsize=8)
+        top = ax.secondary_xaxis("top")
+        names: dict[float, list[str]] = {}  # layers at one depth (a ReLU after its convolution) share a tick
+        for depth, layer in zip(x, layers):
+            names.setdefault(float(depth), []).append(layer[-16:])
+        top.set_xticks(list(names), [" + ".join(n) for n in names.values()], rotation=40, ha="left", fontsize=7)
         ax.set_title(_pretty(metric), fontsize=10)
         ax.grid(alpha=0.3)
-        if len(series) > 1 and i == len(panels) - 1:
+        if metric == "intrinsic_dim_twonn" or (len(series) > 1 and i == len(panels) - 1):
             ax.legend(fontsize=7)
     return fig
 

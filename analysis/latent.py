@@ -32,6 +32,7 @@ from geotune.analysis.flatness import Flatness, chord_flatness
 from geotune.analysis.neighbors import (
     Neighbors,
     graph_geodesics,
+    isometric_coordinates,
     knn_graph,
     nearest_neighbors,
     twonn_fit,
@@ -436,6 +437,8 @@ def class_summary(
     x: np.ndarray, k: int, max_exact: int, n_sources: int, seed: int, check_resolution: bool = True
 ) -> dict:
     """Geodesic ratio, calibrated flatness (and whether a bend of the class could be seen), dimension, spectrum."""
+    duplicates = unique_points(x)[1]
+    x = isometric_coordinates(x)  # a class of a wide layer: the same distances in at most its size's dimensions
     neighbors = nearest_neighbors(x, max(k, min(20, len(x) - 1)))
     geo = geodesic_stats(x, k, max_exact=max_exact, n_sources=n_sources, seed=seed, neighbors=neighbors)
     twonn = intrinsic_dim_twonn(x, neighbors=neighbors)
@@ -453,7 +456,7 @@ def class_summary(
         "intrinsic_dim_mle": intrinsic_dim_mle(x, min(20, len(x) - 1), neighbors=neighbors),
         "participation_ratio": participation_ratio(x, eig),
         "top_pc_share": top_pc_share(x, eig),
-        "n_duplicates": unique_points(x)[1],
+        "n_duplicates": duplicates,
     }
 
 
@@ -470,9 +473,12 @@ def geometry_summary(
     seed: int = 0,
 ) -> GeometrySummary:
     """Every latent-geometry metric of one set of embeddings (labels optional)."""
-    x = np.asarray(embeddings, dtype=np.float64)
-    if x.ndim != 2 or len(x) < 3:
-        raise ValueError(f"embeddings must be an (N, D) array with N >= 3, got shape {x.shape}")
+    raw = np.asarray(embeddings, dtype=np.float64)
+    if raw.ndim != 2 or len(raw) < 3:
+        raise ValueError(f"embeddings must be an (N, D) array with N >= 3, got shape {raw.shape}")
+    # wider than it has points (a layer's outputs): the same distances in at most N dimensions, for all but the
+    # linear probe (it standardises each coordinate, which a rotation changes)
+    x = isometric_coordinates(raw)
     k = n_neighbors
     neighbors = nearest_neighbors(x, max(k, 20))
     geo = geodesic_stats(x, k, max_exact=max_exact, n_sources=n_sources, seed=seed, neighbors=neighbors)
@@ -480,7 +486,7 @@ def geometry_summary(
     eig = spectrum(x)
     summary = GeometrySummary(
         n_points=len(x),
-        dim=x.shape[1],
+        dim=raw.shape[1],
         n_neighbors=k,
         geodesic=geo,
         flatness=calibrated_flatness(geo, x, neighbors=neighbors, seed=seed),
@@ -488,21 +494,21 @@ def geometry_summary(
         intrinsic_dim_mle=intrinsic_dim_mle(x, 20, neighbors=neighbors),
         participation_ratio=participation_ratio(x, eig),
         top_pc_share=top_pc_share(x, eig),
-        n_duplicates=unique_points(x)[1],
+        n_duplicates=unique_points(raw)[1],
         pca_dims_90=pca_dims(x, eig=eig),
     )
     if projection is not None:
-        summary.trustworthiness = trustworthiness(x, projection, k, seed=seed)
+        summary.trustworthiness = trustworthiness(raw, projection, k, seed=seed)
         summary.projection = projection_name
     if labels is not None:
         y = np.asarray(labels).astype(np.int64)
         summary.silhouette = silhouette(x, y, seed=seed)
-        probe = linear_probe_f1(x, y, seed=seed)
+        probe = linear_probe_f1(raw, y, seed=seed)
         summary.linear_separability = None if probe is None else float(probe.mean())
         summary.knn_accuracy = knn_accuracy(y, neighbors[1][:, :k])
         for position, c in enumerate(np.unique(y)):
             name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
-            members = x[y == c]
+            members = raw[y == c]
             if len(members) >= 3:
                 summary.per_class[name] = class_summary(members, k, max_exact, n_sources, seed)
                 summary.per_class[name]["linear_separability"] = None if probe is None else float(probe[position])

@@ -18,8 +18,10 @@ def nearest_neighbors(x: np.ndarray, k: int) -> Neighbors:
     """(distances, indices) of the k nearest other points of every point, nearest first.
 
     Many points in many dimensions: blocked float32 distance matrices in torch pick
-    the neighbours (2-3x faster than scikit-learn's brute force on 2 cores), then
-    their distances are recomputed exactly in float64. Otherwise scikit-learn.
+    the neighbours (2-3x faster than scikit-learn's brute force on 2 cores). Otherwise
+    scikit-learn. Either way the chosen neighbours' distances are then recomputed from
+    their differences in float64: the |a|^2 + |b|^2 - 2ab expansion both use reads two
+    identical rows of a wide set as about 1e-7 apart, which would hide a duplicate.
     """
     k = min(k, len(x) - 1)
     if len(x) > 2000 and x.shape[1] > 16:
@@ -27,12 +29,25 @@ def nearest_neighbors(x: np.ndarray, k: int) -> Neighbors:
     from sklearn.neighbors import NearestNeighbors  # deferred: importing scikit-learn costs about a second
 
     nn = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(x)
-    return nn.kneighbors(return_distance=True)
+    idx = nn.kneighbors(return_distance=False)
+    return _exact_distances(np.asarray(x, dtype=np.float64), idx, 0, len(x))
+
+
+def _exact_distances(x: np.ndarray, chosen: np.ndarray, start: int, stop: int, block: int = 256) -> Neighbors:
+    """(distances, indices) of rows start..stop of ``x`` to their ``chosen`` neighbours, from the differences in
+    float64 (in blocks of rows, to bound memory), nearest first."""
+    dist = np.empty(chosen.shape)
+    for a in range(0, len(chosen), block):
+        b = min(a + block, len(chosen))
+        dist[a:b] = np.linalg.norm(x[chosen[a:b]] - x[start + a : start + b, None, :], axis=2)
+    order = np.argsort(dist, axis=1, kind="stable")
+    return np.take_along_axis(dist, order, 1), np.take_along_axis(chosen, order, 1)
 
 
 def _blocked_neighbors(x: np.ndarray, k: int, block: int = 2048) -> Neighbors:
     import torch  # deferred: only large sets take this path
 
+    exact = np.asarray(x, dtype=np.float64)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     sq = (xt * xt).sum(1)
     dist = np.empty((len(x), k))
@@ -42,11 +57,8 @@ def _blocked_neighbors(x: np.ndarray, k: int, block: int = 2048) -> Neighbors:
         d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (xt[start:stop] @ xt.T)
         d2[torch.arange(stop - start), torch.arange(start, stop)] = float("inf")  # not itself
         chosen = torch.topk(d2, k, dim=1, largest=False).indices.numpy()
-        # float32 only picks the neighbours; their lengths are recomputed in float64 (per block, to bound memory)
-        exact = np.linalg.norm(x[chosen] - x[start:stop, None, :], axis=2)
-        order = np.argsort(exact, axis=1, kind="stable")
-        dist[start:stop] = np.take_along_axis(exact, order, 1)
-        idx[start:stop] = np.take_along_axis(chosen, order, 1)
+        # float32 only picks the neighbours; their lengths are recomputed in float64
+        dist[start:stop], idx[start:stop] = _exact_distances(exact, chosen, start, stop)
     return dist, idx
 
 
@@ -94,6 +106,21 @@ def unique_points(x: np.ndarray) -> tuple[np.ndarray, int]:
     if len(first) == len(x):
         return x, 0
     return x[np.sort(first)], len(x) - len(first)
+
+
+def isometric_coordinates(x: np.ndarray) -> np.ndarray:
+    """``x`` (N x D) in coordinates of its own span when D > N: a shift and a rotation onto its principal axes,
+    so every distance, spectrum and neighbourhood stays the same (to float64 rounding) while each point has at
+    most N coordinates instead of D. A class of 126 points of a 2,048-wide layer is measured in 126 dimensions.
+    Identical rows stay identical (each distinct row is rotated once). Returned unchanged (as float64) when
+    D <= N."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] <= x.shape[0]:
+        return x
+    distinct, inverse = np.unique(x, axis=0, return_inverse=True)
+    centred = distinct - x.mean(0)
+    axes = np.linalg.svd(x - x.mean(0), full_matrices=False)[2]  # (min(N, D), D): the span's orthonormal basis
+    return (centred @ axes.T)[inverse.reshape(-1)]
 
 
 def twonn_fit(r1: np.ndarray, r2: np.ndarray, discard_fraction: float = 0.1) -> float | None:

@@ -30,6 +30,7 @@ from geotune.analysis.load import StudyData, load_histories, load_studies
 from geotune.analysis.stats import (
     ALPHA,
     COLLAPSE_DROP,
+    MeanCI,
     Pairing,
     adjust_together,
     detected,
@@ -43,7 +44,9 @@ from geotune.analysis.stats import (
     paired_effects,
     regularizer_label,
     representation_shifts,
+    seed_similarity,
     seeds_to_detect,
+    twin_similarity,
 )
 from geotune.analysis.tables import fmt, markdown_table
 from geotune.latents_file import read_test_embeddings
@@ -505,9 +508,34 @@ def _nothing_finished(problems: pd.DataFrame, study_dir: str | None) -> str:
     )
 
 
-def _findings(effects: list, pairing, task: str = "classification") -> list[str]:
-    """Per regularizer: its paired effect on accuracy and on each class's geometry, with its uncertainty, and
-    whether a flatter latent space came from collapse."""
+def _similarity_text(
+    twin: MeanCI | None, seeds: MeanCI | None, other: str = "its baseline", subject: str = "Representation"
+) -> str:
+    """The representation's change in words: linear CKA with the twin trials against two seeds of one variant."""
+    if twin is None or twin.mean is None:
+        return ""
+    value = f"{twin.mean:.3f}" + (f" [{twin.ci_low:.3f}, {twin.ci_high:.3f}]" if twin.ci_low is not None else "")
+    text = f" {subject}: linear CKA with {other} {value} ({twin.n} pair{'s' if twin.n != 1 else ''})"
+    if seeds is None or seeds.mean is None:
+        return text + "; no two seeds of one variant to hold it against."
+    noise = f"{seeds.mean:.3f}" + (f" [{seeds.ci_low:.3f}, {seeds.ci_high:.3f}]" if seeds.ci_low is not None else "")
+    if twin.ci_high is None or seeds.ci_low is None:
+        return text + f" against {noise} between two seeds of one variant (too few pairs for a verdict)."
+    beyond = twin.ci_high < seeds.ci_low
+    reading = "changed beyond seed noise" if beyond else "within seed noise"
+    return text + f" against {noise} between two seeds of one variant: {reading}."
+
+
+def _findings(
+    effects: list,
+    pairing,
+    task: str = "classification",
+    similarity: dict[str, MeanCI] | None = None,
+    seeds: MeanCI | None = None,
+) -> list[str]:
+    """Per regularizer: its paired effect on accuracy and on each class's geometry, with its uncertainty, whether a
+    flatter latent space came from collapse and of which kind, and how far the representation moved against a
+    new seed (``similarity``: ``twin_similarity`` per regularizer; ``seeds``: ``seed_similarity``)."""
     headline = for_task(HEADLINE, task)
     out = []
     by_label: dict[str, dict] = {}
@@ -554,6 +582,7 @@ def _findings(effects: list, pairing, task: str = "classification") -> list[str]
             + ". "
             + _verdict_text(change)
             + _collapse_kind_text(metrics.get("nc1"), change)
+            + _similarity_text((similarity or {}).get(label), seeds)
         )
     if by_label:
         out.append(
@@ -657,17 +686,30 @@ def _flatness_readable(usable: pd.DataFrame, pairing: Pairing | None) -> bool | 
     return bool((values >= 1.0).all()) if len(values) else None
 
 
-def _contrast_findings(c, task: str, readable: bool | None = None) -> list[str]:
+def _contrast_findings(
+    c,
+    task: str,
+    readable: bool | None = None,
+    features: dict[str, np.ndarray] | None = None,
+    seeds: MeanCI | None = None,
+) -> list[str]:
     """A factor's contrasts in words: the headline effects whose interval excludes 0 and whose Holm p is below
     ALPHA; else that none was detected, and how many pairs that rests on. Where the classes could not show a
-    bend (``readable`` False), a flatness difference is no finding: it is left out, and the sentence says so."""
+    bend (``readable`` False), a flatness difference is no finding: it is left out, and the sentence says so.
+    With ``features`` each level's representation is held against its reference twins' and a new seed's."""
     headline = for_task(HEADLINE, task)
     unread = " Flatness is left out: these trials' classes could not show a bend." if readable is False else ""
+    similarity = twin_similarity(c.pairing, features) if features else {}
+    moved = "".join(
+        _similarity_text(ci, seeds, f"its twin at {c.reference}", f"Representation ({label})")
+        for label, ci in similarity.items()
+    )
+    unread += moved
     if readable is False:
         headline = tuple(m for m in headline if m not in FLATNESS_READINGS)
     shown = [e for e in c.effects + c.trend if e.metric in headline and e.mean_diff is not None]
     if not shown:
-        return []
+        return [f"**{c.factor}** (against {c.reference}):{moved}"] if moved else []
     detected = [
         e
         for e in shown
@@ -788,18 +830,20 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
         status=status,
         problems=problem_table,
         best=_best(study),
-        findings=_findings(effects, pairing, study.task),
+        findings=[],
         summary=frame,
     )
+    factors, task = study.factors, study.task
+    # each trial's latents.npz read once, for the findings' CKA, the CKA table and its matrix (none in segmentation)
+    features = trial_features(usable) if factors and task != "segmentation" and not usable.empty else {}
+    seed_cka = seed_similarity(usable, factors, features) if features else None
+    report.findings = _findings(effects, pairing, task, twin_similarity(pairing, features), seed_cka)
     note = _resolution_note(usable)
     if note:
         report.findings.insert(len(report.findings) - (1 if pairing.unpaired else 0), note)
     if usable.empty:
         report.findings = [_nothing_finished(problems, study.study_dir)]
 
-    factors, task = study.factors, study.task
-    # each trial's latents.npz read once, for the CKA table and its matrix (segmentation trials keep none)
-    features = trial_features(usable) if factors and task != "segmentation" and not usable.empty else {}
     variant_bars: FigureSpec | None = None
     if factors and not (plan and plan.optuna) and not usable.empty:
         every = SUMMARY + PERFORMANCE + GEOMETRY + STRUCTURE + NEURAL_COLLAPSE
@@ -888,7 +932,9 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
     contrasts, crossed, interactions = answers.contrasts, answers.crossed, answers.interactions
     if contrasts or interactions:
         report.findings += [
-            line for c in contrasts for line in _contrast_findings(c, task, _flatness_readable(usable, c.pairing))
+            line
+            for c in contrasts
+            for line in _contrast_findings(c, task, _flatness_readable(usable, c.pairing), features, seed_cka)
         ]
         report.findings += _interaction_findings(interactions, task, _flatness_readable(usable, crossed))
         report.tables += [_contrast_table(c) for c in contrasts if c.effects]
@@ -1058,10 +1104,12 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame, features: dict[str, np
             FigureSpec(
                 "layer_geometry",
                 "Geometry layer by layer",
-                "outputs of each layer in logging.geometry_layers on the measured images (logging.geometry_split; "
-                f"spatial ones averaged over positions), "
-                f"grouped by {layers.grouped_by}; line = mean over the group's trials, band = 95% CI{left_out}",
-                lambda d: figures.draw_layer_curves(d.layers, d.panels),
+                "outputs of the input and each layer in logging.geometry_layers on the measured images "
+                "(logging.geometry_split; one vector per image as logging.layer_features says, flattened by "
+                "default, wide ones randomly projected) against relative depth (share of the weight layers "
+                f"applied); dashed: the input's dimension; grouped by {layers.grouped_by}; line = mean over the "
+                f"group's trials, band = 95% CI{left_out}",
+                lambda d: figures.draw_layer_curves(d.layers, d.panels, d.depths),
                 layers,
             )
         )

@@ -658,22 +658,51 @@ def representation_shifts(
 ) -> list[RepresentationShift]:
     """Per factor, linear CKA of the pairs of trials that differ in it alone, beside the CKA of pairs of seeds of
     one variant; ``features`` the trials' features of the same images (latents.npz's test_embeddings)."""
+    within, between = _cka_pairs(frame, factors, features)
+    noise = mean_ci(within)
+    return [RepresentationShift(f, mean_ci(between[f]), noise) for f in factors if between[f]]
+
+
+def seed_similarity(frame: pd.DataFrame, factors: Sequence[str], features: dict[str, np.ndarray]) -> MeanCI:
+    """Linear CKA of two seeds of one variant, over every such pair: how far a new seed alone moves the
+    representation (the yardstick of ``twin_similarity`` and ``representation_shifts``)."""
+    return mean_ci(_cka_pairs(frame, factors, features, between=False)[0])
+
+
+def _cka_pairs(
+    frame: pd.DataFrame, factors: Sequence[str], features: dict[str, np.ndarray], between: bool = True
+) -> tuple[list[float], dict[str, list[float]]]:
+    """CKA of the pairs of two seeds of one variant, and (``between``) per factor of the pairs of one seed that
+    differ in that factor alone."""
     rows = frame[frame["trial"].isin(features)]
+    found: dict[str, list[float]] = {f: [] for f in factors}
+    within: list[float] = []
     if rows.empty or "train.seed" not in rows:
-        return []
+        return within, found
     levels = {r["trial"]: tuple(_short(r[f]) if f in r else "base" for f in factors) for _, r in rows.iterrows()}
     seeds = dict(zip(rows["trial"], rows["train.seed"]))
     trials = list(levels)
-    within: list[float] = []
-    between: dict[str, list[float]] = {f: [] for f in factors}
     for a_i, a in enumerate(trials):
         for b in trials[a_i + 1 :]:
             differ = [i for i, (x, y) in enumerate(zip(levels[a], levels[b])) if x != y]
             same_variant = not differ and seeds[a] != seeds[b]
-            if not (same_variant or (len(differ) == 1 and seeds[a] == seeds[b])):
+            if not (same_variant or (between and len(differ) == 1 and seeds[a] == seeds[b])):
                 continue
             value = linear_cka(features[a], features[b])
             if value is not None:  # a trial without variance in its features has no CKA
-                (within if same_variant else between[factors[differ[0]]]).append(value)
-    noise = mean_ci(within)
-    return [RepresentationShift(f, mean_ci(between[f]), noise) for f in factors if between[f]]
+                (within if same_variant else found[factors[differ[0]]]).append(value)
+    return within, found
+
+
+def twin_similarity(pairing: Pairing, features: dict[str, np.ndarray]) -> dict[str, MeanCI]:
+    """Per label of ``pairing`` (a regularizer, or a factor's level), the linear CKA of each of its trials with its
+    twin (the baseline or reference-level trial of the same seed and other keys) on the same images."""
+    values: dict[str, list[float]] = {}
+    if pairing.pairs.empty:
+        return {}
+    for _, pair in pairing.pairs.iterrows():
+        a, b = features.get(pair["trial"]), features.get(pair["baseline"])
+        value = linear_cka(a, b) if a is not None and b is not None else None
+        if value is not None:
+            values.setdefault(pair["regularizer"], []).append(value)
+    return {label: mean_ci(found) for label, found in values.items()}

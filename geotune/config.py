@@ -405,7 +405,26 @@ class LoggingConfig:
     geometry_layers: list[str] = param(
         [],
         "layers whose outputs on the measured images (logging.geometry_split) get the geometry summary "
-        "(layer_geometry.json), e.g. [input, block1, block2, embedding]; spatial outputs are averaged over positions",
+        "(layer_geometry.json, layer_geometry.png against relative depth), e.g. [block1, block2, embedding]; "
+        "the input (the normalised pixels) is always measured too",
+    )
+    layer_features: str = param(
+        "flattened",
+        "how a layer's output becomes one vector per image: flattened (all channels x positions, as Ansuini et al. "
+        "2019 measure dimension across depth) or position_mean (each channel averaged over positions)",
+        choices=("flattened", "position_mean"),
+    )
+    layer_projection_dim: int = param(
+        2048,
+        "flattened outputs wider than this are measured on a seeded sparse random projection to this many "
+        "dimensions (distances kept within a few per cent; TwoNN within 5% on the tests' manifolds)",
+        ge=64,
+    )
+    layer_points: int = param(
+        2000,
+        "at most this many of the measured images go through logging.geometry_layers (a seeded sample, classes "
+        "in proportion): a wide layer costs far more than the embedding",
+        ge=30,
     )
     latent_points: int = param(
         1200,

@@ -1039,6 +1039,34 @@ def test_cka_tells_a_factor_that_changes_the_representation_from_one_that_does_n
         "model.batch_norm": "changed beyond seed noise",
         "model.pooling": "within seed noise",
     }
+    # the findings say it per factor's level, against its reference twins and a new seed
+    said = {line.split("**")[1]: line for line in report.findings if line.startswith("**model.")}
+    batch_norm = said["model.batch_norm"]
+    assert "Representation (true vs false): linear CKA with its twin at false" in batch_norm
+    assert "changed beyond seed noise" in batch_norm
+    assert "within seed noise" in said["model.pooling"] and "beyond" not in said["model.pooling"]
+
+
+def test_each_regularizers_finding_holds_its_representation_against_a_new_seed(tmp_path):
+    """The geodesic trials' features are a nonlinear remix of their baselines' (CKA 0.565); a new seed adds
+    only small noise (about 0.98): the finding says the representation changed beyond seed noise."""
+    from geotune.latents_file import write_latents
+
+    rng = np.random.default_rng(2)
+    base, mixing = rng.standard_normal((300, 8)), rng.standard_normal((8, 8))
+    variants = [{"regularizer.name": r, "train.seed": s} for r in ("none", "geodesic") for s in range(4)]
+    trials = [
+        {"variant": i, "metrics": {"test_accuracy": 0.9 + rng.normal(0, 0.01), "reg_loss_max": 0.1}}
+        for i in range(len(variants))
+    ]
+    study = load_study(make_study(tmp_path / "cka", variants, trials))
+    for _, row in study.usable.iterrows():
+        features = np.tanh(base @ mixing) if row["regularizer.name"] == "geodesic" else base
+        features = features + 0.1 * rng.standard_normal(features.shape)
+        write_latents(Path(row["path"]) / "latents.npz", features, np.zeros(300, int), None, ["a"], "train", features)
+    finding = next(line for line in build_report(study).findings if line.startswith("**geodesic"))
+    assert "Representation: linear CKA with its baseline 0.565 [0.561, 0.568] (4 pairs) against 0.98" in finding
+    assert "between two seeds of one variant: changed beyond seed noise." in finding
 
 
 @pytest.mark.parametrize("drop", [0.2, 0.0])

@@ -14,9 +14,11 @@ from geotune.errors import ConfigError
 from geotune.trainables.internals import (
     activation_mosaic,
     layer_outputs,
+    layer_vectors,
     model_summary,
     output_sparsity,
     pooled,
+    relative_depths,
     resolve_layers,
     summary_text,
 )
@@ -74,6 +76,93 @@ def test_layer_outputs_match_the_forward_pass_and_pooling_averages_positions():
     assert pooled(outputs["input"], "input").shape == (5, 256)  # pixels are flattened, not averaged
 
 
+def test_layer_vectors_flatten_or_average_and_project_only_wide_layers():
+    model = cnn()
+    x = torch.randn(7, 1, 16, 16)
+    layers = resolve_layers(model, ["block1", "embedding"], "k")
+    outputs = layer_outputs(model, layers, x)
+    flat = layer_vectors(model, "body.block1", layers["body.block1"], x, batch_size=3)  # 8 x 8 x 8 = 512 wide
+    assert flat.output_shape == [8, 8, 8] and flat.width == 512 and not flat.projected
+    assert np.allclose(flat.points, outputs["body.block1"].reshape(7, -1).numpy(), atol=1e-6)
+    mean = layer_vectors(model, "body.block1", layers["body.block1"], x, features="position_mean")
+    assert mean.width == 8 and np.allclose(mean.points, pooled(outputs["body.block1"], "body.block1"), atol=1e-6)
+    wide = layer_vectors(model, "body.block1", layers["body.block1"], x, max_dim=64, seed=3, batch_size=2)
+    assert wide.projected and wide.width == 512 and wide.points.shape == (7, 64)
+    again = layer_vectors(model, "body.block1", layers["body.block1"], x, max_dim=64, seed=3, batch_size=7)
+    assert np.allclose(wide.points, again.points, atol=1e-5)  # one projection per seed, whatever the batches
+    assert not np.allclose(
+        layer_vectors(model, "body.block1", layers["body.block1"], x, max_dim=64).points, again.points
+    )
+    assert model.training is False  # cnn() is in eval mode and stays there
+
+
+def test_wide_layers_go_through_in_smaller_batches_with_the_same_vectors(monkeypatch):
+    import geotune.trainables.internals as internals
+
+    model, x = cnn(), torch.randint(0, 256, (11, 1, 16, 16), dtype=torch.uint8)
+    layers = resolve_layers(model, ["block1"], "k")
+    whole = layer_vectors(model, "body.block1", layers["body.block1"], x, normalize=lambda b: b.float() / 255)
+    monkeypatch.setattr(internals, "LAYER_BATCH_VALUES", 600)  # 512 numbers per image: one image a batch
+    single = layer_vectors(model, "body.block1", layers["body.block1"], x, normalize=lambda b: b.float() / 255)
+    assert single.points.shape == (11, 512) and np.allclose(single.points, whole.points, atol=1e-6)
+    with torch.no_grad():
+        assert np.allclose(whole.points, model.body.block1(x.float() / 255).reshape(11, -1).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "d, shape, seeds, tolerance",
+    [
+        (2, "curved", (0, 1), 0.02),
+        (5, "curved", (0, 1, 2), 0.02),
+        (10, "curved", (0, 1, 2), 0.02),
+        (5, "flat", (0, 1), 0.02),
+        (10, "flat", (0, 1), 0.02),
+        (20, "curved", (0,), 0.05),
+    ],
+)
+def test_the_projection_of_wide_layers_keeps_the_twonn_dimension(d, shape, seeds, tolerance):
+    """Ground truth for logging.layer_projection_dim: a d-dimensional set in 10,000 dimensions (flat: a
+    Gaussian in a random d-plane; curved: d latent coordinates through 10,000 random cosines) reads the same
+    TwoNN dimension on its 2048-dimensional projection as on its full width (measured: within 1% up to
+    d = 10; a curved d = 20 set reads about 38 at either width, within 5%). The flat sets also read d."""
+    from geotune.analysis.latent import intrinsic_dim_twonn
+
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        z = rng.normal(size=(800, d))
+        if shape == "flat":
+            x = z @ np.linalg.qr(rng.normal(size=(10_000, d)))[0].T
+        else:
+            x = np.cos(z @ rng.normal(0, 0.5, (d, 10_000)) + rng.uniform(0, 2 * np.pi, 10_000))
+        images = torch.from_numpy(x.astype(np.float32)).reshape(800, 1, 100, 100)
+        vectors = layer_vectors(torch.nn.Identity(), "input", None, images, max_dim=2048, seed=seed)
+        assert vectors.projected and vectors.points.shape == (800, 2048)
+        full, projected = intrinsic_dim_twonn(x), intrinsic_dim_twonn(vectors.points)
+        assert projected == pytest.approx(full, rel=tolerance), (seed, full, projected)
+        if shape == "flat":
+            assert projected == pytest.approx(d, rel=0.12), (seed, projected)
+
+
+def test_relative_depth_counts_the_weight_layers_applied():
+    model = cnn()  # weight layers: block1.conv, block2.conv, embedding.linear, head (BatchNorm weights are 1-D)
+    layers = resolve_layers(model, ["input", "block1.conv", "block1.pool", "block2", "embedding", "head"], "k")
+    depths = relative_depths(model, layers, torch.zeros(2, 1, 16, 16))
+    assert depths == {
+        "input": 0.0,
+        "body.block1.conv": 0.25,
+        "body.block1.pool": 0.25,  # pooling after a convolution sits where the convolution does
+        "body.block2": 0.5,
+        "embedding": 0.75,
+        "head": 1.0,
+    }
+    free = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Tanh())  # no weight layer: evenly spaced, in order
+    assert relative_depths(free, resolve_layers(free, ["input", "0", "1"], "k"), torch.zeros(1, 3)) == {
+        "input": 0.0,
+        "0": 0.5,
+        "1": 1.0,
+    }
+
+
 def test_output_sparsity_on_logits_with_known_answers():
     confident = torch.tensor([[10.0, 0, 0, 0, 0]])  # sparsemax: one class; softmax: e^-10 outside the top 3 x2
     uniform = torch.zeros(1, 5)  # sparsemax: all five classes; softmax: 2/5 outside the top 3
@@ -122,7 +211,9 @@ def test_a_trial_writes_its_internals_and_the_geometry_of_each_layer(tmp_path):
     assert metrics["warnings"] == []
     layers = json.loads((tmp_path / "layer_geometry.json").read_text())["layers"]
     assert [r["layer"] for r in layers] == ["input", "body.block1", "body.block2", "embedding"]
-    assert [r["dim"] for r in layers] == [256, 16, 32, 32]
+    assert [r["width"] for r in layers] == [256, 16 * 8 * 8, 32 * 4 * 4, 32]  # flattened, as Ansuini et al.
+    assert [r["dim"] for r in layers] == [256, 1024, 512, 32] and not any(r["projected"] for r in layers)
+    assert [r["relative_depth"] for r in layers] == [0.0, 0.25, 0.5, 0.75]
     # the embedding layer is the latent space every other file measures: the same numbers
     final = json.loads((tmp_path / "geometry_summary.json").read_text())
     embedding = layers[-1]
@@ -156,7 +247,12 @@ def test_report_draws_one_line_per_group_with_a_band(tmp_path):
             folder = tmp_path / f"{group}{seed}"
             folder.mkdir()
             layers = [
-                {"layer": name, "intrinsic_dim_twonn": depth + shift + seed, "flatness_calibrated": 1.0}
+                {
+                    "layer": name,
+                    "relative_depth": depth / 4,
+                    "intrinsic_dim_twonn": depth + shift + seed,
+                    "flatness_calibrated": 1.0,
+                }
                 for depth, name in enumerate(["input", "body.block1", "embedding"])
             ]
             (folder / "layer_geometry.json").write_text(json.dumps({"layers": layers}))
@@ -171,6 +267,14 @@ def test_report_draws_one_line_per_group_with_a_band(tmp_path):
     half = 4.302653 * 1.0 / np.sqrt(3)  # t(0.975, 2) x std 1 / sqrt(3)
     assert by_label["name=none"].high[0] - by_label["name=none"].mean[0] == pytest.approx(half, rel=1e-4)
     assert by_label["name=none"].label.endswith("(n=3)")  # the trial without the file is not counted
+    assert curves.depths == [0.0, 0.25, 0.5]
+    from geotune.analysis.figures import draw_layer_curves
+
+    figure = draw_layer_curves(curves.layers, curves.panels, curves.depths)
+    twonn = figure.axes[0]
+    dashed = [line.get_ydata() for line in twonn.lines if line.get_linestyle() == "--" and len(line.get_ydata())]
+    assert sorted(round(float(y[0]), 6) for y in dashed) == [1.0, 2.0]  # each group's input dimension
+    assert list(twonn.lines[0].get_xdata()) == [0.0, 0.25, 0.5]
 
 
 def test_the_test_image_grid_shows_each_class_then_the_surest_errors():

@@ -65,12 +65,14 @@ from geotune.trainables.data import DataSplits
 from geotune.trainables.export import export_onnx
 from geotune.trainables.heads import OutputLayer
 from geotune.trainables.internals import (
+    INPUT_LAYER,
     activation_mosaic,
     first_conv,
     layer_outputs,
+    layer_vectors,
     model_summary,
     output_sparsity,
-    pooled,
+    relative_depths,
     resolve_layers,
     summary_text,
 )
@@ -567,45 +569,89 @@ def write_internals(artifact_dir: Path, cfg: TrialConfig, model, data: DataSplit
     save_figure(draw_activations(mosaic, len(picks), channels, name, captions), artifact_dir / "activations.png")
 
 
+def layer_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Positions of about ``limit`` of ``labels`` (a seeded sample, each class in proportion and at least one
+    point of it), in order; all of them when there are no more than ``limit``."""
+    if len(labels) <= limit:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        keep.append(rng.choice(members, max(1, limit * len(members) // len(labels)), replace=False))
+    return np.sort(np.concatenate(keep))
+
+
 def write_layer_geometry(
     artifact_dir: Path, cfg: TrialConfig, model, data: DataSplits, split: str, chosen: np.ndarray
 ) -> None:
-    """layer_geometry.json and layer_geometry.png: the geometry summary of each of logging.geometry_layers, on the
-    images the final summary measures (``split``, rows ``chosen``)."""
-    layers = resolve_layers(model, cfg.logging.geometry_layers, "logging.geometry_layers")
-    images = getattr(data, split).images[torch.as_tensor(chosen, device=getattr(data, split).images.device)]
-    labels = getattr(data, split).labels[torch.as_tensor(chosen, device=getattr(data, split).labels.device)]
-    outputs = layer_outputs(model, layers, data.normalize(images))
-    k, rows = cfg.logging.metrics_n_neighbors, []
-    for name, output in outputs.items():
-        points = pooled(output, name)
+    """layer_geometry.json and layer_geometry.png: the geometry summary of the input and each of
+    logging.geometry_layers against relative depth, on (a sample of) the images the final summary measures
+    (``split``, rows ``chosen``)."""
+    log = cfg.logging
+    layers = resolve_layers(
+        model, [INPUT_LAYER, *[n for n in log.geometry_layers if n != INPUT_LAYER]], "logging.geometry_layers"
+    )
+    evaluated = getattr(data, split)
+    labels = evaluated.labels.cpu().numpy()[chosen]
+    rows_kept = chosen[layer_sample(labels, log.layer_points, cfg.train.seed)]
+    picked = torch.as_tensor(rows_kept, device=evaluated.images.device)
+    images, labels = evaluated.images[picked], evaluated.labels[picked].cpu().numpy()  # stored (uint8) images
+    depths = relative_depths(model, layers, data.normalize(images[:2]))
+    k, rows = log.metrics_n_neighbors, []
+    for name, module in layers.items():
+        vectors = layer_vectors(
+            model,
+            name,
+            module,
+            images,
+            log.layer_features,
+            log.layer_projection_dim,
+            seed=cfg.train.seed,
+            normalize=data.normalize,
+        )
         summary = geometry_summary(
-            points, labels.cpu().numpy(), n_neighbors=k, class_names=data.class_names, seed=cfg.train.seed
+            vectors.points, labels, n_neighbors=k, class_names=data.class_names, seed=cfg.train.seed
         )
         rows.append(
             {
                 "layer": name,
-                "output_shape": list(output.shape[1:]),
-                "dim": int(points.shape[1]),
+                "relative_depth": depths[name],
+                "output_shape": vectors.output_shape,
+                "width": vectors.width,
+                "dim": int(vectors.points.shape[1]),
+                "projected": vectors.projected,
                 **summary.flat_metrics(),
             }
         )
+    rows.sort(key=lambda r: r["relative_depth"])  # stable: layers at one depth keep the order given
+    features = (
+        "flattened (channels x positions, as Ansuini et al. 2019)"
+        if log.layer_features == "flattened"
+        else "spatial outputs averaged over positions (one value per channel; the input's pixels flattened)"
+    )
     write_json(
         artifact_dir / LAYER_GEOMETRY_FILE,
         {
-            "definition": f"geometry summary of each layer's outputs on the {SPLIT_NAMES[split]} images the final "
-            "summary measures (kept model, eval mode); spatial outputs (channels x height x width) are averaged "
-            "over positions to one vector per image; the input layer is the normalised pixels, flattened",
+            "definition": f"geometry summary of each layer's outputs on {len(labels)} of the "
+            f"{SPLIT_NAMES[split]} images the final summary measures (kept model, eval mode); one vector per "
+            f"image: {features}; outputs wider than {log.layer_projection_dim} dimensions are measured on a "
+            "seeded sparse random projection to that many (projected: true; width is the dimension before); "
+            "the input layer is the normalised pixels; relative_depth is the share of the network's weight "
+            "layers (convolutions, linear maps) applied by that output, 0 at the input, 1 at the logits",
             "split": split,
             "n_points": len(labels),
             "n_neighbors": k,
+            "layer_features": log.layer_features,
+            "layer_projection_dim": log.layer_projection_dim,
             "layers": rows,
         },
     )
     values = {m: [np.nan if r[m] is None else r[m] for r in rows] for m in LAYER_CURVES}
     panels = [(m, [LayerSeries("this trial", v, v, v)]) for m, v in values.items()]
-    if cfg.logging.figures:
-        save_figure(draw_layer_curves([r["layer"] for r in rows], panels), artifact_dir / "layer_geometry.png")
+    if log.figures:
+        figure = draw_layer_curves([r["layer"] for r in rows], panels, depths=[r["relative_depth"] for r in rows])
+        save_figure(figure, artifact_dir / "layer_geometry.png")
 
 
 def write_curves(artifact_dir: Path, history: list[dict], kept_epoch: int = 0) -> None:

@@ -3,13 +3,16 @@
 ``model_summary`` lists every named module with its output shape and parameter
 count (one forward pass with hooks, as torchinfo does it; the few lines here spare a
 dependency). ``layer_outputs`` captures named layers' outputs for a batch;
-``pooled`` turns a spatial output into one vector per image, which is how the
-layer-by-layer geometry measures convolutional layers. ``output_sparsity``
+``layer_vectors`` turns one layer's outputs into one vector per image as the
+layer-by-layer geometry measures them (flattened, as Ansuini et al. 2019 do, and
+randomly projected when wide; or averaged over positions), and ``relative_depths``
+places layers between the input (0) and the output (1). ``output_sparsity``
 compares softmax and sparsemax on the same logits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,6 +138,103 @@ def pooled(output: torch.Tensor, layer: str) -> np.ndarray:
     if output.dim() == 4 and layer != INPUT_LAYER:
         return output.mean(dim=(2, 3)).numpy()
     return output.reshape(len(output), -1).numpy()
+
+
+@dataclass
+class LayerVectors:
+    points: np.ndarray  # (N, measured dimensions) float32: one vector per image
+    output_shape: list[int]  # the layer's output for one image
+    width: int  # dimensions before any projection (flattened: the product of output_shape)
+    projected: bool  # a seeded sparse random projection to logging.layer_projection_dim was applied
+
+
+LAYER_BATCH_VALUES = 1 << 25  # layer_vectors: a batch's outputs hold at most about this many numbers (128 MB)
+
+
+def layer_vectors(
+    model: nn.Module,
+    name: str,
+    module: nn.Module | None,
+    x: torch.Tensor,
+    features: str = "flattened",
+    max_dim: int = 2048,
+    seed: int = 0,
+    batch_size: int = 256,
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> LayerVectors:
+    """One vector per image of ``x`` from layer ``name``, batch by batch so that only the measured vectors are
+    ever held: the whole output flattened (``flattened``), or a spatial output averaged over positions
+    (``position_mean``; the input's pixels are flattened either way). ``normalize`` turns a batch of stored
+    images into the network's input (``x`` is that input already without it). Batches shrink below
+    ``batch_size`` where a layer is wide (a 224-pixel convolution's map), to LAYER_BATCH_VALUES numbers.
+
+    A flattened output wider than ``max_dim`` goes through one seeded sparse random projection
+    (Li, Hastie & Church 2006; density 1/sqrt(width)): by Johnson-Lindenstrauss every distance keeps its
+    length within a few per cent at 2048 dimensions, so neighbour-based measures (TwoNN, kNN, geodesics)
+    read the same set; tests/test_internals.py holds TwoNN on known manifolds to this.
+    """
+    from sklearn.random_projection import SparseRandomProjection  # deferred: only wide layers need scikit-learn
+
+    was_training = model.training
+    model.eval()
+    parts, shape, projector = [], [], None
+    start, size = 0, min(batch_size, 8)  # a small first batch measures the layer's width
+    try:
+        while start < len(x):
+            batch = x[start : start + size]
+            batch = normalize(batch) if normalize is not None else batch
+            out = batch if module is None else layer_outputs(model, {name: module}, batch, size)[name]
+            start += len(batch)
+            size = max(1, min(batch_size, LAYER_BATCH_VALUES // max(1, out[0].numel())))
+            out, shape = out.detach().float().cpu(), list(out.shape[1:])
+            vectors = pooled(out, name) if features == "position_mean" else out.reshape(len(out), -1).numpy()
+            if projector is None and vectors.shape[1] > max_dim:
+                projector = SparseRandomProjection(n_components=max_dim, dense_output=True, random_state=seed)
+                projector.fit(vectors[:1])  # the projection depends only on the width and the seed
+            parts.append(vectors if projector is None else projector.transform(vectors).astype(np.float32))
+    finally:
+        model.train(was_training)
+    width = int(np.prod(shape)) if features == "flattened" or module is None or len(shape) != 3 else shape[0]
+    return LayerVectors(np.concatenate(parts), shape, width, projector is not None)
+
+
+def relative_depths(model: nn.Module, layers: dict[str, nn.Module | None], example: torch.Tensor) -> dict[str, float]:
+    """Where each layer sits between the input (0) and the output (1): the share of the network's weight
+    layers (convolutions, linear maps: modules with a weight of 2+ dimensions) applied by the time the layer
+    has its output, in one forward pass of ``example``. A ReLU or pooling after a convolution sits where the
+    convolution does. A model with no such modules spaces the layers evenly in the order given."""
+    modules = {n: m for n, m in model.named_modules() if n}
+    leaves = {n for n, m in modules.items() if not list(m.children())}
+    weighted = {
+        n
+        for n in leaves
+        if isinstance(getattr(modules[n], "weight", None), torch.Tensor) and modules[n].weight.dim() >= 2
+    }
+    applied, handles = [0], []
+    done: dict[str, int] = {}  # module name -> weight layers applied when it first gave its output
+    for n, m in modules.items():
+
+        def hook(_module, _inputs, _output, n=n):
+            applied[0] += n in weighted
+            done.setdefault(n, applied[0])
+
+        handles.append(m.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    total = applied[0]
+    if not total:
+        return {n: i / max(1, len(layers) - 1) for i, n in enumerate(layers)}
+    missing = [n for n in layers if n != INPUT_LAYER and n not in done]
+    if missing:
+        raise ValueError(f"layer {missing[0]} did not run in the forward pass")
+    return {n: 0.0 if n == INPUT_LAYER else done[n] / total for n in layers}
 
 
 def output_sparsity(logits: torch.Tensor) -> dict:
