@@ -287,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=".", help=f"folder for the grid PNG predictions.png (default: here; {GRID_MAX} images at most)"
     )
     predict.add_argument("--json", action="store_true", help="one JSON object per image: file, top_k")
+    predict.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="allow a config.yaml whose model.type names your code (file.py:function, module:function): "
+        "rebuilding the network imports it, so it runs",
+    )
     predict.set_defaults(handler=cmd_predict)
 
     geometry = verbs.add_parser(
@@ -577,7 +583,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k {args.top_k}: must be >= 1")
-    trained = load_trained(args.trial_dir)
+    trained = load_trained(args.trial_dir, trust_code=args.trust_code)
     files, missing = image_files(args.inputs)
     for path, why in missing:
         print(f"geotune: skipped '{path}': {why}", file=sys.stderr)

@@ -443,3 +443,30 @@ def test_a_full_disk_is_found_before_ray(tmp_path, capsys, monkeypatch):
     code, err = run_cli(capsys, "run", "quickstart", "--storage", tmp_path / "runs", "--name", "s")
     assert code == 2 and "cannot be written (No space left on device)" in one_line_error(err)
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------------------
+# a trial folder someone sent you: nothing in it runs unless you say so
+
+
+def test_predict_runs_no_code_a_received_config_names_unless_trusted(tmp_path, capsys):
+    """config.yaml's model.type naming a file's function would import it (its code runs) to rebuild the
+    network: predict refuses, naming the key and the flag; with --trust-code it imports."""
+    from geotune.preprocessing_file import Preprocessing, write_preprocessing
+
+    folder, marker = tmp_path / "received", tmp_path / "ran"
+    folder.mkdir()
+    code = f"open({str(marker)!r}, 'w').close()\ndef build(*a, **k):\n    raise ValueError('no')\n"
+    (folder / "evil.py").write_text(code)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"model": {"type": f"{folder / 'evil.py'}:build"}}))
+    (folder / "model.pt").write_bytes(b"")
+    prep = Preprocessing([1, 8, 8], "L", [0.5], [0.25], ["a", "b"], "softmax", "digits")
+    write_preprocessing(folder / "preprocessing.json", prep)
+    (tmp_path / "x.png").write_bytes(b"")
+    rc, err = run_cli(capsys, "predict", folder, tmp_path / "x.png")
+    line = one_line_error(err)
+    assert rc == 2 and not marker.exists()
+    assert "key 'model.type'" in line and "evil.py:build" in line and "names code" in line and "--trust-code" in line
+    rc, err = run_cli(capsys, "predict", folder, tmp_path / "x.png", "--trust-code")
+    assert rc == 2 and marker.exists()  # imported as asked; its build then fails, named
+    assert "model.type" in one_line_error(err)

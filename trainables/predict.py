@@ -20,6 +20,7 @@ from geotune.config_loading import load_config
 from geotune.errors import ConfigError
 from geotune.layout import CONFIG_FILE, MODEL_FILE, PREPROCESSING_FILE, TRAIN_TRIAL_DIR
 from geotune.preprocessing_file import Preprocessing, read_preprocessing
+from geotune.references import is_reference
 from geotune.trainables.data_files import IMAGE_SUFFIXES, ImageRangeError, image_to_uint8
 from geotune.trainables.heads import sparsemax
 from geotune.trainables.models import LatentNetwork, PixelInput, build_model
@@ -59,8 +60,10 @@ def find_trial_dir(path: str | Path) -> Path:
     return folder
 
 
-def load_trained(path: str | Path) -> TrainedModel:
-    """The kept model of a finished trial, ready to predict on the CPU."""
+def load_trained(path: str | Path, trust_code: bool = False) -> TrainedModel:
+    """The kept model of a finished trial, ready to predict on the CPU. A config whose model.type names code
+    (``file.py:build``, ``module:function``) is refused unless ``trust_code``: rebuilding that network
+    imports, so runs, the code, and a trial folder may come from anyone."""
     folder = find_trial_dir(path)
     prep = read_preprocessing(folder / PREPROCESSING_FILE)
     if prep.task != "classification":
@@ -73,6 +76,11 @@ def load_trained(path: str | Path) -> TrainedModel:
             f"'{folder / PREPROCESSING_FILE}': key 'input_shape' = {prep.input_shape}: predict reads square inputs"
         )
     cfg = load_config(folder / CONFIG_FILE)
+    if is_reference(cfg.model.type) and not trust_code:
+        raise ConfigError(
+            f"'{folder / CONFIG_FILE}': key 'model.type' = {cfg.model.type!r} names code, which rebuilding the "
+            "network would import and run; pass --trust-code if you trust where this folder comes from"
+        )
     channels, height, width = prep.input_shape
     model = build_model(cfg.model, (channels, height, width), prep.num_classes)
     try:
