@@ -52,9 +52,10 @@ def _as_numpy(reference: str, name: str, value: Any) -> np.ndarray:
 def check_images(reference: str, name: str, value: Any) -> np.ndarray:
     """Images as uint8 (N, C, H, W); the layouts and ranges of the contract, each failure named."""
     images = _as_numpy(reference, name, value)
+    shape = list(images.shape)
     if images.ndim == 3:
         images = images[:, None]
-    elif images.ndim == 4 and images.shape[1] not in (1, 3) and images.shape[3] in (1, 3):
+    elif images.ndim == 4 and images.shape[1] not in (1, 3) and images.shape[3] in (1, 2, 3, 4):
         images = images.transpose(0, 3, 1, 2)  # (N, H, W, C)
     elif images.ndim != 4:
         raise _fail(
@@ -63,10 +64,11 @@ def check_images(reference: str, name: str, value: Any) -> np.ndarray:
         )
     if len(images) == 0:
         raise _fail(reference, f"{name} holds no images")
-    if images.shape[1] > 4:
+    if images.shape[1] not in (1, 3):  # preprocessing.json, predict and ONNX know grey and RGB only
         raise _fail(
             reference,
-            f"{name} has shape {list(images.shape)}: {images.shape[1]} channels; expected 1 to 4 (N, C, H, W)",
+            f"{name} has shape {shape}: {images.shape[1]} channels; geotune takes 1 (grey) or 3 (RGB): drop an "
+            "alpha channel (images[..., :3]) or convert the images first",
         )
     if images.dtype == np.uint8:
         return np.ascontiguousarray(images)
