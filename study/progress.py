@@ -16,7 +16,7 @@ from geotune.analysis.tables import text_table
 from geotune.errors import error_line
 from geotune.layout import METRICS_FILE, REUSED_PREFIX, STOPPED_FILE, TrialStatus, finished_status
 from geotune.metric_names import score_of
-from geotune.storage import read_text
+from geotune.storage import is_uri, read_text
 from geotune.trainables.trial import epoch_line
 
 
@@ -152,19 +152,25 @@ class TrialLedger(tune.Callback):
     def __init__(self):
         self.started: set[str] = set()
         self.ended: set[str] = set()
+        self.ended_dirs: set[str] = set()  # the trial folders' names, which a ResultGrid's results also give
 
     def setup(self, **info):
-        self.started, self.ended = set(), set()
+        self.started, self.ended, self.ended_dirs = set(), set(), set()
         TrialLedger.active = self
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started.add(trial.trial_id)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.ended.add(trial.trial_id)
+        self._end(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self._end(trial)
+
+    def _end(self, trial) -> None:
         self.ended.add(trial.trial_id)
+        if getattr(trial, "path", None):
+            self.ended_dirs.add(Path(str(trial.path)).name)
 
     @property
     def cut_short(self) -> int:
@@ -172,10 +178,22 @@ class TrialLedger(tune.Callback):
 
 
 def unfinished_count(results) -> int:
-    """Trials an interruption left to resume: cut short while running, or never started."""
-    never_started = len(results) - results.num_terminated - results.num_errors
+    """Trials an interruption left to resume: cut short while running, or never started.
+
+    Ctrl-C while trials wait for resources makes Tune mark those TERMINATED too, as if they had finished;
+    in a local study such a trial is told apart by geotune's own record: no metrics.json in its folder and no
+    end seen by the ledger (a trial the scheduler stopped this run gets its metrics.json only afterwards)."""
     ledger = TrialLedger.active
-    return never_started + (ledger.cut_short if ledger is not None else 0)
+    if ledger is None or any(is_uri(str(r.path)) for r in results):  # remote storage: Tune's statuses only
+        never_started = len(results) - results.num_terminated - results.num_errors
+        return never_started + (ledger.cut_short if ledger is not None else 0)
+    return sum(
+        1
+        for r in results
+        if r.error is None
+        and Path(str(r.path)).name not in ledger.ended_dirs
+        and not (Path(str(r.path)) / METRICS_FILE).is_file()
+    )
 
 
 def trial_error_text(trial) -> str | None:

@@ -6,13 +6,14 @@ summary, the report and the exit code.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
-from geotune.errors import ConfigError, error_line
+from geotune.errors import EXIT_INTERRUPTED, ConfigError, error_line
 from geotune.layout import DATASET_EDA_FILE, METRICS_FILE, TRAIN_TRIAL_DIR, StudyPlan, read_json, write_json
 from geotune.search_spaces.space import SearchSpace, load_space
 from geotune.storage import experiment_location, is_uri
@@ -99,11 +100,25 @@ def resume_study(plan: StudyPlan, verbose: bool = False):
 def train_and_finish(plan: StudyPlan, address: str | None, fit: Callable[[], Any], with_report: bool = True) -> int:
     """What run, resume and compare share: start (or join) Ray for the plan, ``fit`` the study, finish it
     (stopped trials finalised, the summary, the report) and leave Ray as it was found; the exit code."""
-    info = start_ray_for(plan, address)  # may set gpus_per_trial to 0 where the cluster has no GPU
+    info = None
     try:
+        info = start_ray_for(plan, address)  # may set gpus_per_trial to 0 where the cluster has no GPU
         return finish_study(plan, fit(), with_report)
+    except KeyboardInterrupt:  # Ctrl-C outside Tune's own handling: starting Ray, finalising, the report
+        return interrupted_outside_tune(plan.study_dir)
     finally:
         shutdown_if_started(info)
+
+
+def interrupted_outside_tune(study_dir: str) -> int:
+    """Exit 130 with the way on: `geotune resume` where Tune saved the study's state (it finalises and reports
+    what is finished and trains the rest), else that no trial ran and the command can simply run again."""
+    if tune.Tuner.can_restore(study_dir):
+        how = f"continue it with: geotune resume {study_dir}"
+    else:
+        how = "no trial had started, so nothing is lost: run the same command again"
+    print(f"geotune: interrupted; {how}", file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED
 
 
 def run_train(plan: StudyPlan, verbose: bool = False) -> TrialOutcome:

@@ -292,3 +292,46 @@ def file_states(folder: Path) -> dict[str, tuple[int, int]]:
         for p in folder.rglob("*")
         if p.is_file() and not p.is_symlink()
     }
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_every_trial_waits_exits_130_and_resume_trains_them(tmp_path, ray_session, cli):
+    """Ctrl-C while every trial is still pending: Tune marks them TERMINATED as if finished; geotune's own record
+    (no metrics.json, no end seen) tells them apart: exit 130 with the resume line, and the resume trains all."""
+    import re
+
+    space = tmp_path / "space.py"
+    space.write_text(
+        "from geotune.search_spaces.space import SearchSpace\n"
+        f"BASE = {tiny_config(train={'epochs': 1}, logging=QUICK_FINISH)!r}\n"
+        + textwrap.dedent(GRID_SPACE).replace("[2, 50, 3]", "[1, 2, 3]")
+    )
+    study, log = tmp_path / "runs" / "s", tmp_path / "run.log"
+    cmd = [sys.executable, "-m", "geotune", "run", str(space), "--storage", str(tmp_path / "runs"), "--name", "s"]
+    proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not re.search(r", 0 running, \d+ pending", log.read_text()) and time.time() < deadline:
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=120)
+    finally:
+        kill_session(proc.pid)
+    text = log.read_text()
+    assert code == 130 and f"continue them with: geotune resume {study}" in text, text[-3000:]
+    assert not list(study.glob("*/metrics.json"))
+    proc = cli("resume", study)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(list(study.glob("*/metrics.json"))) == 3
+
+
+def test_ctrl_c_outside_tune_names_the_way_on(tmp_path, capsys):
+    """Ctrl-C while Ray starts, or while the finished study is finalised and reported: exit 130, with the
+    resume line where Tune saved the study's state, else that nothing had started."""
+    from geotune.study.run import interrupted_outside_tune
+
+    assert interrupted_outside_tune(str(tmp_path)) == 130
+    assert "no trial had started, so nothing is lost: run the same command again" in capsys.readouterr().err
+    (tmp_path / "tuner.pkl").write_bytes(b"")  # what Tune saves first
+    assert interrupted_outside_tune(str(tmp_path)) == 130
+    assert f"geotune: interrupted; continue it with: geotune resume {tmp_path}" in capsys.readouterr().err
