@@ -206,17 +206,51 @@ def test_a_fifo_named_like_an_image_is_not_read(tmp_path):
     assert len(data.train) + len(data.val) + len(data.test) == 12
 
 
+def bomb_png(path: Path, side: int = 30_000) -> None:
+    """A PNG of a few bytes whose header declares side x side pixels (a decompression bomb): a real 1x1 PNG with
+    the size in its IHDR chunk (and that chunk's CRC) rewritten."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack(">II", side, side)  # after the signature (8), the length (4) and b"IHDR" (4)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # the CRC of b"IHDR" and its 13 bytes
+    path.write_bytes(bytes(data))
+
+
+def test_a_decompression_bomb_in_a_folder_is_skipped_and_counted(tmp_path, capsys):
+    from geotune.trainables.data import load_data
+
+    write_image_folder(tmp_path, {"a": 6, "b": 6})
+    bomb_png(tmp_path / "a" / "huge.png")
+    bomb_png(tmp_path / "b" / "big.png", side=10_000)  # Pillow's warning band (1-2x its limit): refused too
+    data = load_data(
+        DatasetConfig(name="image_folder", root=str(tmp_path), image_size=8, val_ratio=0.25, test_ratio=0.25)
+    )
+    assert len(data.train) + len(data.val) + len(data.test) == 12
+    err = capsys.readouterr().err
+    assert "skipped 2 unreadable image(s)" in err and "DecompressionBomb" in err
+
+
 @pytest.mark.parametrize(
     "layout, message",
     [
         ({"only": 8}, "leaves 1 class(es) with images"),
         ({"a": 8, "b": 0}, "holds no images"),
+        ({"a": 8, "b": -2}, "img/b' has no readable image (all 2 files are corrupt"),
     ],
 )
 def test_image_folder_class_problems_are_found_before_training(tmp_path, capsys, layout, message):
-    write_image_folder(tmp_path / "img", {k: v for k, v in layout.items() if v})
-    for name in layout:
+    write_image_folder(tmp_path / "img", {k: v for k, v in layout.items() if v > 0})
+    for name, count in layout.items():
         (tmp_path / "img" / name).mkdir(exist_ok=True)
+        for i in range(-count):  # a class of unreadable files only: a bomb and a broken PNG
+            (bomb_png if i == 0 else lambda p: p.write_bytes(b"\x89PNG broken"))(tmp_path / "img" / name / f"{i}.png")
     config = write_config(tmp_path, dataset={"name": "image_folder", "root": str(tmp_path / "img")})
     code, err = run_cli(capsys, "train", config, tmp_path / "out")
     assert code == 2 and message in one_line_error(err)

@@ -264,4 +264,6 @@ def test_shapes_trial_is_a_usable_rgb_model(tmp_path, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["top_k"][0]["class"] for r in rows] == [data.class_names[int(i)] for i in expected[:3].argmax(1)]
     layers = json.loads((tmp_path / "trial" / "layer_geometry.json").read_text())["layers"]
-    assert [r["dim"] for r in layers] == [3 * 32 * 32, 8, 16]
+    assert [r["width"] for r in layers] == [3 * 32 * 32, 8 * 16 * 16, 16]  # flattened
+    assert [r["dim"] for r in layers] == [2048, 2048, 16]  # the pixels, wider than 2048, randomly projected
+    assert [r["projected"] for r in layers] == [True, False, False]

@@ -26,6 +26,7 @@ from geotune.trainables.data_files import (
     IMAGE_SUFFIXES,
     check_mnist_files,
     class_folders,
+    first_readable,
     folder_images,
     load_cifar_raw,
     load_digits_raw,
@@ -97,6 +98,11 @@ def _label_source(cfg: DatasetConfig) -> tuple[RawDataset, bool]:
                 raise DatasetNotFoundError(
                     f"dataset 'image_folder': class folder '{class_dir}' holds no images "
                     f"({', '.join(sorted(IMAGE_SUFFIXES))})"
+                )
+            if first_readable(files, cfg.grayscale)[0] is None:
+                raise DatasetNotFoundError(
+                    f"dataset 'image_folder': class folder '{class_dir}' has no readable image (all {len(files)} "
+                    "files are corrupt, not images, or beyond Pillow's pixel limit)"
                 )
             counts.append(len(files))
         labels = np.repeat(np.arange(len(class_dirs)), counts)

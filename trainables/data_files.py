@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import pickle
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -282,6 +283,33 @@ def folder_images(class_dir: Path) -> list[Path]:
     return sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+# what makes one file of a folder unreadable (skipped and counted, never fatal): not an image, a truncated or
+# corrupt one, values that cannot be scaled, or a header declaring more pixels than Pillow's decompression-bomb
+# limit (Image.MAX_IMAGE_PIXELS, about 89 million: a 30000 x 30000 PNG of a few kilobytes would fill memory)
+UNREADABLE = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+
+def decode_image(path: Path, grayscale: bool, size: int) -> np.ndarray:
+    """One image file as uint8 (C, size, size); raises one of UNREADABLE. Images above Pillow's pixel limit are
+    refused whatever their size (its warning band, 1-2x the limit, included), before any pixel is decoded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as im:
+            return image_to_uint8(im, grayscale, size)
+
+
+def first_readable(files: list[Path], grayscale: bool) -> tuple[Path | None, int]:
+    """(the first of ``files`` that decodes, how many before it did not): the check before a study that a class
+    has an image at all, at the cost of one decode per class where the files are sound."""
+    for tried, path in enumerate(files):
+        try:
+            decode_image(path, grayscale, 8)
+        except UNREADABLE:
+            continue
+        return path, tried
+    return None, len(files)
+
+
 def load_image_folder_raw(cfg: DatasetConfig) -> RawDataset:
     """``root/<class>/*.jpg|png``: decoded once, resized to ``image_size`` (default 32)."""
     root = Path(cfg.root).expanduser()
@@ -297,9 +325,8 @@ def load_image_folder_raw(cfg: DatasetConfig) -> RawDataset:
             )
         for path in files:
             try:
-                with Image.open(path) as im:
-                    images.append(image_to_uint8(im, cfg.grayscale, size))
-            except (UnidentifiedImageError, OSError, ValueError) as exc:
+                images.append(decode_image(path, cfg.grayscale, size))
+            except UNREADABLE as exc:
                 skipped.append((path, exc))
                 continue
             labels.append(label)

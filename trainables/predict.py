@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from geotune.config_loading import load_config
 from geotune.errors import ConfigError
 from geotune.layout import CONFIG_FILE, MODEL_FILE, PREPROCESSING_FILE, TRAIN_TRIAL_DIR
 from geotune.preprocessing_file import Preprocessing, read_preprocessing
 from geotune.references import is_reference
-from geotune.trainables.data_files import IMAGE_SUFFIXES, ImageRangeError, image_to_uint8
+from geotune.trainables.data_files import IMAGE_SUFFIXES, UNREADABLE, decode_image
 from geotune.trainables.heads import sparsemax
 from geotune.trainables.models import LatentNetwork, PixelInput, build_model
 
@@ -113,9 +112,7 @@ def read_image(path: Path, prep: Preprocessing) -> np.ndarray:
 
     Raises ValueError (or OSError) with the reason when the file is not a usable image.
     """
-    with Image.open(path) as im:
-        im.load()
-        return image_to_uint8(im, prep.channel_order == "L", prep.input_shape[1])
+    return decode_image(path, prep.channel_order == "L", prep.input_shape[1])
 
 
 def probabilities(trained: TrainedModel, images: torch.Tensor) -> torch.Tensor:
@@ -145,7 +142,7 @@ def predict_files(
         for path in files[start : start + BATCH]:
             try:
                 readable.append((path, read_image(path, trained.preprocessing)))
-            except (OSError, ValueError, ImageRangeError, Image.DecompressionBombError) as exc:
+            except UNREADABLE as exc:
                 problems[path] = f"{type(exc).__name__}: {str(exc)[:160]}"
         ranked: Iterator[list[tuple[str, float]]] = iter([])
         if readable:
