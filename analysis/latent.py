@@ -515,6 +515,22 @@ def geometry_summary(
     return summary
 
 
+def stratified_sample(labels: np.ndarray | None, limit: int, seed: int, n: int | None = None) -> np.ndarray:
+    """Positions of about ``limit`` of ``n`` points (a seeded sample; with ``labels`` each class in proportion and
+    at least one point of it), in order; all of them when there are no more than ``limit``."""
+    n = len(labels) if labels is not None else int(n or 0)
+    if n <= limit:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        return np.sort(rng.choice(n, limit, replace=False))
+    keep = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        keep.append(rng.choice(members, max(1, limit * len(members) // n), replace=False))
+    return np.sort(np.concatenate(keep))
+
+
 def epoch_geometry(embeddings: np.ndarray, labels: np.ndarray, n_neighbors: int = 10, seed: int = 0) -> dict:
     """The subset logged every few epochs (``geotune.metric_names.EPOCH``): within-class flatness and spread first."""
     x = np.asarray(embeddings, dtype=np.float64)

@@ -71,12 +71,13 @@ WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")  # model.weights: a file
 
 
 POOLINGS = ("stride", "max", "avg", "l2")
+MAX_INPUT_SIDE = 8192  # model.input_shape and preprocessing.json: no side (or channel count) above this
 ACTIVATIONS = ("relu", "swish", "gelu")
 
 
 @dataclass
 class ShapesConfig:
-    num_samples: int = param(1500, "number of images generated (classes balanced)", ge=3)
+    num_samples: int = param(1500, "number of images generated (classes balanced)", ge=3, le=1_000_000)
     delta: int = param(15, "each RGB channel is drawn uniformly from class centre +/- delta", ge=0, le=42)
     min_extent: float = param(0.3, "smallest rectangle side, as a fraction of the image side", gt=0, le=1)
     max_extent: float = param(0.8, "largest rectangle side, as a fraction of the image side", gt=0, le=1)
@@ -84,7 +85,9 @@ class ShapesConfig:
 
 @dataclass
 class ShapesSegConfig:
-    num_samples: int = param(600, "number of images generated, each with one rectangle of every class", ge=3)
+    num_samples: int = param(
+        600, "number of images generated, each with one rectangle of every class", ge=3, le=100_000
+    )
     delta: int = param(15, "each RGB channel is drawn uniformly from class centre +/- delta", ge=0, le=42)
     min_extent: float = param(0.25, "smallest rectangle side, as a fraction of the image side", gt=0, le=1)
     max_extent: float = param(0.6, "largest rectangle side, as a fraction of the image side", gt=0, le=1)
@@ -111,7 +114,11 @@ class DatasetConfig:
         None, "keep only these classes (indices, or folder names for image_folder), relabelled 0..n-1"
     )
     image_size: int | None = param(
-        None, "resize images once at load to this square size; null keeps the native size", ge=4
+        None,
+        "resize images once at load to this square size (at most 1024: the whole split lives in memory); null "
+        "keeps the native size",
+        ge=4,
+        le=1024,
     )
     grayscale: bool = param(False, "image_folder only: decode images as one grey channel instead of RGB")
     normalize: str = param(
@@ -155,7 +162,9 @@ class ModelConfig:
         "through hidden_dim) or all-but-head (only the head trains: a linear probe of the embedding)",
         choices=FREEZE,
     )
-    input_shape: list[int] | None = param(None, "[channels, height, width]; null takes it from the data set")
+    input_shape: list[int] | None = param(
+        None, "[channels, height, width]; null takes it from the data set", ge=1, le=MAX_INPUT_SIDE
+    )
     num_classes: int | None = param(None, "number of outputs; null takes it from the data set", ge=2)
     hidden_dim: int | None = param(
         64,
@@ -163,9 +172,10 @@ class ModelConfig:
         "the bottleneck map (a linear 1x1 convolution), one latent vector per location; torchvision and your own "
         "models: null takes the body's pooled features themselves as the embedding",
         ge=2,
+        le=65_536,
     )
     channels: list[int] = param(
-        [32, 64], "conv channels per block (simple_cnn), per stage (resnets) or hidden widths (fc)"
+        [32, 64], "conv channels per block (simple_cnn), per stage (resnets) or hidden widths (fc)", ge=1, le=16_384
     )
     kernel_size: int = param(3, "convolution kernel size", choices=(3, 5, 7))
     kernel_sizes: list[int] | None = param(
@@ -202,6 +212,7 @@ class ModelConfig:
         "scale every width in model.channels by one common factor so that the model has this many parameters "
         "(within 5%): compares architectures at a matched size",
         ge=100,
+        le=2_000_000_000,
     )
     resolved_channels: list[int] | None = param(
         None,
@@ -209,7 +220,7 @@ class ModelConfig:
         "are used as they are, so a saved trial rebuilds the same network",
         ge=1,
     )
-    blocks_per_stage: int = param(1, "residual blocks per stage (resnet_basic, resnet_bottleneck)", ge=1)
+    blocks_per_stage: int = param(1, "residual blocks per stage (resnet_basic, resnet_bottleneck)", ge=1, le=64)
     head_type: str = param("linear", "map from embedding to logits", choices=("linear", "mlp"))
     output: str = param(
         "softmax",
@@ -576,8 +587,6 @@ def _check_cross_field(config: TrialConfig) -> None:
             )
     if not m.channels:
         raise ConfigError("config key 'model.channels' = []: needs at least one entry")
-    if any(c < 1 for c in m.channels):
-        raise ConfigError(f"config key 'model.channels' = {show(m.channels)}: every entry must be >= 1")
     conv_only = {
         "kernel_sizes": m.kernel_sizes is not None,
         "strides": m.strides is not None,

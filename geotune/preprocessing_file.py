@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from geotune.config import MAX_INPUT_SIDE
 from geotune.errors import ConfigError
 
 FORMAT_VERSION = 1
@@ -66,6 +67,8 @@ def read_preprocessing(path: str | Path) -> Preprocessing:
     shape = data.get("input_shape")
     if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(s, int) and s > 0 for s in shape)):
         raise bad("input_shape", "expected [channels, height, width] of positive integers")
+    if max(shape) > MAX_INPUT_SIDE:
+        raise bad("input_shape", f"no side may exceed {MAX_INPUT_SIDE} (model.input_shape's bound)")
     channels = shape[0]
     if data.get("channel_order") != CHANNEL_ORDERS.get(channels):
         raise bad("channel_order", f"a {channels}-channel input needs {CHANNEL_ORDERS.get(channels, 'L or RGB')}")

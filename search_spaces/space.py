@@ -14,6 +14,7 @@ import dataclasses
 import importlib
 import importlib.util
 import itertools
+import math
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,17 @@ class Asha:
 
     grace_period: int = 2  # epochs every trial trains before it may be stopped
     reduction_factor: int = 2  # at each rung only the best 1/reduction_factor go on
+
+
+MAX_TRIALS = 20_000  # trials one study may plan: a bigger plan is refused with its count before it is built
+
+
+def check_trial_count(count: int, what: str) -> None:
+    if count > MAX_TRIALS:
+        raise ConfigError(
+            f"{what} {count:,} trials; a study plans at most {MAX_TRIALS:,} (fewer seeds or levels, or several "
+            "studies, which `geotune report` reads as one)"
+        )
 
 
 @dataclass
@@ -91,18 +103,25 @@ class SearchSpace:
         return self.optuna is not None
 
     def variants(self) -> list[dict]:
-        """The planned trials (grid spaces): dotted-key overrides, seeds included."""
+        """The planned trials (grid spaces): dotted-key overrides, seeds included; more than MAX_TRIALS is refused
+        with the count before any is built."""
         if self.is_optuna:
+            check_trial_count(self.num_samples, f"space '{self.name}' samples")
             return []
         arms = self.grid or [{}]
+        upper = sum(math.prod(len(values) for values in arm.values()) for arm in arms) * len(self.seeds)
+        check_trial_count(upper, f"space '{self.name}' plans {len(arms)} arm(s) x {len(self.seeds)} seed(s):")
         planned: list[dict] = []
+        seen: set[str] = set()  # arms may overlap; a variant is planned once (a set: 20,000 trials stay quick)
         for arm in arms:
             keys = list(arm)
             for values in itertools.product(*(arm[k] for k in keys)):
                 for seed in self.seeds:
                     variant = dict(zip(keys, values))
                     variant["train.seed"] = seed
-                    if variant not in planned:
+                    key = repr(sorted(variant.items(), key=lambda item: item[0]))
+                    if key not in seen:
+                        seen.add(key)
                         planned.append(variant)
         return planned
 

@@ -504,3 +504,44 @@ def test_predict_runs_no_code_a_received_config_names_unless_trusted(tmp_path, c
     rc, err = run_cli(capsys, "predict", folder, tmp_path / "x.png", "--trust-code")
     assert rc == 2 and marker.exists()  # imported as asked; its build then fails, named
     assert "model.type" in one_line_error(err)
+
+
+# ---------------------------------------------------------------------------
+# bounds before work
+
+
+def test_a_large_set_of_embeddings_is_measured_on_a_stated_sample(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    path = save_npz(tmp_path / "big.npz", embeddings=rng.normal(size=(3000, 2)), labels=np.arange(3000) % 3)
+    code = main(["geometry", str(path), "--max-points", "300", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "measuring a seeded sample of 300 of the 3,000 embeddings (classes in proportion)" in err
+    summary = json.loads(out)["summary"]
+    assert summary["n_points"] == 300 and [c["n_points"] for c in summary["per_class"].values()] == [100] * 3
+    for argv, message in (
+        (["--seed", "-1"], "--seed -1: must be in 0..2^32-1"),
+        (["--max-points", "5"], "--max-points 5: must be >= 100"),
+    ):
+        code, err = run_cli(capsys, "geometry", path, *argv)
+        assert code == 2 and message in one_line_error(err)
+
+
+def test_plans_beyond_the_trial_cap_are_refused_with_their_count_at_once(tmp_path, capsys):
+    code, err = run_cli(capsys, "run", "quickstart", "--seeds", "100000", "--dry-run", "--storage", tmp_path)
+    line = one_line_error(err)
+    assert code == 2 and "400,000 trials; a study plans at most 20,000" in line and "2 arm(s) x 100000 seed(s)" in line
+
+
+def test_a_received_preprocessing_file_with_a_huge_input_is_refused(tmp_path, capsys):
+    from geotune.preprocessing_file import Preprocessing, write_preprocessing
+
+    folder = tmp_path / "trial"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("{}\n")
+    (folder / "model.pt").write_bytes(b"")
+    write_preprocessing(
+        folder / "preprocessing.json", Preprocessing([1, 100000, 100000], "L", [0.5], [0.2], ["a", "b"], "softmax", "x")
+    )
+    (tmp_path / "x.png").write_bytes(b"")
+    code, err = run_cli(capsys, "predict", folder, tmp_path / "x.png")
+    assert code == 2 and "key 'input_shape'" in (line := one_line_error(err)) and "may exceed 8192" in line

@@ -34,7 +34,13 @@ from geotune.analysis.figures import (
     save_figure,
     scatter_html,
 )
-from geotune.analysis.latent import geometry_summary, pca_projection, trustworthiness, umap_projection
+from geotune.analysis.latent import (
+    geometry_summary,
+    pca_projection,
+    stratified_sample,
+    trustworthiness,
+    umap_projection,
+)
 from geotune.analysis.segmentation import segmentation_scores
 from geotune.config import TrialConfig, task_of
 from geotune.config_loading import save_config
@@ -569,19 +575,6 @@ def write_internals(artifact_dir: Path, cfg: TrialConfig, model, data: DataSplit
     save_figure(draw_activations(mosaic, len(picks), channels, name, captions), artifact_dir / "activations.png")
 
 
-def layer_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """Positions of about ``limit`` of ``labels`` (a seeded sample, each class in proportion and at least one
-    point of it), in order; all of them when there are no more than ``limit``."""
-    if len(labels) <= limit:
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    keep = []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        keep.append(rng.choice(members, max(1, limit * len(members) // len(labels)), replace=False))
-    return np.sort(np.concatenate(keep))
-
-
 def write_layer_geometry(
     artifact_dir: Path, cfg: TrialConfig, model, data: DataSplits, split: str, chosen: np.ndarray
 ) -> None:
@@ -594,7 +587,7 @@ def write_layer_geometry(
     )
     evaluated = getattr(data, split)
     labels = evaluated.labels.cpu().numpy()[chosen]
-    rows_kept = chosen[layer_sample(labels, log.layer_points, cfg.train.seed)]
+    rows_kept = chosen[stratified_sample(labels, log.layer_points, cfg.train.seed)]
     picked = torch.as_tensor(rows_kept, device=evaluated.images.device)
     images, labels = evaluated.images[picked], evaluated.labels[picked].cpu().numpy()  # stored (uint8) images
     depths = relative_depths(model, layers, data.normalize(images[:2]))
