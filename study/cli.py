@@ -460,6 +460,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan.loggers = [logger.text for logger in loggers]
     reused = find_reusable(plan, args.reuse) if args.reuse else {}
     if args.dry_run:
+        refuse_existing_results(plan.study_dir, "study directory")  # the storage checks of a real run (no trace)
         dry_run_gpus(plan, args.address)
         print(plan_text(plan, space, reused))
         _print_warnings(plan)
@@ -608,6 +609,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k {args.top_k}: must be >= 1")
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out '{out}' is a file; give a folder for predictions.png")
     trained = load_trained(args.trial_dir, trust_code=args.trust_code)
     files, missing = image_files(args.inputs)
     for path, why in missing:
@@ -627,8 +631,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             titles.append(grid_title(prediction))
     if not predicted:
         raise ConfigError(f"no readable image among {', '.join(map(str, args.inputs))}")
-    out = Path(args.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # the predictions are printed already; only the grid cannot be written
+        raise ConfigError(f"--out '{out}' cannot be made ({exc.strerror or type(exc).__name__})") from None
     grid = save_figure(draw_labelled_images(shown, titles, grid_columns(len(shown))), out / "predictions.png")
     first = f" (the first {GRID_MAX} of {predicted})" if predicted > GRID_MAX else ""
     print(f"grid of the predictions{first}: {grid}", file=sys.stderr if args.json else sys.stdout)

@@ -14,6 +14,7 @@ needs no option: Tune writes event files into every trial folder.
 from __future__ import annotations
 
 import importlib.util
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,19 @@ def parse_loggers(texts: list[str]) -> list[LoggerChoice]:
             raise ConfigError(
                 f"--logger {kind}: the {LOGGERS[kind]} package is not installed (pip install 'geotune[{kind}]')"
             )
+        if kind == "mlflow" and target.strip():
+            scheme = urllib.parse.urlparse(target.strip()).scheme
+            if scheme not in MLFLOW_SCHEMES:
+                raise ConfigError(
+                    f"--logger {text!r}: MLflow stores runs at a path or a URI of {', '.join(MLFLOW_SCHEMES[1:])}, "
+                    f"not '{scheme}:'"
+                )
         out.append(LoggerChoice(kind, target.strip() or None, text))
     return out
+
+
+# the tracking URIs MLflow 2-3 can store runs at (its own list in the error it raises later, in a trial's setup)
+MLFLOW_SCHEMES = ("", "file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
 
 def study_name(plan: StudyPlan) -> str:

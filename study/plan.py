@@ -32,11 +32,20 @@ from geotune.variants import keys_of, variant_labels
 MAX_FAILURES = 20  # --max-failures bound: Ray's -1 (retry forever) would loop on a diverging config
 
 
+MAX_NAME_BYTES = 255  # what ext4, APFS and NTFS allow in one path component
+
+
 def refuse_existing_results(out_dir: str | Path, what: str = "OUT_DIR") -> None:
     """Never overwrite finished work: an experiment folder that already holds results is an error."""
     if is_uri(str(out_dir)):
         return
     path = Path(out_dir).expanduser()
+    long = next((part for part in path.parts if len(part.encode()) > MAX_NAME_BYTES), None)
+    if long is not None:
+        raise ConfigError(
+            f"{what} '{str(path)[:80]}...': the folder name '{long[:40]}...' is {len(long.encode())} bytes; "
+            f"a folder name holds at most {MAX_NAME_BYTES}"
+        )
     if path.is_file():
         raise ConfigError(f"{what} '{path}' is a file, not a folder")
     if path.is_dir() and any(path.iterdir()):
@@ -178,7 +187,8 @@ def make_plan(space: SearchSpace, user: dict, options: RunOptions) -> StudyPlan:
             f"space '{space.name}': ASHA's grace period ({space.asha.grace_period} epochs) exceeds "
             f"train.epochs ({epochs}); raise train.epochs or run with --no-asha"
         )
-    name = options.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = options.name if options.name is not None else f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_folder_name(name, "--name")
     storage = options.storage if is_uri(options.storage) else str(Path(options.storage).expanduser().resolve())
     study_dir = f"{storage.rstrip('/')}/{name}"
     return StudyPlan(
@@ -207,6 +217,23 @@ def make_plan(space: SearchSpace, user: dict, options: RunOptions) -> StudyPlan:
         reference=dict(space.reference),
         trials={} if space.is_optuna else dict(zip(variant_labels(variants), (c.to_dict() for c in configs))),
     )
+
+
+def check_folder_name(name: str, flag: str) -> None:
+    """``name`` is one plain folder inside the storage: not empty, not . or .., no separator, at most 255 bytes."""
+    why = (
+        "is empty"
+        if not name.strip()
+        else "is not a folder name"
+        if name in (".", "..")
+        else "holds a path separator: give one folder name (--storage says where it goes)"
+        if "/" in name or "\\" in name or "\0" in name
+        else f"is {len(name.encode())} bytes; a folder name holds at most {MAX_NAME_BYTES}"
+        if len(name.encode()) > MAX_NAME_BYTES
+        else None
+    )
+    if why:
+        raise ConfigError(f"{flag} {name[:60]!r}: {why}")
 
 
 def check_reference(space: SearchSpace, variants: list[dict]) -> None:

@@ -545,3 +545,40 @@ def test_a_received_preprocessing_file_with_a_huge_input_is_refused(tmp_path, ca
     (tmp_path / "x.png").write_bytes(b"")
     code, err = run_cli(capsys, "predict", folder, tmp_path / "x.png")
     assert code == 2 and "key 'input_shape'" in (line := one_line_error(err)) and "may exceed 8192" in line
+
+
+# ---------------------------------------------------------------------------
+# paths and storage: one plain folder, checked in --dry-run too
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--name", ".."], "--name '..': is not a folder name"),
+        (["--name", "a/b"], "--name 'a/b': holds a path separator"),
+        (["--name", ""], "--name '': is empty"),
+        (["--name", "n" * 300], "is 300 bytes; a folder name holds at most 255"),
+        (["--logger", "mlflow=bad://uri"], "--logger 'mlflow=bad://uri': MLflow stores runs at a path or a URI"),
+    ],
+)
+def test_study_names_and_loggers_are_checked_in_a_dry_run(tmp_path, capsys, argv, message):
+    code, err = run_cli(capsys, "run", "quickstart", "--dry-run", "--storage", tmp_path / "runs", *argv)
+    assert code == 2 and message in one_line_error(err)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_dry_run_checks_the_storage_like_a_run(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    code, err = run_cli(capsys, "run", "quickstart", "--dry-run", "--storage", tmp_path / "file", "--name", "s")
+    assert code == 2 and "cannot be written" in one_line_error(err)
+    code, err = run_cli(capsys, "run", "quickstart", "--dry-run", "--storage", tmp_path / "ok", "--name", "s")
+    assert code == 0 and not (tmp_path / "ok").exists()  # the probe leaves no trace
+
+
+def test_long_output_names_and_a_file_as_out_are_one_line(tmp_path, capsys):
+    config = write_config(tmp_path)
+    code, err = run_cli(capsys, "train", config, tmp_path / ("a" * 300))
+    assert code == 2 and "is 300 bytes; a folder name holds at most 255" in one_line_error(err)
+    (tmp_path / "afile").write_text("x")
+    code, err = run_cli(capsys, "predict", tmp_path, tmp_path / "x.png", "--out", tmp_path / "afile")
+    assert code == 2 and "--out" in (line := one_line_error(err)) and "is a file" in line
