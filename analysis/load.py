@@ -29,6 +29,7 @@ from geotune.layout import (
     METRICS_FILE,
     PARAMS_FILE,
     RESULT_FILE,
+    STUDY_FILE,
     USABLE,
     StudyPlan,
     TrialStatus,
@@ -48,6 +49,7 @@ class StudyData:
     mode: str = "max"
     study_dir: str = ""
     sources: list[str] = field(default_factory=list)  # several studies reported as one: their folders
+    problems: list[str] = field(default_factory=list)  # what could not be read (a damaged study.json), in words
 
     @property
     def usable(self) -> pd.DataFrame:
@@ -96,7 +98,15 @@ def load_study(study_dir: str | Path) -> StudyData:
     folder = Path(study_dir)
     if not folder.is_dir():
         raise ConfigError(f"study directory '{folder}' does not exist")
-    plan = StudyPlan.find(folder)
+    problems = []
+    try:
+        plan = StudyPlan.load(str(folder)) if (folder / STUDY_FILE).is_file() else None
+    except ConfigError as exc:  # read on as a bare Tune experiment, and say what that loses
+        plan = None
+        problems.append(
+            f"{exc}; the report reads '{folder}' as a bare Tune experiment: no question, no ranking metric of "
+            "the study's own, and planned trials that never started are not listed"
+        )
     variants = plan.variants_by_any_label() if plan else {}
     planned = plan.trial_configs(any_label=True) if plan else {}
     rows = []
@@ -149,6 +159,7 @@ def load_study(study_dir: str | Path) -> StudyData:
         metric=plan.metric if plan else "val_accuracy",
         mode=plan.mode if plan else "max",
         study_dir=str(folder),
+        problems=problems,
     )
 
 
@@ -204,4 +215,5 @@ def load_studies(study_dirs: list[str | Path]) -> StudyData:
         mode=first.mode,
         study_dir=first.study_dir,
         sources=[s.study_dir for s in studies],
+        problems=[problem for study in studies for problem in study.problems],
     )

@@ -838,6 +838,7 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
     features = trial_features(usable) if factors and task != "segmentation" and not usable.empty else {}
     seed_cka = seed_similarity(usable, factors, features) if features else None
     report.findings = _findings(effects, pairing, task, twin_similarity(pairing, features), seed_cka)
+    report.findings[:0] = [f"**Part of the study could not be read**: {problem}." for problem in study.problems]
     note = _resolution_note(usable)
     if note:
         report.findings.insert(len(report.findings) - (1 if pairing.unpaired else 0), note)

@@ -621,6 +621,13 @@ def _check_cross_field(config: TrialConfig) -> None:
             "expected [channels, height, width] of positive integers"
         )
     if d.classes is not None:
+        facts = BUILTIN_DATASETS.get(d.name)
+        known = facts.num_classes if facts is not None else None
+        outside = next((c for c in d.classes if isinstance(c, int) and known and not 0 <= c < known), None)
+        if outside is not None and known:  # said before the count: [99] is out of range first, one class second
+            raise ConfigError(
+                f"config key 'dataset.classes' = {show(d.classes)}: class index {outside} is outside 0..{known - 1}"
+            )
         if len(d.classes) < 2:
             raise ConfigError(f"config key 'dataset.classes' = {show(d.classes)}: needs at least two classes")
         if len(set(map(str, d.classes))) != len(d.classes):

@@ -71,13 +71,37 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     return data
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: a second ``train:``
+    section would silently replace the first (its epochs gone) under YAML's last-wins."""
+
+    def construct_mapping(self, node, deep=False):
+        first: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                seen = first.get(key)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+            if seen is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"the key '{key}' appears twice (lines {seen + 1} and {key_node.start_mark.line + 1}); YAML "
+                    "would keep only the last",
+                    key_node.start_mark,
+                )
+            first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # a SafeLoader subclass
     except UnicodeDecodeError:
         raise ConfigError(f"config file '{path}' is not a text file (not UTF-8); expected YAML") from None
     except OSError as exc:

@@ -75,13 +75,18 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        inner: list[ConfigError] = []  # errors inside a value of the right kind (a phase's unknown key) say more
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(arg, value, key)
-            except ConfigError:
-                continue
+            except ConfigError as exc:
+                list_like = typing.get_origin(arg) is list and isinstance(value, (list, tuple))
+                if list_like or (dataclasses.is_dataclass(arg) and isinstance(value, dict)):
+                    inner.append(exc)
+        if inner:
+            raise inner[0]
         raise ConfigError(f"config key '{key}' = {show(value)}: expected {type_name(tp)}")
     if origin is list:
         if not isinstance(value, (list, tuple)):

@@ -207,8 +207,8 @@ def parse_sweep(text: str, option: str = "--sweep") -> tuple[str, list]:
     key, raw = split_assignment(text, option, "section.key=value1,value2, e.g. train.lr=1e-3,1e-2")
     if "." not in key:
         raise ConfigError(f"{option} {text!r}: '{key}' is not a dotted key such as train.lr")
-    try:
-        parsed = yaml.safe_load(f"[{raw}]")
+    try:  # YAML's flow sequences allow a trailing comma ([1e-3,] is one value): an empty value is refused first
+        parsed = None if raw.strip().startswith(",") or raw.strip().endswith(",") else yaml.safe_load(f"[{raw}]")
     except yaml.YAMLError:
         parsed = None
     if not parsed or any(value is None for value in parsed):

@@ -262,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also print (and add to the report) the seeds each paired effect on METRIC needs to detect a change "
         "of CHANGE with 80%% power, e.g. test_accuracy=0.01 (repeatable)",
     )
+    report.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 2 when part of a study could not be read (a damaged study.json); the report is written anyway",
+    )
     report.set_defaults(handler=cmd_report)
 
     spaces = verbs.add_parser(
@@ -407,7 +412,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not folder.is_dir():
             raise ConfigError(f"study directory '{folder}' does not exist")
     dirs = list(dict.fromkeys(str(f.resolve()) for f in folders))
-    return report_study(dirs if len(dirs) > 1 else dirs[0], args.out, detect_sizes(args.detect))
+    return report_study(dirs if len(dirs) > 1 else dirs[0], args.out, detect_sizes(args.detect), args.strict)
 
 
 def detect_sizes(texts: list[str]) -> dict[str, float]:
@@ -437,6 +442,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("geotune run needs a SPACE (see 'geotune spaces') or at least one --sweep KEY=V1,V2")
     if args.seeds is not None and args.num_samples is not None:
         raise ConfigError("--seeds and --num-samples: give one of them")
+    if args.seeds is not None and args.seeds < 1:
+        raise ConfigError(f"--seeds {args.seeds}: must be >= 1")
     user = _user_overrides(args)
     space = load_space(args.space) if args.space else None
     if args.sweep:

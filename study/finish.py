@@ -8,7 +8,7 @@ from pathlib import Path
 from geotune.analysis.load import load_studies
 from geotune.analysis.report import build_report, report_folder, save_report
 from geotune.analysis.tables import text_table
-from geotune.errors import EXIT_FAILED, EXIT_INTERRUPTED, ConfigError
+from geotune.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, ConfigError
 from geotune.layout import StudyPlan, TrialStatus
 from geotune.storage import is_uri
 from geotune.study.progress import summarize_results, summary_text, unfinished_count
@@ -60,9 +60,12 @@ def _close_study(plan: StudyPlan, with_report: bool) -> int:
     return report_study(plan.study_dir) if with_report else 0
 
 
-def report_study(study_dir: str | list[str], out: str | None = None, detect: dict[str, float] | None = None) -> int:
+def report_study(
+    study_dir: str | list[str], out: str | None = None, detect: dict[str, float] | None = None, strict: bool = False
+) -> int:
     """Write the report (of one study, or of several as one); a failure is one line and leaves the studies'
-    results untouched. ``detect`` (metric -> change): also print the seeds each effect needs to detect it."""
+    results untouched. ``detect`` (metric -> change): also print the seeds each effect needs to detect it.
+    What could not be read (a damaged study.json) is a warning line each, and with ``strict`` exit code 2."""
     dirs = [study_dir] if isinstance(study_dir, str) else list(study_dir)
     remote = [d for d in dirs if is_uri(d)]
     if remote:
@@ -73,7 +76,8 @@ def report_study(study_dir: str | list[str], out: str | None = None, detect: dic
         )
         return 0
     try:
-        report = build_report(load_studies(list[str | Path](dirs)), detect)
+        study = load_studies(list[str | Path](dirs))
+        report = build_report(study, detect)
         index = save_report(report, report_folder(dirs, out))
     except ConfigError:
         raise
@@ -88,4 +92,6 @@ def report_study(study_dir: str | list[str], out: str | None = None, detect: dic
         if table.key == "detect":
             print(f"{table.title}\n{text_table(table.headers, table.rows)}\n({table.caption})")
     print(f"report: {index}  (open it in a browser; REPORT.md beside it)")
-    return 0
+    for problem in study.problems:
+        print(f"geotune: warning: {problem}", file=sys.stderr)
+    return EXIT_BAD_INPUT if strict and study.problems else 0

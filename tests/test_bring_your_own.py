@@ -62,6 +62,10 @@ def two_channels(cfg):
     return np.zeros((10, 2, 8, 8), np.uint8), np.arange(10) % 2
 
 
+def zero_height(cfg):
+    return np.zeros((10, 1, 0, 8), np.uint8), np.arange(10) % 2
+
+
 def rgba_last(cfg):
     return np.zeros((10, 8, 8, 4), np.uint8), np.arange(10) % 2
 
@@ -180,6 +184,7 @@ def test_user_tensors_channels_last_and_ready_splits(user_code):
         ("bad_shape", "images has shape [10, 2, 3, 4, 5]; expected (N, H, W), (N, C, H, W) or (N, H, W, C)"),
         ("two_channels", "images has shape [10, 2, 8, 8]: 2 channels; geotune takes 1 (grey) or 3 (RGB)"),
         ("rgba_last", "images has shape [10, 8, 8, 4]: 4 channels; geotune takes 1 (grey) or 3 (RGB)"),
+        ("zero_height", "images has shape [10, 1, 0, 8]: images of zero height or width"),
         ("bad_range", "float images must lie in [0, 1]"),
         ("bad_count", "labels has 119 entries for 120 images; counts must match"),
         ("bad_label", "a label is 2 but class_names has 2 entries"),

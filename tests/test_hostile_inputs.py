@@ -582,3 +582,84 @@ def test_long_output_names_and_a_file_as_out_are_one_line(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     code, err = run_cli(capsys, "predict", tmp_path, tmp_path / "x.png", "--out", tmp_path / "afile")
     assert code == 2 and "--out" in (line := one_line_error(err)) and "is a file" in line
+
+
+# ---------------------------------------------------------------------------
+# nothing silently last-wins
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused_with_both_lines(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 3\nmodel:\n  type: fc\ntrain:\n  lr: 0.01\n")  # the second train: drops epochs
+    code, err = run_cli(capsys, "train", path, tmp_path / "out")
+    line = one_line_error(err)
+    assert code == 2 and "line 5" in line and "the key 'train' appears twice (lines 1 and 5)" in line
+    path.write_text("train: {epochs: 3, epochs: 4}\n")  # on one line too
+    code, err = run_cli(capsys, "train", path, tmp_path / "out")
+    assert code == 2 and "the key 'epochs' appears twice (lines 1 and 1)" in one_line_error(err)
+
+
+@pytest.mark.parametrize("sweep", ["train.lr=1e-3,", "train.lr=,1e-3", "train.lr=1e-3,,1e-2"])
+def test_an_empty_value_in_a_sweep_is_refused(tmp_path, capsys, sweep):
+    code, err = run_cli(capsys, "run", "quickstart", "--dry-run", "--storage", tmp_path, "-m", sweep)
+    assert code == 2 and "none of them empty" in one_line_error(err)
+
+
+def test_a_report_on_a_damaged_study_json_warns_and_strict_fails(tmp_path, capsys):
+    from synthetic import make_study
+
+    root = make_study(tmp_path / "s", [{"train.seed": 0}, {"train.seed": 1}], [{"variant": 0}, {"variant": 1}])
+    (root / "study.json").write_text('{"broken')
+    code = main(["report", str(root)])
+    err = capsys.readouterr().err
+    assert (
+        code == 0 and "geotune: warning: " in err and "study.json' is damaged" in err and "bare Tune experiment" in err
+    )
+    assert "Part of the study could not be read" in (root / "report" / "REPORT.md").read_text()
+    assert main(["report", str(root), "--strict"]) == 2
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.phases=[{epochs: 3, optimizer: adamx}]"], "'train.phases[0].optimizer' = adamx: allowed values are"),
+        (["train.phases=[{epochs: 3, bogus: 1}]"], "unknown config key 'train.phases[0].bogus'"),
+        (["dataset.classes=[99]"], "class index 99 is outside 0..9"),
+    ],
+)
+def test_messages_name_the_inner_key_and_the_first_problem(tmp_path, capsys, overrides, message):
+    config = write_config(tmp_path)
+    code, err = run_cli(capsys, "train", config, tmp_path / "out", *[a for o in overrides for a in ("--set", o)])
+    assert code == 2 and message in one_line_error(err)
+
+
+def test_seeds_0_is_named_as_seeds(tmp_path, capsys):
+    code, err = run_cli(capsys, "run", "quickstart", "--seeds", "0", "--dry-run", "--storage", tmp_path)
+    assert code == 2 and "--seeds 0: must be >= 1" in one_line_error(err)
+
+
+def test_init_from_a_file_of_non_tensors_is_one_line(tmp_path):
+    import torch
+
+    from geotune.errors import ConfigError
+    from geotune.trainables.parts import initial_weights
+
+    torch.save({"body.weight": 1, "head": "x"}, tmp_path / "model.pt")
+    with pytest.raises(ConfigError, match=r"holds no state dict \(name -> tensor\)"):
+        initial_weights(str(tmp_path / "model.pt"), torch.nn.Linear(2, 2))
+
+
+def test_a_pickle_payload_as_model_pt_is_one_line_and_runs_nothing(tmp_path, capsys):
+    from geotune.preprocessing_file import Preprocessing, write_preprocessing
+
+    folder, marker = tmp_path / "trial", tmp_path / "ran"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("{}\n")
+    (folder / "model.pt").write_bytes(pickle.dumps(RunsShell(marker), protocol=2))
+    write_preprocessing(
+        folder / "preprocessing.json", Preprocessing([1, 8, 8], "L", [0.5], [0.2], ["a", "b"], "softmax", "digits")
+    )
+    (tmp_path / "x.png").write_bytes(b"")
+    code, err = run_cli(capsys, "predict", folder, tmp_path / "x.png")
+    line = one_line_error(err)
+    assert code == 2 and "model.pt' does not load" in line and "UnpicklingError" in line and not marker.exists()

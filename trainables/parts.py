@@ -96,8 +96,8 @@ def initial_weights(source: str, model: torch.nn.Module) -> dict[str, torch.Tens
             f"config key 'train.init_from' = {source!r}: '{path}' is not a readable state dict ({type(exc).__name__})"
         ) from None
     own = model.state_dict()
-    if not isinstance(state, dict):
-        raise ConfigError(f"config key 'train.init_from' = {source!r}: '{path}' holds no state dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"config key 'train.init_from' = {source!r}: '{path}' holds no state dict (name -> tensor)")
     missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     wrong = [
         f"{k} {list(state[k].shape)} vs {list(own[k].shape)}"

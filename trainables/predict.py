@@ -85,8 +85,12 @@ def load_trained(path: str | Path, trust_code: bool = False) -> TrainedModel:
     try:
         state = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-    except Exception as exc:  # a truncated file, or weights of another network than config.yaml describes
-        raise ConfigError(f"'{folder / MODEL_FILE}' does not load into the model of {CONFIG_FILE}: {exc}") from None
+    except Exception as exc:  # a truncated file, a pickle payload, weights of another network than config.yaml's
+        said = " ".join(str(exc).split())  # torch's texts run over many lines; the error is one
+        raise ConfigError(
+            f"'{folder / MODEL_FILE}' does not load into the model of {CONFIG_FILE}: {type(exc).__name__}: "
+            f"{said[:240]}{'...' if len(said) > 240 else ''}"
+        ) from None
     return TrainedModel(model.eval(), prep, folder)
 
 

@@ -64,6 +64,8 @@ def check_images(reference: str, name: str, value: Any) -> np.ndarray:
         )
     if len(images) == 0:
         raise _fail(reference, f"{name} holds no images")
+    if images.ndim == 4 and (images.shape[2] == 0 or images.shape[3] == 0):
+        raise _fail(reference, f"{name} has shape {shape}: images of zero height or width")
     if images.shape[1] not in (1, 3):  # preprocessing.json, predict and ONNX know grey and RGB only
         raise _fail(
             reference,
