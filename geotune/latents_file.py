@@ -100,7 +100,12 @@ def read_latents(path: str | Path) -> tuple:
             )
         if labels.min() < 0:
             raise ConfigError(f"latents file '{file}': 'labels' must be >= 0")
-    names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else None
+    names = [str(n) for n in arrays["class_names"].reshape(-1)] if "class_names" in arrays else None
+    if names is not None and labels is not None and len(labels) and len(names) <= int(labels.max()):
+        raise ConfigError(
+            f"latents file '{file}': 'class_names' holds {len(names)} names, but 'labels' go up to "
+            f"{int(labels.max())}: one name per class 0..{int(labels.max())}"
+        )
     logits = arrays.get("logits")  # a segmentation trial's file and a user's may hold none
     if logits is not None and (
         logits.ndim != 2 or len(logits) != len(x) or logits.dtype.kind not in "iuf" or not np.isfinite(logits).all()

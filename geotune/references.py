@@ -59,7 +59,7 @@ def import_file(path: Path, module_name: str, what: str, cached: bool = True) ->
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() at import must not end geotune as a success
         del sys.modules[module_name]
         raise ConfigError(f"{what} failed to import: {type(exc).__name__}: {exc}") from None
     return module
@@ -82,7 +82,7 @@ def load_reference(key: str, text: str) -> Callable[..., Any]:
     else:
         try:
             module = importlib.import_module(where)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise ConfigError(
                 f"config key '{key}' = {text!r}: module '{where}' cannot be imported ({type(exc).__name__}: {exc}); "
                 "install it, put it on PYTHONPATH, or name its file: path/to/file.py:function"

@@ -133,6 +133,37 @@ def needs_more(input_shape, depth):
 
 def not_a_module():
     return "a network"
+
+
+class Lambda(nn.Module):
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def forward(self, x):
+        return self.f(x)
+
+
+def ignores_batch():
+    return Lambda(lambda x: x[:1].flatten(1))  # one row whatever the batch
+
+
+def mixes_batch():
+    return Lambda(lambda x: (x - x.mean(0)).flatten(1))  # each row depends on the others
+
+
+def zero_width():
+    return Lambda(lambda x: x.flatten(1)[:, :0])
+
+
+def scalar():
+    return Lambda(lambda x: x.sum())
+
+
+def exits():
+    import sys
+
+    sys.exit(0)
 """
 
 
@@ -259,6 +290,11 @@ def test_a_user_module_with_its_own_embed_keeps_it(user_code):
     [
         ("needs_more", "the builder needs depth; it may take only input_shape, num_classes and config"),
         ("not_a_module", "the builder returned a str, not a torch.nn.Module"),
+        ("ignores_batch", r"returns shape \[1, 64\] for a batch of 2 images; expected one row per image"),
+        ("mixes_batch", "gives an image other features in a larger batch \\(eval mode\\): its output mixes"),
+        ("zero_width", "gives 0 features per image"),
+        ("scalar", r"returns shape \[\] for a batch of 2 images"),
+        ("exits", "the builder raised SystemExit: 0"),
     ],
 )
 def test_a_user_builder_s_mistake_is_one_line(user_code, function, message):

@@ -369,6 +369,13 @@ def test_geometry_refuses_hostile_embeddings(tmp_path, capsys, embeddings, messa
     assert code == 2 and message in one_line_error(err)
 
 
+def test_geometry_refuses_class_names_that_do_not_cover_the_labels(tmp_path, capsys):
+    x = np.random.default_rng(0).normal(size=(30, 3))
+    path = save_npz(tmp_path / "x.npz", embeddings=x, labels=np.arange(30) % 3, class_names=np.array(["a", "b"]))
+    code, err = run_cli(capsys, "geometry", path)
+    assert code == 2 and "'class_names' holds 2 names, but 'labels' go up to 2" in one_line_error(err)
+
+
 def test_geometry_checks_the_unpacked_size_before_loading(tmp_path, capsys, monkeypatch):
     import geotune.latents_file
 
@@ -663,3 +670,14 @@ def test_a_pickle_payload_as_model_pt_is_one_line_and_runs_nothing(tmp_path, cap
     code, err = run_cli(capsys, "predict", folder, tmp_path / "x.png")
     line = one_line_error(err)
     assert code == 2 and "model.pt' does not load" in line and "UnpicklingError" in line and not marker.exists()
+
+
+@pytest.mark.parametrize("where", ["import", "call"])
+def test_sys_exit_in_user_code_is_an_error_naming_it_not_a_success(tmp_path, capsys, where):
+    code = "import sys\n" + ("sys.exit(0)\n" if where == "import" else "") + "def load(cfg):\n    sys.exit(0)\n"
+    (tmp_path / "exits.py").write_text(code)
+    config = write_config(tmp_path, dataset={"name": f"{tmp_path / 'exits.py'}:load"})
+    rc, err = run_cli(capsys, "train", config, tmp_path / "out")
+    line = one_line_error(err)
+    assert rc == 2 and "exits.py" in line and "SystemExit" in line
+    assert not (tmp_path / "out").exists()

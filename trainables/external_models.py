@@ -203,7 +203,7 @@ def _call_builder(m: ModelConfig, input_shape: tuple[int, int, int], num_classes
         module = build(**{k: v for k, v in offered.items() if takes_all or k in parameters})
     except ConfigError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a builder must not end geotune as a success
         raise ConfigError(
             f"config key 'model.type' = {m.type!r}: the builder raised {type(exc).__name__}: {exc}"
         ) from None
@@ -215,14 +215,24 @@ def _call_builder(m: ModelConfig, input_shape: tuple[int, int, int], num_classes
     return module
 
 
+PROBE_BATCHES = (2, 3, 5)  # feature_size: distinct batch sizes, so that an output that ignores the batch shows
+
+
 def feature_size(module: nn.Module, input_shape: tuple[int, int, int], model_type: str, embed: bool = False) -> int:
-    """Features per image that ``module`` (or its ``embed``) gives for one input of ``input_shape``: a forward
-    pass of two blank images (BatchNorm needs more than one in training mode), the mode left as it was."""
+    """Features per image that ``module`` (or its ``embed``) gives for inputs of ``input_shape``, checked on
+    seeded random batches of PROBE_BATCHES images in eval mode (the mode left as it was): a tensor with one
+    row per image, of the same non-zero size whatever the batch, each image's row independent of the others
+    (the first two images give the same rows alone as in the batch of five)."""
+    what = f"config key 'model.type' = {model_type!r}: {'embed() ' if embed else ''}"
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(max(PROBE_BATCHES), *input_shape, generator=generator)
     training = module.training
     module.eval()
+    outputs = {}
     try:
         with torch.no_grad():
-            out = (module.embed if embed else module)(torch.zeros(2, *input_shape))  # type: ignore[operator]
+            for n in PROBE_BATCHES:
+                outputs[n] = (module.embed if embed else module)(images[:n])  # type: ignore[operator]
     except Exception as exc:
         hint = "; vision transformers need dataset.image_size: 224" if "torchvision.vi" in model_type else ""
         raise ConfigError(
@@ -231,16 +241,30 @@ def feature_size(module: nn.Module, input_shape: tuple[int, int, int], model_typ
         ) from None
     finally:
         module.train(training)
-    if not isinstance(out, torch.Tensor):
+    for n, out in outputs.items():
+        if not isinstance(out, torch.Tensor):
+            raise ConfigError(f"{what}returns a {type(out).__name__}, not a tensor")
+        if out.ndim == 0 or out.shape[0] != n:
+            raise ConfigError(
+                f"{what}returns shape {list(out.shape)} for a batch of {n} images; expected one row per image (N, ...)"
+            )
+    if embed and any(out.ndim != 2 for out in outputs.values()):
+        shape = next(list(out.shape) for out in outputs.values() if out.ndim != 2)
+        raise ConfigError(f"{what}returns shape {shape}; expected (N, features)")
+    sizes = {n: int(out[0].numel()) for n, out in outputs.items()}
+    if len(set(sizes.values())) > 1:
         raise ConfigError(
-            f"config key 'model.type' = {model_type!r}: {'embed() ' if embed else ''}returns a "
-            f"{type(out).__name__}, not a tensor"
+            f"{what}gives {sizes} features per image for batches of {list(sizes)}: it depends on the batch"
         )
-    if embed and out.ndim != 2:
+    size = next(iter(sizes.values()))
+    if size == 0:
+        raise ConfigError(f"{what}gives 0 features per image: nothing for the head to classify")
+    first, last = outputs[PROBE_BATCHES[0]], outputs[PROBE_BATCHES[-1]][: PROBE_BATCHES[0]]
+    if not torch.allclose(first.float(), last.float(), rtol=1e-4, atol=1e-5):
         raise ConfigError(
-            f"config key 'model.type' = {model_type!r}: embed() returns shape {list(out.shape)}; expected (N, features)"
+            f"{what}gives an image other features in a larger batch (eval mode): its output mixes the images of a batch"
         )
-    return int(out[0].numel())
+    return size
 
 
 def build_user(m: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Module, bool]:

@@ -169,7 +169,7 @@ def load_user_raw(cfg: DatasetConfig) -> RawDataset:
             result = loader(cfg)
         except ConfigError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a loader must not end geotune as a success
             raise _fail(cfg.name, f"the loader raised {type(exc).__name__}: {exc}") from exc
         while len(_LOADED) >= 2:
             _LOADED.pop(next(iter(_LOADED)))
