@@ -288,7 +288,8 @@ class TrainConfig:
         None,
         "optimisation phases run one after another, each with a fresh optimiser and schedule, e.g. "
         "[{epochs: 25, optimizer: nadam}, {epochs: 50, optimizer: sgd, lr: 0.01, scheduler: exponential}]; "
-        "their epochs must add up to train.epochs",
+        "train.epochs defaults to their sum; a train.epochs given over them (--set) cuts the last ones or "
+        "lengthens the last, with a warning",
     )
     init_from: str | None = param(
         None, "start from these weights: a model.pt, or a finished trial folder (its kept model); shapes must match"

@@ -129,12 +129,77 @@ def read_yamls(paths: str | Path | list | None) -> dict:
 
 
 def load_config(
-    paths: str | Path | list | None = None, overrides: list[str] | None = None, base: dict | None = None
+    paths: str | Path | list | None = None,
+    overrides: list[str] | None = None,
+    base: dict | None = None,
+    notes: list[str] | None = None,
 ) -> TrialConfig:
-    """Defaults, then ``base`` (e.g. a search space's base), then the YAML files in order, then ``--set``."""
-    data = merge(base or {}, read_yamls(paths))
-    data = apply_overrides(data, overrides)
+    """Defaults, then ``base`` (e.g. a search space's base), then the YAML files in order, then ``--set``;
+    epoch-dependent settings of earlier layers fitted to a train.epochs a later one gives (``fit_to_epochs``),
+    each change said in ``notes``."""
+    files = read_yamls(paths)
+    data = apply_overrides(merge(base or {}, files), overrides)
+    given = apply_overrides({}, overrides)
+    # the settings of the layer that gave train.epochs and of every later one are the user's, and stay as written
+    layer = given if _epochs_in(given) else merge(files, given) if _epochs_in(files) else None
+    data, changed = fit_to_epochs(data, layer)
+    if notes is not None:
+        notes.extend(changed)
     return TrialConfig.from_dict(data)
+
+
+def _epochs_in(layer: dict) -> bool:
+    return isinstance(layer.get("train"), dict) and "epochs" in layer["train"]
+
+
+def _section(data: dict, name: str) -> dict:
+    section = data.get(name)
+    return section if isinstance(section, dict) else {}
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+
+def fit_to_epochs(data: dict, layer: dict | None) -> tuple[dict, list[str]]:
+    """A nested config with its epoch-dependent settings fitted to train.epochs, and a line per change.
+
+    Without train.epochs, the phases' sum is the number of epochs. Where ``layer`` (the config layer that gave
+    train.epochs, a smoke test's --set train.epochs=1, with any later ones) did not also set them, train.phases
+    are cut (or the last one lengthened) to add up to it, and a regularizer term's start_epoch after the last
+    epoch moves to the last epoch. What that layer set itself is left for the schema to judge, as is anything
+    malformed."""
+    train = _section(data, "train")
+    own = _section(layer, "train") if layer is not None else {}
+    phases = train.get("phases")
+    notes: list[str] = []
+    phase_list = phases if isinstance(phases, list) else []
+    lengths = [_count(p.get("epochs", 1)) if isinstance(p, dict) else None for p in phase_list]
+    if lengths and all(lengths):
+        total = sum(n for n in lengths if n)
+        epochs = _count(train.get("epochs"))
+        if "epochs" not in train:
+            data = merge(data, {"train": {"epochs": total}})
+        elif layer is not None and "phases" not in own and epochs is not None and epochs != total:
+            fitted: list[dict] = []
+            left = epochs
+            for phase, length in zip(phase_list, lengths):
+                if left > 0 and length:
+                    fitted.append({**phase, "epochs": min(length, left)})
+                    left -= min(length, left)
+            fitted[-1]["epochs"] += left  # a longer run: the last phase goes on
+            data = merge(data, {"train": {"phases": fitted}})
+            now = [p["epochs"] for p in fitted]
+            notes.append(f"train.phases {lengths} -> {now} epochs, to add up to train.epochs ({epochs})")
+    epochs = _count(_section(data, "train").get("epochs"))
+    set_here = _section(layer, "regularizer") if layer is not None else {}
+    for term, section in sorted(_section(data, "regularizer").items()):
+        start = _count(section.get("start_epoch")) if isinstance(section, dict) else None
+        mine = isinstance(set_here.get(term), dict) and "start_epoch" in set_here[term]
+        if layer is not None and epochs is not None and start is not None and start > epochs and not mine:
+            data = merge(data, {"regularizer": {term: {"start_epoch": epochs}}})
+            notes.append(f"regularizer.{term}.start_epoch {start} -> {epochs}: train.epochs ({epochs}) ends before it")
+    return data, notes
 
 
 def merge(base: dict, update: dict) -> dict:

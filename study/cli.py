@@ -653,8 +653,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from geotune.study.resources import check_devices, train_resources  # deferred: start-up
     from geotune.trainables.trial import check_config  # deferred: start-up
 
-    cfg = load_config(config_files(args), args.overrides)
-    warnings = check_config(cfg)
+    fitted: list[str] = []
+    cfg = load_config(config_files(args), args.overrides, notes=fitted)
+    warnings = fitted + check_config(cfg)
     cpus, gpus = train_resources(args.cpus, args.gpus)
     refuse_existing_results(args.out_dir)
     plan = train_plan(cfg, args.out_dir, cpus, gpus)

@@ -19,7 +19,7 @@ import optuna
 
 from geotune.analysis.tables import text_table
 from geotune.config import KEEP_METRICS, WEIGHT_FILE_SUFFIXES, TrialConfig
-from geotune.config_loading import merge
+from geotune.config_loading import fit_to_epochs, merge
 from geotune.errors import ConfigError
 from geotune.layout import PlanKind, StudyPlan
 from geotune.provenance import versions
@@ -136,13 +136,15 @@ def make_plan(space: SearchSpace, user: dict, options: RunOptions) -> StudyPlan:
     chosen = user.get("dataset", {}).get("name") if isinstance(user.get("dataset"), dict) else None
     space_base, dropped = space.base_for_dataset(chosen)
     dropped = [key for key in dropped if not _has_dotted(user, key)]
-    base = absolute_paths(merge(space_base, user))
+    base, fitted = fit_to_epochs(
+        absolute_paths(merge(space_base, user)), user if _has_dotted(user, "train.epochs") else None
+    )
     if space.metric in KEEP_METRICS and not _has_dotted(base, "train.keep_by"):
         base = merge(base, {"train": {"keep_by": space.metric}})  # keep each trial's best epoch by the study's metric
     variants = [absolute_variant(v) for v in space.variants()]
     check_reference(space, variants)
     configs = planned_configs(space, base, variants)
-    seen, warnings = set(), []
+    seen, warnings = set(), list(fitted)
     if dropped:
         own = space.own_dataset
         warnings.append(

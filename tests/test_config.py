@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from geotune.config import TrialConfig, commented_defaults, reference_rows
 from geotune.config_loading import apply_overrides, load_config
@@ -187,3 +188,44 @@ def test_cli_missing_dataset_files_exit_2(tmp_path):
     assert proc.returncode == 2
     assert "cifar-10-batches-py" in proc.stderr and "data_batch_1" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_shorter_run_fits_what_depends_on_its_epochs_and_says_so(tmp_path):
+    """A smoke test's --set train.epochs=1 over a file (or a space) whose geodesic term starts at epoch 2, or
+    whose phases add up to more: what the earlier layer set is fitted, with a line per change; what the user
+    wrote in the same or a later layer as train.epochs is still judged as written."""
+    from geotune.config_loading import fit_to_epochs, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "regularizer": {"name": "geodesic", "geodesic": {"start_epoch": 2}},
+                "train": {"phases": [{"epochs": 2, "lr": 0.01}, {"epochs": 2, "optimizer": "sgd"}]},
+            }
+        )
+    )
+    notes: list[str] = []
+    assert load_config(path, notes=notes).train.epochs == 4  # the phases' sum, without a word
+    assert notes == []
+    cfg = load_config(path, ["train.epochs=1"], notes=notes)
+    assert cfg.train.epochs == 1 and [p.epochs for p in cfg.train.phases] == [1]
+    assert cfg.regularizer.geodesic.start_epoch == 1 and cfg.train.phases[0].lr == 0.01
+    assert notes == [
+        "train.phases [2, 2] -> [1] epochs, to add up to train.epochs (1)",
+        "regularizer.geodesic.start_epoch 2 -> 1: train.epochs (1) ends before it",
+    ]
+    longer = load_config(path, ["train.epochs=7"])
+    assert [p.epochs for p in longer.train.phases] == [2, 5]  # the last phase goes on
+    with pytest.raises(ConfigError, match=r"'regularizer.geodesic.start_epoch' = 5: must be <= train.epochs \(1\)"):
+        load_config(path, ["train.epochs=1", "regularizer.geodesic.start_epoch=5"])
+    data, said = fit_to_epochs({"train": {"epochs": "x", "phases": 3}}, {"train": {"epochs": "x"}})
+    assert said == [] and data == {"train": {"epochs": "x", "phases": 3}}  # malformed: left to the schema
+
+
+def test_a_space_run_shorter_than_its_term_starts_plans_with_a_warning(tmp_path, capsys):
+    from geotune.study.cli import main
+
+    code = main(["run", "quickstart", "--set", "train.epochs=1", "--dry-run", "--storage", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 0 and "warning: regularizer.geodesic.start_epoch 2 -> 1: train.epochs (1) ends before it" in err
