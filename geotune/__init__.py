@@ -11,6 +11,26 @@ floors below it (``tests/test_architecture.py`` checks this):
                               on-disk layout of a study and a trial, the registry of metric names
 
 Importing any of it changes nothing in the calling process.
+
+The Python API (``geotune.study.api``, kept stable across releases) is reached from here:
+``import geotune as gt; gt.load_study("runs/NAME")``, ``gt.measure(x, labels)``, ``gt.run("quickstart")``,
+``gt.resume(...)``, ``gt.load_trained(...)``, ``gt.predict(...)``. The names load on first use (PEP 562), so
+``import geotune`` itself still imports nothing.
 """
 
 __version__ = "0.2.0"
+
+API = ("Measurement", "Study", "load_study", "load_trained", "measure", "predict", "resume", "run")
+
+
+def __getattr__(name: str):
+    if name in API:
+        # deferred, and the one import upward: the package facade lends the top floor's API its short names
+        from geotune.study import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'geotune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *API])
