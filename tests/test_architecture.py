@@ -8,6 +8,7 @@ import io
 import os
 import subprocess
 import sys
+import tarfile
 import tokenize
 import zipfile
 from pathlib import Path
@@ -225,33 +226,81 @@ def test_geotune_runs_beside_a_users_own_analysis_package(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_wheel_installs_one_top_level_name(tmp_path):
-    """Nothing generic lands at the top of site-packages: the wheel holds geotune/ and its metadata only."""
+def test_the_released_wheel_and_sdist_work_from_another_folder(tmp_path):
+    """The released form, as a user of the package gets it: the wheel holds geotune/ and its metadata only
+    (nothing generic at the top of site-packages) and py.typed; the sdist holds the sources; the wheel, installed
+    apart from the repository and run from another folder, answers --version and spaces and trains a trial."""
     pytest.importorskip("setuptools")
+    dist = tmp_path / "dist"
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            str(ROOT),
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-        ],
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(dist)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    (wheel,) = tmp_path.glob("geotune-*.whl")
-    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
-    assert {t for t in tops if not t.endswith(".dist-info")} == {"geotune"}
+    (wheel,) = dist.glob("geotune-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
+    tops = {name.split("/")[0] for name in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"geotune"}
     for _, package in FLOORS:
         assert package.replace(".", "/") + "/__init__.py" in names
+    assert "geotune/py.typed" in names and "geotune/study/api.py" in names
+
+    # the sdist, by PyPA's build (run from elsewhere: the repository's build/ folder would shadow the module)
+    done = subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(dist), str(ROOT)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (sdist,) = dist.glob("geotune-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        members = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert {"pyproject.toml", "README.md", "analysis/latent.py", "study/api.py", "geotune/py.typed"} <= members
+
+    site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    elsewhere.mkdir()
+    (elsewhere / "c.yaml").write_text(
+        "train: {epochs: 1, num_threads: 1}\nlogging: {figures: false, save_umap: false}\n"
+    )
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(site)}
+
+    def geotune(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "geotune", *args],
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    where = subprocess.run(
+        [sys.executable, "-c", "import geotune; print(geotune.__file__)"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert where.stdout.strip().startswith(str(site)), where.stdout + where.stderr  # the wheel's, not the repo's
+    version = geotune("--version")
+    assert version.returncode == 0 and "0." in version.stdout, version.stderr
+    spaces = geotune("spaces")
+    assert spaces.returncode == 0 and "quickstart" in spaces.stdout, spaces.stderr[-2000:]
+    trained = geotune("train", "c.yaml", "out")
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
+    assert (elsewhere / "out" / "trial" / "metrics.json").is_file()
 
 
 def test_the_cli_starts_without_torch_or_ray(tmp_path):
