@@ -300,6 +300,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.set_defaults(handler=cmd_predict)
 
+    export = verbs.add_parser(
+        "export",
+        help="export a finished trial's model to ONNX or TorchScript, the normalisation inside",
+        description="Write a finished classification trial's kept model as ONNX (extra 'onnx') or TorchScript: "
+        "input images N x C x H x W scaled to [0, 1] (dynamic N for ONNX), output the logits, the training "
+        "normalisation inside. The export is checked against PyTorch on seeded random images of the model's "
+        "input size; a mismatch exits 1.",
+    )
+    export.add_argument("trial_dir", help="a finished trial folder (or the folder 'geotune train' wrote)")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="onnx (default) or torchscript")
+    export.add_argument("--out", help="the file to write (default: model.onnx or model.torchscript.pt in the trial)")
+    export.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="allow a config.yaml whose model.type names your code (rebuilding the network imports it)",
+    )
+    export.set_defaults(handler=cmd_export)
+
     geometry = verbs.add_parser(
         "geometry",
         help="measure the latent geometry of saved embeddings (any latents.npz)",
@@ -646,6 +664,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
     first = f" (the first {GRID_MAX} of {predicted})" if predicted > GRID_MAX else ""
     print(f"grid of the predictions{first}: {grid}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+EXPORT_FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}  # --format -> default file name
+EXPORT_CHECK_IMAGES = 8  # seeded random images of the model's input size that an export must reproduce
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch  # deferred: start-up (torch); only export and predict need it
+
+    from geotune.trainables.export import export_onnx, export_torchscript, require_onnx  # deferred: start-up
+    from geotune.trainables.predict import load_trained  # deferred: start-up (torch)
+
+    if args.format == "onnx":
+        require_onnx("geotune export --format onnx", "use --format torchscript")
+    trained = load_trained(args.trial_dir, trust_code=args.trust_code)
+    out = Path(args.out).expanduser() if args.out else trained.trial_dir / EXPORT_FORMATS[args.format]
+    if out.is_dir():
+        raise ConfigError(f"--out '{out}' is a folder; give the file to write")
+    prep = trained.preprocessing
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (EXPORT_CHECK_IMAGES, *prep.input_shape), generator=generator, dtype=torch.uint8)
+    mean, std = torch.tensor(prep.mean), torch.tensor(prep.std)
+    export = export_onnx if args.format == "onnx" else export_torchscript
+    try:
+        checked = export(trained.model, mean, std, images, out)
+    except OSError as exc:
+        raise ConfigError(f"--out '{out}' cannot be written ({exc.strerror or type(exc).__name__})") from None
+    diff, matches = (checked[f"{args.format}_max_abs_diff"], checked[f"{args.format}_matches"])
+    verdict = "matches PyTorch" if matches else "DOES NOT match PyTorch"
+    print(f"{out}: {verdict} (largest logit difference {diff:.2g} on {EXPORT_CHECK_IMAGES} seeded random images)")
+    return 0 if matches else EXIT_FAILED
 
 
 def cmd_train(args: argparse.Namespace) -> int:

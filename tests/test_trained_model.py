@@ -267,3 +267,53 @@ def test_shapes_trial_is_a_usable_rgb_model(tmp_path, capsys):
     assert [r["width"] for r in layers] == [3 * 32 * 32, 8 * 16 * 16, 16]  # flattened
     assert [r["dim"] for r in layers] == [2048, 2048, 16]  # the pixels, wider than 2048, randomly projected
     assert [r["projected"] for r in layers] == [True, False, False]
+
+
+@pytest.mark.slow
+def test_export_after_the_fact_reproduces_the_model_in_both_formats(trained, tmp_path, capsys):
+    """geotune export on a trial trained without logging.export_onnx: ONNX and TorchScript files, each read back
+    by its own runtime on real test images, give the logits of the PyTorch model on the training pipeline's
+    normalised images."""
+    import warnings
+
+    import onnxruntime
+
+    from geotune.study.cli import main
+    from geotune.trainables.predict import load_trained
+
+    folder, cfg = trained
+    data = load_data(cfg.dataset)
+    images = data.test.images[:16]
+    model = load_trained(folder).model
+    with torch.no_grad():
+        expected = model(data.normalize(images)).numpy()
+    pixels = (images.float() / 255).numpy()
+    for fmt in ("onnx", "torchscript"):
+        out = tmp_path / f"m.{fmt}"
+        assert main(["export", str(folder), "--format", fmt, "--out", str(out)]) == 0
+        assert "matches PyTorch" in capsys.readouterr().out
+        if fmt == "onnx":
+            session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+            got = session.run(None, {"images": pixels})[0]
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                got = torch.jit.load(str(out)).eval()(torch.from_numpy(pixels)).detach().numpy()
+        assert np.abs(got - expected).max() < 1e-4 * max(1.0, np.abs(expected).max()), fmt
+    assert main(["export", str(folder), "--out", str(tmp_path)]) == 2
+    assert "is a folder; give the file to write" in capsys.readouterr().err
+
+
+def test_export_without_the_onnx_extra_is_one_line(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    from geotune.study.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert main(["export", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "geotune export --format onnx needs the ONNX extra (onnxruntime missing)" in err
+        and "--format torchscript" in err
+    )

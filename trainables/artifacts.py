@@ -528,7 +528,10 @@ def write_trial_artifacts(
             lambda: write_layer_geometry(artifact_dir, cfg, model, data, measured_split, chosen),
         )
     if cfg.logging.export_onnx:
-        metrics.update(export_onnx(model, data, data.test.images[:64], artifact_dir / ONNX_FILE))
+        exported = export_onnx(
+            model, data.mean, data.std, data.test.images[:64], artifact_dir / ONNX_FILE, normalize=data.normalize
+        )
+        metrics.update(exported)
     metrics["warnings"] = warnings
     write_json(artifact_dir / METRICS_FILE, metrics)
     return metrics
