@@ -292,12 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=".", help=f"folder for the grid PNG predictions.png (default: here; {GRID_MAX} images at most)"
     )
     predict.add_argument("--json", action="store_true", help="one JSON object per image: file, top_k")
-    predict.add_argument(
-        "--trust-code",
-        action="store_true",
-        help="allow a config.yaml whose model.type names your code (file.py:function, module:function): "
-        "rebuilding the network imports it, so it runs",
-    )
+    _add_trust_code(predict)
     predict.set_defaults(handler=cmd_predict)
 
     export = verbs.add_parser(
@@ -311,11 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("trial_dir", help="a finished trial folder (or the folder 'geotune train' wrote)")
     export.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="onnx (default) or torchscript")
     export.add_argument("--out", help="the file to write (default: model.onnx or model.torchscript.pt in the trial)")
-    export.add_argument(
-        "--trust-code",
-        action="store_true",
-        help="allow a config.yaml whose model.type names your code (rebuilding the network imports it)",
-    )
+    _add_trust_code(export)
     export.set_defaults(handler=cmd_export)
 
     geometry = verbs.add_parser(
@@ -362,6 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.set_defaults(handler=cmd_config)
     return parser
+
+
+def _add_trust_code(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="allow a config.yaml whose model.type names your code (file.py:function, module:function): "
+        "rebuilding the network imports it, so it runs",
+    )
 
 
 def cmd_config(args: argparse.Namespace) -> int:
