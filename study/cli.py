@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--verbose", action="store_true", help="with --ray: Ray's own status tables and worker log lines too"
     )
+    _add_logger(train, "; the trial then runs through Ray Tune (as --ray), whose callbacks log it")
     train.set_defaults(handler=cmd_train)
 
     run = verbs.add_parser(
@@ -163,14 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="take every planned trial whose resolved config (seed included) already finished in one of these "
         "studies from there (linked into the new study) instead of training it again",
     )
-    run.add_argument(
-        "--logger",
-        action="append",
-        default=[],
-        metavar="mlflow[=URI]|wandb[=PROJECT]",
-        help="also log params, per-epoch metrics and artifacts to MLflow (default: a SQLite store in the "
-        "study folder) or Weights & Biases (repeatable); TensorBoard files are always written",
-    )
+    _add_logger(run)
     run.add_argument(
         "--verbose", action="store_true", help="Ray's trial table every 30 s instead of geotune's progress line"
     )
@@ -236,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. model.batch_norm=false,true",
     )
     _add_study_args(compare, "join this Ray cluster instead of a private local Ray")
+    _add_logger(compare)
     compare.set_defaults(handler=cmd_compare)
 
     report = verbs.add_parser(
@@ -353,6 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.set_defaults(handler=cmd_config)
     return parser
+
+
+def _add_logger(parser: argparse.ArgumentParser, note: str = "") -> None:
+    parser.add_argument(
+        "--logger",
+        action="append",
+        default=[],
+        metavar="mlflow[=URI]|wandb[=PROJECT]",
+        help="also log params, per-epoch metrics and artifacts to MLflow (default: a SQLite store in the "
+        f"study folder) or Weights & Biases (repeatable); TensorBoard files are always written{note}",
+    )
 
 
 def _add_trust_code(parser: argparse.ArgumentParser) -> None:
@@ -509,11 +515,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         write_comparison,
     )
     from geotune.study.finish import report_study  # deferred: start-up
+    from geotune.study.loggers import parse_loggers  # deferred: start-up
     from geotune.study.plan import refuse_existing_results  # deferred: start-up
     from geotune.study.run import run_study, train_and_finish  # deferred: start-up
 
+    loggers = parse_loggers(args.logger)  # a logger that cannot run fails here, before any training
     cfg = load_config(config_files(args), args.overrides)
     plan, space = compare_plan(cfg, args.out_dir, args.cpus_per_trial, args.gpus_per_trial, args.vary)
+    plan.loggers = [logger.text for logger in loggers]
     refuse_existing_results(args.out_dir)
     _print_warnings(plan)
     code = train_and_finish(plan, args.address, lambda: run_study(plan, space), with_report=False)
@@ -698,10 +707,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from geotune.study.loggers import parse_loggers  # deferred: start-up
     from geotune.study.plan import refuse_existing_results, train_plan  # deferred: start-up
     from geotune.study.resources import check_devices, train_resources  # deferred: start-up
     from geotune.trainables.trial import check_config  # deferred: start-up
 
+    loggers = parse_loggers(args.logger)  # a logger that cannot run fails here, before any training
     fitted: list[str] = []
     cfg = load_config(config_files(args), args.overrides, notes=fitted)
     warnings = fitted + check_config(cfg)
@@ -709,9 +720,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     refuse_existing_results(args.out_dir)
     plan = train_plan(cfg, args.out_dir, cpus, gpus)
     plan.warnings = warnings
+    plan.loggers = [logger.text for logger in loggers]
     check_devices(plan)
     _print_warnings(plan)
-    return _train(plan, resume=False, through_ray=args.ray, verbose=args.verbose)
+    # a tracker logs through Ray Tune's callbacks: with --logger the trial runs as a Tune trial
+    return _train(plan, resume=False, through_ray=args.ray or bool(loggers), verbose=args.verbose)
 
 
 def _train(plan: StudyPlan, resume: bool, through_ray: bool, verbose: bool = False) -> int:
@@ -753,6 +766,11 @@ def _train(plan: StudyPlan, resume: bool, through_ray: bool, verbose: bool = Fal
     for warning in m.get("warnings") or []:
         print(f"  warning: {warning}")
     print(f"artifacts: {outcome.trial_dir}")
+    if plan.loggers:
+        from geotune.study.loggers import log_trial_artifacts  # deferred: MLflow and W&B are optional
+
+        for tracker, runs in log_trial_artifacts(plan).items():
+            print(f"{tracker}: artifacts of {runs} trial(s) logged")
     return 0
 
 

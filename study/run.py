@@ -136,7 +136,7 @@ def run_train(plan: StudyPlan, verbose: bool = False) -> TrialOutcome:
             storage_path=storage,
             name=name,
             verbose=1 if verbose else 0,
-            callbacks=[TrialLedger()] + ([] if verbose else [EpochLines(plan.epochs)]),
+            callbacks=[TrialLedger()] + ([] if verbose else [EpochLines(plan.epochs)]) + logger_callbacks(plan),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )

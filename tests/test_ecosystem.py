@@ -381,3 +381,39 @@ def test_the_pareto_front_holds_exactly_the_trials_nothing_beats_on_both_objecti
     flipped = pareto_front(frame, [["val_accuracy", "min"], ["flatness_calibrated_per_class", "max"]])
     assert flipped is not None and [t for t, on in zip(flipped.trials, flipped.on_front) if on] == ["b", "c", "d"]
     assert pareto_front(frame.head(1), [["val_accuracy", "max"], ["flatness_calibrated_per_class", "min"]]) is None
+
+
+@pytest.mark.slow
+def test_train_with_a_logger_runs_through_tune_and_mlflow_reads_it(tmp_path):
+    """`geotune train --logger mlflow`: the trial runs as a Tune trial, and MLflow's own client finds one run with
+    every epoch's metrics and the trial's files."""
+    import subprocess
+    import sys
+
+    import mlflow
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(train={"epochs": 2}, logging={"save_umap": False})))
+    done = subprocess.run(
+        [sys.executable, "-m", "geotune", "train", str(config), str(tmp_path / "out"), "--logger", "mlflow"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "MLflow: artifacts of 1 trial(s) logged" in done.stdout
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("out")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
+    assert "metrics.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+@pytest.mark.parametrize("verb", ["train", "compare"])
+def test_train_and_compare_check_their_logger_before_anything(tmp_path, capsys, verb):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config()))
+    assert main([verb, str(config), str(tmp_path / "out"), "--logger", "mlflow=bad://x"]) == 2
+    assert "--logger 'mlflow=bad://x': MLflow stores runs at a path or a URI" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
