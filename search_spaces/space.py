@@ -74,6 +74,9 @@ class SearchSpace:
     callbacks: list[Callable[[Any], Any]] = field(default_factory=list)
     # Optuna spaces: the two (metric, mode) objectives of the multi-objective mode `geotune run --pareto` turns on
     pareto: list[tuple[str, str]] = field(default_factory=list)
+    # trackers every run of the space logs to, as --logger takes them (e.g. ["mlflow"]); a --logger of the same
+    # kind on the command line wins
+    loggers: list[str] = field(default_factory=list)
     # the level each varied key's other levels are compared with in the report, e.g. {"model.batch_norm": False};
     # a key left out: regularizer.name's 'none', else the first level the grid lists
     reference: dict[str, Any] = field(default_factory=dict)

@@ -473,7 +473,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.sweep:
         space = with_sweeps(space, args.sweep, user)
     assert space is not None
-    loggers = parse_loggers(args.logger)  # a logger that cannot run fails here, before any training
+    given = {text.partition("=")[0].strip().lower() for text in args.logger}
+    texts = list(args.logger) + [t for t in space.loggers if t.partition("=")[0].strip().lower() not in given]
+    loggers = parse_loggers(texts)  # a logger that cannot run fails here, before any training
     options = RunOptions(
         storage=args.storage,
         name=args.name,

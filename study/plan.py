@@ -277,8 +277,10 @@ def plan_text(plan: StudyPlan, space: SearchSpace | None = None, reused: dict[st
             else "none: every trial trains to the end"
         )
         + f"; patience {plan.base_config().train.patience or 'off'}",
-        "",
     ]
+    if plan.loggers:
+        lines.append(f"  trackers        : {', '.join(plan.loggers)} (--logger, or the space's loggers)")
+    lines.append("")
     if plan.optuna:
         lines.append(f"Optuna samples these keys (seed {plan.seeds[0]}), TPE with {plan.num_samples} trials:")
         study = optuna.create_study()

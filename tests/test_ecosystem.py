@@ -417,3 +417,15 @@ def test_train_and_compare_check_their_logger_before_anything(tmp_path, capsys, 
     assert main([verb, str(config), str(tmp_path / "out"), "--logger", "mlflow=bad://x"]) == 2
     assert "--logger 'mlflow=bad://x': MLflow stores runs at a path or a URI" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_space_names_its_trackers_and_the_command_line_wins(tmp_path, capsys):
+    space = tmp_path / "space.py"
+    space.write_text(
+        "from geotune.search_spaces.space import SearchSpace\n"
+        f"SPACE = SearchSpace(name='tracked', question='q', base={tiny_config()!r}, loggers=['mlflow'])\n"
+    )
+    assert main(["run", str(space), "--dry-run", "--storage", str(tmp_path)]) == 0
+    assert "trackers        : mlflow (--logger, or the space's loggers)" in capsys.readouterr().out
+    assert main(["run", str(space), "--dry-run", "--storage", str(tmp_path), "--logger", "mlflow=sqlite:///x.db"]) == 0
+    assert "trackers        : mlflow=sqlite:///x.db " in capsys.readouterr().out
