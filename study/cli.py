@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the top-k classes with their probabilities (softmax or sparsemax, as the model was "
         "trained) for each image, and draw them in a grid PNG. Images are converted as the training data "
         "was (grey or RGB, resized to the model's input size) using the trial folder's preprocessing.json; "
-        "files that cannot be read are reported and skipped.",
+        "files that cannot be read are reported and skipped. A segmentation trial writes a mask PNG per image "
+        "(OUT/NAME_mask.png) and prints each class's share of its pixels.",
     )
     predict.add_argument("trial_dir", help="a finished trial folder (or the folder 'geotune train' wrote)")
     predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders of them")
@@ -293,8 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = verbs.add_parser(
         "export",
         help="export a finished trial's model to ONNX or TorchScript, the normalisation inside",
-        description="Write a finished classification trial's kept model as ONNX (extra 'onnx') or TorchScript: "
-        "input images N x C x H x W scaled to [0, 1] (dynamic N for ONNX), output the logits, the training "
+        description="Write a finished trial's kept model as ONNX (extra 'onnx') or TorchScript: "
+        "input images N x C x H x W scaled to [0, 1] (dynamic N for ONNX), output the logits (per pixel for "
+        "segmentation), the training "
         "normalisation inside. The export is checked against PyTorch on seeded random images of the model's "
         "input size; a mismatch exits 1.",
     )
@@ -636,10 +638,12 @@ GRID_MAX = 64  # images drawn in predictions.png; more stop being readable
 def cmd_predict(args: argparse.Namespace) -> int:
     from geotune.analysis.figures import draw_labelled_images, save_figure  # deferred: start-up (matplotlib)
     from geotune.trainables.predict import (  # deferred: start-up (torch)
+        Segmentation,
         grid_columns,
         grid_title,
         image_files,
         load_trained,
+        mask_colours,
         predict_files,
     )
 
@@ -655,26 +659,53 @@ def cmd_predict(args: argparse.Namespace) -> int:
     shown: list = []  # the converted images drawn in the grid
     titles: list[str] = []
     predicted = 0
+    segmenting = trained.preprocessing.task == "segmentation"
+    if segmenting:  # each mask is written as it comes: the folder first
+        _make_out(out)
+        colours = mask_colours(len(trained.preprocessing.class_names), trained.preprocessing.dataset)
+    written: set[str] = set()
     for prediction, image, problem in predict_files(trained, files, args.top_k):
         if problem is not None:
             print(f"geotune: skipped '{problem[0]}': {problem[1]}", file=sys.stderr)
             continue
         assert prediction is not None and image is not None
         predicted += 1
+        if isinstance(prediction, Segmentation):
+            name = f"{prediction.file.stem}_mask.png"
+            name = name if name not in written else f"{prediction.file.stem}_{predicted}_mask.png"
+            written.add(name)
+            _write_mask(out / name, prediction.mask, colours)
+            print(json.dumps(prediction.to_dict(out / name)) if args.json else prediction.line(out / name), flush=True)
+            continue
         print(json.dumps(prediction.to_dict()) if args.json else prediction.line(), flush=True)
         if len(shown) < GRID_MAX:
             shown.append(image)
             titles.append(grid_title(prediction))
     if not predicted:
         raise ConfigError(f"no readable image among {', '.join(map(str, args.inputs))}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # the predictions are printed already; only the grid cannot be written
-        raise ConfigError(f"--out '{out}' cannot be made ({exc.strerror or type(exc).__name__})") from None
+    if segmenting:
+        return 0
+    _make_out(out)
     grid = save_figure(draw_labelled_images(shown, titles, grid_columns(len(shown))), out / "predictions.png")
     first = f" (the first {GRID_MAX} of {predicted})" if predicted > GRID_MAX else ""
     print(f"grid of the predictions{first}: {grid}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _make_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out '{out}' cannot be made ({exc.strerror or type(exc).__name__})") from None
+
+
+def _write_mask(path: Path, mask, colours) -> None:
+    """A mask as a palette PNG: each pixel's value is its class index, shown in the class's colour."""
+    from PIL import Image  # deferred: start-up; only predict writes images
+
+    image = Image.fromarray(mask)  # mode L; the palette makes it P, the values staying the class indices
+    image.putpalette(colours.reshape(-1).tolist())
+    image.save(path)
 
 
 EXPORT_FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}  # --format -> default file name

@@ -3,6 +3,7 @@ bottleneck map, the scores, and a trial end to end."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -320,7 +321,7 @@ TRIAL_FILES = {
 
 
 @pytest.mark.slow
-def test_a_unet_trial_segments_shapes_and_writes_every_artifact(tmp_path):
+def test_a_unet_trial_segments_shapes_and_writes_every_artifact(tmp_path, capsys):
     cfg = TrialConfig.from_dict(
         {
             "dataset": {"name": "shapes_seg", "shapes_seg": {"num_samples": 300}},
@@ -349,6 +350,28 @@ def test_a_unet_trial_segments_shapes_and_writes_every_artifact(tmp_path):
     assert geometry["n_points"] == 400 and metrics["linear_separability"] is not None
     prep = json.loads((tmp_path / "preprocessing.json").read_text())
     assert prep["task"] == "segmentation" and prep["class_names"] == SEG_CLASS_NAMES
+
+    # geotune predict on image files: one mask PNG each, its pixels the class indices the model gives
+    from PIL import Image
+
+    from geotune.study.cli import main
+    from geotune.trainables.data import load_data
+    from geotune.trainables.predict import load_trained, probabilities
+
+    data = load_data(cfg.dataset)
+    images, truth = data.test.images[:4], data.test.labels[:4].numpy()
+    (tmp_path / "in").mkdir()
+    for i in range(4):
+        Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(tmp_path / "in" / f"img{i}.png")
+    assert main(["predict", str(tmp_path), str(tmp_path / "in"), "--json", "--out", str(tmp_path / "masks")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [Path(r["mask"]).name for r in rows] == [f"img{i}_mask.png" for i in range(4)]
+    expected = probabilities(load_trained(tmp_path), images).argmax(1).numpy()
+    for i, row in enumerate(rows):
+        mask = np.asarray(Image.open(row["mask"]))
+        assert Image.open(row["mask"]).mode == "P" and np.array_equal(mask, expected[i])
+        assert sum(row["class_shares"].values()) == pytest.approx(1.0)
+        assert (mask == truth[i]).mean() >= 0.8  # the masks are the trial's (mIoU >= 0.8)
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from geotune.references import is_reference
 from geotune.trainables.data_files import IMAGE_SUFFIXES, UNREADABLE, decode_image
 from geotune.trainables.heads import sparsemax
 from geotune.trainables.models import LatentNetwork, PixelInput, build_model
+from geotune.trainables.synthetic_data import display_colours
 
 BATCH = 256  # images decoded and predicted at a time: bounds memory for folders of any size
 
@@ -46,6 +47,37 @@ class Prediction:
         return f"{self.file}: " + ", ".join(f"{c} ({p:.3f})" for c, p in self.top_k)
 
 
+@dataclass
+class Segmentation:
+    file: Path
+    mask: np.ndarray  # (H, W) uint8 class index per pixel, at the model's input size
+    class_names: list[str]
+
+    def shares(self) -> dict[str, float]:
+        """The share of the image's pixels given to each class, largest first."""
+        counts = np.bincount(self.mask.reshape(-1), minlength=len(self.class_names)) / self.mask.size
+        return {self.class_names[i]: float(counts[i]) for i in np.argsort(-counts, kind="stable") if counts[i] > 0}
+
+    def to_dict(self, mask_file: Path) -> dict:
+        return {"file": str(self.file), "mask": str(mask_file), "class_shares": self.shares()}
+
+    def line(self, mask_file: Path) -> str:
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in self.shares().items())
+        return f"{self.file}: mask {mask_file} ({shares})"
+
+
+def mask_colours(n_classes: int, dataset: str) -> np.ndarray:
+    """(n_classes, 3) uint8 colours of a mask PNG: a synthetic data set's own class colours, else hues spaced
+    around the circle with class 0 black (a background, in the segmentation data sets geotune knows)."""
+    own = display_colours(dataset)
+    if own is not None and len(own) == n_classes:
+        return np.rint(own * 255).astype(np.uint8)
+    hues = np.linspace(0, 1, max(1, n_classes - 1), endpoint=False)
+    sectors = (hues[:, None] * 6 + np.array([5, 3, 1])) % 6  # an HSV wheel at full saturation and value
+    rgb = 1 - np.clip(np.minimum(sectors, 4 - sectors), 0, 1)
+    return np.rint(np.vstack([np.zeros(3), rgb]) * 255).astype(np.uint8)[:n_classes]
+
+
 def find_trial_dir(path: str | Path) -> Path:
     """A trial folder, or the folder `geotune train` wrote (whose trial sits in ``trial/``)."""
     folder = Path(path).expanduser()
@@ -65,11 +97,6 @@ def load_trained(path: str | Path, trust_code: bool = False) -> TrainedModel:
     imports, so runs, the code, and a trial folder may come from anyone."""
     folder = find_trial_dir(path)
     prep = read_preprocessing(folder / PREPROCESSING_FILE)
-    if prep.task != "classification":
-        raise ConfigError(
-            f"'{folder}' holds a {prep.task} model: geotune predict ranks the classes of whole images "
-            "(load its model.pt with config.yaml for masks)"
-        )
     if prep.input_shape[1] != prep.input_shape[2]:
         raise ConfigError(
             f"'{folder / PREPROCESSING_FILE}': key 'input_shape' = {prep.input_shape}: predict reads square inputs"
@@ -120,7 +147,8 @@ def read_image(path: Path, prep: Preprocessing) -> np.ndarray:
 
 
 def probabilities(trained: TrainedModel, images: torch.Tensor) -> torch.Tensor:
-    """(N, classes) class probabilities of uint8 images (N, C, H, W), by the output layer the model trained with."""
+    """(N, classes) class probabilities of uint8 images (N, C, H, W), by the output layer the model trained with
+    ((N, classes, H, W) per pixel for a segmentation model)."""
     prep = trained.preprocessing
     pixel_model = PixelInput(trained.model, torch.tensor(prep.mean), torch.tensor(prep.std))
     with torch.no_grad():
@@ -138,8 +166,9 @@ def top_k(probs: torch.Tensor, k: int, class_names: Sequence[str]) -> list[list[
 
 def predict_files(
     trained: TrainedModel, files: Sequence[Path], k: int
-) -> Iterator[tuple[Prediction | None, np.ndarray | None, tuple[Path, str] | None]]:
-    """Per file, in order: (prediction, the converted image) or, for a file that cannot be read, its reason."""
+) -> Iterator[tuple[Prediction | Segmentation | None, np.ndarray | None, tuple[Path, str] | None]]:
+    """Per file, in order: (prediction, the converted image) or, for a file that cannot be read, its reason;
+    a segmentation model's prediction is the image's mask (each pixel's most probable class)."""
     for start in range(0, len(files), BATCH):
         readable: list[tuple[Path, np.ndarray]] = []
         problems: dict[Path, str] = {}
@@ -148,16 +177,21 @@ def predict_files(
                 readable.append((path, read_image(path, trained.preprocessing)))
             except UNREADABLE as exc:
                 problems[path] = f"{type(exc).__name__}: {str(exc)[:160]}"
-        ranked: Iterator[list[tuple[str, float]]] = iter([])
+        names = trained.preprocessing.class_names
+        ranked: Iterator[Prediction | Segmentation] = iter([])
         if readable:
             probs = probabilities(trained, torch.from_numpy(np.stack([image for _, image in readable])))
-            ranked = iter(top_k(probs, k, trained.preprocessing.class_names))
+            if trained.preprocessing.task == "segmentation":  # (N, classes, H, W): a class per pixel
+                masks = probs.argmax(1).to(torch.uint8).numpy()
+                ranked = iter(Segmentation(path, mask, names) for (path, _), mask in zip(readable, masks))
+            else:
+                ranked = iter(Prediction(path, top) for (path, _), top in zip(readable, top_k(probs, k, names)))
         images = dict(readable)
         for path in files[start : start + BATCH]:
             if path in problems:
                 yield None, None, (path, problems[path])
             else:
-                yield Prediction(path, next(ranked)), images[path], None
+                yield next(ranked), images[path], None
 
 
 def grid_title(prediction: Prediction, width: int = 22) -> str:
