@@ -76,6 +76,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
     section would silently replace the first (its epochs gone) under YAML's last-wins."""
 
     def construct_mapping(self, node, deep=False):
+        if any(key_node.tag == "tag:yaml.org,2002:merge" for key_node, _ in node.value):
+            return super().construct_mapping(node, deep=deep)  # `<<: *anchor` then a key: overriding is the point
         first: dict = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)

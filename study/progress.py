@@ -181,8 +181,9 @@ def unfinished_count(results) -> int:
     """Trials an interruption left to resume: cut short while running, or never started.
 
     Ctrl-C while trials wait for resources makes Tune mark those TERMINATED too, as if they had finished;
-    in a local study such a trial is told apart by geotune's own record: no metrics.json in its folder and no
-    end seen by the ledger (a trial the scheduler stopped this run gets its metrics.json only afterwards)."""
+    in a local study such a trial is told apart by geotune's own record: no metrics.json in its folder, no end
+    seen by the ledger, and no stopped_by_scheduler.json (a trial ASHA stopped, in this run or an earlier one,
+    gets its metrics.json only when the study is finalised)."""
     ledger = TrialLedger.active
     if ledger is None or any(is_uri(str(r.path)) for r in results):  # remote storage: Tune's statuses only
         never_started = len(results) - results.num_terminated - results.num_errors
@@ -193,6 +194,7 @@ def unfinished_count(results) -> int:
         if r.error is None
         and Path(str(r.path)).name not in ledger.ended_dirs
         and not (Path(str(r.path)) / METRICS_FILE).is_file()
+        and not (Path(str(r.path)) / STOPPED_FILE).is_file()
     )
 
 

@@ -603,7 +603,7 @@ def write_layer_geometry(
             images,
             log.layer_features,
             log.layer_projection_dim,
-            seed=cfg.train.seed,
+            seed=0,  # one projection for every trial: readings differ by the network, not by the projection
             normalize=data.normalize,
         )
         summary = geometry_summary(
