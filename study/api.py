@@ -20,10 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from geotune.analysis.collapse import NeuralCollapse, neural_collapse
-from geotune.analysis.latent import GeometrySummary, geometry_summary, pca_projection, stratified_sample
 from geotune.analysis.load import StudyData
 from geotune.analysis.load import load_study as load_study_data
+from geotune.analysis.measure import Measurement, measure_embeddings
 from geotune.analysis.report import build_report, study_effects
 from geotune.errors import ConfigError
 from geotune.layout import StudyPlan
@@ -80,18 +79,6 @@ def load_study(path: str | Path) -> Study:
     return Study(folder, load_study_data(folder))
 
 
-@dataclass
-class Measurement:
-    """What ``geotune geometry`` prints: ``metrics`` (one flat dict), the whole ``geometry`` summary (per class
-    too) and ``collapse`` (neural collapse, with labels); ``n_measured`` of the ``n_points`` given."""
-
-    metrics: dict[str, Any]
-    geometry: GeometrySummary
-    collapse: NeuralCollapse | None
-    n_points: int
-    n_measured: int
-
-
 def measure(
     embeddings: Any,
     labels: Any = None,
@@ -112,22 +99,16 @@ def measure(
     y = None if labels is None else np.asarray(labels).astype(np.int64)
     if y is not None and y.shape != (len(x),):
         raise ConfigError(f"labels must be N={len(x)} integers, got shape {y.shape}")
-    out = None if logits is None else np.asarray(logits, dtype=np.float64)
-    kept = stratified_sample(y, max_points, seed, n=len(x))
-    x, y, out = x[kept], None if y is None else y[kept], None if out is None else out[kept]
-    summary = geometry_summary(
+    return measure_embeddings(
         x,
         y,
-        n_neighbors=n_neighbors,
         class_names=class_names,
-        projection=pca_projection(x),
-        projection_name="pca",
+        logits=None if logits is None else np.asarray(logits, dtype=np.float64),
+        head_weight=None if head_weight is None else np.asarray(head_weight, dtype=np.float64),
+        n_neighbors=n_neighbors,
+        max_points=max_points,
         seed=seed,
     )
-    weight = None if head_weight is None else np.asarray(head_weight, dtype=np.float64)
-    collapse = None if y is None else neural_collapse(x, y, weight, None if out is None else out.argmax(1))
-    metrics = summary.flat_metrics() | (collapse.flat_metrics() if collapse is not None else {})
-    return Measurement(metrics, summary, collapse, n_points=len(np.asarray(embeddings)), n_measured=len(x))
 
 
 def run(

@@ -554,13 +554,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_geometry(args: argparse.Namespace) -> int:
-    from geotune.analysis.collapse import neural_collapse  # deferred: start-up (numpy)
-    from geotune.analysis.latent import (  # deferred: start-up
-        geometry_summary,
-        pca_projection,
-        stratified_sample,
-        umap_projection,
-    )
+    from geotune.analysis.measure import measure_embeddings  # deferred: start-up (numpy, scipy)
     from geotune.analysis.tables import collapse_text, geometry_text  # deferred: start-up
     from geotune.latents_file import read_latents  # deferred: start-up (numpy)
 
@@ -574,41 +568,27 @@ def cmd_geometry(args: argparse.Namespace) -> int:
     if folder is not None:  # a trial folder: its latents, and its linear head's weights for NC3
         args.latents = str(folder / LATENTS_FILE)
     x, labels, names, logits = read_latents(args.latents)
-    if len(x) > args.max_points:  # the graph metrics grow faster than the points: a sample answers in seconds
-        kept = stratified_sample(labels, args.max_points, args.seed, n=len(x))
+    measured = measure_embeddings(
+        x,
+        labels,
+        class_names=names,
+        logits=logits,
+        head_weight=head_weight(folder / MODEL_FILE) if folder is not None and labels is not None else None,
+        n_neighbors=args.n_neighbors,
+        max_points=args.max_points,
+        seed=args.seed,
+        umap=args.umap,
+    )
+    if measured.n_measured < measured.n_points:  # the graph metrics grow faster than the points
         print(
-            f"geotune: measuring a seeded sample of {len(kept):,} of the {len(x):,} embeddings"
+            f"geotune: measuring a seeded sample of {measured.n_measured:,} of the {measured.n_points:,} embeddings"
             f"{' (classes in proportion)' if labels is not None else ''}; --max-points sets the cap",
             file=sys.stderr,
         )
-        x, labels = x[kept], None if labels is None else labels[kept]
-        logits = None if logits is None else logits[kept]
-    collapse = (
-        neural_collapse(
-            x,
-            labels,
-            head_weight(folder / MODEL_FILE) if folder is not None else None,
-            None if logits is None else logits.argmax(1),
-        )
-        if labels is not None
-        else None
-    )
-    if args.n_neighbors >= len(x):
-        raise ConfigError(f"--n-neighbors {args.n_neighbors}: must be < the number of embeddings ({len(x)})")
-    projection = umap_projection(x, args.n_neighbors, args.seed) if args.umap else pca_projection(x)
-    summary = geometry_summary(
-        x,
-        labels,
-        n_neighbors=args.n_neighbors,
-        class_names=names,
-        projection=projection,
-        projection_name="umap" if args.umap else "pca",
-        seed=args.seed,
-    )
+    summary, collapse = measured.geometry, measured.collapse
     if args.json:
-        out = {"metrics": summary.flat_metrics(), "summary": summary.to_dict()}
+        out = {"metrics": measured.metrics, "summary": summary.to_dict()}
         if collapse is not None:
-            out["metrics"] |= collapse.flat_metrics()
             out["neural_collapse"] = collapse.to_dict()
         print(json.dumps(out, indent=2, default=float))
         return 0
