@@ -99,7 +99,7 @@ def _label_source(cfg: DatasetConfig) -> tuple[RawDataset, bool]:
                     f"dataset 'image_folder': class folder '{class_dir}' holds no images "
                     f"({', '.join(sorted(IMAGE_SUFFIXES))})"
                 )
-            if first_readable(files, cfg.grayscale)[0] is None:
+            if first_readable(files, cfg.grayscale) is None:
                 raise DatasetNotFoundError(
                     f"dataset 'image_folder': class folder '{class_dir}' has no readable image (all {len(files)} "
                     "files are corrupt, not images, or beyond Pillow's pixel limit)"

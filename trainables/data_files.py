@@ -298,16 +298,16 @@ def decode_image(path: Path, grayscale: bool, size: int) -> np.ndarray:
             return image_to_uint8(im, grayscale, size)
 
 
-def first_readable(files: list[Path], grayscale: bool) -> tuple[Path | None, int]:
-    """(the first of ``files`` that decodes, how many before it did not): the check before a study that a class
-    has an image at all, at the cost of one decode per class where the files are sound."""
-    for tried, path in enumerate(files):
+def first_readable(files: list[Path], grayscale: bool) -> Path | None:
+    """The first of ``files`` that decodes, or None: the check before a study that a class has an image at all,
+    at the cost of one decode per class where the files are sound."""
+    for path in files:
         try:
             decode_image(path, grayscale, 8)
         except UNREADABLE:
             continue
-        return path, tried
-    return None, len(files)
+        return path
+    return None
 
 
 def load_image_folder_raw(cfg: DatasetConfig) -> RawDataset:

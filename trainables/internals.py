@@ -175,25 +175,20 @@ def layer_vectors(
     """
     from sklearn.random_projection import SparseRandomProjection  # deferred: only wide layers need scikit-learn
 
-    was_training = model.training
-    model.eval()
     parts, shape, projector = [], [], None
     start, size = 0, min(batch_size, 8)  # a small first batch measures the layer's width
-    try:
-        while start < len(x):
-            batch = x[start : start + size]
-            batch = normalize(batch) if normalize is not None else batch
-            out = batch if module is None else layer_outputs(model, {name: module}, batch, size)[name]
-            start += len(batch)
-            size = max(1, min(batch_size, LAYER_BATCH_VALUES // max(1, out[0].numel())))
-            out, shape = out.detach().float().cpu(), list(out.shape[1:])
-            vectors = pooled(out, name) if features == "position_mean" else out.reshape(len(out), -1).numpy()
-            if projector is None and vectors.shape[1] > max_dim:
-                projector = SparseRandomProjection(n_components=max_dim, dense_output=True, random_state=seed)
-                projector.fit(vectors[:1])  # the projection depends only on the width and the seed
-            parts.append(vectors if projector is None else projector.transform(vectors).astype(np.float32))
-    finally:
-        model.train(was_training)
+    while start < len(x):  # layer_outputs runs the model in eval mode and leaves its mode as it was
+        batch = x[start : start + size]
+        batch = normalize(batch) if normalize is not None else batch
+        out = batch if module is None else layer_outputs(model, {name: module}, batch, size)[name]
+        start += len(batch)
+        size = max(1, min(batch_size, LAYER_BATCH_VALUES // max(1, out[0].numel())))
+        out, shape = out.detach().float().cpu(), list(out.shape[1:])
+        vectors = pooled(out, name) if features == "position_mean" else out.reshape(len(out), -1).numpy()
+        if projector is None and vectors.shape[1] > max_dim:
+            projector = SparseRandomProjection(n_components=max_dim, dense_output=True, random_state=seed)
+            projector.fit(vectors[:1])  # the projection depends only on the width and the seed
+        parts.append(vectors if projector is None else projector.transform(vectors).astype(np.float32))
     width = int(np.prod(shape)) if features == "flattened" or module is None or len(shape) != 3 else shape[0]
     return LayerVectors(np.concatenate(parts), shape, width, projector is not None)
 
