@@ -1,4 +1,4 @@
-"""An example of your own data set for geotune: oriented gratings (README: "Bring your own data").
+"""An example of your own data set for geotune: oriented gratings (docs/how-to/data.md, "Bring your own data").
 
 Name it in a config as ``dataset.name: configs/my_data.py:gratings`` (a path from the folder you run geotune
 in), or, in an installed package, ``my_package.my_module:gratings``. geotune calls the function with the

@@ -1,4 +1,4 @@
-"""Examples of your own networks for geotune (README: "Bring your own models").
+"""Examples of your own networks for geotune (docs/how-to/models.md, "Bring your own models").
 
 ``model.type: configs/my_nets.py:small_body`` returns a body: geotune flattens its output and adds the
 embedding layer (model.hidden_dim) and the head. ``model.type: configs/my_nets.py:with_embedding`` returns a

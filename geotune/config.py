@@ -101,7 +101,7 @@ class DatasetConfig:
     name: str = param(
         "digits",
         f"which data set to train on: {', '.join(DATASETS)}, or your loader 'package.module:function' / "
-        "'path/to/file.py:function' (README: bring your own data)",
+        "'path/to/file.py:function' (docs: how-to, your own data)",
     )
     root: str = param("data", "folder holding on-disk data sets (mnist, fashion_mnist, cifar*, image_folder)")
     download: bool = param(False, "let torchvision download mnist/fashion_mnist/cifar10/cifar100 into root")
@@ -145,8 +145,8 @@ class ModelConfig:
     type: str = param(
         "simple_cnn",
         f"network body: {', '.join(CLASSIFIERS)}; a torchvision classification model, torchvision.NAME (e.g. "
-        "torchvision.resnet18); or your builder 'package.module:function' / 'path/to/file.py:function' (README: "
-        "bring your own models). Segmentation data sets take conv_autoencoder (no skip connections), unet or "
+        "torchvision.resnet18); or your builder 'package.module:function' / 'path/to/file.py:function' (docs: "
+        "how-to, your own models). Segmentation data sets take conv_autoencoder (no skip connections), unet or "
         "unet_separable (depthwise-separable convolutions), with one resolution level per model.channels entry",
     )
     weights: str | None = param(
@@ -413,6 +413,11 @@ class LoggingConfig:
     )
     geometry_points_per_class: int = param(
         1000, "at most this many points of each class are measured (a seeded sample; the cost grows with it)", ge=10
+    )
+    loggers: list[str] = param(
+        [],
+        "also log the study to these trackers, as --logger does: mlflow[=URI], wandb[=PROJECT] (a --logger of the "
+        "same tracker on the command line wins); results do not depend on it",
     )
     geometry_layers: list[str] = param(
         [],
@@ -759,8 +764,17 @@ def phase_of(train: TrainConfig, epoch: int) -> int:
 
 
 def reference_rows() -> list[tuple[str, str, str, str]]:
-    """(key, default, allowed, meaning) of every config key: the README's reference and ``geotune config``."""
+    """(key, default, allowed, meaning) of every config key: the documentation's reference and ``geotune config``."""
     return declared_rows(TrialConfig)
+
+
+def reference_markdown() -> str:
+    """Every config key as one Markdown table (``geotune config --markdown``; the site's config reference)."""
+    lines = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+    lines += [
+        f"| `{key}` | `{default}` | {allowed} | {meaning} |" for key, default, allowed, meaning in reference_rows()
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def commented_defaults() -> str:

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from geotune import __version__
-from geotune.config import commented_defaults, reference_rows
+from geotune.config import commented_defaults, reference_markdown
 from geotune.config_loading import (
     ASSIGNMENT,
     apply_overrides,
@@ -346,9 +346,25 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--markdown",
         action="store_true",
-        help="print the reference as a Markdown table (the README's config reference)",
+        help="print the reference as a Markdown table (the documentation site's config reference)",
     )
     config.set_defaults(handler=cmd_config)
+
+    docs = verbs.add_parser(
+        "docs",
+        help="serve the documentation site on 127.0.0.1, or build it into a folder",
+        description="Serve the documentation site (getting started, concepts, how-to guides, the recipe log, "
+        "and the CLI, config and API references generated from the code) on http://127.0.0.1:PORT, rebuilding "
+        "as its pages change. Needs a source checkout and the docs extra: pip install -e '.[docs]'.",
+    )
+    docs.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
+    docs.add_argument(
+        "--build",
+        metavar="DIR",
+        type=Path,
+        help="build the static site into DIR in strict mode (a broken link fails) instead of serving it",
+    )
+    docs.set_defaults(handler=cmd_docs)
     return parser
 
 
@@ -374,9 +390,7 @@ def _add_trust_code(parser: argparse.ArgumentParser) -> None:
 
 def cmd_config(args: argparse.Namespace) -> int:
     if args.markdown:
-        print("| key | default | allowed | meaning |\n|---|---|---|---|")
-        for key, default, allowed, meaning in reference_rows():
-            print(f"| `{key}` | `{default}` | {allowed} | {meaning} |")
+        print(reference_markdown(), end="")
     elif args.space:
         from geotune.search_spaces.space import load_space  # deferred: start-up
 
@@ -394,6 +408,23 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(load_config(config_files(args), args.overrides).to_yaml(), end="")
     else:
         print(commented_defaults(), end="")
+    return 0
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from geotune.study import docs_site  # deferred: MkDocs is an optional extra
+
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: a port is 1..65535")
+    if args.build is None:
+        docs_site.serve_site(args.port)
+        return 0
+    try:
+        index = docs_site.build_site(args.build)
+    except RuntimeError as exc:
+        print(f"geotune: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"documentation site: {index}  (open it in a browser)")
     return 0
 
 
@@ -458,7 +489,7 @@ def detect_sizes(texts: list[str]) -> dict[str, float]:
 def cmd_run(args: argparse.Namespace) -> int:
     from geotune.search_spaces.space import SWEEP_SPACE, load_space, with_sweeps  # deferred: start-up
     from geotune.study.finish import finish_without_training  # deferred: start-up
-    from geotune.study.loggers import parse_loggers  # deferred: start-up
+    from geotune.study.loggers import chosen_loggers  # deferred: start-up
     from geotune.study.plan import RunOptions, make_plan, plan_text, refuse_existing_results  # deferred: start-up
     from geotune.study.resources import dry_run_gpus  # deferred: start-up
     from geotune.study.reuse import find_reusable, link_reused  # deferred: start-up
@@ -475,9 +506,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.sweep:
         space = with_sweeps(space, args.sweep, user)
     assert space is not None
-    given = {text.partition("=")[0].strip().lower() for text in args.logger}
-    texts = list(args.logger) + [t for t in space.loggers if t.partition("=")[0].strip().lower() not in given]
-    loggers = parse_loggers(texts)  # a logger that cannot run fails here, before any training
     options = RunOptions(
         storage=args.storage,
         name=args.name,
@@ -492,6 +520,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.seeds is not None and space.is_optuna:
         raise ConfigError(f"--seeds {args.seeds}: space '{space.name}' is an Optuna search; use --num-samples")
     plan = make_plan(space, {} if space.name == SWEEP_SPACE else user, options)
+    # a logger that cannot run fails here, before any training
+    loggers = chosen_loggers(
+        args.logger,
+        ("logging.loggers", plan.base.get("logging", {}).get("loggers", [])),
+        (f"space '{space.name}' loggers", space.loggers),
+    )
     plan.loggers = [logger.text for logger in loggers]
     reused = find_reusable(plan, args.reuse) if args.reuse else {}
     if args.dry_run:
@@ -519,12 +553,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         write_comparison,
     )
     from geotune.study.finish import report_study  # deferred: start-up
-    from geotune.study.loggers import parse_loggers  # deferred: start-up
+    from geotune.study.loggers import chosen_loggers  # deferred: start-up
     from geotune.study.plan import refuse_existing_results  # deferred: start-up
     from geotune.study.run import run_study, train_and_finish  # deferred: start-up
 
-    loggers = parse_loggers(args.logger)  # a logger that cannot run fails here, before any training
     cfg = load_config(config_files(args), args.overrides)
+    # a tracker that cannot run fails here, before any training
+    loggers = chosen_loggers(args.logger, ("logging.loggers", cfg.logging.loggers))
     plan, space = compare_plan(cfg, args.out_dir, args.cpus_per_trial, args.gpus_per_trial, args.vary)
     plan.loggers = [logger.text for logger in loggers]
     refuse_existing_results(args.out_dir)
@@ -720,14 +755,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from geotune.study.loggers import parse_loggers  # deferred: start-up
+    from geotune.study.loggers import chosen_loggers  # deferred: start-up
     from geotune.study.plan import refuse_existing_results, train_plan  # deferred: start-up
     from geotune.study.resources import check_devices, train_resources  # deferred: start-up
     from geotune.trainables.trial import check_config  # deferred: start-up
 
-    loggers = parse_loggers(args.logger)  # a logger that cannot run fails here, before any training
     fitted: list[str] = []
     cfg = load_config(config_files(args), args.overrides, notes=fitted)
+    # a tracker that cannot run fails here, before any training
+    loggers = chosen_loggers(args.logger, ("logging.loggers", cfg.logging.loggers))
     warnings = fitted + check_config(cfg)
     cpus, gpus = train_resources(args.cpus, args.gpus)
     refuse_existing_results(args.out_dir)

@@ -57,6 +57,21 @@ def parse_loggers(texts: list[str]) -> list[LoggerChoice]:
     return out
 
 
+def chosen_loggers(given: list[str], *settings: tuple[str, list[str]]) -> list[LoggerChoice]:
+    """The trackers of a study: --logger values first, then each (name, values) setting in turn (a config's
+    logging.loggers, a space's loggers) for the trackers not chosen before it. Checked as parse_loggers checks
+    them, an error naming where the value came from."""
+    out = parse_loggers(list(given))
+    for name, setting in settings:
+        chosen = {choice.kind for choice in out}
+        texts = [text for text in setting if text.partition("=")[0].strip().lower() not in chosen]
+        try:
+            out += parse_loggers(texts)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("--logger", name, 1)) from None
+    return out
+
+
 # the tracking URIs MLflow 2-3 can store runs at (its own list in the error it raises later, in a trial's setup)
 MLFLOW_SCHEMES = ("", "file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 

@@ -279,7 +279,8 @@ def plan_text(plan: StudyPlan, space: SearchSpace | None = None, reused: dict[st
         + f"; patience {plan.base_config().train.patience or 'off'}",
     ]
     if plan.loggers:
-        lines.append(f"  trackers        : {', '.join(plan.loggers)} (--logger, or the space's loggers)")
+        sources = "(--logger, logging.loggers, or the space's loggers)"
+        lines.append(f"  trackers        : {', '.join(plan.loggers)} {sources}")
     lines.append("")
     if plan.optuna:
         lines.append(f"Optuna samples these keys (seed {plan.seeds[0]}), TPE with {plan.num_samples} trials:")

@@ -39,8 +39,11 @@ REUSABLE = (TrialStatus.COMPLETED, TrialStatus.EARLY_STOP)  # a trial ASHA cut s
 
 
 def config_key(config: dict) -> str:
-    """A resolved config as one comparable string (every key, the seed included)."""
-    return json.dumps(TrialConfig.from_dict(config).to_dict(), sort_keys=True, default=str)
+    """A resolved config as one comparable string (every key, the seed included, but the trackers it was logged
+    to: logging.loggers changes where a trial is reported, not what it computes)."""
+    resolved = TrialConfig.from_dict(config).to_dict()
+    resolved["logging"].pop("loggers", None)
+    return json.dumps(resolved, sort_keys=True, default=str)
 
 
 def finished_trials(study_dir: Path) -> dict[str, Path]:

@@ -212,7 +212,7 @@ def listening_sockets(root: int) -> list[tuple[str, str]]:
 
 
 # Ray 2.60's C++ gRPC servers (GCS, raylet, every core worker and the driver's) bind the wildcard address
-# whatever node address they are given; README "Network safety" lists them and says what protects them.
+# whatever node address they are given; the docs' "Network safety" page lists them and says what protects them.
 WILDCARD_LISTENERS = ("gcs_server", "raylet", "ray::", "python")
 
 
@@ -233,10 +233,10 @@ def test_what_the_local_ray_listens_on_matches_the_readme(ray_session):
     assert not other, f"sockets on a network address: {other}"
     names = {n for n, _ in wildcard}
     assert names <= {n for n in names if n.startswith(WILDCARD_LISTENERS)}, names
-    assert {"gcs_server", "raylet"} <= names, names  # if Ray ever binds these to the node address, update README
+    assert {"gcs_server", "raylet"} <= names, names  # if Ray ever binds these to the node address, update the docs
     # what protects the wildcard servers: every Ray process runs with token authentication
     gcs = next(p for p in _descendants(os.getpid()) if Path(f"/proc/{p}/comm").read_text().strip() == "gcs_server")
     environ = Path(f"/proc/{gcs}/environ").read_bytes().split(b"\0")
     assert b"RAY_AUTH_MODE=token" in environ
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    assert "gcs_server" in readme and "0.0.0.0" in readme and "RAY_AUTH_MODE=token" in readme
+    page = (Path(__file__).parents[1] / "docs" / "reference" / "network-safety.md").read_text()
+    assert "gcs_server" in page and "0.0.0.0" in page and "RAY_AUTH_MODE=token" in page

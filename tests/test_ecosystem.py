@@ -419,6 +419,40 @@ def test_train_and_compare_check_their_logger_before_anything(tmp_path, capsys, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("verb", ["train", "compare"])
+def test_a_config_names_its_trackers_checked_before_anything(tmp_path, capsys, verb):
+    """logging.loggers in a trial config (issue 33 item 3): the same trackers as --logger, checked as early, the
+    error naming the key."""
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(logging={"loggers": ["mlflow=bad://x"]})))
+    assert main([verb, str(config), str(tmp_path / "out")]) == 2
+    assert "logging.loggers 'mlflow=bad://x': MLflow stores runs at a path or a URI" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    # the command line wins for the same tracker: the bad URI in the config is never used
+    args = [str(config), str(tmp_path / "out2"), "--logger", "mlflow=bad2://y"]
+    assert main([verb, *args]) == 2
+    assert "--logger 'mlflow=bad2://y'" in capsys.readouterr().err
+
+
+def test_a_run_takes_its_trackers_from_the_config_and_the_command_line_wins(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(logging={"loggers": ["mlflow"]})))
+    base = ["run", "--config", str(config), "--sweep", "train.lr=0.01,0.02", "--dry-run", "--storage", str(tmp_path)]
+    assert main(base) == 0
+    assert "trackers        : mlflow (--logger" in capsys.readouterr().out
+    assert main([*base, "--logger", "mlflow=sqlite:///x.db"]) == 0
+    assert "trackers        : mlflow=sqlite:///x.db " in capsys.readouterr().out
+
+
+def test_the_trackers_do_not_stop_a_trial_being_reused():
+    from geotune.study.reuse import config_key
+
+    plain = tiny_config()
+    tracked = tiny_config(logging={"loggers": ["mlflow"]})
+    assert config_key(plain) == config_key(tracked)
+    assert config_key(plain) != config_key(tiny_config(train={"lr": 0.5}))
+
+
 def test_a_space_names_its_trackers_and_the_command_line_wins(tmp_path, capsys):
     space = tmp_path / "space.py"
     space.write_text(
@@ -426,6 +460,6 @@ def test_a_space_names_its_trackers_and_the_command_line_wins(tmp_path, capsys):
         f"SPACE = SearchSpace(name='tracked', question='q', base={tiny_config()!r}, loggers=['mlflow'])\n"
     )
     assert main(["run", str(space), "--dry-run", "--storage", str(tmp_path)]) == 0
-    assert "trackers        : mlflow (--logger, or the space's loggers)" in capsys.readouterr().out
+    assert "trackers        : mlflow (--logger, logging.loggers, or the space's loggers)" in capsys.readouterr().out
     assert main(["run", str(space), "--dry-run", "--storage", str(tmp_path), "--logger", "mlflow=sqlite:///x.db"]) == 0
     assert "trackers        : mlflow=sqlite:///x.db " in capsys.readouterr().out

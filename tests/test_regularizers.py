@@ -250,7 +250,7 @@ def test_flat_target_leaves_a_flat_gaussian_alone_while_the_fixed_target_collaps
     assert abs(intrinsic_dim_twonn(flat) - before) <= 0.15 * before
     assert np.abs(flat - x).max() < 1e-5, "no pair of a flat cloud must bend: the penalty is exactly 0"
     fixed = minimise(x, "fixed", 40)
-    assert intrinsic_dim_twonn(fixed) < 0.6 * before, "the fixed target 1 rewards collapse (README numbers)"
+    assert intrinsic_dim_twonn(fixed) < 0.6 * before, "the fixed target 1 rewards collapse (docs: Regularizers)"
 
 
 def swiss_roll_unrolling(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -275,7 +275,7 @@ def unrolled_rank_correlation(z: np.ndarray, along_sheet: np.ndarray) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 3])
 def test_flat_target_lowers_a_swiss_rolls_reading_by_thickening_it_not_by_unrolling_it(seed):
-    """What the batch penalty does today (README, Regularizers; issue 28 item 5 is open): minimised alone it takes a
+    """What the batch penalty does today (docs: Regularizers; issue 28 item 5 is open): minimised alone it takes a
     swiss roll's flatness to 1.000 by thickening the sheet into a 3-D slab (the tube then swallows the bend), while
     the roll stays rolled. Measured on seeds 0 / 3: flatness 1.243 / 1.255 -> 1.000, surface dimension 2 -> 3,
     TwoNN 1.88 / 2.11 -> 2.78 / 2.86, rank correlation with the unrolled distances 0.357 / 0.386 -> 0.352 / 0.382,
@@ -293,7 +293,7 @@ def test_flat_target_lowers_a_swiss_rolls_reading_by_thickening_it_not_by_unroll
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 28 item 5: no penalty unrolls a roll yet (see the README, Regularizers)")
+@pytest.mark.xfail(strict=True, reason="issue 28 item 5: no penalty unrolls a roll yet (docs: Regularizers)")
 def test_flat_target_unrolls_a_swiss_roll():
     """The goal of issue 28 item 5: the rank correlation with the unrolled distances rises from about 0.36 to at least
     0.8 with TwoNN at most 2.3. (The issue's further floor, participation ratio >= 1.8, cannot hold for this roll:

@@ -98,7 +98,7 @@ def test_grid_study_with_asha_a_diverging_trial_and_no_gpu(ray_session, tmp_path
     total_epochs = sum(len(epochs_reported(t)) for t in good)
     assert total_epochs < 3 * 4, "ASHA stopped the worse learning rates early"
 
-    # Ray's own readers as the README shows them, from another folder and a relative path (issue 35 item 3)
+    # Ray's own readers as the docs show them, from another folder and a relative path (issue 35 item 3)
     from ray import tune
 
     from geotune.layout import StudyPlan

@@ -10,7 +10,7 @@ total loss = task loss + weight * sum(lambda_reg * regularizer)
   penalises (kNN-graph geodesic / Euclidean - target_ratio)^2 over connected
   pairs, the original platform's penalty: with target_ratio 1 it is minimised
   only by collinear sets or tiny cliques, so it rewards dimensional collapse
-  (README, *Regularizers*). In both, shortest paths are *chosen* without
+  (docs/concepts/regularizers.md). In both, shortest paths are *chosen* without
   gradient (scipy Dijkstra with predecessors on the CPU), then their lengths are
   re-summed from the live pairwise distances, so the gradient is exact: a
   shortest-path length is piecewise linear in the edge lengths and its gradient

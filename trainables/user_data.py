@@ -1,6 +1,6 @@
 """Data sets from your own code: ``dataset.name: package.module:function`` or ``path/to/file.py:function``.
 
-The contract (the README's "Bring your own data" shows it; ``configs/my_data.py`` is a working example):
+The contract (docs/how-to/data.md, "Bring your own data", shows it; ``configs/my_data.py`` is a working example):
 the function receives the ``dataset`` config section (a ``DatasetConfig``: ``root``, ``split_seed``,
 ``image_size``, ... as the config sets them) and returns either
 
