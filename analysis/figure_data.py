@@ -440,13 +440,15 @@ class OptunaViews:
     categories: dict[str, list[str]] = field(default_factory=dict)
 
 
-def optuna_views(storage_url: str, study_name: str) -> OptunaViews | None:
-    """Importances (fANOVA with a fixed seed), optimisation history and parameter values from Optuna's storage."""
+def optuna_views(storage_url: str, study_names: Sequence[str]) -> OptunaViews | None:
+    """Importances (fANOVA with a fixed seed), optimisation history and parameter values from Optuna's storage:
+    the first of ``study_names`` that it holds."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage_url)
-    except (KeyError, ValueError):
+    stored = set(optuna.study.get_all_study_names(storage_url))
+    name = next((n for n in study_names if n in stored), None)
+    if name is None:
         return None
+    study = optuna.load_study(study_name=name, storage=storage_url)
     if len(study.directions) > 1:  # a multi-objective search: the report draws its Pareto front instead
         return None
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]

@@ -1186,7 +1186,9 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame, features: dict[str, np
             )
     if study.plan is not None and study.plan.optuna:
         db = Path(study.study_dir) / OPTUNA_FILE
-        views = fd.optuna_views(optuna_url(study.study_dir), study.plan.space) if db.is_file() else None
+        views = (
+            fd.optuna_views(optuna_url(study.study_dir), (study.plan.name, study.plan.space)) if db.is_file() else None
+        )
         if views is not None:
             specs.append(
                 FigureSpec(

@@ -255,6 +255,11 @@ class StudyPlan:
     reference: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def name(self) -> str:
+        """The study's name: its folder's (MLflow's experiment, W&B's group and Optuna's study are named so)."""
+        return self.study_dir.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
     def trial_count(self) -> int:
         return self.num_samples if self.optuna else len(self.variants)
 

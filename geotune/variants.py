@@ -53,6 +53,17 @@ def variant_labels(variants: list[dict], legacy: bool = False) -> list[str]:
     return labels
 
 
+def trial_folder_name(trial_id: str, config: dict) -> str:
+    """'00003_name=geodesic,seed=1': a Tune trial's folder, from its id (the index after its last '_') and its
+    config (the grid's variant label, or the sampled dotted keys of an Optuna trial; a long label ends in its
+    hash). Tune names the folder with it, and the Optuna searcher records it on the Optuna trial."""
+    index = trial_id.rsplit("_", 1)[-1]
+    label = config.get("variant") or variant_label(
+        {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in config.items() if "." in k}
+    )
+    return f"{index}_{folder_label(label)}" if label else f"trial_{index}"
+
+
 def folder_label(label: str) -> str:
     """A label as a trial folder's name carries it: whole up to FOLDER_LABEL_MAX characters, else cut and ended
     by a hash of the whole label, so two long labels never share a folder name and the same label always gets

@@ -76,10 +76,6 @@ def chosen_loggers(given: list[str], *settings: tuple[str, list[str]]) -> list[L
 MLFLOW_SCHEMES = ("", "file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
 
-def study_name(plan: StudyPlan) -> str:
-    return plan.study_dir.rstrip("/").rsplit("/", 1)[-1]
-
-
 def mlflow_uri(plan: StudyPlan, target: str | None) -> str:
     if target:
         return target
@@ -105,7 +101,7 @@ def logger_callbacks(plan: StudyPlan) -> list:
             callbacks.append(
                 StudyMLflowCallback(
                     tracking_uri=mlflow_uri(plan, choice.target),
-                    experiment_name=study_name(plan),
+                    experiment_name=plan.name,
                     tags={"geotune.space": plan.space, "geotune.study_dir": plan.study_dir},
                     # the study's end logs the trial folders as artifacts (stopped trials are finalised late)
                     save_artifact=False,
@@ -121,7 +117,7 @@ def logger_callbacks(plan: StudyPlan) -> list:
             callbacks.append(
                 WandbLoggerCallback(
                     project=wandb_project(plan, choice.target),
-                    group=study_name(plan),
+                    group=plan.name,
                     dir=str(wandb_dir),
                     log_config=False,
                 )
@@ -135,7 +131,7 @@ def log_trial_artifacts(plan: StudyPlan) -> dict[str, int]:
     logged: dict[str, int] = {}
     if is_uri(plan.study_dir):  # the folders are not on this machine's disk
         return logged
-    study_dir, name = Path(plan.study_dir), study_name(plan)
+    study_dir, name = Path(plan.study_dir), plan.name
     for choice in parse_loggers(plan.loggers):
         if choice.kind == "mlflow":
             # deferred: Ray's MLflow module imports mlflow (optional, about a second) on import

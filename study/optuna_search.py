@@ -6,6 +6,7 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from geotune.layout import optuna_url
+from geotune.variants import trial_folder_name
 
 OPTUNA_USER_ATTRS = (  # final metrics each Optuna trial carries as user attributes (dashboards show them)
     "test_accuracy",
@@ -18,8 +19,19 @@ OPTUNA_USER_ATTRS = (  # final metrics each Optuna trial carries as user attribu
 
 
 class AttributedOptunaSearch(OptunaSearch):
-    """OptunaSearch whose trials also record the final metrics of OPTUNA_USER_ATTRS as user attributes (a
-    trial stopped by ASHA has none: its final metrics are written after it stopped)."""
+    """OptunaSearch whose trials also record their Tune trial (id and folder) and the final metrics of
+    OPTUNA_USER_ATTRS as user attributes (a trial stopped by ASHA has no final metrics: they are written after
+    it stopped)."""
+
+    def suggest(self, trial_id: str):
+        """Ray's suggestion, with the Optuna trial linked to its Tune trial: user attributes ``ray_trial_id`` and
+        ``trial_folder`` (the folder in the study directory holding its checkpoint, model and metrics)."""
+        config = super().suggest(trial_id)
+        trial = self._ot_trials.get(trial_id)
+        if isinstance(config, dict) and trial is not None:
+            trial.set_user_attr("ray_trial_id", trial_id)
+            trial.set_user_attr("trial_folder", trial_folder_name(trial_id, config))
+        return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         trial = self._ot_trials.get(trial_id)

@@ -22,16 +22,12 @@ from geotune.search_spaces.space import SearchSpace
 from geotune.storage import experiment_location, is_uri
 from geotune.study.schedulers import RecordingASHA
 from geotune.trainables.trainable import tune_trial
-from geotune.variants import folder_label, keys_of, variant_label
+from geotune.variants import keys_of, trial_folder_name
 
 
 def trial_dirname(trial) -> str:
     """'00003_name=geodesic,seed=1': the trial's index and what it varies (a long label ends in its hash)."""
-    index = trial.trial_id.rsplit("_", 1)[-1]
-    label = trial.config.get("variant") or variant_label(
-        {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in trial.config.items() if "." in k}
-    )
-    return f"{index}_{folder_label(label)}" if label else f"trial_{index}"
+    return trial_folder_name(trial.trial_id, trial.config)
 
 
 class VariantValue:
@@ -94,10 +90,8 @@ def build_tuner(plan: StudyPlan, space: SearchSpace, callbacks: list, verbose: b
     storage, name = experiment_location(plan.study_dir)
     scheduler = FIFOScheduler()
     if plan.asha:
-        scheduler = RecordingASHA(
+        scheduler = RecordingASHA(  # its metric and mode come from the TuneConfig below, where Tune records them
             time_attr="epoch",
-            metric=plan.metric,
-            mode=plan.mode,
             max_t=plan.epochs,
             grace_period=plan.asha["grace_period"],
             reduction_factor=plan.asha["reduction_factor"],
@@ -117,8 +111,11 @@ def build_tuner(plan: StudyPlan, space: SearchSpace, callbacks: list, verbose: b
         max_concurrent_trials=plan.max_concurrent if not plan.optuna else None,
         trial_dirname_creator=trial_dirname,
         reuse_actors=True,
-        metric=None if (plan.asha or plan.optuna) else plan.metric,
-        mode=None if (plan.asha or plan.optuna) else plan.mode,
+        # Recorded in tuner.pkl, so Tune's readers rank trials with no argument (Tuner.restore(...).get_results()
+        # .get_best_result()); the Optuna searcher keeps the objectives it was built with (Tune leaves a searcher
+        # built with a space alone), the first of a --pareto search's being the plan's.
+        metric=plan.metric,
+        mode=plan.mode,
     )
     run_config = tune.RunConfig(
         storage_path=storage,
@@ -147,7 +144,7 @@ def optuna_searcher(plan: StudyPlan, space: SearchSpace):
     # instead of "Objective 0".
     objectives = [tuple(o) for o in plan.objectives] or [(plan.metric, plan.mode)]
     created = optuna.create_study(
-        study_name=plan.space,
+        study_name=plan.name,
         storage=storage,
         directions=["maximize" if mode == "max" else "minimize" for _, mode in objectives],
         load_if_exists=True,
@@ -161,7 +158,7 @@ def optuna_searcher(plan: StudyPlan, space: SearchSpace):
         metric=[m for m, _ in objectives] if plan.objectives else plan.metric,
         mode=[m for _, m in objectives] if plan.objectives else plan.mode,
         sampler=optuna.samplers.TPESampler(seed=plan.seeds[0]),
-        study_name=plan.space,
+        study_name=plan.name,
         storage=storage,
     )
     return ConcurrencyLimiter(searcher, plan.max_concurrent) if plan.max_concurrent else searcher

@@ -178,7 +178,7 @@ def test_sigkill_then_resume(tmp_path, kind, ray_session, cli):
     if kind == "optuna":
         import optuna
 
-        stored = optuna.load_study(study_name="killed_optuna", storage=f"sqlite:///{study / 'optuna.db'}")
+        stored = optuna.load_study(study_name=study.name, storage=f"sqlite:///{study / 'optuna.db'}")
         complete = [t for t in stored.trials if t.state == optuna.trial.TrialState.COMPLETE]
         assert len(complete) == 3, [t.state for t in stored.trials]
 

@@ -111,6 +111,8 @@ def test_grid_study_with_asha_a_diverging_trial_and_no_gpu(ray_session, tmp_path
     assert len(analysis.dataframe()) == 3 and analysis.best_config is not None  # the diverged trial reported nothing
     grid = tune.Tuner.restore(str(study), trainable_for(plan)).get_results()
     assert Path(grid.get_best_result(plan.metric, plan.mode).path).name == best.name
+    # the study records its metric and mode where Tune reads them: no argument needed (an ASHA study)
+    assert Path(grid.get_best_result().path).name == best.name
 
 
 def test_optuna_study_keeps_its_study_in_sqlite(ray_session, tmp_path, capsys):
@@ -136,7 +138,10 @@ def test_optuna_study_keeps_its_study_in_sqlite(ray_session, tmp_path, capsys):
     page = (tmp_path / "o" / "report" / "REPORT.md").read_text()
     assert "Optuna search" in page and (tmp_path / "o" / "report" / "figures" / "optuna.png").is_file()
     study_dir = tmp_path / "o"
-    study = optuna.load_study(study_name="tiny_optuna", storage=f"sqlite:///{study_dir / 'optuna.db'}")
+    # Optuna's own reader: the Optuna study is named after the geotune study (its folder), and each Optuna trial
+    # names its Tune trial (id and folder) beside its final metrics (issue 35 item 4)
+    assert optuna.get_all_study_names(f"sqlite:///{study_dir / 'optuna.db'}") == ["o"]
+    study = optuna.load_study(study_name="o", storage=f"sqlite:///{study_dir / 'optuna.db'}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 3
     assert study.metric_names == ["val_accuracy"], "the objective is named after the metric"
@@ -144,6 +149,23 @@ def test_optuna_study_keeps_its_study_in_sqlite(ray_session, tmp_path, capsys):
         assert {"test_accuracy", "flatness_calibrated_per_class", "intrinsic_dim_twonn"} <= set(trial.user_attrs)
     trials = trial_dirs(study_dir)
     assert len(trials) == 3
+    linked = {t.user_attrs["trial_folder"]: t for t in complete}
+    assert set(linked) == {trial.name for trial in trials}
+    for folder, trial in linked.items():  # the folder's own record agrees: same Ray trial, same sampled values
+        params = json.loads((study_dir / folder / "params.json").read_text())
+        first_result = json.loads((study_dir / folder / "result.json").read_text().splitlines()[0])
+        assert trial.user_attrs["ray_trial_id"] == first_result["trial_id"]
+        assert params["regularizer.geodesic.n_neighbors"] == trial.params["regularizer.geodesic.n_neighbors"]
+    # Tune's own reader ranks the Optuna study's trials without being told the metric (issue 35 item 3)
+    from ray import tune
+
+    from geotune.layout import StudyPlan
+    from geotune.study.tune_setup import trainable_for
+
+    grid = tune.Tuner.restore(str(study_dir), trainable_for(StudyPlan.load(study_dir))).get_results()
+    best = grid.get_best_result()  # ties are possible in a 3-trial toy: compare values, then the folder's record
+    assert best.metrics["val_accuracy"] == max(t.value for t in complete)
+    assert Path(best.path).name in linked
     seen = set()
     for trial in trials:
         from geotune.config_loading import load_config
@@ -263,7 +285,7 @@ def test_pareto_mode_searches_two_objectives_and_draws_the_front(ray_session, tm
     rc = main(["run", str(space), "--pareto", "--storage", str(tmp_path), "--name", "p", "train.epochs=2"])
     assert rc == 0
     assert "--pareto: ASHA is off" in capsys.readouterr().err
-    study = optuna.load_study(study_name="tiny_pareto", storage=f"sqlite:///{tmp_path / 'p' / 'optuna.db'}")
+    study = optuna.load_study(study_name="p", storage=f"sqlite:///{tmp_path / 'p' / 'optuna.db'}")
     assert study.metric_names == ["val_accuracy", "flatness_calibrated_per_class"]
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
