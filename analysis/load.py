@@ -25,6 +25,7 @@ from geotune.errors import ConfigError, error_line
 from geotune.layout import (
     DIVERGED_FILE,
     ERROR_FILE,
+    FAILURES_FILE,
     HISTORY_FILE,
     METRICS_FILE,
     PARAMS_FILE,
@@ -33,9 +34,11 @@ from geotune.layout import (
     USABLE,
     StudyPlan,
     TrialStatus,
+    failure_record,
     finished_status,
     read_json,
     read_last_json_line,
+    recovery_of,
 )
 from geotune.variants import keys_of
 
@@ -125,6 +128,8 @@ def load_study(study_dir: str | Path) -> StudyData:
         if params.get("variant") in variants:  # by any label it carries, old or new
             seen.add(id(variants[params["variant"]]))
         row.update(_config_columns(params, plan, planned))
+        failures = (trial / FAILURES_FILE).read_text() if (trial / FAILURES_FILE).is_file() else None
+        row.update(recovery_of(failure_record(failures)))  # failed trials too (metrics.json repeats them)
         if metrics:
             row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None})
             row["epochs"] = metrics.get("epochs_run")

@@ -487,6 +487,23 @@ def representation_table(usable: pd.DataFrame, factors: Sequence[str], features:
     )
 
 
+def _recovery_note(frame: pd.DataFrame) -> str:
+    """Trials that crashed and were retried (a lost node, a killed worker): how many, and what it means."""
+    if "failures" not in frame or not (frame["failures"].fillna(0) > 0).any():
+        return ""
+    hit = frame[frame["failures"].fillna(0) > 0]
+    finished = hit[hit["status"].isin([s.value for s in TrialStatus if s.usable])]
+    failures, retrained = int(hit["failures"].sum()), int(hit["epochs_retrained"].fillna(0).sum())
+    names = ", ".join(f"`{t}`" for t in hit["trial"].head(5)) + (" ..." if len(hit) > 5 else "")
+    return (
+        f"**Recovered after failures**: {len(hit)} of {len(frame)} trials crashed and were retried ({failures} "
+        f"failure{'s' * (failures != 1)} in all; {retrained} epoch{'s' * (retrained != 1)} trained again); "
+        f"{len(finished)} of them finished: {names}. A retried trial continues from its last checkpoint (weights, "
+        "optimiser, random generators), so its results are those it would have had without the crash; each "
+        "trial's failures.json says on which node, after which epoch and why."
+    )
+
+
 def _nothing_finished(problems: pd.DataFrame, study_dir: str | None) -> str:
     """The one finding of a study without a finished trial: what happened to its trials, the commonest reason,
     and how to go on."""
@@ -839,6 +856,9 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
     seed_cka = seed_similarity(usable, factors, features) if features else None
     report.findings = _findings(effects, pairing, task, twin_similarity(pairing, features), seed_cka)
     report.findings[:0] = [f"**Part of the study could not be read**: {problem}." for problem in study.problems]
+    recovered = _recovery_note(frame)
+    if recovered:
+        report.findings.insert(len(study.problems), recovered)
     note = _resolution_note(usable)
     if note:
         report.findings.insert(len(report.findings) - (1 if pairing.unpaired else 0), note)

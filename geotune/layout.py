@@ -67,6 +67,7 @@ ONNX_FILE = "model.onnx"  # logging.export_onnx: the kept model, normalisation i
 STATE_FILE = "state.pt"  # inside each checkpoint_*/: the resumable training state
 DIVERGED_FILE = "diverged.txt"  # the loss became non-finite: retrying would diverge again
 STOPPED_FILE = "stopped_by_scheduler.json"  # the scheduler stopped the trial before its last epoch
+FAILURES_FILE = "failures.json"  # each crash Tune retried the trial after (node lost, worker killed): recovery_of
 
 
 class StopReason(str, Enum):
@@ -167,6 +168,32 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def failure_record(text: str | None) -> list[dict]:
+    """The crashes of a trial that Tune retried, from its FAILURES_FILE (written by the driver as it retries):
+    one dict each, {attempt, node, epoch_reached, checkpoint_epoch, error}; [] where there were none."""
+    try:
+        record = json.loads(text) if text else {}
+    except ValueError:
+        return []
+    failures = record.get("failures") if isinstance(record, dict) else None
+    return [f for f in failures if isinstance(f, dict)] if isinstance(failures, list) else []
+
+
+def failures_text(failures: list[dict]) -> str:
+    return json.dumps({"failures": failures}, indent=2)
+
+
+def recovery_of(failures: list[dict]) -> dict[str, int]:
+    """metrics.json's ``failures`` (crashes retried) and ``epochs_retrained`` (epochs completed before a crash
+    and trained again after it, because the checkpoint it resumed from was older than the last epoch)."""
+    retrained = 0
+    for failure in failures:
+        reached, saved = failure.get("epoch_reached"), failure.get("checkpoint_epoch")
+        if isinstance(reached, int):
+            retrained += max(0, reached - (saved if isinstance(saved, int) else 0))
+    return {"failures": len(failures), "epochs_retrained": retrained}
 
 
 def read_last_json_line(path: Path) -> dict | None:

@@ -36,7 +36,7 @@ from geotune.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, Config
 from geotune.layout import COMPARISON_FILE, ERROR_FILE, LATENTS_FILE, MODEL_FILE, PlanKind, StudyPlan
 from geotune.metric_names import METRICS, TRAIN_PRINTED
 from geotune.storage import is_uri
-from geotune.study.cluster import notice
+from geotune.study.cluster import DEFAULT_PENDING_TIMEOUT_S, notice
 
 # Each verb imports what it runs inside its handler: `geotune --help`, `config` and `spaces` answer at once
 # instead of loading torch (1.8 s), Ray (1 s) and pandas for nothing. Those imports say "deferred: start-up".
@@ -195,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         "down): search both at once, without ASHA; the report draws the Pareto front",
     )
     run.add_argument("--max-failures", type=int, default=2, help="retries of a trial after a crash (default 2)")
+    _add_pending_timeout(run)
     run.add_argument("--dry-run", action="store_true", help="print the trial plan and resources; train nothing")
     run.set_defaults(handler=cmd_run)
 
@@ -209,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument(
         "--verbose", action="store_true", help="Ray's trial table every 30 s instead of geotune's progress line"
     )
+    _add_pending_timeout(resume)
     resume.set_defaults(handler=cmd_resume)
 
     compare = verbs.add_parser(
@@ -379,6 +381,24 @@ def _add_logger(parser: argparse.ArgumentParser, note: str = "") -> None:
     )
 
 
+def _add_pending_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pending-timeout",
+        type=float,
+        default=DEFAULT_PENDING_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"stop the study (exit 2, resumable) once its trials have waited this long with none running because "
+        f"no node has what a trial needs (default {DEFAULT_PENDING_TIMEOUT_S:g}; 0 waits forever, e.g. for an "
+        "autoscaling cluster)",
+    )
+
+
+def _pending_timeout(args: argparse.Namespace) -> float:
+    if not (math.isfinite(args.pending_timeout) and args.pending_timeout >= 0):
+        raise ConfigError(f"--pending-timeout {args.pending_timeout:g}: must be a number of seconds >= 0")
+    return args.pending_timeout
+
+
 def _add_trust_code(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trust-code",
@@ -541,7 +561,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if len(reused) == plan.trial_count:
             notice(f"all {plan.trial_count} planned trials finished before: nothing to train")
             return finish_without_training(plan, not args.no_report)
-    study = lambda: run_study(plan, space, verbose=args.verbose)  # noqa: E731
+    timeout = _pending_timeout(args)
+    study = lambda: run_study(plan, space, verbose=args.verbose, pending_timeout_s=timeout)  # noqa: E731
     return train_and_finish(plan, args.address, study, not args.no_report)
 
 
@@ -585,7 +606,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     plan = StudyPlan.load(study_dir)
     if plan.kind is PlanKind.TRAIN:
         return _train(plan, resume=True, through_ray=False)
-    return train_and_finish(plan, args.address, lambda: resume_study(plan, args.verbose), not args.no_report)
+    timeout = _pending_timeout(args)
+    return train_and_finish(plan, args.address, lambda: resume_study(plan, args.verbose, timeout), not args.no_report)
 
 
 def cmd_geometry(args: argparse.Namespace) -> int:

@@ -23,6 +23,9 @@ from pathlib import Path
 
 from geotune.errors import ConfigError
 
+# --pending-timeout: how long a study's trials may wait with none running (no node has what a trial needs) before
+# it stops, resumably (study.placement); long enough for a cluster to add a node, short of forever
+DEFAULT_PENDING_TIMEOUT_S = 600.0
 LOOPBACK_NODE_IP = "127.0.0.2"
 
 

@@ -11,6 +11,7 @@ from geotune.analysis.tables import text_table
 from geotune.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, ConfigError
 from geotune.layout import StudyPlan, TrialStatus
 from geotune.storage import is_uri
+from geotune.study.placement import PendingWatch, largest_node, stuck_message
 from geotune.study.progress import summarize_results, summary_text, unfinished_count
 
 
@@ -29,6 +30,10 @@ def interrupted(plan: StudyPlan, results) -> bool:
 
 def finish_study(plan: StudyPlan, results, with_report: bool = True) -> int:
     """Finalise, summarise and report a fitted study; returns the exit code."""
+    watch = PendingWatch.last
+    if watch is not None and watch.fired:  # no trial could be placed: what was missing, and the way on
+        print(f"geotune: error: {stuck_message(plan, watch, largest_node())}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT  # like an interruption, nothing finalised: resume trains the waiting trials
     if interrupted(plan, results):
         return EXIT_INTERRUPTED  # no finalisation: the unfinished trials train on when resumed
     # deferred: finalizing imports torch and Ray (about 4 s), which `geotune report` alone never needs

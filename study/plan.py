@@ -327,7 +327,7 @@ def train_plan(cfg: TrialConfig, out_dir: str | Path, cpus: float, gpus: float) 
         cpus_per_trial=cpus,
         gpus_per_trial=gpus,
         max_concurrent=None,
-        max_failures=0,
+        max_failures=RunOptions.max_failures,  # `train --ray` retries a crashed trial as `run` does
         created=time.strftime("%Y-%m-%d %H:%M:%S"),
         command=sys.argv[1:],
         kind=PlanKind.TRAIN,

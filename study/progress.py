@@ -14,9 +14,19 @@ from tqdm import tqdm
 
 from geotune.analysis.tables import text_table
 from geotune.errors import error_line
-from geotune.layout import METRICS_FILE, REUSED_PREFIX, STOPPED_FILE, TrialStatus, finished_status
+from geotune.layout import (
+    FAILURES_FILE,
+    METRICS_FILE,
+    REUSED_PREFIX,
+    STOPPED_FILE,
+    TrialStatus,
+    failure_record,
+    failures_text,
+    finished_status,
+    recovery_of,
+)
 from geotune.metric_names import score_of
-from geotune.storage import is_uri, read_text
+from geotune.storage import is_uri, read_text, write_text
 from geotune.trainables.trial import epoch_line
 
 
@@ -55,6 +65,43 @@ class TrialLines(tune.Callback):
             f"{error_line(error) if error else 'unknown error'}",
             file=sys.stdout,
         )
+
+
+class TrialRetries(tune.Callback):
+    """A trial that Tune retries after a crash (a lost node, a killed worker, an error in its code): one line
+    saying where it failed and from which checkpoint it continues, and the crash recorded in its folder
+    (FAILURES_FILE), which its metrics.json, the closing summary and the report count."""
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        last = trial.last_result or {}
+        saved = trial.latest_checkpoint_result
+        checkpoint_epoch = (saved.metrics or {}).get("epoch") if saved is not None else None
+        error = trial_error_text(trial)
+        failure = {
+            "attempt": trial.run_metadata.num_failures,
+            "node": last.get("node_ip"),
+            "epoch_reached": last.get("epoch"),
+            "checkpoint_epoch": checkpoint_epoch,
+            "error": error_line(error) if error else "unknown error",
+        }
+        try:
+            failures = failure_record(read_text(trial.path, FAILURES_FILE)) + [failure]
+            write_text(trial.path, FAILURES_FILE, failures_text(failures))
+        except OSError as exc:  # the line below still says it; the counts in metrics.json will miss this one
+            tqdm.write(f"geotune: could not record the failure in {trial.path} ({exc})", file=sys.stderr)
+        tqdm.write(retry_line(Path(trial.path).name, failure, trial.max_failures), file=sys.stderr)
+
+
+def retry_line(name: str, failure: dict, max_failures: int) -> str:
+    node = f" on node {failure['node']}" if failure.get("node") else ""
+    reached = failure.get("epoch_reached")
+    when = f" after epoch {reached}" if reached else " before its first epoch"
+    saved = failure.get("checkpoint_epoch")
+    start = f"its checkpoint of epoch {saved}" if saved else "the start (no checkpoint yet)"
+    return (
+        f"geotune: trial {name} failed{node}{when} ({failure['error']}); retrying from {start}, "
+        f"attempt {failure['attempt']} of {max_failures}"
+    )
 
 
 class StudyProgress(tune.Callback):
@@ -102,6 +149,10 @@ class StudyProgress(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._ended(trial)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)  # pending again until Tune places it (on_trial_start)
+        self._show()
 
     def on_experiment_end(self, trials, **info):
         if self.bar is not None:
@@ -216,6 +267,8 @@ class TrialSummary:
     error: str | None
     path: str
     test_name: str = "test_accuracy"
+    failures: int = 0  # crashes Tune retried it after (FAILURES_FILE)
+    epochs_retrained: int = 0
 
 
 def test_score(metrics: dict) -> str:
@@ -228,6 +281,7 @@ def summarize_results(results, metric: str) -> list[TrialSummary]:
     rows = []
     for result in results:
         name = Path(result.path).name
+        recovery = recovery_of(failure_record(read_text(result.path, FAILURES_FILE)))
         if result.error is not None:
             rows.append(
                 TrialSummary(
@@ -238,6 +292,8 @@ def summarize_results(results, metric: str) -> list[TrialSummary]:
                     None,
                     error_line(result.error),
                     result.path,
+                    failures=recovery["failures"],
+                    epochs_retrained=recovery["epochs_retrained"],
                 )
             )
             continue
@@ -254,6 +310,8 @@ def summarize_results(results, metric: str) -> list[TrialSummary]:
                 None,
                 result.path,
                 test_score(final),
+                failures=recovery["failures"],
+                epochs_retrained=recovery["epochs_retrained"],
             )
         )
     return rows
@@ -268,6 +326,14 @@ def summary_text(rows: list[TrialSummary], metric: str, mode: str) -> str:
         lines.append(
             f"best by {metric}: {best.name} ({metric} {best.metric:.4f}, {best.test_name} {_number(best.test_value)})"
         )
+    recovered = [r for r in rows if r.failures and r.status is not TrialStatus.FAILED]
+    if recovered:
+        shown = ", ".join(
+            f"{r.name} ({r.failures} failure{'s' * (r.failures > 1)}, {r.epochs_retrained} epochs retrained)"
+            for r in recovered[:5]
+        )
+        more = f" and {len(recovered) - 5} more" if len(recovered) > 5 else ""
+        lines.append(f"recovered after failures, from their checkpoints: {shown}{more}")
     failed = [r for r in rows if r.status is TrialStatus.FAILED]
     if failed:
         lines.append("failed trials:")

@@ -17,10 +17,19 @@ from geotune.errors import EXIT_INTERRUPTED, ConfigError, error_line
 from geotune.layout import DATASET_EDA_FILE, METRICS_FILE, TRAIN_TRIAL_DIR, StudyPlan, read_json, write_json
 from geotune.search_spaces.space import SearchSpace, load_space
 from geotune.storage import experiment_location, is_uri
-from geotune.study.cluster import notice, shutdown_if_started
+from geotune.study.cluster import DEFAULT_PENDING_TIMEOUT_S, notice, shutdown_if_started
 from geotune.study.finish import finish_study
 from geotune.study.loggers import logger_callbacks
-from geotune.study.progress import EpochLines, StudyProgress, TrialLedger, TrialLines, finished_count, unfinished_count
+from geotune.study.placement import PendingWatch
+from geotune.study.progress import (
+    EpochLines,
+    StudyProgress,
+    TrialLedger,
+    TrialLines,
+    TrialRetries,
+    finished_count,
+    unfinished_count,
+)
 from geotune.study.recovery import StateKeeper, install_snapshot
 from geotune.study.relocate import relocate_search
 from geotune.study.resources import start_ray_for
@@ -39,15 +48,19 @@ def write_dataset_eda(plan: StudyPlan) -> None:
         write_json(Path(plan.study_dir) / DATASET_EDA_FILE, eda)
 
 
-def run_study(plan: StudyPlan, space: SearchSpace, verbose: bool = False):
+def run_study(
+    plan: StudyPlan, space: SearchSpace, verbose: bool = False, pending_timeout_s: float = DEFAULT_PENDING_TIMEOUT_S
+):
     """Fit the planned study; returns Tune's ResultGrid (trials stopped by ASHA are finalized after).
 
     Without ``verbose`` the terminal shows one progress line (trials done / running / pending, elapsed, ETA)
-    and a line per finished trial; with it, Ray's trial table every 30 s instead of the progress line."""
+    and a line per finished trial; with it, Ray's trial table every 30 s instead of the progress line.
+    Trials that wait ``pending_timeout_s`` with none running stop the study (placement.PendingWatch)."""
     tune_environment(plan)
     plan.save()
     write_dataset_eda(plan)
-    tuner = build_tuner(plan, space, study_callbacks(plan, space, verbose), verbose)
+    watch = PendingWatch(pending_timeout_s)
+    tuner = build_tuner(plan, space, study_callbacks(plan, space, verbose) + [watch], verbose, stop=watch)
     TrialLedger.active = None
     StudyProgress.already_done = 0
     return tuner.fit()
@@ -57,11 +70,12 @@ def study_callbacks(plan: StudyPlan, space: SearchSpace | None, verbose: bool) -
     """Every Tune callback of a study, made for the folder it runs in now (a resumed copy writes only into
     itself): what the terminal shows, the state keeper, the ledger, --logger's trackers, the space's own."""
     shown = [TrialLines(plan.to_train, plan.metric)] + ([] if verbose else [StudyProgress(plan.to_train)])
-    callbacks = shown + [StateKeeper(plan.study_dir), TrialLedger(), HyperparameterView()] + logger_callbacks(plan)
+    kept = [StateKeeper(plan.study_dir), TrialLedger(), TrialRetries(), HyperparameterView()]
+    callbacks = shown + kept + logger_callbacks(plan)
     return callbacks + [make(plan) for make in (space.callbacks if space is not None else [])]
 
 
-def resume_study(plan: StudyPlan, verbose: bool = False):
+def resume_study(plan: StudyPlan, verbose: bool = False, pending_timeout_s: float = DEFAULT_PENDING_TIMEOUT_S):
     """Finish an interrupted study (``StudyPlan.load`` of its directory, resources as Ray can give them):
     finished trials stay, interrupted ones continue, errored ones retry. Returns Tune's ResultGrid."""
     tune_environment(plan)
@@ -88,7 +102,9 @@ def resume_study(plan: StudyPlan, verbose: bool = False):
     # a study copied elsewhere must write only into the copy, so they are made again for this folder.
     assert tuner._local_tuner is not None  # None only under Ray Client, which geotune does not use
     run_config = tuner._local_tuner.get_run_config()
-    run_config.callbacks = study_callbacks(plan, space, verbose)
+    watch = PendingWatch(pending_timeout_s)
+    run_config.callbacks = study_callbacks(plan, space, verbose) + [watch]
+    run_config.stop = watch
     relocate_search(tuner._local_tuner._tune_config, study_dir)  # the search's trials-to-come, likewise
     if not verbose:  # the progress line instead of Ray's table, whatever the first run chose
         run_config.verbose, run_config.progress_reporter = 0, None
@@ -136,8 +152,11 @@ def run_train(plan: StudyPlan, verbose: bool = False) -> TrialOutcome:
             storage_path=storage,
             name=name,
             verbose=1 if verbose else 0,
-            callbacks=[TrialLedger()] + ([] if verbose else [EpochLines(plan.epochs)]) + logger_callbacks(plan),
+            callbacks=[TrialLedger(), TrialRetries()]
+            + ([] if verbose else [EpochLines(plan.epochs)])
+            + logger_callbacks(plan),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=plan.max_failures),  # retried as `run` retries
         ),
     )
     TrialLedger.active = None

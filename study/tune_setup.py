@@ -86,7 +86,7 @@ def progress_reporter(plan: StudyPlan, keys: list[str]):
     )
 
 
-def build_tuner(plan: StudyPlan, space: SearchSpace, callbacks: list, verbose: bool = True):
+def build_tuner(plan: StudyPlan, space: SearchSpace, callbacks: list, verbose: bool = True, stop=None):
     storage, name = experiment_location(plan.study_dir)
     scheduler = FIFOScheduler()
     if plan.asha:
@@ -122,6 +122,7 @@ def build_tuner(plan: StudyPlan, space: SearchSpace, callbacks: list, verbose: b
         name=name,
         verbose=1 if verbose else 0,
         callbacks=callbacks,
+        stop=stop,  # placement.PendingWatch: ends a study none of whose trials can be placed
         progress_reporter=progress_reporter(plan, space.varied_keys()) if verbose else None,
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         # Local studies: study.recovery.StateKeeper deletes old checkpoints, only once a durable snapshot of

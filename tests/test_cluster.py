@@ -1,5 +1,6 @@
 """A two-node Ray cluster on loopback addresses, joined with --address; token authentication."""
 
+import contextlib
 import json
 import os
 import secrets
@@ -78,6 +79,15 @@ class LoopbackCluster:
             time.sleep(1)
         return self
 
+    def kill_worker_node(self) -> None:
+        """SIGKILL the second node: `ray start --block` and everything it started, its raylet and its workers
+        (which Ray puts in process groups of their own), as when the machine is lost."""
+        worker = self.procs[1]
+        for pid in _descendants(worker.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        worker.wait(timeout=60)
+
     def logs(self) -> str:
         return "\n".join(p.read_text()[-2000:] for p in sorted(Path(self.temp_dir).glob("node*.log")))
 
@@ -105,40 +115,101 @@ SPACE = SearchSpace(name="cluster", question="q", base=%r,
 """
 
 
-def test_study_across_two_loopback_nodes(ray_session, tmp_path):
+def _comparable(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in ("epoch_time", "train_time")} for row in history]
+
+
+def _results_on(folder: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in (folder / "result.json").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):  # being written
+        return []
+
+
+def test_study_across_two_loopback_nodes_survives_losing_one(ray_session, tmp_path):
+    """A study across two loopback nodes (token authentication): trials run on both; the second node is
+    SIGKILLed (raylet and workers) once a trial on it has checkpointed; the lost trial is retried from its
+    checkpoint on the node that is left, says so in one line, counts the failure, and ends with the results of
+    an uninterrupted run (issue 35 item 2). Then: trials that no node can hold stop the study after
+    --pending-timeout with exit code 2; a wrong token is one clear line."""
     import ray
 
+    from geotune.study.cli import main
+
+    # batch 8: about 0.3 s an epoch, so a trial is mid-way long enough for the kill to land while it runs
+    base = tiny_config(train={"epochs": 12, "patience": 0, "batch_size": 8})
     space = tmp_path / "space.py"
-    space.write_text(textwrap.dedent(SPACE % tiny_config(train={"epochs": 1})))
+    space.write_text(textwrap.dedent(SPACE % base))
     storage = tmp_path / "store"
     with LoopbackCluster() as cluster:
 
-        def run_in_cluster(name: str, env: dict, timeout: int) -> subprocess.CompletedProcess:
+        def geotune(name: str, *extra: str) -> list[str]:
             cmd = ["run", str(space), "--address", cluster.address, "--storage", str(storage), "--name", name]
-            return subprocess.run(
-                [sys.executable, "-m", "geotune", *cmd],
-                cwd=str(REPO),
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
+            return [sys.executable, "-m", "geotune", *cmd, *extra]
 
-        proc = run_in_cluster("c", cluster.env, 600)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        # a trial needing 2 CPUs: the cluster has 2, but no node holds them both, so none can be placed
+        stuck = subprocess.run(
+            geotune("stuck", "--cpus-per-trial", "2", "--pending-timeout", "3"),
+            cwd=str(REPO),
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        log = tmp_path / "c.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen(geotune("c"), cwd=str(REPO), env=cluster.env, stdout=out, stderr=subprocess.STDOUT)
+            deadline = time.time() + 300
+            while not any(
+                r.get("node_ip") == "127.0.0.3" and r.get("epoch", 0) >= 2
+                for folder in (storage / "c").glob("0*")
+                for r in _results_on(folder)
+            ):
+                assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+                time.sleep(0.1)
+            cluster.kill_worker_node()
+            rc = proc.wait(timeout=600)
+        output = log.read_text()
+        assert rc == 0, output[-4000:] + cluster.logs()
 
         wrong = dict(cluster.env, RAY_AUTH_TOKEN=secrets.token_hex(32))
-        denied = run_in_cluster("denied", wrong, 300)
+        denied = subprocess.run(
+            geotune("denied"), cwd=str(REPO), env=wrong, capture_output=True, text=True, timeout=300
+        )
     assert not cluster.leftover_processes(), "stopping the cluster stopped what it started"
     assert ray.is_initialized() and ray.get(ray.remote(lambda: 42).remote()) == 42, "the session's Ray is untouched"
 
+    assert stuck.returncode == 2, stuck.stdout[-2000:] + stuck.stderr[-2000:]
+    assert (
+        "no trial could start for 3 s (--pending-timeout): each needs 2 CPU(s) and 0 GPU(s) on one node, and the "
+        "largest of the cluster's 2 alive node(s) has 1 CPU(s)" in stuck.stderr
+    ), stuck.stderr[-2000:]
+    assert f"then continue with: geotune resume {storage / 'stuck'}" in stuck.stderr
+
     trials = sorted(p for p in (storage / "c").iterdir() if (p / "params.json").is_file())
     assert len(trials) == 4
-    nodes = set()
+    nodes, lost = set(), []
     for trial in trials:
-        assert (trial / "metrics.json").is_file() and (trial / "latents.npz").is_file(), trial.name
-        nodes |= {json.loads(line)["node_ip"] for line in (trial / "result.json").read_text().splitlines()}
+        metrics = json.loads((trial / "metrics.json").read_text())
+        assert metrics["epochs_run"] == 12 and (trial / "latents.npz").is_file(), trial.name
+        nodes |= {r["node_ip"] for r in _results_on(trial)}
+        if metrics["failures"]:
+            lost.append(trial)
     assert nodes == {"127.0.0.2", "127.0.0.3"}, "trials ran on both nodes"
+    assert lost, "a trial of the lost node was retried\n" + output[-6000:]
+    retries = [line for line in output.splitlines() if "retrying from" in line]
+    assert len(retries) == sum(json.loads((t / "metrics.json").read_text())["failures"] for t in lost), retries
+    assert all(" failed on node 127.0.0.3 after epoch " in line and "attempt 1 of 2" in line for line in retries)
+    summary = next(line for line in output.splitlines() if line.startswith("recovered after failures"))
+    assert all(f"{t.name} (" in summary for t in lost), summary
+    for trial in lost:  # the results of an uninterrupted run: the same trial trained in one go, in this process
+        reference = tmp_path / "reference" / trial.name
+        assert main(["train", str(trial / "config.yaml"), str(reference)]) == 0
+        kept, again = (json.loads((d / "training_history.json").read_text()) for d in (trial, reference / "trial"))
+        assert _comparable(kept) == _comparable(again), trial.name
+        got, want = (json.loads((d / "metrics.json").read_text()) for d in (trial, reference / "trial"))
+        for key in ("val_accuracy", "test_accuracy", "val_loss", "intrinsic_dim_twonn", "nc1"):
+            assert got[key] == want[key], (trial.name, key)
 
     assert denied.returncode != 0
     lines = denied.stderr.strip().splitlines()

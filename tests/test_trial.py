@@ -252,10 +252,12 @@ def test_resume_from_checkpoint_continues_the_history(tmp_path):
     assert comparable(h_run) == comparable(h_ref)
 
 
-def test_resume_through_ray_tune_after_a_crash(ray_session, tmp_path):
-    """Tune restarts a crashed trial; the trainable restores from tune.get_checkpoint() and continues."""
+def test_resume_through_ray_tune_after_a_crash(ray_session, tmp_path, capsys):
+    """Tune restarts a crashed trial; the trainable restores from tune.get_checkpoint() and continues. The crash
+    shows (issue 35 item 2): one retry line, failures.json in the trial folder, failures in metrics.json."""
     from ray import tune
 
+    from geotune.study.progress import TrialRetries
     from geotune.trainables.trainable import TuneSession, tune_trial
 
     marker = tmp_path / "crashed-once"
@@ -265,7 +267,7 @@ def test_resume_through_ray_tune_after_a_crash(ray_session, tmp_path):
         import tempfile
 
         from geotune.config import TrialConfig as Config
-        from geotune.trainables.trial import run_trial as run
+        from geotune.trainables.trial import run_stored_trial as run
 
         class CrashingSession(TuneSession):
             def restore(self):
@@ -295,6 +297,7 @@ def test_resume_through_ray_tune_after_a_crash(ray_session, tmp_path):
                 name=name,
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=failures),
+                callbacks=[TrialRetries()],
             ),
         )
         result = tuner.fit()[0]
@@ -302,8 +305,19 @@ def test_resume_through_ray_tune_after_a_crash(ray_session, tmp_path):
         return Path(result.path)
 
     crashed_dir = fit(crash_once_after_epoch_2, "crashed", 1)
+    retry_lines = [line for line in capsys.readouterr().err.splitlines() if "retrying" in line]
     reference_dir = fit(tune_trial, "reference", 0)
     assert marker.exists()
+
+    assert len(retry_lines) == 1, retry_lines
+    assert "failed on node 127." in retry_lines[0] and "after epoch 2 (RuntimeError: simulated crash" in retry_lines[0]
+    assert retry_lines[0].endswith("retrying from its checkpoint of epoch 2, attempt 1 of 1")
+    (failure,) = json.loads((crashed_dir / "failures.json").read_text())["failures"]
+    assert failure["epoch_reached"] == 2 and failure["checkpoint_epoch"] == 2 and failure["attempt"] == 1
+    crashed_metrics = json.loads((crashed_dir / "metrics.json").read_text())
+    assert (crashed_metrics["failures"], crashed_metrics["epochs_retrained"]) == (1, 0)
+    assert json.loads((reference_dir / "metrics.json").read_text())["failures"] == 0
+    assert not (reference_dir / "failures.json").exists()
 
     assert restored.read_text() == "2", "the restarted trial continues from the epoch-2 checkpoint"
     reported = [json.loads(line)["epoch"] for line in (crashed_dir / "result.json").read_text().splitlines()]

@@ -62,6 +62,7 @@ from geotune.layout import (
     SEGMENTATION_FILE,
     TEST_EXAMPLES_FILE,
     StopReason,
+    recovery_of,
     write_json,
 )
 from geotune.metric_names import LAYER_CURVES
@@ -363,9 +364,11 @@ def write_trial_artifacts(
     elapsed: float,
     model,
     evaluations: dict[str, Evaluation],
+    recovery: dict | None = None,
 ) -> dict:
     """Write every artifact of a finished trial from its kept ``model`` and its ``evaluations``
-    (``evaluate_kept``); return the final metrics."""
+    (``evaluate_kept``); return the final metrics. ``recovery``: the crashes Tune retried it after
+    (``layout.recovery_of``; none by default)."""
     artifact_dir = Path(artifact_dir)
     artifact_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, artifact_dir / CONFIG_FILE)
@@ -532,6 +535,7 @@ def write_trial_artifacts(
             model, data.mean, data.std, data.test.images[:64], artifact_dir / ONNX_FILE, normalize=data.normalize
         )
         metrics.update(exported)
+    metrics.update(recovery or recovery_of([]))
     metrics["warnings"] = warnings
     write_json(artifact_dir / METRICS_FILE, metrics)
     return metrics

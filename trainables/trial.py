@@ -23,7 +23,16 @@ from geotune.analysis.latent import epoch_geometry
 from geotune.analysis.segmentation import segmentation_scores
 from geotune.config import TrialConfig, phase_of, precise_bn_on
 from geotune.errors import ConfigError
-from geotune.layout import DIVERGED_FILE, HISTORY_FILE, METRICS_FILE, StopReason
+from geotune.layout import (
+    DIVERGED_FILE,
+    FAILURES_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    StopReason,
+    failure_record,
+    recovery_of,
+)
+from geotune.storage import read_text
 from geotune.trainables.artifacts import collapse_of, evaluate_kept, write_trial_artifacts
 from geotune.trainables.batches import Augmentation, training_batches
 from geotune.trainables.data import Split, check_dataset, describe_input
@@ -167,7 +176,9 @@ def epoch_metrics(history: list[dict], early: EarlyStopping, kept: KeptWeights) 
     return last
 
 
-def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, verbose: bool = True) -> dict:
+def run_trial(
+    cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, verbose: bool = True, recovery: dict | None = None
+) -> dict:
     """Train and evaluate one trial; returns the final metrics (also written to metrics.json)."""
     start = time.perf_counter()
     parts = build_trial(cfg)
@@ -314,6 +325,7 @@ def run_trial(cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, ve
         elapsed,
         model,
         evaluations,
+        recovery,
     )
     session.persist(artifact_dir)
     metrics = final_tune_metrics(epoch_metrics(history, early, kept) if history else {}, final)
@@ -343,8 +355,10 @@ def run_stored_trial(cfg: TrialConfig, session: StoredSession, artifact_dir: Pat
     diverged = session.read_artifact(DIVERGED_FILE)
     if diverged is not None:
         raise NonFiniteLossError(diverged)
+    # the crashes Tune retried this trial after, as the driver recorded them (metrics.json counts them)
+    recovery = recovery_of(failure_record(session.read_artifact(FAILURES_FILE)))
     try:
-        return run_trial(cfg, session, artifact_dir, verbose=verbose)
+        return run_trial(cfg, session, artifact_dir, verbose=verbose, recovery=recovery)
     except NonFiniteLossError as exc:
         session.write_artifact(DIVERGED_FILE, str(exc))
         raise
@@ -358,6 +372,7 @@ def finalize_trial(cfg: TrialConfig, state: dict, artifact_dir: Path) -> dict:
     kept = KeptWeights(cfg.train.keep, cfg.train.keep_by)
     load_trial_state(cfg, parts, generator, state, early, kept)
     model, evaluations = evaluate_kept(cfg, parts, kept)
+    failures = failure_record(read_text(str(artifact_dir), FAILURES_FILE))
     return write_trial_artifacts(
         artifact_dir,
         cfg,
@@ -369,4 +384,5 @@ def finalize_trial(cfg: TrialConfig, state: dict, artifact_dir: Path) -> dict:
         state["elapsed"],
         model,
         evaluations,
+        recovery_of(failures),
     )

@@ -1,0 +1,202 @@
+"""Faults that show (issue 35 item 2): a retried trial says so, is counted pending until it runs again, and its
+crashes reach metrics.json, the closing summary and the report; a study whose trials cannot be placed stops
+after --pending-timeout with what was missing. The end-to-end cases: a crash retried by Tune in
+tests/test_trial.py, a lost node in tests/test_cluster.py."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from geotune.layout import TrialStatus, failure_record, failures_text, recovery_of
+from geotune.study.placement import PendingWatch, stuck_message
+from geotune.study.progress import StudyProgress, TrialRetries, TrialSummary, summary_text
+from synthetic import make_study
+
+
+def test_recovery_counts_failures_and_the_epochs_trained_again():
+    failures = [
+        {"attempt": 1, "node": "127.0.0.3", "epoch_reached": 5, "checkpoint_epoch": 3, "error": "x"},
+        {"attempt": 2, "node": "127.0.0.2", "epoch_reached": 4, "checkpoint_epoch": 4, "error": "y"},
+        {"attempt": 3, "node": None, "epoch_reached": 2, "checkpoint_epoch": None, "error": "z"},  # no checkpoint
+    ]
+    assert failure_record(failures_text(failures)) == failures
+    assert recovery_of(failures) == {"failures": 3, "epochs_retrained": 2 + 0 + 2}
+    assert recovery_of([]) == {"failures": 0, "epochs_retrained": 0}
+    assert failure_record(None) == [] and failure_record("not json") == [] and failure_record('{"failures": 3}') == []
+
+
+def _trial(path: Path, status: str = "RUNNING", **extra):
+    saved = SimpleNamespace(metrics={"epoch": 3})
+    return SimpleNamespace(
+        trial_id="t1",
+        status=status,
+        path=str(path),
+        last_result={"epoch": 4, "node_ip": "127.0.0.3"},
+        latest_checkpoint_result=saved,
+        run_metadata=SimpleNamespace(num_failures=1),
+        max_failures=2,
+        error_file=None,
+        get_error=lambda: "Traceback...\nray.exceptions.ActorDiedError: The actor died unexpectedly",
+        **extra,
+    )
+
+
+def test_a_retried_trial_gets_one_line_and_its_crash_is_recorded(tmp_path, capsys):
+    folder = tmp_path / "00001_lr=0.1"
+    folder.mkdir()
+    trial = _trial(folder)
+    TrialRetries().on_trial_recover(0, [trial], trial)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "geotune: trial 00001_lr=0.1 failed on node 127.0.0.3 after epoch 4 (ray.exceptions.ActorDiedError: The "
+        "actor died unexpectedly); retrying from its checkpoint of epoch 3, attempt 1 of 2"
+    ]
+    trial.run_metadata.num_failures = 2
+    trial.latest_checkpoint_result = None
+    TrialRetries().on_trial_recover(0, [trial], trial)
+    assert "retrying from the start (no checkpoint yet), attempt 2 of 2" in capsys.readouterr().err
+    failures = failure_record((folder / "failures.json").read_text())
+    assert [f["attempt"] for f in failures] == [1, 2] and failures[0]["checkpoint_epoch"] == 3
+    assert recovery_of(failures) == {"failures": 2, "epochs_retrained": 1 + 4}
+
+
+def test_the_progress_line_counts_a_retried_trial_pending_until_it_runs_again(tmp_path):
+    progress = StudyProgress(total=2)
+    progress.setup()
+    trial = _trial(tmp_path)
+    progress.on_trial_start(0, [trial], trial)
+    assert "1 running, 1 pending" in progress.bar.postfix
+    progress.on_trial_recover(0, [trial], trial)
+    assert "0 running, 2 pending" in progress.bar.postfix
+    progress.on_trial_start(0, [trial], trial)  # placed again
+    assert "1 running, 1 pending" in progress.bar.postfix
+    progress.on_experiment_end([trial])
+
+
+def test_the_closing_summary_names_the_recovered_trials():
+    rows = [
+        TrialSummary("00000_a", TrialStatus.COMPLETED, 4, 0.9, 0.9, None, "p", failures=1, epochs_retrained=1),
+        TrialSummary("00001_b", TrialStatus.COMPLETED, 4, 0.8, 0.8, None, "p"),
+    ]
+    text = summary_text(rows, "val_accuracy", "max")
+    assert "recovered after failures, from their checkpoints: 00000_a (1 failure, 1 epochs retrained)" in text
+    assert "00001_b (" not in text
+    assert "recovered" not in summary_text(rows[1:], "val_accuracy", "max")
+
+
+def test_the_report_and_summary_csv_carry_failures(tmp_path):
+    from geotune.analysis.load import load_study
+    from geotune.analysis.report import build_report
+
+    variants = [{"regularizer.name": "none", "train.seed": s} for s in range(3)]
+    root = make_study(tmp_path / "s", variants, [{"variant": i} for i in range(3)])
+    lost = sorted(p for p in root.iterdir() if p.is_dir())[1]
+    crash = {"attempt": 1, "node": "127.0.0.3", "epoch_reached": 3, "checkpoint_epoch": 2, "error": "node lost"}
+    (lost / "failures.json").write_text(failures_text([crash]))
+    study = load_study(root)
+    frame = study.frame.set_index("trial")
+    assert frame.loc[lost.name, "failures"] == 1 and frame.loc[lost.name, "epochs_retrained"] == 1
+    assert frame["failures"].sum() == 1
+    findings = " ".join(build_report(study).findings)
+    assert "**Recovered after failures**: 1 of 3 trials crashed and were retried (1 failure in all; 1 epoch" in findings
+    assert lost.name in findings
+
+
+def test_a_study_without_failures_says_nothing_of_them(tmp_path):
+    from geotune.analysis.load import load_study
+    from geotune.analysis.report import build_report
+
+    root = make_study(tmp_path / "s", [{"train.seed": 0}], [{"variant": 0}])
+    assert "Recovered" not in " ".join(build_report(load_study(root)).findings)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _step(watch: PendingWatch, clock: Clock, at: float, *statuses: str) -> bool:
+    clock.now = at
+    watch.on_step_end(0, [SimpleNamespace(status=s) for s in statuses])
+    return watch.stop_all()
+
+
+def test_the_pending_watch_stops_a_study_only_after_its_trials_waited_with_none_running():
+    clock = Clock()
+    watch = PendingWatch(60, clock)
+    assert not _step(watch, clock, 0, "PENDING", "PENDING")
+    assert not _step(watch, clock, 59, "PENDING", "PENDING")
+    assert not _step(watch, clock, 70, "RUNNING", "PENDING")  # one runs: the wait starts again
+    assert not _step(watch, clock, 100, "PENDING", "TERMINATED")
+    assert not _step(watch, clock, 159, "PENDING", "TERMINATED")
+    assert _step(watch, clock, 160, "PENDING", "TERMINATED")
+    assert PendingWatch.last is watch and watch("t", {}) is False  # no single trial is stopped
+    restored = pickle.loads(pickle.dumps(watch))  # as Tune restores it on resume: not fired
+    assert not restored.fired and restored.since is None
+    never = PendingWatch(0, clock)  # 0: wait forever
+    assert not _step(never, clock, 0, "PENDING") and not _step(never, clock, 10**6, "PENDING")
+    idle = PendingWatch(1, clock)  # nothing pending (every trial ended): nothing to wait for
+    assert not _step(idle, clock, 0, "TERMINATED") and not _step(idle, clock, 10, "TERMINATED")
+
+
+def test_a_stuck_study_says_what_a_trial_needs_and_what_the_cluster_has():
+    plan = SimpleNamespace(cpus_per_trial=2.0, gpus_per_trial=0.0, study_dir="/runs/s")
+    watch = PendingWatch(600)
+    line = stuck_message(plan, watch, (1.0, 0.0, 2))
+    assert line == (
+        "no trial could start for 600 s (--pending-timeout): each needs 2 CPU(s) and 0 GPU(s) on one node, and the "
+        "largest of the cluster's 2 alive node(s) has 1 CPU(s) and 0 GPU(s); lower --cpus-per-trial/--gpus-per-trial "
+        "or add such a node; then continue with: geotune resume /runs/s"
+    )
+    assert "which a node has" in stuck_message(plan, watch, (4.0, 0.0, 1))
+
+
+@pytest.mark.parametrize("verb", ["run", "resume"])
+def test_pending_timeout_is_checked(tmp_path, capsys, verb):
+    from geotune.study.cli import main
+
+    target = (
+        ["quickstart", "--storage", str(tmp_path)] if verb == "run" else [str(make_study(tmp_path / "s", [{}], []))]
+    )
+    assert main([verb, *target, "--pending-timeout", "-1"]) == 2
+    assert "--pending-timeout -1: must be a number of seconds >= 0" in capsys.readouterr().err
+
+
+def test_train_with_ray_retries_a_crash_as_run_does(tmp_path, monkeypatch):
+    """`geotune train --ray` runs its trial with run's FailureConfig and the retry line (not Ray's 0 retries)."""
+    import yaml
+    from ray import tune
+
+    from conftest import tiny_config
+    from geotune.config_loading import load_config
+    from geotune.study import run as run_module
+    from geotune.study.plan import RunOptions, train_plan
+
+    built = {}
+
+    class Captured(Exception):
+        pass
+
+    class RecordingTuner:
+        def __init__(self, trainable, *, param_space, tune_config, run_config):
+            built["run_config"] = run_config
+
+        def fit(self):
+            raise Captured
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config()))
+    plan = train_plan(load_config([str(config)], []), str(tmp_path / "out"), 1.0, 0.0)
+    monkeypatch.setattr(tune, "Tuner", RecordingTuner)
+    with pytest.raises(Captured):
+        run_module.run_train(plan)
+    run_config = built["run_config"]
+    assert run_config.failure_config.max_failures == RunOptions.max_failures == 2
+    assert any(isinstance(c, TrialRetries) for c in run_config.callbacks)
