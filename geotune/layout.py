@@ -67,6 +67,7 @@ ONNX_FILE = "model.onnx"  # logging.export_onnx: the kept model, normalisation i
 STATE_FILE = "state.pt"  # inside each checkpoint_*/: the resumable training state
 DIVERGED_FILE = "diverged.txt"  # the loss became non-finite: retrying would diverge again
 STOPPED_FILE = "stopped_by_scheduler.json"  # the scheduler stopped the trial before its last epoch
+TENSORBOARD_PREFIX = "events.out.tfevents"  # Tune's TensorBoard event files in each trial folder
 FAILURES_FILE = "failures.json"  # each crash Tune retried the trial after (node lost, worker killed): recovery_of
 
 
@@ -116,8 +117,10 @@ STATUS_OF_STOP = {
 
 
 def artifact_paths(trial_dir: Path) -> list[Path]:
-    """What a tracker keeps of a trial folder: its files and folders, checkpoints and hidden names left out."""
-    return [p for p in sorted(trial_dir.iterdir()) if not p.name.startswith((CHECKPOINT_PREFIX, "."))]
+    """What a tracker keeps of a trial folder: its files and folders; checkpoints, hidden names and TensorBoard's
+    event files left out (a copy in the study folder's mlruns/ would show each trial twice in TensorBoard)."""
+    skipped = (CHECKPOINT_PREFIX, ".", TENSORBOARD_PREFIX)
+    return [p for p in sorted(trial_dir.iterdir()) if not p.name.startswith(skipped)]
 
 
 def optuna_url(study_dir: str | Path) -> str:

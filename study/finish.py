@@ -56,13 +56,14 @@ def _close_study(plan: StudyPlan, with_report: bool) -> int:
     """What every finished study does last: its reused trials named, trackers given the artifacts, the report."""
     if plan.reused:
         print(f"{len(plan.reused)} trial(s) reused from earlier studies (reused_* folders)")
-    if plan.loggers:
+    print(f"study directory: {plan.study_dir}")
+    code = report_study(plan.study_dir) if with_report else 0
+    if plan.loggers:  # after the report, which the trackers' study run keeps
         from geotune.study.loggers import log_trial_artifacts  # deferred: MLflow and W&B are optional
 
         for tracker, runs in log_trial_artifacts(plan).items():
             print(f"{tracker}: artifacts of {runs} trial(s) logged")
-    print(f"study directory: {plan.study_dir}")
-    return report_study(plan.study_dir) if with_report else 0
+    return code
 
 
 def report_study(

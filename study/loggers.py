@@ -135,9 +135,9 @@ def log_trial_artifacts(plan: StudyPlan) -> dict[str, int]:
     for choice in parse_loggers(plan.loggers):
         if choice.kind == "mlflow":
             # deferred: Ray's MLflow module imports mlflow (optional, about a second) on import
-            from geotune.study.mlflow_logger import log_folders_as_artifacts as to_mlflow
+            from geotune.study.mlflow_logger import log_study
 
-            logged["MLflow"] = to_mlflow(mlflow_uri(plan, choice.target), name, study_dir)
+            logged["MLflow"] = log_study(mlflow_uri(plan, choice.target), plan, study_dir)
         else:
             from geotune.study.wandb_logger import log_folders_as_artifacts as to_wandb  # deferred: wandb, optional
 

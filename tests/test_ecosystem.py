@@ -312,17 +312,46 @@ def test_ray_tensorboard_and_mlflow_see_the_real_hyperparameters(ray_session, sw
     client = mlflow.MlflowClient(f"sqlite:///{study / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("first")
     assert experiment.artifact_location == str(study / "mlruns"), "the default store lives in the study folder"
-    runs = {r.data.tags["geotune.trial"]: r for r in client.search_runs([experiment.experiment_id])}
+    every = client.search_runs([experiment.experiment_id])
+    runs = {r.data.tags["geotune.trial"]: r for r in every if "geotune.trial" in r.data.tags}
     assert sorted(runs) == folders
+    (parent,) = [r for r in every if r.data.tags.get("geotune.study_run")]  # the study's own run (issue 35 item 5)
+    assert parent.info.run_name == "first" and len(every) == 3
+    report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/index.html", "report/summary.csv", "report/REPORT.md", "report/figures"} <= report
     for folder, run in runs.items():
         assert run.data.params["regularizer.geometry.lambda_reg"] == ("0.2" if "=0.2," in folder else "0.3")
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id, "each trial nested in the study's run"
+        # the resolved config, flattened: every key, not only the varied ones
+        assert run.data.params["train.lr"] == "0.003" and run.data.params["model.type"] == "simple_cnn"
+        assert run.data.params["model.channels"] == "[16, 32]" and len(run.data.params) > 100
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
         assert [m.step for m in history] == [1, 2], "one value per epoch"
         metrics = json.loads((study / folder / "metrics.json").read_text())
         assert history[-1].value == pytest.approx(metrics["val_accuracy"])
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"metrics.json", "latents.npz", "config.yaml", "model.pt"} <= artifacts
-        assert not any(a.startswith("checkpoint_") for a in artifacts)
+        assert not any(a.startswith(("checkpoint_", "events.out.tfevents")) for a in artifacts)
+    # TensorBoard's view of the study folder: a run per folder holding event files, one per trial (no copies)
+    assert sorted(p.parent.name for p in study.rglob("events.out.tfevents.*")) == folders
+
+    # the best trial's model as an MLflow Model: MLflow's own loader gives geotune predict's probabilities
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+
+    import geotune as gt
+
+    best = parent.data.tags["geotune.best_trial"]
+    local = client.download_artifacts(runs[best].info.run_id, "model", str(study.parent / "downloaded"))
+    model = mlflow.pytorch.load_model(local)
+    trained = gt.load_trained(study / best)
+    images = np.random.default_rng(0).integers(0, 256, (5, *trained.preprocessing.input_shape), dtype=np.uint8)
+    with torch.no_grad():
+        got = model(torch.from_numpy(images).float() / 255.0).numpy()
+    np.testing.assert_allclose(got, gt.predict(trained, images), rtol=0, atol=1e-6)
+    spec = mlflow.models.get_model_info(local).signature.inputs.to_dict()[0]["tensor-spec"]
+    assert list(spec["shape"][1:]) == list(trained.preprocessing.input_shape) and spec["dtype"] == "float32"
 
 
 @pytest.mark.slow
@@ -405,9 +434,11 @@ def test_train_with_a_logger_runs_through_tune_and_mlflow_reads_it(tmp_path):
     assert "MLflow: artifacts of 1 trial(s) logged" in done.stdout
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("out")
-    (run,) = client.search_runs([experiment.experiment_id])
+    (run,) = client.search_runs([experiment.experiment_id])  # one trial: no study run above it
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
-    assert "metrics.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"metrics.json", "model/MLmodel"} <= {a.path for a in client.list_artifacts(run.info.run_id)} | {
+        a.path for a in client.list_artifacts(run.info.run_id, "model")
+    }
 
 
 @pytest.mark.parametrize("verb", ["train", "compare"])

@@ -146,14 +146,27 @@ def read_image(path: Path, prep: Preprocessing) -> np.ndarray:
     return decode_image(path, prep.channel_order == "L", prep.input_shape[1])
 
 
+class PixelProbabilities(torch.nn.Module):
+    """A trained model as one module: images scaled to [0, 1] in, class probabilities out by the output layer
+    it trained with (per pixel for a segmentation model); what ``geotune predict`` computes, and the MLflow
+    Model a study logs."""
+
+    def __init__(self, trained: TrainedModel):
+        super().__init__()
+        prep = trained.preprocessing
+        self.pixel_model = PixelInput(trained.model, torch.tensor(prep.mean), torch.tensor(prep.std))
+        self.sparse = prep.output == "sparsemax"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.pixel_model(images).float()
+        return sparsemax(logits, dim=1) if self.sparse else torch.softmax(logits, dim=1)
+
+
 def probabilities(trained: TrainedModel, images: torch.Tensor) -> torch.Tensor:
     """(N, classes) class probabilities of uint8 images (N, C, H, W), by the output layer the model trained with
     ((N, classes, H, W) per pixel for a segmentation model)."""
-    prep = trained.preprocessing
-    pixel_model = PixelInput(trained.model, torch.tensor(prep.mean), torch.tensor(prep.std))
     with torch.no_grad():
-        logits = pixel_model(images.float() / 255.0).float()
-    return sparsemax(logits, dim=1) if prep.output == "sparsemax" else torch.softmax(logits, dim=1)
+        return PixelProbabilities(trained)(images.float() / 255.0)
 
 
 def top_k(probs: torch.Tensor, k: int, class_names: Sequence[str]) -> list[list[tuple[str, float]]]:
