@@ -174,6 +174,19 @@ class Forest:
     regularizers: list[str]
     cells: dict[tuple[str, str], ForestCell]  # (regularizer, metric) -> cell
     difference: str = "regularized minus its baseline (same seed and data)"  # what each row's values are
+    left_out: int = 0  # rows beyond FOREST_MAX_ROWS not drawn (the weakest; every effect is in the tables)
+
+
+FOREST_MAX_ROWS = 30  # beyond this many rows a forest summarises: the rows with the strongest effects
+
+
+def effect_strength(cell: ForestCell) -> float:
+    """How far an effect stands from zero in units of its CI's half-width (|mean| where it has no CI)."""
+    if cell.mean is None:
+        return 0.0
+    if cell.low is None or cell.high is None or cell.high <= cell.low:
+        return abs(cell.mean)
+    return abs(cell.mean) / ((cell.high - cell.low) / 2)
 
 
 def forest(
@@ -197,9 +210,24 @@ def forest(
                 cells[(label, metric)] = ForestCell(e.mean_diff, e.ci_low, e.ci_high, diffs, e.test, e.p_value)
     scales = {m: METRICS[m].scale if m in METRICS else 1.0 for m in shown}
     labels = {m: metric_label(m) + (" (points)" if scales[m] == 100.0 else "") for m in shown}
-    forest = Forest(shown, labels, scales, regularizers, cells)
+    left_out = 0
+    if len(regularizers) > FOREST_MAX_ROWS:  # hundreds of rows are unreadable: draw the strongest effects
+        strength = {
+            r: max((effect_strength(cells[(r, m)]) for m in shown if (r, m) in cells), default=0.0)
+            for r in regularizers
+        }
+        kept = sorted(regularizers, key=lambda r: (-strength[r], r))[:FOREST_MAX_ROWS]
+        left_out = len(regularizers) - len(kept)
+        regularizers = kept
+        cells = {key: cell for key, cell in cells.items() if key[0] in kept}
+    forest = Forest(shown, labels, scales, regularizers, cells, left_out=left_out)
     if difference is not None:
         forest.difference = difference
+    if left_out:
+        forest.difference += (
+            f"; the {len(regularizers)} rows whose effects stand furthest from 0 (|mean| / CI half-width), "
+            f"{left_out} more in the tables and comparison_report.json"
+        )
     return forest
 
 
@@ -528,13 +556,18 @@ class VariantBars:
     variants: list[str]
     means: dict[tuple[str, str], float]  # (variant, metric) -> mean
     intervals: dict[tuple[str, str], tuple[float, float]]  # (variant, metric) -> 95% CI, where there is one
+    left_out: int = 0  # variants beyond FOREST_MAX_ROWS not drawn (those lowest in the first metric)
 
 
 def variant_bars(cells: pd.DataFrame, metrics: Sequence[str]) -> VariantBars | None:
-    """What the per-variant bar chart draws, from ``stats.group_summary``'s cells; None without two variants."""
+    """What the per-variant bar chart draws, from ``stats.group_summary``'s cells; None without two variants.
+    Beyond FOREST_MAX_ROWS variants it draws those highest in the first metric (the groups tables list all)."""
     shown = [m for m in metrics if f"{m}_mean" in cells and cells[f"{m}_mean"].notna().any()]
     if len(cells) < 2 or not shown:
         return None
+    left_out = max(0, len(cells) - FOREST_MAX_ROWS)
+    if left_out:
+        cells = cells.sort_values(f"{shown[0]}_mean", ascending=False, na_position="last").head(FOREST_MAX_ROWS)
     means, intervals = {}, {}
     for _, row in cells.iterrows():
         for metric in shown:
@@ -544,4 +577,4 @@ def variant_bars(cells: pd.DataFrame, metrics: Sequence[str]) -> VariantBars | N
                 intervals[(row["group"], metric)] = (float(row[f"{metric}_ci_low"]), float(row[f"{metric}_ci_high"]))
     scales = {m: METRICS[m].scale if m in METRICS else 1.0 for m in shown}
     labels = {m: metric_label(m) + (" (%)" if scales[m] == 100.0 else "") for m in shown}
-    return VariantBars(shown, labels, scales, list(cells["group"]), means, intervals)
+    return VariantBars(shown, labels, scales, list(cells["group"]), means, intervals, left_out)

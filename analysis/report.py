@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import html
+import io
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -907,10 +908,14 @@ def build_report(study: StudyData, detect: dict[str, float] | None = None) -> Re
             (score_of("test_accuracy", task), "num_parameters"),
         )
         if bars is not None:
+            shown = (
+                f"the {len(bars.variants)} variants highest in the first panel ({bars.left_out} more in the tables); "
+            )
             variant_bars = FigureSpec(
                 "variant_bars",
                 "Accuracy and size of each variant",
-                "mean over the variant's seeds; whisker: 95% confidence interval of the mean (none for one trial); "
+                (shown if bars.left_out else "")
+                + "mean over the variant's seeds; whisker: 95% confidence interval of the mean (none for one trial); "
                 "overlapping whiskers are no test of a difference (the paired tables are)",
                 figures.draw_variant_bars,
                 bars,
@@ -1095,6 +1100,10 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame, features: dict[str, np
     flat_key = "flatness_calibrated_per_class"
     if flat_key in usable and usable[flat_key].notna().any():
         colour = regularizer_label(usable) if "regularizer.name" in usable else pd.Series("all", index=usable.index)
+        if colour.nunique() > SCATTER_MAX_COLOURS:  # a legend of hundreds of settings reads as none
+            colour = (
+                usable["regularizer.name"].astype(str) if "regularizer.name" in usable else colour.map(lambda _: "all")
+            )
         score = score_of("test_accuracy", task)
         specs.append(
             FigureSpec(
@@ -1284,8 +1293,26 @@ def _inline(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
+SCATTER_MAX_COLOURS = 12  # beyond this many regularizer settings a scatter is coloured by regularizer alone
+THUMBNAIL_BOX = (1250, 5000)  # index.html embeds figures at most this size (the page's width); a click: full size
+
+
+def thumbnail_png(file: Path) -> bytes:
+    """The figure as index.html embeds it: within THUMBNAIL_BOX and on a 256-colour palette (a study with many
+    trials or wide mosaics stays a page of a few MB; figures/ keeps every figure at full size)."""
+    from PIL import Image  # deferred: Pillow (matplotlib's own dependency) for the page's thumbnails only
+
+    with Image.open(file) as image:
+        image = image.convert("RGB")
+        image.thumbnail(THUMBNAIL_BOX, Image.Resampling.LANCZOS)
+        small = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        out = io.BytesIO()
+        small.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
 def _html_figure(spec: FigureSpec, file: Path) -> str:
-    data = base64.b64encode(file.read_bytes()).decode()
+    data = base64.b64encode(thumbnail_png(file)).decode()
     return (
         f"<h2 id='{spec.key}'>{html.escape(spec.title)}</h2>"
         # a click opens the figure at full size (figures/ beside index.html): a wide one is shrunk to the page

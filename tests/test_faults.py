@@ -200,3 +200,65 @@ def test_train_with_ray_retries_a_crash_as_run_does(tmp_path, monkeypatch):
     run_config = built["run_config"]
     assert run_config.failure_config.max_failures == RunOptions.max_failures == 2
     assert any(isinstance(c, TrialRetries) for c in run_config.callbacks)
+
+
+# ---------------------------------------------------------------------------
+# a report that reads at any size (issue 35 item 6)
+
+
+def test_a_forest_of_many_rows_draws_the_strongest_effects_and_says_how_many_are_left_out():
+    import pandas as pd
+
+    from geotune.analysis import figure_data as fd
+    from geotune.analysis.stats import PairedEffect, Pairing
+
+    arms = [f"geodesic, lambda={i}" for i in range(45)]
+    rows, effects = [], []
+    for i, arm in enumerate(arms):
+        half = 1.0
+        mean = 0.1 * i  # arm i stands 0.1 i half-widths from zero: the last 30 are the strongest
+        effects.append(PairedEffect(arm, "test_accuracy", 3, mean, mean - half, mean + half, "t", 0.0, 0.5, ""))
+        rows += [{"regularizer": arm, "test_accuracy_diff": mean + d} for d in (-0.1, 0.0, 0.1)]
+    forest = fd.forest(Pairing(pd.DataFrame(rows), []), effects, ["test_accuracy"])
+    assert forest is not None and fd.FOREST_MAX_ROWS == 30
+    assert forest.left_out == 15 and len(forest.regularizers) == 30
+    assert set(forest.regularizers) == set(arms[15:]) and forest.regularizers[0] == arms[-1]  # strongest first
+    assert {key[0] for key in forest.cells} == set(forest.regularizers)
+    assert "the 30 rows whose effects stand furthest from 0" in forest.difference and "15 more" in forest.difference
+    few = fd.forest(Pairing(pd.DataFrame(rows[:9]), []), effects[:3], ["test_accuracy"])
+    assert few is not None and few.left_out == 0 and few.regularizers == arms[:3]  # no summary below the cap
+
+
+def test_index_html_embeds_thumbnails_and_links_the_full_figures(tmp_path):
+    import base64
+    import io
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from geotune.analysis.report import THUMBNAIL_BOX, thumbnail_png
+
+    wide = tmp_path / "wide.png"
+    noise = np.random.default_rng(0).integers(0, 255, (600, 3000, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(wide)
+    small = Image.open(io.BytesIO(thumbnail_png(wide)))
+    assert small.size == (THUMBNAIL_BOX[0], 250) and small.mode == "P"  # page-wide, aspect kept, palette
+    tall = tmp_path / "tall.png"
+    Image.fromarray(np.zeros((9000, 900, 3), dtype=np.uint8)).save(tall)
+    assert Image.open(io.BytesIO(thumbnail_png(tall))).size == (500, THUMBNAIL_BOX[1])
+
+    from geotune.analysis.load import load_study
+    from geotune.analysis.report import build_report, report_folder, save_report
+
+    variants = [{"regularizer.name": name, "train.seed": s} for name in ("none", "geodesic") for s in range(3)]
+    root = make_study(tmp_path / "s", variants, [{"variant": i} for i in range(6)])
+    index = save_report(build_report(load_study(root)), report_folder([str(root)], None))
+    page = index.read_text()
+    embedded = re.findall(r"<a href='figures/([^']+)'[^>]*><img [^>]*src='data:image/png;base64,([^']+)'", page)
+    assert len(embedded) >= 3
+    for name, data in embedded:
+        full = Image.open(index.parent / "figures" / name)
+        shown = Image.open(io.BytesIO(base64.b64decode(data)))
+        assert shown.width <= min(full.width, THUMBNAIL_BOX[0]) and shown.height <= THUMBNAIL_BOX[1], name
+    assert "figures/forest.png" in page
