@@ -26,7 +26,7 @@ from geotune.analysis.measure import Measurement, measure_embeddings
 from geotune.analysis.report import build_report, study_effects
 from geotune.errors import ConfigError
 from geotune.layout import StudyPlan
-from geotune.study.finish import report_study
+from geotune.study.reporting import report_study
 from geotune.trainables.predict import TrainedModel, load_trained, probabilities
 
 __all__ = ["Measurement", "Study", "load_study", "load_trained", "measure", "predict", "resume", "run"]

@@ -482,7 +482,7 @@ def _print_warnings(plan: StudyPlan) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from geotune.study.finish import report_study  # deferred: start-up
+    from geotune.study.reporting import report_study  # deferred: start-up
 
     folders = [Path(d).expanduser() for d in args.study_dir]
     for folder in folders:
@@ -573,9 +573,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         comparison_text,
         write_comparison,
     )
-    from geotune.study.finish import report_study  # deferred: start-up
     from geotune.study.loggers import chosen_loggers  # deferred: start-up
     from geotune.study.plan import refuse_existing_results  # deferred: start-up
+    from geotune.study.reporting import report_study  # deferred: start-up
     from geotune.study.run import run_study, train_and_finish  # deferred: start-up
 
     cfg = load_config(config_files(args), args.overrides)

@@ -153,13 +153,14 @@ def make_plan(space: SearchSpace, user: dict, options: RunOptions) -> StudyPlan:
             + (f" and uses its settings for {chosen}" if chosen in space.per_dataset else "")
             + " (set any of them with --set to keep it)"
         )
-    for cfg in configs:  # model shapes and data files, once per distinct trial (the seed changes neither)
-        unseeded = cfg.to_dict()
-        unseeded["train"].pop("seed")
+    memo: dict = {}  # data files read and networks built once for every config that shares them
+    resolved = [c.to_dict() for c in configs]  # each once: the plan keeps them (trials) and keys the checks by them
+    for cfg, whole in zip(configs, resolved):  # shapes and data files, once per distinct trial (not per seed)
+        unseeded = {**whole, "train": {k: v for k, v in whole["train"].items() if k != "seed"}}
         key = json.dumps(unseeded, sort_keys=True, default=repr)
         if key not in seen:
             seen.add(key)
-            warnings += [w for w in check_config(cfg) if w not in warnings]
+            warnings += [w for w in check_config(cfg, memo) if w not in warnings]
     cpus = options.cpus_per_trial if options.cpus_per_trial is not None else space.cpus_per_trial
     gpus = options.gpus_per_trial if options.gpus_per_trial is not None else space.gpus_per_trial
     if not (math.isfinite(cpus) and cpus > 0):
@@ -217,7 +218,7 @@ def make_plan(space: SearchSpace, user: dict, options: RunOptions) -> StudyPlan:
         objectives=objectives,
         # each trial's config, resolved once here: workers, resources, --reuse and the analysis read it
         reference=dict(space.reference),
-        trials={} if space.is_optuna else dict(zip(variant_labels(variants), (c.to_dict() for c in configs))),
+        trials={} if space.is_optuna else dict(zip(variant_labels(variants), resolved)),
     )
 
 

@@ -174,6 +174,25 @@ def run_python(code: str, cwd: Path, timeout: int = 300) -> subprocess.Completed
 
 
 @pytest.mark.slow
+def test_geotune_report_imports_neither_torch_nor_ray(tmp_path):
+    """The report reads files: `geotune report` of a study loads no torch and no Ray (issue 36, about 3 s)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from synthetic import make_study
+
+    variants = [{"regularizer.name": name, "train.seed": s} for name in ("none", "geodesic") for s in range(3)]
+    study = make_study(tmp_path / "s", variants, [{"variant": i} for i in range(6)])
+    code = (
+        "import sys\nfrom geotune.study.cli import main\n"
+        f"code = main(['report', {str(study)!r}])\n"
+        "print(code, sorted(m for m in ('torch', 'ray') if m in sys.modules))"
+    )
+    done = run_python(code, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stdout[-2000:]
+    assert (study / "report" / "index.html").is_file()
+
+
+@pytest.mark.slow
 def test_importing_every_module_changes_nothing_in_the_process(tmp_path):
     """No environment variable set, no Ray started, nothing written, by importing any module of geotune."""
     names = sorted(n for n in source_modules() if n not in ENTRY_POINTS)

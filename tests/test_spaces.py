@@ -180,12 +180,19 @@ def test_each_distinct_config_is_checked_once_whatever_its_seeds(tmp_path, monke
     """The seed changes neither data files nor shapes: 3 seeds of 2 variants are 2 checks (the key once dropped
     'seed: 0' from 'split_seed: 0' too, so seed 0 and seed 1 of one variant were checked apart)."""
     import geotune.study.plan as plan_module
+    import geotune.trainables.trial as trial_module
 
-    checked = []
-    real = plan_module.check_config
-    monkeypatch.setattr(plan_module, "check_config", lambda cfg: checked.append(cfg.train.seed) or real(cfg))
+    checked, data_reads, networks = [], [], []
+    real, real_data, real_model = plan_module.check_config, trial_module.check_dataset, trial_module.build_model
+    monkeypatch.setattr(
+        plan_module, "check_config", lambda cfg, memo=None: checked.append(cfg.train.seed) or real(cfg, memo)
+    )
+    monkeypatch.setattr(trial_module, "check_dataset", lambda d: data_reads.append(d.name) or real_data(d))
+    monkeypatch.setattr(trial_module, "build_model", lambda *a, **k: networks.append(1) or real_model(*a, **k))
     make_plan(load_space("quickstart"), {}, RunOptions(storage=str(tmp_path)))
     assert len(load_space("quickstart").seeds) == 3 and checked == [0] * 4  # 4 variants x 3 seeds
+    # issue 36: the 4 configs share one data set and one network: its files are read once, the network built once
+    assert data_reads == ["digits"] and networks == [1]
 
 
 def test_invalid_planned_trial_is_named(tmp_path):

@@ -10,6 +10,7 @@ finalisation of early-stopped trials use other sessions.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -105,27 +106,36 @@ def epoch_line(row: dict, epochs: int, stopped: bool = False) -> str:
     )
 
 
-def check_config(cfg: TrialConfig) -> list[str]:
+def check_config(cfg: TrialConfig, memo: dict | None = None) -> list[str]:
     """Catch what the schema cannot: data files and their formats, class choice, splits, model shapes.
 
     Cheap (no images are decoded; on-disk labels and headers are read), so it runs
     before Ray starts and a bad config fails in the terminal rather than inside a
     worker. Returns warnings about results that will be weak but not wrong.
+    ``memo``: one dict shared by the checks of one plan, so that configs that share a
+    data set section (or a network) read its files (or build it) once.
     """
-    data = check_dataset(cfg.dataset)
-    shape, n_classes = describe_input(cfg.dataset)
+    memo = {} if memo is None else memo
+    data_key = ("dataset", json.dumps(dataclasses.asdict(cfg.dataset), sort_keys=True, default=repr))
+    if data_key not in memo:
+        memo[data_key] = (check_dataset(cfg.dataset), describe_input(cfg.dataset))
+    data, (shape, n_classes) = memo[data_key]
     alpha = cfg.train.focal_alpha
     if alpha is not None and len(alpha) != n_classes:
         raise ConfigError(
             f"config key 'train.focal_alpha' = {alpha}: needs one weight per class; dataset '{cfg.dataset.name}' "
             f"gives {n_classes} classes"
         )
-    model = build_model(cfg.model, shape, n_classes, with_weights=cfg.train.init_from is None)
-    resolve_layers(model, cfg.logging.geometry_layers, "logging.geometry_layers")
-    if cfg.logging.activation_layer is not None:
-        resolve_layers(model, [cfg.logging.activation_layer], "logging.activation_layer")
-    if cfg.train.init_from is not None:
-        initial_weights(cfg.train.init_from, model)
+    network = (dataclasses.asdict(cfg.model), shape, n_classes, cfg.train.init_from, cfg.logging.geometry_layers)
+    model_key = ("model", json.dumps([*network, cfg.logging.activation_layer], sort_keys=True, default=repr))
+    if model_key not in memo:
+        model = build_model(cfg.model, shape, n_classes, with_weights=cfg.train.init_from is None)
+        resolve_layers(model, cfg.logging.geometry_layers, "logging.geometry_layers")
+        if cfg.logging.activation_layer is not None:
+            resolve_layers(model, [cfg.logging.activation_layer], "logging.activation_layer")
+        if cfg.train.init_from is not None:
+            initial_weights(cfg.train.init_from, model)
+        memo[model_key] = True
     if cfg.logging.export_onnx:
         require_onnx()
     warnings = list(data.warnings) if data is not None else []
