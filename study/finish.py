@@ -39,16 +39,16 @@ def finish_study(plan: StudyPlan, results, with_report: bool = True) -> int:
     rows = summarize_results(results, plan.metric)
     print("\n" + summary_text(rows, plan.metric, plan.mode))
     code = EXIT_FAILED if any(r.status is TrialStatus.FAILED for r in rows) else 0
-    return max(code, _close_study(plan, with_report))
+    return max(code, close_study(plan, with_report))
 
 
 def finish_without_training(plan: StudyPlan, with_report: bool = True) -> int:
     """A study whose every planned trial --reuse took from earlier studies: save the plan, then report."""
     plan.save()
-    return _close_study(plan, with_report)
+    return close_study(plan, with_report)
 
 
-def _close_study(plan: StudyPlan, with_report: bool) -> int:
+def close_study(plan: StudyPlan, with_report: bool) -> int:
     """What every finished study does last: its reused trials named, trackers given the artifacts, the report."""
     if plan.reused:
         print(f"{len(plan.reused)} trial(s) reused from earlier studies (reused_* folders)")

@@ -262,3 +262,20 @@ def test_index_html_embeds_thumbnails_and_links_the_full_figures(tmp_path):
         shown = Image.open(io.BytesIO(base64.b64decode(data)))
         assert shown.width <= min(full.width, THUMBNAIL_BOX[0]) and shown.height <= THUMBNAIL_BOX[1], name
     assert "figures/forest.png" in page
+
+
+def test_resuming_a_finished_study_trains_nothing_and_leaves_its_state_alone(tmp_path, capsys):
+    """Issue 36 item 4: a finished study resumes in seconds, writes no new Tune state, and is reported again."""
+    from geotune.study.cli import main
+
+    variants = [{"regularizer.name": name, "train.seed": s} for name in ("none", "geodesic") for s in range(2)]
+    study = make_study(tmp_path / "s", variants, [{"variant": i} for i in range(4)])
+    (study / "experiment_state-2026-12-05_00-00-00.json").write_text("{}")  # as Tune left it
+    before = {p: p.stat().st_mtime_ns for p in study.rglob("*") if p.is_file()}
+    assert main(["resume", str(study)]) == 0
+    captured = capsys.readouterr()
+    assert f"all 4 trials of {study} have finished: nothing to train" in captured.err
+    assert "report:" in captured.out and (study / "report" / "index.html").is_file()
+    after = {p: p.stat().st_mtime_ns for p in study.rglob("*") if p.is_file() and "report" not in p.parts}
+    assert after == before, "nothing but the report was written"
+    assert main(["resume", str(study), "--no-report"]) == 0
