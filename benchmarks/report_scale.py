@@ -4,12 +4,13 @@ Writes synthetic studies of finished trials over lambda x k of the geodesic regu
 arm with 4 seeds, metrics drawn at random around the truth of each arm (so the paired effects have intervals),
 then times `geotune report` (load, effects, figures, index.html) and measures the page and the forest.
 
-    python benchmarks/report_scale.py [--trials 100 1000] [--json out.json]
+    python benchmarks/report_scale.py [--trials 100 1000 5000] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -58,7 +59,7 @@ def study_of(trials: int, root: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--trials", type=int, nargs="+", default=[100, 1000, 5000])
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
@@ -70,7 +71,9 @@ def main() -> None:
     for trials in args.trials:
         folder = study_of(trials, Path(tempfile.mkdtemp(prefix="geotune-report-")) / "study")
         start = time.perf_counter()
-        report = build_report(load_study(folder))
+        study = load_study(folder)
+        loaded = time.perf_counter() - start
+        report = build_report(study)
         index = save_report(report, report_folder([str(folder)], None))
         seconds = time.perf_counter() - start
         figures = sorted((index.parent / "figures").glob("*.png"))
@@ -80,15 +83,22 @@ def main() -> None:
                 "trials": len(report.summary),
                 "arms": len(forest.regularizers) + forest.left_out if forest else 0,
                 "forest_rows_drawn": len(forest.regularizers) if forest else 0,
+                "load_seconds": round(loaded, 2),
                 "report_seconds": round(seconds, 1),
                 "index_html_mb": round(index.stat().st_size / 2**20, 2),
                 "figures_mb": round(sum(f.stat().st_size for f in figures) / 2**20, 2),
             }
         )
         print(rows[-1], flush=True)
+    growth = {}
+    if len(rows) >= 2 and rows[-1]["trials"] > rows[0]["trials"]:
+        span = math.log(rows[-1]["trials"] / rows[0]["trials"])
+        for key in ("load_seconds", "report_seconds", "index_html_mb"):
+            growth[key] = round(math.log(rows[-1][key] / rows[0][key]) / span, 2)
     emit(
         {
             "benchmark": "report_scale",
+            "growth_exponents_first_to_last": growth,
             "forest_max_rows": FOREST_MAX_ROWS,
             "rows": rows,
             "machine": machine(),

@@ -413,25 +413,18 @@ def test_the_pareto_front_holds_exactly_the_trials_nothing_beats_on_both_objecti
 
 
 @pytest.mark.slow
-def test_train_with_a_logger_runs_through_tune_and_mlflow_reads_it(tmp_path):
+def test_train_with_a_logger_runs_through_tune_and_mlflow_reads_it(ray_session, tmp_path, capsys):
     """`geotune train --logger mlflow`: the trial runs as a Tune trial, and MLflow's own client finds one run with
     every epoch's metrics and the trial's files."""
-    import subprocess
-    import sys
-
     import mlflow
 
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(tiny_config(train={"epochs": 2}, logging={"save_umap": False})))
-    done = subprocess.run(
-        [sys.executable, "-m", "geotune", "train", str(config), str(tmp_path / "out"), "--logger", "mlflow"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "MLflow: artifacts of 1 trial(s) logged" in done.stdout
+    args = ["train", str(config), str(tmp_path / "out"), "--logger", "mlflow", "--cpus-per-trial", "1"]
+    code = main(args)
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    assert "MLflow: artifacts of 1 trial(s) logged" in out
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("out")
     (run,) = client.search_runs([experiment.experiment_id])  # one trial: no study run above it
