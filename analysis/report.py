@@ -1281,9 +1281,16 @@ nav a{margin-right:1em}code{background:#f4f4f4;padding:0 .2em}"""
 
 
 def _html_table(table_headers, rows) -> str:
+    """A table of the page: its first HTML_TABLE_MAX_ROWS rows, and where the rest are (tables.md has all)."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in table_headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    shown = rows[:HTML_TABLE_MAX_ROWS]
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row) + "</tr>" for row in shown)
+    rest = (
+        f"<p class='caption'>the first {len(shown)} of {len(rows)} rows; every row is in tables.md</p>"
+        if len(rows) > len(shown)
+        else ""
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{rest}"
 
 
 def _inline(text: str) -> str:
@@ -1293,6 +1300,8 @@ def _inline(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
+HTML_TABLE_MAX_ROWS = 150  # index.html shows at most this many rows of a table (tables.md, REPORT.md: all)
+HTML_FINDINGS_MAX = 40  # and at most this many findings (REPORT.md: all), the last two always among them
 SCATTER_MAX_COLOURS = 12  # beyond this many regularizer settings a scatter is coloured by regularizer alone
 THUMBNAIL_BOX = (1250, 5000)  # index.html embeds figures at most this size (the page's width); a click: full size
 
@@ -1339,9 +1348,13 @@ def _html(report: Report, figure_files: dict[str, Path]) -> str:
     parts.append("<nav>" + "".join(f"<a href='#{k}'>{k.replace('_', ' ')}</a>" for k in nav) + "</nav>")
     if report.forest is not None:
         parts.append(_html_figure(report.forest, figure_files[report.forest.key]))
-    parts.append(
-        "<h2 id='findings'>Findings</h2><ul>" + "".join(f"<li>{_inline(f)}</li>" for f in report.findings) + "</ul>"
-    )
+    findings = [_inline(f) for f in report.findings]
+    if len(findings) > HTML_FINDINGS_MAX:  # hundreds of settings: the page keeps the general ones, REPORT.md all
+        more = len(findings) - HTML_FINDINGS_MAX
+        findings = (
+            findings[: HTML_FINDINGS_MAX - 2] + [f"<em>... {more} more findings in REPORT.md</em>"] + findings[-2:]
+        )
+    parts.append("<h2 id='findings'>Findings</h2><ul>" + "".join(f"<li>{f}</li>" for f in findings) + "</ul>")
     parts.append("<h2 id='plan'>Plan</h2>" + _html_table(["", ""], report.plan_rows))
     parts.append(
         "<h2 id='trials'>Trials</h2><p>" + html.escape(", ".join(f"{n} {s}" for s, n in report.status.items())) + "</p>"

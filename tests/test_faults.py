@@ -279,3 +279,14 @@ def test_resuming_a_finished_study_trains_nothing_and_leaves_its_state_alone(tmp
     after = {p: p.stat().st_mtime_ns for p in study.rglob("*") if p.is_file() and "report" not in p.parts}
     assert after == before, "nothing but the report was written"
     assert main(["resume", str(study), "--no-report"]) == 0
+
+
+def test_the_page_lists_at_most_150_rows_of_a_table_and_says_where_the_rest_are():
+    from geotune.analysis.report import HTML_TABLE_MAX_ROWS, _html_table
+
+    rows = [(f"arm {i}", i) for i in range(400)]
+    page = _html_table(["arm", "n"], rows)
+    assert page.count("<tr>") == 1 + HTML_TABLE_MAX_ROWS == 151  # the header and 150 rows
+    assert "arm 149" in page and "arm 150" not in page
+    assert "the first 150 of 400 rows; every row is in tables.md" in page
+    assert "every row" not in _html_table(["arm", "n"], rows[:150])
