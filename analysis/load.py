@@ -14,6 +14,8 @@ Columns: ``trial`` (folder name), ``path``, ``status``, ``error``, ``variant``
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,13 +89,23 @@ def _config_columns(params: dict, plan: StudyPlan | None, planned: dict[str, dic
     """Every config key of one trial, dotted; ``planned`` is the plan's trial configs by any label."""
     try:
         resolved = plan.trial_config(params, planned) if plan else trial_config_dict(params)
-        config = TrialConfig.from_dict(resolved)
+        # a grid trial of a plan that carries its configs: resolved and checked whole when planned (every key);
+        # anything else (Optuna samples, plans before 0.3, bare Tune experiments) is resolved and checked here
+        whole = plan is not None and params.get("variant") in plan.trials
+        values = resolved if whole else TrialConfig.from_dict(resolved).to_dict()
+        active = _regularized(json.dumps(values["regularizer"], sort_keys=True))
     except (ConfigError, KeyError, TypeError):
         return {}
-    columns = {k: (tuple(v) if isinstance(v, list) else v) for k, v in flatten(config.to_dict()).items()}
+    columns = {k: (tuple(v) if isinstance(v, list) else v) for k, v in flatten(values).items()}
     # the config's own answer (metrics.json's "regularized" says the same for finished trials)
-    columns["regularized"] = config.regularizer.active
+    columns["regularized"] = active
     return columns
+
+
+@functools.lru_cache(maxsize=4096)
+def _regularized(section: str) -> bool:
+    """RegularizerConfig.active of a regularizer section (as JSON): decided once per distinct section."""
+    return TrialConfig.from_dict({"regularizer": json.loads(section)}).regularizer.active
 
 
 def load_study(study_dir: str | Path) -> StudyData:

@@ -5,6 +5,7 @@ tests/test_trial.py, a lost node in tests/test_cluster.py."""
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from types import SimpleNamespace
@@ -290,3 +291,34 @@ def test_the_page_lists_at_most_150_rows_of_a_table_and_says_where_the_rest_are(
     assert "arm 149" in page and "arm 150" not in page
     assert "the first 150 of 400 rows; every row is in tables.md" in page
     assert "every row" not in _html_table(["arm", "n"], rows[:150])
+
+
+def test_loading_reads_planned_configs_from_the_plan_with_the_same_columns_as_validating_them(tmp_path):
+    """Issue 36: a grid trial's config comes from the plan (checked when planned); the frame equals the one built by
+    validating every trial's config again (a plan without its trials' configs, as before 0.3)."""
+    import shutil
+
+    from geotune.analysis.load import load_study
+    from geotune.search_spaces.space import load_space
+    from geotune.study.plan import RunOptions, make_plan
+
+    plan = make_plan(load_space("quickstart"), {}, RunOptions(storage=str(tmp_path), name="q", num_samples=2))
+    study = Path(plan.study_dir)
+    study.mkdir(parents=True)
+    plan.save()
+    for index, label in enumerate(plan.trial_configs()):
+        folder = study / f"{index:05d}_trial"
+        folder.mkdir()
+        (folder / "params.json").write_text(json.dumps({"variant": label}))
+        (folder / "metrics.json").write_text(json.dumps({"val_accuracy": 0.9, "test_accuracy": 0.9, "epochs_run": 1}))
+    fast = load_study(study).frame
+    old = tmp_path / "old"
+    shutil.copytree(study, old)
+    saved = json.loads((old / "study.json").read_text())
+    assert saved.pop("trials")  # the plan carried every trial's config
+    (old / "study.json").write_text(json.dumps(saved))
+    slow = load_study(old).frame
+    columns = [c for c in fast.columns if "." in c or c == "regularized"]
+    assert len(columns) > 100 and len(fast) == 8
+    assert fast[columns].equals(slow[columns])
+    assert list(fast["regularized"]) == [name != "none" for name in fast["regularizer.name"]]
