@@ -36,11 +36,10 @@ from geotune.layout import (
     USABLE,
     StudyPlan,
     TrialStatus,
-    failure_record,
     finished_status,
     read_json,
     read_last_json_line,
-    recovery_of,
+    recovery_in,
 )
 from geotune.variants import keys_of
 
@@ -140,8 +139,9 @@ def load_study(study_dir: str | Path) -> StudyData:
         if params.get("variant") in variants:  # by any label it carries, old or new
             seen.add(id(variants[params["variant"]]))
         row.update(_config_columns(params, plan, planned))
-        failures = (trial / FAILURES_FILE).read_text() if (trial / FAILURES_FILE).is_file() else None
-        row.update(recovery_of(failure_record(failures)))  # failed trials too (metrics.json repeats them)
+        if not metrics or "failures" not in metrics:  # a failed trial's crashes (a finished one's metrics have them)
+            record = trial / FAILURES_FILE
+            row.update(recovery_in(record.read_text() if record.is_file() else None))
         if metrics:
             row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None})
             row["epochs"] = metrics.get("epochs_run")

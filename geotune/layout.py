@@ -199,6 +199,11 @@ def recovery_of(failures: list[dict]) -> dict[str, int]:
     return {"failures": len(failures), "epochs_retrained": retrained}
 
 
+def recovery_in(text: str | None) -> dict[str, int]:
+    """``recovery_of`` the crashes a FAILURES_FILE's text records (None: no file, no crash)."""
+    return recovery_of(failure_record(text))
+
+
 def read_last_json_line(path: Path) -> dict | None:
     """The last record of a JSON-lines file (Tune's result.json), reading only its tail."""
     try:

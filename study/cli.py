@@ -521,6 +521,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--seeds and --num-samples: give one of them")
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds}: must be >= 1")
+    timeout = _pending_timeout(args)
     user = _user_overrides(args)
     space = load_space(args.space) if args.space else None
     if args.sweep:
@@ -561,7 +562,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         if len(reused) == plan.trial_count:
             notice(f"all {plan.trial_count} planned trials finished before: nothing to train")
             return finish_without_training(plan, not args.no_report)
-    timeout = _pending_timeout(args)
     study = lambda: run_study(plan, space, verbose=args.verbose, pending_timeout_s=timeout)  # noqa: E731
     return train_and_finish(plan, args.address, study, not args.no_report)
 

@@ -17,12 +17,22 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import torch
-import yaml
 from ray.tune.logger.mlflow import MLflowLoggerCallback
 
 from geotune import __version__
-from geotune.config_loading import flatten
-from geotune.layout import CONFIG_FILE, METRICS_FILE, PARAMS_FILE, PlanKind, StudyPlan, artifact_paths, read_json
+from geotune.config_loading import flatten, read_yaml
+from geotune.errors import ConfigError
+from geotune.layout import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    PARAMS_FILE,
+    REPORT_DIR,
+    STUDY_FILE,
+    PlanKind,
+    StudyPlan,
+    artifact_paths,
+    read_json,
+)
 from geotune.trainables.predict import PixelProbabilities, load_trained
 
 TRIAL_TAG = "geotune.trial"  # an MLflow run's tag: the trial folder's name (artifacts find their run by it)
@@ -110,10 +120,9 @@ def _study_run(client, experiment_id: str, plan: StudyPlan, study_dir: Path, run
     if run_id is None:
         tags = {STUDY_TAG: "1", "mlflow.runName": plan.name, "geotune.space": plan.space}
         run_id = client.create_run(experiment_id, tags=tags, run_name=plan.name).info.run_id
-    for name in ("study.json",):
-        if (study_dir / name).is_file():
-            client.log_artifact(run_id, str(study_dir / name))
-    report = study_dir / "report"
+    if (study_dir / STUDY_FILE).is_file():
+        client.log_artifact(run_id, str(study_dir / STUDY_FILE))
+    report = study_dir / REPORT_DIR
     if report.is_dir():
         client.log_artifacts(run_id, str(report), artifact_path=REPORT_PATH)
     return run_id
@@ -123,8 +132,8 @@ def _log_config_params(client, run, folder: Path) -> None:
     """The trial's resolved config, every key by its dotted name (MLflow params cannot change: keys the run
     already has, such as the varied ones Ray logged, are left as they are)."""
     try:
-        config = yaml.safe_load((folder / CONFIG_FILE).read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        config = read_yaml(folder / CONFIG_FILE)
+    except ConfigError:  # a trial folder without a readable config.yaml: its run keeps Ray's params alone
         return
     have = run.data.params
     params = [
@@ -155,7 +164,7 @@ def _best_trial(plan: StudyPlan, folders: list[Path]) -> Path | None:
 
 def _log_model(client, run_id: str, folder: Path) -> None:
     """The trial's kept model as an MLflow Model (pytorch flavour): images scaled to [0, 1] in, class
-    probabilities out, with a signature and an input example (its first test images' shape)."""
+    probabilities out, with a signature and an input example (two seeded random images of its input shape)."""
     trained = load_trained(folder, trust_code=True)  # the study's own model: its code ran in the study already
     module = PixelProbabilities(trained).eval()
     shape = trained.preprocessing.input_shape

@@ -23,7 +23,7 @@ from geotune.layout import (
     failure_record,
     failures_text,
     finished_status,
-    recovery_of,
+    recovery_in,
 )
 from geotune.metric_names import score_of
 from geotune.storage import is_uri, read_text, write_text
@@ -281,7 +281,7 @@ def summarize_results(results, metric: str) -> list[TrialSummary]:
     rows = []
     for result in results:
         name = Path(result.path).name
-        recovery = recovery_of(failure_record(read_text(result.path, FAILURES_FILE)))
+        recovery = recovery_in(read_text(result.path, FAILURES_FILE))
         if result.error is not None:
             rows.append(
                 TrialSummary(

@@ -30,8 +30,7 @@ from geotune.layout import (
     HISTORY_FILE,
     METRICS_FILE,
     StopReason,
-    failure_record,
-    recovery_of,
+    recovery_in,
 )
 from geotune.storage import read_text
 from geotune.trainables.artifacts import collapse_of, evaluate_kept, write_trial_artifacts
@@ -126,8 +125,16 @@ def check_config(cfg: TrialConfig, memo: dict | None = None) -> list[str]:
             f"config key 'train.focal_alpha' = {alpha}: needs one weight per class; dataset '{cfg.dataset.name}' "
             f"gives {n_classes} classes"
         )
-    network = (dataclasses.asdict(cfg.model), shape, n_classes, cfg.train.init_from, cfg.logging.geometry_layers)
-    model_key = ("model", json.dumps([*network, cfg.logging.activation_layer], sort_keys=True, default=repr))
+    log = cfg.logging
+    network = [
+        dataclasses.asdict(cfg.model),
+        shape,
+        n_classes,
+        cfg.train.init_from,
+        log.geometry_layers,
+        log.activation_layer,
+    ]
+    model_key = ("model", json.dumps(network, sort_keys=True, default=repr))
     if model_key not in memo:
         model = build_model(cfg.model, shape, n_classes, with_weights=cfg.train.init_from is None)
         resolve_layers(model, cfg.logging.geometry_layers, "logging.geometry_layers")
@@ -366,7 +373,7 @@ def run_stored_trial(cfg: TrialConfig, session: StoredSession, artifact_dir: Pat
     if diverged is not None:
         raise NonFiniteLossError(diverged)
     # the crashes Tune retried this trial after, as the driver recorded them (metrics.json counts them)
-    recovery = recovery_of(failure_record(session.read_artifact(FAILURES_FILE)))
+    recovery = recovery_in(session.read_artifact(FAILURES_FILE))
     try:
         return run_trial(cfg, session, artifact_dir, verbose=verbose, recovery=recovery)
     except NonFiniteLossError as exc:
@@ -382,7 +389,6 @@ def finalize_trial(cfg: TrialConfig, state: dict, artifact_dir: Path) -> dict:
     kept = KeptWeights(cfg.train.keep, cfg.train.keep_by)
     load_trial_state(cfg, parts, generator, state, early, kept)
     model, evaluations = evaluate_kept(cfg, parts, kept)
-    failures = failure_record(read_text(str(artifact_dir), FAILURES_FILE))
     return write_trial_artifacts(
         artifact_dir,
         cfg,
@@ -394,5 +400,5 @@ def finalize_trial(cfg: TrialConfig, state: dict, artifact_dir: Path) -> dict:
         state["elapsed"],
         model,
         evaluations,
-        recovery_of(failures),
+        recovery_in(read_text(str(artifact_dir), FAILURES_FILE)),
     )
