@@ -27,6 +27,7 @@ from geotune.trainables.trial import NoSession, run_trial
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "data" / "golden_digits_metrics.json"
+LIBRARY_SENSITIVE = ("trustworthiness", "linear_separability")  # rank- or order-dependent fits (docstring below)
 
 
 def test_same_seed_gives_the_metrics_recorded_before_the_speed_up(tmp_path):
@@ -35,8 +36,10 @@ def test_same_seed_gives_the_metrics_recorded_before_the_speed_up(tmp_path):
     re-recorded when issue 28 moved them to the training split and the surface-based flatness). The machine of
     BENCHMARKS.md reproduces them bit for bit; another (a Xeon with AVX-512 and AMX, torch 2.14.1, measured
     2026-12-02) rounds differently along the way: up to 1.2e-5 relative, and UMAP's trustworthiness, whose
-    neighbour ranks amplify that, 7e-4. Tolerance: 1e-4 relative, trustworthiness 3e-3; a changed method
-    (another projection, another estimator, a changed loop) moves these numbers by far more."""
+    neighbour ranks amplify that, 7e-4. With scikit-learn 1.9.1 (installed 2026-12-05) the perceptron's linear
+    separability reads 0.99199 (recorded 0.99121: 8e-4). Tolerance: 1e-4 relative, trustworthiness and linear
+    separability 3e-3; a changed method (another projection, another estimator, a changed loop) moves these
+    numbers by far more."""
     golden = json.loads(GOLDEN.read_text())["metrics"]
     cfg = load_config(REPO / "configs" / "digits.yaml", ["train.epochs=2", "train.num_threads=1", "train.seed=3"])
     threads = torch.get_num_threads()
@@ -49,7 +52,7 @@ def test_same_seed_gives_the_metrics_recorded_before_the_speed_up(tmp_path):
     changed = {
         key: (value, metrics[key])
         for key, value in golden.items()
-        if not math.isclose(metrics[key], value, rel_tol=3e-3 if key == "trustworthiness" else 1e-4, abs_tol=1e-12)
+        if not math.isclose(metrics[key], value, rel_tol=3e-3 if key in LIBRARY_SENSITIVE else 1e-4, abs_tol=1e-12)
     }
     assert not changed, changed
     assert json.loads((tmp_path / "geometry_summary.json").read_text())["projection"] == "umap"
