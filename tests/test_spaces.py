@@ -315,7 +315,9 @@ def test_the_segmentation_space_runs_and_reports_miou(tmp_path, cli, ray_session
     """Every network x loss trains (one epoch, one seed, 60 images); the report ranks by mIoU and Dice, draws
     the data set's statistics once, and shows each group's latent panels."""
     small = ["--set", "train.phases=null", "--set", "train.epochs=1", "--set", "dataset.shapes_seg.num_samples=60"]
-    small += ["logging.save_umap=false", "logging.internals=off"]  # the latent panels are PCA: UMAP tested elsewhere
+    # UMAP and internals are tested elsewhere (test_segmentation): the latent panels are PCA, here of 300
+    # bottleneck vectors per trial (the geometry of the default 1,200 cost 4 s of a trial's 9)
+    small += ["logging.save_umap=false", "logging.internals=off", "logging.latent_points=300"]
     proc = cli("run", "segmentation", *small, "--num-samples", "1", "--storage", str(tmp_path), "--name", "s")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "9 trials: 9 completed" in proc.stdout and "test_miou" in proc.stdout
