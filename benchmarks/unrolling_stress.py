@@ -37,20 +37,14 @@ POLICIES = {  # name: (refresh every R steps, 0 = never; how a refresh combines 
 BATCH_STEPS = 3000  # steps of the mini-batch policies: 480 passes over the 400 points
 
 
-def participation_ratio(z):
-    import numpy as np
-
-    e = np.linalg.eigvalsh(np.cov(z.T))
-    return float(e.sum() ** 2 / (e**2).sum())
-
-
 def geodesics(z):
+    """kNN-graph (k 5) shortest paths, as the metrics compute them; pairs the graph does not connect pull nowhere."""
     import numpy as np
-    from scipy.sparse.csgraph import shortest_path
-    from sklearn.neighbors import kneighbors_graph
 
-    g = shortest_path(kneighbors_graph(z, 5, mode="distance"), directed=False)
-    g[~np.isfinite(g)] = 0.0  # pairs the graph does not connect pull nowhere
+    from geotune.analysis.neighbors import graph_geodesics
+
+    g = graph_geodesics(z, 5)
+    g[~np.isfinite(g)] = 0.0
     return g
 
 
@@ -59,7 +53,7 @@ def run(seed: int, refresh: int, combine: str, batch: int, steps: int, lr: float
     import torch
     from test_regularizers import swiss_roll_unrolling, unrolled_rank_correlation
 
-    from geotune.analysis.latent import intrinsic_dim_twonn
+    from geotune.analysis.latent import intrinsic_dim_twonn, participation_ratio
 
     x, along = swiss_roll_unrolling(seed)
     z = torch.tensor(x, dtype=torch.float32, requires_grad=True)
