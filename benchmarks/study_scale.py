@@ -14,7 +14,6 @@ are timed. Prints a table and the growth exponents between the smallest and the 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
@@ -40,11 +39,12 @@ def source_study(given: str | None, scratch: Path) -> Path:
 
 def real_trials(study: Path) -> dict[str, list[Path]]:
     """The source's finished trial folders by regularizer name."""
+    from geotune.layout import METRICS_FILE, read_json
+
     out: dict[str, list[Path]] = {}
     for folder in sorted(study.iterdir()):
-        if (folder / "metrics.json").is_file():
-            config = json.loads((folder / "metrics.json").read_text())
-            name = "none" if not config.get("regularized") else "geodesic"
+        if (folder / METRICS_FILE).is_file():
+            name = "geodesic" if read_json(folder / METRICS_FILE).get("regularized") else "none"
             out.setdefault(name, []).append(folder)
     return out
 
@@ -66,6 +66,7 @@ def clone(plan, sources: dict[str, list[Path]]) -> Path:
     import numpy as np
     import yaml
 
+    from geotune.layout import CONFIG_FILE, METRICS_FILE, PARAMS_FILE, read_json, write_json
     from geotune.variants import folder_label
 
     study = Path(plan.study_dir)
@@ -80,16 +81,16 @@ def clone(plan, sources: dict[str, list[Path]]) -> Path:
         for path in source.iterdir():
             if path.is_dir():
                 continue
-            if path.name == "params.json":
-                (folder / path.name).write_text(json.dumps({"variant": label}))
-            elif path.name == "config.yaml":
+            if path.name == PARAMS_FILE:
+                write_json(folder / path.name, {"variant": label})
+            elif path.name == CONFIG_FILE:
                 (folder / path.name).write_text(yaml.safe_dump(config, sort_keys=False))
-            elif path.name == "metrics.json":
-                metrics = json.loads(path.read_text())
+            elif path.name == METRICS_FILE:
+                metrics = read_json(path)
                 for key, value in metrics.items():
                     if isinstance(value, float) and key not in ("wall_time_s",):
                         metrics[key] = value * (1 + 0.01 * rng.standard_normal())
-                (folder / path.name).write_text(json.dumps(metrics))
+                write_json(folder / path.name, metrics)
             else:  # every other file as the real trial has it (linked: 5,000 copies would fill a disk)
                 os.symlink(path, folder / path.name)
     return study
