@@ -8,7 +8,10 @@ the shorter (min) or the longer (max) of old and new. Printed per policy and see
 Euclidean distances with distances along the unrolled sheet (1: unrolled; 0.36 at the start), TwoNN, the
 participation ratio and the largest distance (the scale: inflation or collapse). The mini-batch policies move
 only a random batch of 64 points a step, against a memory holding each sample's last detached position (what a
-network's training could keep, keyed by sample), for 3,000 steps (480 passes over the roll's points).
+network's training could keep, keyed by sample), for 3,000 steps (480 passes over the roll's points). The
+scale-free policies compare the batch rows' distance profile with the targets' after dividing each by its norm,
+sum (d / |d| - g / |g|)^2: a task that grows or shrinks the embedding meets no resistance, and a refresh cannot
+carry a change of scale into the next targets.
 
     python benchmarks/unrolling_stress.py [--steps 500] [--lr 20] [--seeds 0 3] [--json out.json]
 """
@@ -23,7 +26,8 @@ from common import emit, machine, today
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-POLICIES = {  # name: (refresh every R steps, 0 = never; how a refresh combines old and new; batch, 0 = all)
+POLICIES = {  # name: (refresh every R steps, 0 = never; how a refresh combines old and new ("shape": new, and
+    # the scale-free stress); batch, 0 = all)
     "held": (0, "new", 0),
     "recomputed every step": (1, "new", 0),
     "recomputed every 100": (100, "new", 0),
@@ -33,6 +37,9 @@ POLICIES = {  # name: (refresh every R steps, 0 = never; how a refresh combines 
     "mini-batch 64 with memory, held": (0, "new", 64),
     "mini-batch 64 with memory, refresh 500 (min)": (500, "min", 64),
     "mini-batch 64 with memory, refresh 100 (min)": (100, "min", 64),
+    "mini-batch 64 with memory, scale-free, held": (0, "shape", 64),
+    "mini-batch 64 with memory, scale-free, refresh 500": (500, "shape", 64),
+    "mini-batch 64 with memory, scale-free, refresh 100": (100, "shape", 64),
 }
 BATCH_STEPS = 3000  # steps of the mini-batch policies: 480 passes over the 400 points
 
@@ -64,13 +71,16 @@ def run(seed: int, refresh: int, combine: str, batch: int, steps: int, lr: float
     for step in range(BATCH_STEPS if batch else steps):
         if g is None or (refresh and step % refresh == 0):
             new = torch.tensor(geodesics(memory.numpy()), dtype=torch.float32)
-            if g is None or combine == "new":
+            if g is None or combine in ("new", "shape"):
                 g = new
             else:
                 g = torch.maximum(g, new) if combine == "max" else torch.minimum(g, new)
         rows = torch.randperm(len(x), generator=generator)[:batch] if batch else torch.arange(len(x))
         d = torch.cdist(z[rows], memory if batch else z).clamp_min(1e-9)  # a batch meets the others in memory
-        loss = ((d - g[rows]) ** 2).sum() / (g[rows] ** 2).sum()
+        if combine == "shape":  # compare shapes only: the loss is the same for z and c * z, so it moves no scale
+            loss = ((d / d.norm() - g[rows] / g[rows].norm()) ** 2).sum()
+        else:
+            loss = ((d - g[rows]) ** 2).sum() / (g[rows] ** 2).sum()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -343,6 +343,13 @@ class GeodesicConfig:
     max_sources: int = param(
         0, "geodesics from at most this many random points per batch (a cheaper estimate); 0 = all", ge=0
     )
+    memory: int = param(
+        0,
+        "target: flat only: samples per class whose last embeddings are remembered; the batch's bent pairs with "
+        "them are pulled to the shape of the class's geodesics (held between refreshes); 0 = the batch alone",
+        ge=0,
+    )
+    refresh_steps: int = param(500, "memory only: training steps between recomputations of the held geodesics", ge=1)
 
 
 @dataclass
@@ -643,6 +650,16 @@ def _check_cross_field(config: TrialConfig) -> None:
             f"config key 'regularizer.geodesic.target_ratio' = {r.geodesic.target_ratio:g}: applies to "
             "regularizer.geodesic.target: fixed only (target flat pulls bent pairs to their chord); "
             "set regularizer.geodesic.target=fixed to use it"
+        )
+    if r.geodesic.memory and not r.geodesic.per_class:
+        raise ConfigError(
+            f"config key 'regularizer.geodesic.memory' = {r.geodesic.memory}: remembers samples per class; "
+            "needs regularizer.geodesic.per_class: true"
+        )
+    if r.geodesic.target == "fixed" and r.geodesic.memory:
+        raise ConfigError(
+            f"config key 'regularizer.geodesic.memory' = {r.geodesic.memory}: applies to "
+            "regularizer.geodesic.target: flat only; set it to 0 or use target flat"
         )
     if r.geodesic.target == "flat" and r.geodesic.exclude_direct:
         raise ConfigError(

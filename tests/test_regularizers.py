@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from geotune.analysis.latent import geodesic_stats, intrinsic_dim_mle, intrinsic_dim_twonn
-from geotune.config import TrialConfig
+from geotune.config import ConfigError, TrialConfig
 from geotune.trainables.regularizers import (
     build_regularizer,
     class_structure_term,
@@ -11,6 +11,7 @@ from geotune.trainables.regularizers import (
     geodesic_penalty,
     geodesic_ratios,
     intrinsic_dim_estimate,
+    memory_targets,
     pairwise_distances,
 )
 
@@ -308,10 +309,93 @@ def test_flat_target_lowers_a_swiss_rolls_reading_by_thickening_it_not_by_unroll
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 28 item 5: no penalty unrolls a roll yet (docs: Regularizers)")
+@pytest.mark.xfail(strict=True, reason="issue 28 item 5: the batch alone (memory 0) does not unroll (docs)")
 def test_flat_target_unrolls_a_swiss_roll(rolled_flat):
-    """The goal of issue 28 item 5: the rank correlation with the unrolled distances rises from about 0.36 to at least
-    0.8 with TwoNN at most 2.3. (The issue's further floor, participation ratio >= 1.8, cannot hold for this roll:
-    its exact unrolling, a 18 x 4.2 strip, has participation ratio 1.11.)"""
+    """The goal of issue 28 item 5 for the default, the batch alone: the rank correlation with the unrolled distances
+    rises from about 0.36 to at least 0.8 with TwoNN at most 2.3. (The issue's further floor, participation ratio
+    >= 1.8, cannot hold for this roll: its exact unrolling, a 18 x 4.2 strip, has participation ratio 1.11.) With a
+    memory see test_flat_target_with_a_memory_unrolls_a_swiss_roll."""
     x, along_sheet, y = rolled_flat(0)
     assert unrolled_rank_correlation(y, along_sheet) >= 0.8 and intrinsic_dim_twonn(y) <= 2.3
+
+
+def minimise_with_memory(
+    points: np.ndarray, refresh_steps: int, steps: int = 3000, batch: int = 64, lr: float = 20.0, seed: int = 0
+) -> tuple[np.ndarray, float]:
+    """The flat target with a memory of every point, minimised alone over random batches of ``batch`` points (SGD,
+    momentum 0.9); returns the points and the share of steps on which the penalty pulled."""
+    geodesic = {"lambda_reg": 1.0, "memory": len(points), "refresh_steps": refresh_steps}
+    reg = build_regularizer(reg_config(name="geodesic", geodesic=geodesic), 1, batch, [len(points)])
+    z = torch.tensor(points, dtype=torch.float32, requires_grad=True)
+    optimizer = torch.optim.SGD([z], lr=lr, momentum=0.9)
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.zeros(batch, dtype=torch.long)
+    acting = 0
+    for step in range(steps):
+        ids = torch.randperm(len(points), generator=generator)[:batch]
+        penalty, stats = reg(z[ids], labels, 1, step, ids)
+        acting += int(stats["geodesic_acting"].item())
+        optimizer.zero_grad()
+        penalty.backward()
+        optimizer.step()
+    return z.detach().double().numpy(), acting / steps
+
+
+def test_memory_targets_hold_a_rolls_bends_and_none_of_a_flat_cloud():
+    x, _ = swiss_roll_unrolling(0)
+    geodesics, bent = memory_targets(x, 5)
+    euclid = np.linalg.norm(x[:, None] - x[None], axis=2)
+    assert (bent == bent.T).all() and not bent.diagonal().any()
+    assert 0.3 < bent.mean() < 0.9, "pairs across the roll's turns bend"
+    assert (geodesics[bent] > euclid[bent]).all()
+    assert np.median(geodesics[bent] / euclid[bent]) > 1.5, "the targets are along the roll, not across it"
+    flat = embedded(np.random.default_rng(1).standard_normal((250, 12)), 1)
+    assert not memory_targets(flat, 5)[1].any(), "no straight segment of a flat cloud leaves it: no target"
+
+
+def test_memory_state_continues_bit_for_bit():
+    x, _ = swiss_roll_unrolling(3)
+    geodesic = {"lambda_reg": 1.0, "memory": 400, "refresh_steps": 4}
+    batches = [torch.randperm(400, generator=torch.Generator().manual_seed(s))[:128] for s in range(12)]
+    labels = torch.zeros(128, dtype=torch.long)
+    z = torch.tensor(x, dtype=torch.float32)
+    first = build_regularizer(reg_config(name="geodesic", geodesic=geodesic), 1, 128, [400])
+    values = [first(z[ids] * (1 + 0.01 * step), labels, 1, step, ids)[0].item() for step, ids in enumerate(batches)]
+    assert sum(v > 0 for v in values[6:]) >= 4, "targets once 360 of 400 are remembered, refreshed every 4 steps"
+    second = build_regularizer(reg_config(name="geodesic", geodesic=geodesic), 1, 128, [400])
+    for step, ids in enumerate(batches[:6]):
+        second(z[ids] * (1 + 0.01 * step), labels, 1, step, ids)
+    state = second.memory.state_dict()
+    resumed = build_regularizer(reg_config(name="geodesic", geodesic=geodesic), 1, 128, [400])
+    resumed.memory.load_state_dict(state, torch.device("cpu"))
+    again = [resumed(z[ids] * (1 + 0.01 * s), labels, 1, s, ids)[0].item() for s, ids in enumerate(batches) if s >= 6]
+    assert again == values[6:]
+
+
+def test_memory_applies_to_the_flat_target_per_class_only():
+    with pytest.raises(ConfigError, match="'regularizer.geodesic.memory' = 100: applies to .*target: flat only"):
+        reg_config(name="geodesic", geodesic={"memory": 100, "target": "fixed"})
+    with pytest.raises(ConfigError, match="'regularizer.geodesic.memory' = 100: .*needs .*per_class: true"):
+        reg_config(name="geodesic", geodesic={"memory": 100, "per_class": False})
+
+
+@pytest.mark.slow
+def test_flat_target_with_a_memory_leaves_a_flat_gaussian_alone():
+    x = embedded(np.random.default_rng(1).standard_normal((250, 12)), 1)
+    y, acting = minimise_with_memory(x, 500, steps=600)
+    assert acting == 0.0 and np.abs(y - x).max() < 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 3])
+def test_flat_target_with_a_memory_unrolls_a_swiss_roll(seed):
+    """Issue 28 item 5 with targets held (no refresh in 3,000 steps of batches of 64, 480 passes over the roll):
+    measured rank correlation with the unrolled distances 0.357 / 0.386 -> 0.823 / 0.925, TwoNN 1.88 / 2.11 ->
+    2.19 / 2.32, on 99.5% of steps. The issue's TwoNN <= 2.3 holds for seed 0 only; asserted here: the roll unrolls
+    (>= 0.8) without the batch target's thickening (its TwoNN rose to 2.78 / 2.86): TwoNN <= 2.4. Refreshed every
+    500 steps the same runs reach only 0.779 / 0.496 (docs: Regularizers)."""
+    x, along_sheet = swiss_roll_unrolling(seed)
+    y, acting = minimise_with_memory(x, refresh_steps=10**6, seed=seed)
+    assert acting > 0.99
+    assert unrolled_rank_correlation(y, along_sheet) >= 0.8
+    assert intrinsic_dim_twonn(y) <= 2.4

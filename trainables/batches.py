@@ -55,9 +55,14 @@ def augment_batch(x: torch.Tensor, aug: Augmentation, generator: torch.Generator
 
 
 def training_batches(
-    data: DataSplits, batch_size: int, generator: torch.Generator, augmentation: Augmentation | None = None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled, normalised (and augmented) training batches sliced from device tensors.
+    data: DataSplits,
+    batch_size: int,
+    generator: torch.Generator,
+    augmentation: Augmentation | None = None,
+    with_samples: bool = False,
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Shuffled, normalised (and augmented) training batches sliced from device tensors; with ``with_samples``,
+    each batch also carries its rows of the training split (what a regularizer's memory is keyed by).
 
     The last partial batch is dropped when there is more than one batch: a batch of
     a handful of points breaks BatchNorm statistics and the kNN graphs of the
@@ -72,7 +77,7 @@ def training_batches(
         x = data.normalize(split.images[idx])
         if augmentation is not None:
             x = augment_batch(x, augmentation, generator)
-        yield x, split.labels[idx].long()
+        yield (x, split.labels[idx].long(), idx) if with_samples else (x, split.labels[idx].long())
 
 
 def evaluation_batches(

@@ -111,8 +111,8 @@ class EarlyStopping:
         self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
 
 
-# A regularizer takes (embeddings, labels, epoch, step) and returns (penalty or None, stats).
-RegularizerFn = Callable[[torch.Tensor, torch.Tensor, int, int], tuple[torch.Tensor | None, dict]]
+# (latent points, labels, epoch, step, the batch's sample ids or None) -> (penalty or None, statistics)
+RegularizerFn = Callable[[torch.Tensor, torch.Tensor, int, int, torch.Tensor | None], tuple[torch.Tensor | None, dict]]
 
 
 @dataclass
@@ -177,7 +177,7 @@ def train_one_epoch(
     model: LatentNetwork,
     criterion: Criterion,
     optimizer: torch.optim.Optimizer,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterable[tuple[torch.Tensor, ...]],
     epoch: int,
     *,
     regularizer: RegularizerFn | None = None,
@@ -187,8 +187,8 @@ def train_one_epoch(
     step_offset: int = 0,
     task: Task | None = None,
 ) -> EpochStats:
-    """One pass over ``batches`` (normalised inputs, labels or masks); returns epoch means (accuracy: of
-    images, or of pixels for masks)."""
+    """One pass over ``batches`` (normalised inputs, labels or masks, and optionally the batch's sample ids for
+    the regularizer); returns epoch means (accuracy: of images, or of pixels for masks)."""
     model.train()
     device = next(model.parameters()).device
     zero = torch.zeros((), device=device)
@@ -197,7 +197,7 @@ def train_one_epoch(
     reg_counts: dict[str, int] = {}
     reg_steps = 0
     batch_losses, batch_accuracies = [], []  # device scalars, read once at the end of the epoch
-    for step, (x, y) in enumerate(batches, start=step_offset):
+    for step, (x, y, *samples) in enumerate(batches, start=step_offset):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, precision):
@@ -206,7 +206,8 @@ def train_one_epoch(
         loss = task_loss
         if regularizer is not None:
             points, labels = task.regularizer_points(z, y) if task is not None else (z, y)
-            penalty, stats = regularizer(points.float(), labels, epoch, step)
+            ids = samples[0] if samples and (task is None or not task.segmentation) else None  # pixels have no id
+            penalty, stats = regularizer(points.float(), labels, epoch, step, ids)
             if penalty is not None:
                 loss = loss + penalty
                 reg_sum += penalty.detach()

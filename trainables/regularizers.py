@@ -31,16 +31,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy import sparse
-from scipy.sparse.csgraph import connected_components, dijkstra
+from scipy.sparse.csgraph import connected_components, dijkstra, shortest_path
 
 from geotune.analysis.flatness import (
     MIN_RESOLVED_POINTS,
     SHORT_CHORD_NEIGHBORS,
     chord_graph,
     segments_supported,
+    squared_distances,
     support_tolerance,
 )
 from geotune.analysis.latent import intrinsic_dim_twonn
+from geotune.analysis.neighbors import knn_graph
 from geotune.config import GeometryConfig, RegularizerConfig
 
 EPS = 1e-12
@@ -317,6 +319,7 @@ def geodesic_penalty(
         stats = {
             "geodesic_pairs": counted,
             "geodesic_bent_fraction": torch.tensor(len(bent) / max(1.0, float(counted))),
+            "geodesic_acting": torch.tensor(float(len(bent) > 0)),  # its epoch mean: the share of steps it pulled
         }
         if len(bent) == 0:  # every pair runs straight: nothing to pull (and no graph to differentiate)
             stats["geodesic_ratio"] = torch.tensor(1.0)
@@ -336,6 +339,149 @@ def geodesic_penalty(
     stats["geodesic_ratio"] = ratios.detach().mean()
     stats["geodesic_penalty"] = penalty.detach()
     return penalty, stats
+
+
+# ---------------------------------------------------------------------------
+# geodesic, flat target with a memory
+
+
+def memory_targets(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(geodesics, bent) of a class's remembered points: kNN-graph (k) shortest paths between all pairs, and
+    which pairs bend, i.e. whose straight segment leaves the class (the support test of ``chord_ratios``) while
+    the graph connects them. Straight pairs carry no target: a flat class gets none at all."""
+    n = len(points)
+    sq = squared_distances(points)
+    dist = np.sqrt(sq.double().numpy())
+    np.fill_diagonal(dist, np.inf)
+    m = min(n - 1, max(k, SHORT_CHORD_NEIGHBORS))
+    idx = np.argsort(dist, axis=1)[:, :m]
+    nbr = np.take_along_axis(dist, idx, axis=1)
+    k = min(k, m)
+    dimension = intrinsic_dim_twonn(points, neighbors=(nbr[:, :2], idx[:, :2]))
+    support = support_tolerance(k, dimension) * nbr[:, k - 1]
+    i, j = np.triu_indices(n, 1)
+    straight = segments_supported(sq, i, j, torch.as_tensor(support**2, dtype=torch.float32), float(np.median(support)))
+    geodesics = shortest_path(knn_graph(points, k, (nbr, idx)), method="D", directed=False)
+    bent = np.zeros((n, n), dtype=bool)
+    bent[i[~straight], j[~straight]] = True
+    bent |= bent.T
+    bent &= np.isfinite(geodesics)
+    geodesics[~np.isfinite(geodesics)] = 0.0
+    return geodesics, bent
+
+
+@dataclass
+class ClassMemory:
+    """One class's remembered samples: row of each sample id, their last detached embeddings, and the geodesics
+    and bent pairs of those rows at the last refresh (None before the first)."""
+
+    rows: dict[int, int]
+    positions: torch.Tensor
+    geodesics: torch.Tensor | None = None
+    bent: torch.Tensor | None = None
+    refreshed: int = 0
+
+
+class GeodesicMemory:
+    """The flat target against a per-class memory of each sample's last detached embedding.
+
+    A batch of a few dozen points per class is too sparse to see a bend (``MIN_RESOLVED_POINTS``); the class's
+    remembered samples are not. Once a class's memory holds enough samples, its kNN-graph geodesics and its bent
+    pairs (straight segment off the class) are computed and *held* for ``refresh_steps`` steps: a penalty whose
+    targets follow the embedding every step inflates it instead of unrolling it (docs: Regularizers). Each step,
+    a batch point that is remembered is compared with every remembered sample of its class over the bent pairs
+    only, and the *shape* of those distances is pulled to the shape of the held geodesics:
+    sum (d / |d| - g / |g|)^2 per class, the mean over classes. Being scale-free, it leaves the task free to grow
+    or shrink the embedding, and a refresh cannot carry a change of scale into the next targets. A flat class
+    has no bent pair: its penalty is exactly 0.
+    """
+
+    def __init__(self, capacity: int, k: int, refresh_steps: int, class_sizes: list[int] | None = None):
+        self.capacity, self.k, self.refresh_steps = capacity, k, refresh_steps
+        self.class_sizes = class_sizes
+        self.classes: dict[int, ClassMemory] = {}
+
+    def _ready_at(self, label: int) -> int:
+        """Remembered samples at which the first targets are computed: the memory's capacity, or nine tenths of
+        a smaller class (the loop drops each epoch's last partial batch, so some samples come late)."""
+        size = self.class_sizes[label] if self.class_sizes and label < len(self.class_sizes) else self.capacity
+        return max(MIN_RESOLVED_POINTS, min(self.capacity, math.ceil(0.9 * size)))
+
+    def _rows(self, memory: ClassMemory, samples: list[int]) -> list[int]:
+        """Each sample's row, a new one while there is room; -1 for samples the memory has no room for."""
+        rows = []
+        for sample in samples:
+            if sample not in memory.rows and len(memory.rows) < self.capacity:
+                memory.rows[sample] = len(memory.rows)
+            rows.append(memory.rows.get(sample, -1))
+        return rows
+
+    def penalty(self, z: torch.Tensor, labels: torch.Tensor, samples: torch.Tensor, step: int) -> tuple:
+        terms, bent_pairs, pairs = [], 0, 0
+        for label in labels.unique().tolist():
+            where = torch.nonzero(labels == label).squeeze(1)
+            memory = self.classes.get(label)
+            if memory is None:
+                memory = self.classes[label] = ClassMemory({}, z.new_zeros(self.capacity, z.shape[1]).detach())
+            rows = torch.as_tensor(self._rows(memory, samples[where].tolist()), device=z.device)
+            known = rows >= 0
+            where, rows = where[known], rows[known]
+            if memory.geodesics is not None and memory.bent is not None:
+                targeted = rows < len(memory.geodesics)  # samples remembered after the last refresh wait for the next
+                live, held = where[targeted], rows[targeted]
+                bent = memory.bent[held]
+                pairs += bent.numel()
+                if bent.any():
+                    # a copy: the positions are overwritten below, before the backward pass
+                    remembered = memory.positions[: len(memory.geodesics)].clone()
+                    d = torch.cdist(z[live], remembered)[bent]
+                    g = memory.geodesics[held][bent]
+                    terms.append(((d / d.norm().clamp_min(EPS) - g / g.norm()) ** 2).sum())
+                    bent_pairs += int(bent.sum())
+            memory.positions[rows] = z.detach()[where]
+            due = step - memory.refreshed >= self.refresh_steps
+            if (memory.geodesics is None and len(memory.rows) >= self._ready_at(label)) or (
+                memory.geodesics is not None and due
+            ):
+                self._refresh(memory, step)
+        stats = {
+            "geodesic_memory_pairs": torch.tensor(float(pairs)),
+            "geodesic_bent_fraction": torch.tensor(bent_pairs / max(1, pairs)),
+            "geodesic_acting": torch.tensor(float(bool(terms))),  # its epoch mean: the share of steps it pulled
+        }
+        if not terms:
+            return z.sum() * 0.0, stats
+        penalty = torch.stack(terms).mean()
+        stats["geodesic_penalty"] = penalty.detach()
+        return penalty, stats
+
+    def _refresh(self, memory: ClassMemory, step: int) -> None:
+        n = len(memory.rows)
+        geodesics, bent = memory_targets(memory.positions[:n].double().cpu().numpy(), self.k)
+        device = memory.positions.device
+        memory.geodesics = torch.as_tensor(geodesics, dtype=memory.positions.dtype, device=device)
+        memory.bent = torch.as_tensor(bent, device=device)
+        memory.refreshed = step
+
+    def state_dict(self) -> dict:
+        """Plain tensors and numbers (a checkpoint loads with weights_only=True)."""
+        return {
+            label: {
+                "samples": torch.tensor(list(m.rows), dtype=torch.long),
+                "positions": m.positions.cpu(),
+                "geodesics": m.geodesics.cpu() if m.geodesics is not None else None,
+                "bent": m.bent.cpu() if m.bent is not None else None,
+                "refreshed": m.refreshed,
+            }
+            for label, m in self.classes.items()
+        }
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        self.classes = {}
+        for label, m in state.items():
+            rows = {int(s): r for r, s in enumerate(m["samples"].tolist())}
+            held = [None if m[key] is None else m[key].to(device) for key in ("geodesics", "bent")]
+            self.classes[int(label)] = ClassMemory(rows, m["positions"].to(device), held[0], held[1], m["refreshed"])
 
 
 # ---------------------------------------------------------------------------
@@ -403,18 +549,31 @@ def _due(start_epoch: int, every_n_steps: int, epoch: int, step: int) -> bool:
 class LatentRegularizer:
     """Adds weight * lambda_reg * penalty for each configured term that is due at (epoch, step)."""
 
-    def __init__(self, cfg: RegularizerConfig):
+    def __init__(self, cfg: RegularizerConfig, class_sizes: list[int] | None = None):
         self.cfg = cfg
         self.use_geodesic = "geodesic" in cfg.terms
         self.use_geometry = "geometry" in cfg.terms
+        g = cfg.geodesic
+        self.memory = (
+            GeodesicMemory(g.memory, g.n_neighbors, g.refresh_steps, class_sizes)
+            if self.use_geodesic and g.target == "flat" and g.memory > 0
+            else None
+        )
 
     def __call__(
-        self, z: torch.Tensor, labels: torch.Tensor, epoch: int, step: int
+        self, z: torch.Tensor, labels: torch.Tensor, epoch: int, step: int, samples: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | None, dict]:
+        """``samples``: the batch's sample ids (rows of the training split), which the memory is keyed by; without
+        them (segmentation: the points are pixels) the flat target reads the batch alone."""
         total: torch.Tensor | None = None
         stats: dict = {}
         g, m = self.cfg.geodesic, self.cfg.geometry
-        if self.use_geodesic and _due(g.start_epoch, g.every_n_steps, epoch, step):
+        if self.memory is not None and samples is not None and g.per_class:
+            if _due(g.start_epoch, g.every_n_steps, epoch, step):
+                value, s = self.memory.penalty(z, labels, samples, step)
+                total = g.lambda_reg * value
+                stats.update(s)
+        elif self.use_geodesic and _due(g.start_epoch, g.every_n_steps, epoch, step):
             value, s = geodesic_penalty(
                 z,
                 g.n_neighbors,
@@ -445,7 +604,7 @@ def build_regularizer(
     """
     if not cfg.active:
         return None
-    reg = LatentRegularizer(cfg)
+    reg = LatentRegularizer(cfg, class_sizes)
     g = cfg.geodesic
     if reg.use_geodesic and batch_size:
         if g.per_class:
@@ -466,7 +625,7 @@ def build_regularizer(
                 file=sys.stderr,
                 flush=True,
             )
-        elif g.target == "flat" and per_group < MIN_RESOLVED_POINTS:
+        elif g.target == "flat" and g.memory == 0 and per_group < MIN_RESOLVED_POINTS:
             print(
                 f"warning: regularizer.geodesic.target = flat while {where}: below about {MIN_RESOLVED_POINTS} "
                 "points a class reads flat whatever its shape, so the penalty will rarely act "

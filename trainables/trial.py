@@ -50,7 +50,7 @@ from geotune.trainables.loop import (
 )
 from geotune.trainables.models import build_model
 from geotune.trainables.parts import build_trial, initial_weights, label_counts, load_trial_state, trial_state
-from geotune.trainables.regularizers import build_regularizer
+from geotune.trainables.regularizers import LatentRegularizer, build_regularizer
 from geotune.trainables.tasks import REGULARIZER_POINTS
 
 
@@ -193,6 +193,13 @@ def epoch_metrics(history: list[dict], early: EarlyStopping, kept: KeptWeights) 
     return last
 
 
+def remembered(state: dict, regularizer: LatentRegularizer | None) -> dict:
+    """The checkpoint ``state`` with the regularizer's memory, so a resumed trial continues bit for bit."""
+    if regularizer is not None and regularizer.memory is not None:
+        state["regularizer_memory"] = regularizer.memory.state_dict()
+    return state
+
+
 def run_trial(
     cfg: TrialConfig, session: TrialSession, artifact_dir: Path, *, verbose: bool = True, recovery: dict | None = None
 ) -> dict:
@@ -215,6 +222,8 @@ def run_trial(
     state = session.restore()
     if state is not None:
         load_trial_state(cfg, parts, generator, state, early, kept)
+        if regularizer is not None and regularizer.memory is not None and "regularizer_memory" in state:
+            regularizer.memory.load_state_dict(state["regularizer_memory"], parts.device)
         history, step, stopped = list(state["history"]), state["step"], state["stopped"]
         first_epoch, elapsed_before = state["epoch"] + 1, state["elapsed"]
         if verbose:
@@ -244,7 +253,9 @@ def run_trial(
                 say(f"phase {parts.phase + 1} of {len(cfg.train.phases or [])} from epoch {epoch}")
         lr = parts.optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
-        batches = training_batches(parts.data, cfg.train.batch_size, generator, augmentation)
+        batches = training_batches(
+            parts.data, cfg.train.batch_size, generator, augmentation, with_samples=regularizer is not None
+        )
         stats = train_one_epoch(
             parts.model,
             parts.criterion,
@@ -323,7 +334,7 @@ def run_trial(
             break
         session.report(
             metrics,
-            trial_state(parts, generator, epoch, step, history, early, kept, stopped, elapsed)
+            remembered(trial_state(parts, generator, epoch, step, history, early, kept, stopped, elapsed), regularizer)
             if cfg.logging.save_checkpoint
             else None,
         )
@@ -348,7 +359,7 @@ def run_trial(
     metrics = final_tune_metrics(epoch_metrics(history, early, kept) if history else {}, final)
     session.report(
         metrics,
-        trial_state(parts, generator, epoch, step, history, early, kept, True, elapsed)
+        remembered(trial_state(parts, generator, epoch, step, history, early, kept, True, elapsed), regularizer)
         if cfg.logging.save_checkpoint
         else None,
     )
