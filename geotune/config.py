@@ -50,6 +50,7 @@ TORCHVISION_PREFIX = "torchvision."  # model.type torchvision.resnet18: a classi
 FREEZE = ("none", "backbone", "all-but-head")
 SEGMENTATION_DATASETS = tuple(name for name, facts in BUILTIN_DATASETS.items() if facts.task == "segmentation")
 REGULARIZERS = ("none", "geodesic", "geometry", "combined")
+MIN_MEMORY = 50  # fewest remembered samples of a class in which a bend can be seen (flatness's MIN_RESOLVED_POINTS)
 # the penalty terms each regularizer name adds (combined = geodesic + geometry, written here only)
 REGULARIZER_TERMS = {
     "none": (),
@@ -344,9 +345,10 @@ class GeodesicConfig:
         0, "geodesics from at most this many random points per batch (a cheaper estimate); 0 = all", ge=0
     )
     memory: int = param(
-        0,
-        "target: flat only: samples per class whose last embeddings are remembered; the batch's bent pairs with "
-        "them are pulled to the shape of the class's geodesics (held between refreshes); 0 = the batch alone",
+        256,
+        "target: flat with per_class only: samples per class whose last embeddings are remembered; the batch's "
+        "bent pairs with them are pulled to the shape of the class's geodesics (held between refreshes); 0 = the "
+        f"batch alone, else >= {MIN_MEMORY}",
         ge=0,
     )
     refresh_steps: int = param(500, "memory only: training steps between recomputations of the held geodesics", ge=1)
@@ -651,15 +653,10 @@ def _check_cross_field(config: TrialConfig) -> None:
             "regularizer.geodesic.target: fixed only (target flat pulls bent pairs to their chord); "
             "set regularizer.geodesic.target=fixed to use it"
         )
-    if r.geodesic.memory and not r.geodesic.per_class:
+    if 0 < r.geodesic.memory < MIN_MEMORY:
         raise ConfigError(
-            f"config key 'regularizer.geodesic.memory' = {r.geodesic.memory}: remembers samples per class; "
-            "needs regularizer.geodesic.per_class: true"
-        )
-    if r.geodesic.target == "fixed" and r.geodesic.memory:
-        raise ConfigError(
-            f"config key 'regularizer.geodesic.memory' = {r.geodesic.memory}: applies to "
-            "regularizer.geodesic.target: flat only; set it to 0 or use target flat"
+            f"config key 'regularizer.geodesic.memory' = {r.geodesic.memory}: must be 0 (the batch alone) or >= "
+            f"{MIN_MEMORY}: in fewer points a class reads flat whatever its shape"
         )
     if r.geodesic.target == "flat" and r.geodesic.exclude_direct:
         raise ConfigError(

@@ -35,13 +35,15 @@ def test_digits_trial_with_each_regularizer(tmp_path, name, target):
 
     history = json.loads((tmp_path / "training_history.json").read_text())
     if name == "geodesic" and target == "flat":
-        # about 13 digits per class in a batch: below the resolution of the flat target, which then rarely acts;
-        # the history says how often it did
+        # about 13 digits per class in a batch, too few to see a bend; the memory (256 a class, the default) holds
+        # the whole class: it fills in the geodesic term's first epoch (2) and pulls on every step from epoch 3
+        assert "reg_geodesic_ratio" not in history[-1] and history[-1]["reg_geodesic_memory_pairs"] > 0
         assert all(0.0 <= row["reg_geodesic_bent_fraction"] <= 1.0 for row in history[1:])
-        assert all(row["reg_loss"] >= 0 for row in history[1:])
+        assert history[1]["reg_loss"] == 0.0
+        assert all(row["reg_loss"] > 0 and row["reg_geodesic_acting"] == 1.0 for row in history[2:])
     else:
         assert all(row["reg_loss"] > 0 for row in history[1:])
-    if name in ("geodesic", "combined"):
+    if name in ("geodesic", "combined") and target == "fixed":
         assert "reg_geodesic_ratio" not in history[0]  # the geodesic term starts at epoch 2
         assert all(row["reg_geodesic_ratio"] >= 1.0 for row in history[1:])
         assert all(row["reg_geodesic_pairs"] > 0 for row in history[1:])

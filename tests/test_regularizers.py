@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from geotune.analysis.flatness import MIN_RESOLVED_POINTS
 from geotune.analysis.latent import geodesic_stats, intrinsic_dim_mle, intrinsic_dim_twonn
-from geotune.config import ConfigError, TrialConfig
+from geotune.config import MIN_MEMORY, ConfigError, TrialConfig
 from geotune.trainables.regularizers import (
     build_regularizer,
     class_structure_term,
@@ -175,10 +176,10 @@ def test_trivial_graph_warning(capsys):
 
 
 def test_flat_target_warns_when_a_typical_class_is_too_small_to_resolve(capsys):
-    build_regularizer(reg_config(name="geodesic", geodesic={"n_neighbors": 5}), 10, 128)
+    build_regularizer(reg_config(name="geodesic", geodesic={"n_neighbors": 5, "memory": 0}), 10, 128)
     err = capsys.readouterr().err
     assert "target = flat" in err and "about 13 points" in err and "below about 50" in err
-    build_regularizer(reg_config(name="geodesic", geodesic={"n_neighbors": 5}), 10, 1024)  # ~100 per class
+    build_regularizer(reg_config(name="geodesic", geodesic={"n_neighbors": 5, "memory": 0}), 10, 1024)  # ~100 a class
     assert capsys.readouterr().err == ""
 
 
@@ -372,11 +373,22 @@ def test_memory_state_continues_bit_for_bit():
     assert again == values[6:]
 
 
-def test_memory_applies_to_the_flat_target_per_class_only():
-    with pytest.raises(ConfigError, match="'regularizer.geodesic.memory' = 100: applies to .*target: flat only"):
-        reg_config(name="geodesic", geodesic={"memory": 100, "target": "fixed"})
-    with pytest.raises(ConfigError, match="'regularizer.geodesic.memory' = 100: .*needs .*per_class: true"):
-        reg_config(name="geodesic", geodesic={"memory": 100, "per_class": False})
+def test_memory_is_the_flat_targets_default_and_has_a_floor(capsys):
+    flat = build_regularizer(reg_config(name="geodesic"), 10, 256, [150] * 10)
+    assert flat.memory is not None and flat.memory.capacity == 256
+    assert capsys.readouterr().err == "", "with a memory the batch's 26 points per class are no reason to warn"
+    assert build_regularizer(reg_config(name="geodesic", geodesic={"target": "fixed"}), 10, 256).memory is None
+    assert build_regularizer(reg_config(name="geodesic", geodesic={"memory": 0}), 10, 1024).memory is None
+    floor = r"must be 0 \(the batch alone\) or >= 50"
+    with pytest.raises(ConfigError, match=rf"'regularizer.geodesic.memory' = 20: {floor}"):
+        reg_config(name="geodesic", geodesic={"memory": 20})
+
+
+def test_memory_warns_about_classes_too_small_to_ever_get_targets(capsys):
+    build_regularizer(reg_config(name="geodesic"), 3, 64, [400, 40, 30])
+    err = capsys.readouterr().err
+    assert "2 of 3 classes" in err and "fewer than 50 training samples" in err
+    assert MIN_MEMORY == MIN_RESOLVED_POINTS, "the memory's floor is the fewest points in which a bend can be seen"
 
 
 @pytest.mark.slow

@@ -606,6 +606,15 @@ def build_regularizer(
         return None
     reg = LatentRegularizer(cfg, class_sizes)
     g = cfg.geodesic
+    if reg.memory is not None and class_sizes:
+        small = sum(size < MIN_RESOLVED_POINTS for size in class_sizes)
+        if small:
+            print(
+                f"warning: regularizer.geodesic.memory: {small} of {len(class_sizes)} classes have fewer than "
+                f"{MIN_RESOLVED_POINTS} training samples, too few to see a bend: the flat target never pulls them",
+                file=sys.stderr,
+                flush=True,
+            )
     if reg.use_geodesic and batch_size:
         if g.per_class:
             sizes = np.asarray(class_sizes if class_sizes else [1] * num_classes, dtype=float)
