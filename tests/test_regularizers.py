@@ -379,6 +379,10 @@ def test_memory_is_the_flat_targets_default_and_has_a_floor(capsys):
     assert capsys.readouterr().err == "", "with a memory the batch's 26 points per class are no reason to warn"
     assert build_regularizer(reg_config(name="geodesic", geodesic={"target": "fixed"}), 10, 256).memory is None
     assert build_regularizer(reg_config(name="geodesic", geodesic={"memory": 0}), 10, 1024).memory is None
+    segmentation = build_regularizer(reg_config(name="geodesic"), 10, 100, [1] * 10, keyed=False)
+    assert segmentation.memory is None, "pixels have no sample id: the batch alone"
+    err = capsys.readouterr().err
+    assert "below about 50 points" in err and "regularizer.geodesic.memory" not in err
     floor = r"must be 0 \(the batch alone\) or >= 50"
     with pytest.raises(ConfigError, match=rf"'regularizer.geodesic.memory' = 20: {floor}"):
         reg_config(name="geodesic", geodesic={"memory": 20})

@@ -549,14 +549,16 @@ def _due(start_epoch: int, every_n_steps: int, epoch: int, step: int) -> bool:
 class LatentRegularizer:
     """Adds weight * lambda_reg * penalty for each configured term that is due at (epoch, step)."""
 
-    def __init__(self, cfg: RegularizerConfig, class_sizes: list[int] | None = None):
+    def __init__(self, cfg: RegularizerConfig, class_sizes: list[int] | None = None, keyed: bool = True):
+        """``keyed``: whether the loop passes each batch's sample ids (not for segmentation: pixels have none);
+        without them there is no memory and the flat target reads the batch alone."""
         self.cfg = cfg
         self.use_geodesic = "geodesic" in cfg.terms
         self.use_geometry = "geometry" in cfg.terms
         g = cfg.geodesic
         self.memory = (
             GeodesicMemory(g.memory, g.n_neighbors, g.refresh_steps, class_sizes)
-            if self.use_geodesic and g.target == "flat" and g.memory > 0
+            if keyed and self.use_geodesic and g.target == "flat" and g.per_class and g.memory > 0
             else None
         )
 
@@ -568,7 +570,7 @@ class LatentRegularizer:
         total: torch.Tensor | None = None
         stats: dict = {}
         g, m = self.cfg.geodesic, self.cfg.geometry
-        if self.memory is not None and samples is not None and g.per_class:
+        if self.memory is not None and samples is not None:
             if _due(g.start_epoch, g.every_n_steps, epoch, step):
                 value, s = self.memory.penalty(z, labels, samples, step)
                 total = g.lambda_reg * value
@@ -595,16 +597,21 @@ class LatentRegularizer:
 
 
 def build_regularizer(
-    cfg: RegularizerConfig, num_classes: int, batch_size: int | None = None, class_sizes: list[int] | None = None
+    cfg: RegularizerConfig,
+    num_classes: int,
+    batch_size: int | None = None,
+    class_sizes: list[int] | None = None,
+    keyed: bool = True,
 ) -> LatentRegularizer | None:
     """The penalty function for the loop, or None when no regularizer is active.
 
     ``class_sizes`` (training examples per class) lets the trivial-graph warning look at a
-    typical class in a batch (the median expected count) rather than the mean.
+    typical class in a batch (the median expected count) rather than the mean, and sizes the
+    memory's classes. ``keyed``: whether the batches carry sample ids (``LatentRegularizer``).
     """
     if not cfg.active:
         return None
-    reg = LatentRegularizer(cfg, class_sizes)
+    reg = LatentRegularizer(cfg, class_sizes, keyed)
     g = cfg.geodesic
     if reg.memory is not None and class_sizes:
         small = sum(size < MIN_RESOLVED_POINTS for size in class_sizes)
@@ -634,7 +641,7 @@ def build_regularizer(
                 file=sys.stderr,
                 flush=True,
             )
-        elif g.target == "flat" and g.memory == 0 and per_group < MIN_RESOLVED_POINTS:
+        elif g.target == "flat" and reg.memory is None and per_group < MIN_RESOLVED_POINTS:
             print(
                 f"warning: regularizer.geodesic.target = flat while {where}: below about {MIN_RESOLVED_POINTS} "
                 "points a class reads flat whatever its shape, so the penalty will rarely act "

@@ -213,7 +213,9 @@ def run_trial(
         points_per_step, class_sizes = REGULARIZER_POINTS, [1] * parts.data.num_classes
     else:
         points_per_step, class_sizes = cfg.train.batch_size, label_counts(parts.data).tolist()
-    regularizer = build_regularizer(cfg.regularizer, parts.data.num_classes, points_per_step, class_sizes)
+    regularizer = build_regularizer(
+        cfg.regularizer, parts.data.num_classes, points_per_step, class_sizes, keyed=not parts.task.segmentation
+    )
     grad_tracker = GradientNormTracker(parts.model)
     augmentation = Augmentation.from_config(cfg.dataset)
     history: list[dict] = []
