@@ -353,7 +353,7 @@ def memory_targets(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     sq = squared_distances(points)
     dist = np.sqrt(sq.double().numpy())
     np.fill_diagonal(dist, np.inf)
-    m = min(n - 1, max(k, SHORT_CHORD_NEIGHBORS))
+    m = min(n - 1, max(k, 2))  # the graph and the support radii need the k nearest, TwoNN the two nearest
     idx = np.argsort(dist, axis=1)[:, :m]
     nbr = np.take_along_axis(dist, idx, axis=1)
     k = min(k, m)
