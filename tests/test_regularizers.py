@@ -357,20 +357,55 @@ def test_memory_targets_hold_a_rolls_bends_and_none_of_a_flat_cloud():
 def test_memory_state_continues_bit_for_bit():
     x, _ = swiss_roll_unrolling(3)
     geodesic = {"lambda_reg": 1.0, "memory": 400, "refresh_steps": 4}
-    batches = [torch.randperm(400, generator=torch.Generator().manual_seed(s))[:128] for s in range(12)]
+    batches = [torch.randperm(400, generator=torch.Generator().manual_seed(s))[:128] for s in range(14)]
     labels = torch.zeros(128, dtype=torch.long)
     z = torch.tensor(x, dtype=torch.float32)
     first = build_regularizer(reg_config(name="geodesic", geodesic=geodesic), 1, 128, [400])
     values = [first(z[ids] * (1 + 0.01 * step), labels, 1, step, ids)[0].item() for step, ids in enumerate(batches)]
-    assert sum(v > 0 for v in values[6:]) >= 4, "targets once 360 of 400 are remembered, refreshed every 4 steps"
+    assert sum(v > 0 for v in values[8:]) >= 4, "targets once 360 of 400 are remembered"
     second = build_regularizer(reg_config(name="geodesic", geodesic=geodesic), 1, 128, [400])
-    for step, ids in enumerate(batches[:6]):
+    for step, ids in enumerate(batches[:8]):
         second(z[ids] * (1 + 0.01 * step), labels, 1, step, ids)
     state = second.memory.state_dict()
     resumed = build_regularizer(reg_config(name="geodesic", geodesic=geodesic), 1, 128, [400])
     resumed.memory.load_state_dict(state, torch.device("cpu"))
-    again = [resumed(z[ids] * (1 + 0.01 * s), labels, 1, s, ids)[0].item() for s, ids in enumerate(batches) if s >= 6]
-    assert again == values[6:]
+    again = [resumed(z[ids] * (1 + 0.01 * s), labels, 1, s, ids)[0].item() for s, ids in enumerate(batches) if s >= 8]
+    assert again == values[8:]
+    assert state[0]["stress"] is not None, "the running stress that decides the next recomputation is carried too"
+
+
+@pytest.mark.slow
+def test_memory_recomputes_targets_only_once_they_are_met():
+    """refresh_steps is the fewest steps between recomputations: targets are recomputed only once the class's
+    stress (running mean) has fallen to a tenth of its first value against them. A roll that does not move keeps
+    its first targets however many steps pass; minimised, it gets new ones once it has come close to them."""
+    x, _ = swiss_roll_unrolling(0)
+    geodesic = {"lambda_reg": 1.0, "memory": 400, "refresh_steps": 1}
+    reg = build_regularizer(reg_config(name="geodesic", geodesic=geodesic), 1, 64, [400])
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.zeros(64, dtype=torch.long)
+    z = torch.tensor(x, dtype=torch.float32, requires_grad=True)
+    optimizer = torch.optim.SGD([z], lr=20.0, momentum=0.9)
+
+    def step(number: int, move: bool) -> None:
+        ids = torch.randperm(400, generator=generator)[:64]
+        penalty, _ = reg(z[ids], labels, 1, number, ids)
+        if move:
+            optimizer.zero_grad()
+            penalty.backward()
+            optimizer.step()
+
+    for number in range(40):  # the memory fills (360 of 400 after about 6 batches), then 30+ steps standing still
+        step(number, move=False)
+    memory = reg.memory.classes[0]
+    first = memory.refreshed
+    assert memory.geodesics is not None and 0 < first < 15 and memory.stress is not None
+    for number in range(40, 1000):
+        step(number, move=True)
+        if memory.refreshed != first:
+            break
+    assert memory.refreshed > 40, "recomputed once the minimisation met the targets, not before"
+    assert memory.stress is None or memory.refreshed < number, "the stress is followed anew after a refresh"
 
 
 def test_memory_is_the_flat_targets_default_and_has_a_floor(capsys):
@@ -408,8 +443,9 @@ def test_flat_target_with_a_memory_unrolls_a_swiss_roll(seed):
     """Issue 28 item 5 with targets held (no refresh in 3,000 steps of batches of 64, 480 passes over the roll):
     measured rank correlation with the unrolled distances 0.357 / 0.386 -> 0.823 / 0.925, TwoNN 1.88 / 2.11 ->
     2.19 / 2.32, on 99.5% of steps. The issue's TwoNN <= 2.3 holds for seed 0 only; asserted here: the roll unrolls
-    (>= 0.8) without the batch target's thickening (its TwoNN rose to 2.78 / 2.86): TwoNN <= 2.4. Refreshed every
-    500 steps the same runs reach only 0.779 / 0.496 (docs: Regularizers)."""
+    (>= 0.8) without the batch target's thickening (its TwoNN rose to 2.78 / 2.86): TwoNN <= 2.4. With the default
+    refresh (every 500 steps once the targets are met) the same runs reach 0.846 / 0.791; recomputed every 500 steps
+    regardless 0.779 / 0.496 (six seeds of each: docs, Regularizers)."""
     x, along_sheet = swiss_roll_unrolling(seed)
     y, acting = minimise_with_memory(x, refresh_steps=10**6, seed=seed)
     assert acting > 0.99

@@ -46,6 +46,10 @@ from geotune.analysis.neighbors import knn_graph
 from geotune.config import GeometryConfig, RegularizerConfig
 
 EPS = 1e-12
+# the flat target's memory: targets are recomputed once the class's stress, a running mean with this decay per
+# step (about 50 steps), has fallen to this share of its first value against them
+STRESS_DECAY = 0.98
+TARGETS_MET = 0.1
 
 
 def pairwise_distances(z: torch.Tensor) -> torch.Tensor:
@@ -380,6 +384,8 @@ class ClassMemory:
     geodesics: torch.Tensor | None = None
     bent: torch.Tensor | None = None
     refreshed: int = 0
+    # the class's stress on the first step it pulled to these targets, and its running mean since (~50 steps)
+    stress: torch.Tensor | None = None  # [first, recent]
 
 
 class GeodesicMemory:
@@ -394,6 +400,11 @@ class GeodesicMemory:
     sum (d / |d| - g / |g|)^2 per class, the mean over classes. Being scale-free, it leaves the task free to grow
     or shrink the embedding, and a refresh cannot carry a change of scale into the next targets. A flat class
     has no bent pair: its penalty is exactly 0.
+
+    Targets are recomputed from the remembered embeddings only once they are *met*: ``refresh_steps`` after the
+    last computation at the earliest, and not before the class's stress, averaged over about 50 steps, has fallen
+    to a tenth of its first value. Recomputed while the class is still unrolling, the geodesics of the half-unrolled
+    sheet become the targets and the unrolling stops half-way (docs: Regularizers, measured).
     """
 
     def __init__(self, capacity: int, k: int, refresh_steps: int, class_sizes: list[int] | None = None):
@@ -438,11 +449,11 @@ class GeodesicMemory:
                     g = memory.geodesics[held][bent]
                     terms.append(((d / d.norm().clamp_min(EPS) - g / g.norm()) ** 2).sum())
                     bent_pairs += int(bent.sum())
+                    self._follow_stress(memory, terms[-1].detach())
             memory.positions[rows] = z.detach()[where]
-            due = step - memory.refreshed >= self.refresh_steps
-            if (memory.geodesics is None and len(memory.rows) >= self._ready_at(label)) or (
-                memory.geodesics is not None and due
-            ):
+            if memory.geodesics is None and len(memory.rows) >= self._ready_at(label):
+                self._refresh(memory, step)
+            elif memory.geodesics is not None and step - memory.refreshed >= self.refresh_steps and self._met(memory):
                 self._refresh(memory, step)
         stats = {
             "geodesic_memory_pairs": torch.tensor(float(pairs)),
@@ -455,6 +466,21 @@ class GeodesicMemory:
         stats["geodesic_penalty"] = penalty.detach()
         return penalty, stats
 
+    @staticmethod
+    def _follow_stress(memory: ClassMemory, stress: torch.Tensor) -> None:
+        """The class's stress on its first step against these targets, and its running mean since (no host sync)."""
+        if memory.stress is None:
+            memory.stress = torch.stack([stress, stress])
+        else:
+            memory.stress = torch.stack(
+                [memory.stress[0], STRESS_DECAY * memory.stress[1] + (1 - STRESS_DECAY) * stress]
+            )
+
+    @staticmethod
+    def _met(memory: ClassMemory) -> bool:
+        """Whether the class has come close enough to its targets to get new ones (a class that never pulled has)."""
+        return memory.stress is None or bool(memory.stress[1] <= TARGETS_MET * memory.stress[0])
+
     def _refresh(self, memory: ClassMemory, step: int) -> None:
         n = len(memory.rows)
         geodesics, bent = memory_targets(memory.positions[:n].double().cpu().numpy(), self.k)
@@ -462,6 +488,7 @@ class GeodesicMemory:
         memory.geodesics = torch.as_tensor(geodesics, dtype=memory.positions.dtype, device=device)
         memory.bent = torch.as_tensor(bent, device=device)
         memory.refreshed = step
+        memory.stress = None
 
     def state_dict(self) -> dict:
         """Plain tensors and numbers (a checkpoint loads with weights_only=True)."""
@@ -472,6 +499,7 @@ class GeodesicMemory:
                 "geodesics": m.geodesics.cpu() if m.geodesics is not None else None,
                 "bent": m.bent.cpu() if m.bent is not None else None,
                 "refreshed": m.refreshed,
+                "stress": m.stress.cpu() if m.stress is not None else None,
             }
             for label, m in self.classes.items()
         }
@@ -481,7 +509,11 @@ class GeodesicMemory:
         for label, m in state.items():
             rows = {int(s): r for r, s in enumerate(m["samples"].tolist())}
             held = [None if m[key] is None else m[key].to(device) for key in ("geodesics", "bent")]
-            self.classes[int(label)] = ClassMemory(rows, m["positions"].to(device), held[0], held[1], m["refreshed"])
+            # "stress" is absent from checkpoints written before targets waited to be met
+            stress = None if m.get("stress") is None else m["stress"].to(device)
+            self.classes[int(label)] = ClassMemory(
+                rows, m["positions"].to(device), held[0], held[1], m["refreshed"], stress
+            )
 
 
 # ---------------------------------------------------------------------------
