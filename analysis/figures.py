@@ -20,6 +20,7 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 CLASS_COLOURS = "tab10"
 
@@ -343,6 +344,11 @@ def draw_forest(data) -> Figure:
         ax.set_title(data.labels[metric], fontsize=9)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=8)
+        # at most 5 ticks, and a power of ten beside the axis below 1e-3: a panel of tiny differences (a
+        # flatness moved by 1e-4) otherwise prints labels like -0.000125 that run into each other
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+        ax.xaxis.get_offset_text().set_fontsize(8)
     axes[0].set_yticks(range(n_rows), [label[:40] for label in reversed(data.regularizers)], fontsize=8)
     axes[0].set_ylim(-0.6, n_rows - 0.4)
     for ax in axes[columns::columns]:  # sharey keeps the labels only on the first column: repeat them per row

@@ -277,7 +277,8 @@ class TrainConfig:
     )
     keep: str = param(
         "best",
-        "which epoch's weights the trial tests and saves: the best on the validation split (train.keep_by) or the last",
+        "which epoch's weights the trial tests and saves: the best on the validation split (train.keep_by; a tie "
+        "goes to the lower val_loss, then to the earlier epoch) or the last",
         choices=("best", "last"),
     )
     keep_by: str = param(
@@ -351,7 +352,12 @@ class GeodesicConfig:
         f"batch alone, else >= {MIN_MEMORY}",
         ge=0,
     )
-    refresh_steps: int = param(500, "memory only: training steps between recomputations of the held geodesics", ge=1)
+    refresh_steps: int = param(
+        500,
+        "memory only: fewest training steps between recomputations of a class's held geodesics; they are recomputed "
+        "only once met (the class's stress, averaged over about 50 steps, a tenth of its first value)",
+        ge=1,
+    )
 
 
 @dataclass

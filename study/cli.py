@@ -837,6 +837,7 @@ def _train(plan: StudyPlan, resume: bool, through_ray: bool, verbose: bool = Fal
         return EXIT_BAD_INPUT if is_input_error(outcome.error) else EXIT_FAILED
     m = outcome.metrics
     print(f"\nfinished: {m.get('epochs_run')} epochs ({m.get('stop_reason')}), {m.get('wall_time_s', 0):.1f} s")
+    print(f"kept: {m.get('kept_reason')}")
     for key in TRAIN_PRINTED:
         if isinstance(m.get(key), (int, float)):
             print(f"  {key:30s} {m[key]:.4f}")

@@ -89,6 +89,42 @@ def test_keep_best_by_accuracy_survives_a_checkpoint_round_trip():
     assert torch.equal(model.weight, torch.full((2, 2), 4.0))  # the training model is left alone
 
 
+def test_a_tie_of_the_kept_metric_goes_to_the_lower_validation_loss():
+    """An accuracy counts images and saturates, so epochs tie on it often: 5 of the quickstart's 12 trials had a
+    later epoch with the best validation accuracy (2026-12-05), and the layer recipe's accuracy is 1.0 from epoch
+    1. A tie goes to the lower val_loss, so the kept network is the one later training improved, not the first to
+    reach the value; a tie on both keeps the earlier epoch. kept_reason names the tied epochs."""
+    from geotune.trainables.artifacts import kept_reason
+    from geotune.trainables.loop import KeptWeights
+
+    model = torch.nn.Linear(2, 2)
+    saturated = KeptWeights("best", "val_accuracy")
+    losses = [0.30, 0.20, 0.25, 0.10, 0.10]
+    history = [
+        {"epoch": e, "val_accuracy": a, "val_loss": v}
+        for e, (a, v) in enumerate(zip([1.0, 1.0, 0.99, 1.0, 1.0], losses), 1)
+    ]
+    for row in history:
+        with torch.no_grad():
+            model.weight.fill_(row["epoch"])
+        saturated.update(row, model)
+    assert saturated.epoch == 4, "the lowest val_loss among the tied epochs; 5 ties it on both: the earlier"
+    assert torch.equal(saturated.kept_model(model).weight, torch.full((2, 2), 4.0))
+    assert kept_reason("best", saturated, history) == (
+        "best val_accuracy on the validation split (1, epoch 4 of 5); tied by epochs 1, 2, 5, this one kept for the "
+        "lowest val_loss (then the earliest)"
+    )
+    restored = KeptWeights("best", "val_accuracy")
+    restored.load_state_dict(saturated.state_dict())
+    restored.update({"epoch": 6, "val_accuracy": 1.0, "val_loss": 0.05}, model)
+    assert restored.epoch == 6, "a resumed trial breaks ties as an uninterrupted one"
+    rising = KeptWeights("best", "val_accuracy")
+    for row in history[:2]:
+        rising.update({**row, "val_accuracy": row["epoch"] * 0.4}, model)
+    assert kept_reason("best", rising, history[:2]).endswith("(0.8, epoch 2 of 2)"), "no tie, nothing to add"
+    assert kept_reason("last", rising, history[:2]) == "last epoch (2)"
+
+
 def test_space_metric_picks_the_kept_epoch():
     from geotune.search_spaces.space import load_space
     from geotune.study.plan import RunOptions, make_plan

@@ -322,13 +322,21 @@ def mask_warnings(confusion: np.ndarray, class_names: list[str], lr: float) -> l
     return []
 
 
-def kept_reason(keep: str, kept: KeptWeights, epochs_run: int) -> str:
-    """metrics.json's ``kept_reason``: which epoch's weights were tested and saved, and why."""
-    if not epochs_run:
+def kept_reason(keep: str, kept: KeptWeights, history: list[dict]) -> str:
+    """metrics.json's ``kept_reason``: which epoch's weights were tested and saved, and why, with the epochs
+    that tied the kept value (a tie goes to the lower val_loss, then to the earlier epoch)."""
+    if not history:
         return "untrained"
-    if keep == "best":
-        return f"best {kept.metric} on the validation split ({kept.value:.4g}, epoch {kept.epoch} of {epochs_run})"
-    return f"last epoch ({kept.epoch})"
+    if keep == "last":
+        return f"last epoch ({kept.epoch})"
+    reason = f"best {kept.metric} on the validation split ({kept.value:.4g}, epoch {kept.epoch} of {len(history)})"
+    tied = [
+        int(row["epoch"]) for row in history if float(row[kept.metric]) == kept.value and row["epoch"] != kept.epoch
+    ]
+    if tied:
+        epochs = f"epoch{'s' if len(tied) > 1 else ''} {', '.join(map(str, tied))}"
+        reason += f"; tied by {epochs}, this one kept for the lowest val_loss (then the earliest)"
+    return reason
 
 
 def evaluate_kept(cfg: TrialConfig, parts: TrialParts, kept: KeptWeights) -> tuple[Any, dict[str, Evaluation]]:
@@ -423,7 +431,7 @@ def write_trial_artifacts(
         "keep": t.keep,
         "keep_by": t.keep_by,
         "kept_epoch": kept.epoch if history else 0,
-        "kept_reason": kept_reason(t.keep, kept, len(history)),
+        "kept_reason": kept_reason(t.keep, kept, history),
         "best_val_loss": early.best if history else None,
         "best_val_accuracy": max((h["val_accuracy"] for h in history), default=None),
         "best_epoch": early.best_epoch,

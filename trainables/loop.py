@@ -119,9 +119,12 @@ RegularizerFn = Callable[[torch.Tensor, torch.Tensor, int, int, torch.Tensor | N
 class KeptWeights:
     """The weights of the epoch a trial keeps (``train.keep``): the best validation value so far, or the last.
 
-    Best means strictly better than every earlier epoch, so a tie keeps the earlier
-    epoch. The copy lives on the training device (no host transfer per epoch) and
-    goes into each checkpoint, so a resumed trial keeps the same epoch.
+    Best means better than every earlier epoch. An accuracy-like metric ties often (it
+    counts images, and saturates): a tie goes to the lower validation loss, so a run whose
+    accuracy reached 1.0 in epoch 1 keeps the network its later epochs trained, not epoch
+    1's; a tie on both keeps the earlier epoch. The copy lives on the training device (no
+    host transfer per epoch) and goes into each checkpoint, so a resumed trial keeps the
+    same epoch.
     """
 
     keep: str  # "best" or "last"
@@ -129,6 +132,7 @@ class KeptWeights:
     value: float = math.nan
     epoch: int = 0
     weights: dict[str, torch.Tensor] | None = None
+    loss: float = math.nan  # the kept epoch's val_loss, which breaks a tie of another metric
 
     @property
     def mode(self) -> str:
@@ -137,11 +141,15 @@ class KeptWeights:
     def update(self, row: dict, model: nn.Module) -> bool:
         """Record one epoch's history row; True when this epoch is now the kept one."""
         value = float(row[self.metric])
+        loss = float(row.get("val_loss", math.nan))
         better = (
-            self.epoch == 0 or self.keep == "last" or (value < self.value if self.mode == "min" else value > self.value)
+            self.epoch == 0
+            or self.keep == "last"
+            or (value < self.value if self.mode == "min" else value > self.value)
+            or (value == self.value and loss < self.loss)  # a tie: the lower validation loss (nan never wins)
         )
         if better:
-            self.value, self.epoch = value, int(row["epoch"])
+            self.value, self.epoch, self.loss = value, int(row["epoch"]), loss
             if self.keep == "best":
                 self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return better
@@ -155,10 +163,11 @@ class KeptWeights:
         return kept
 
     def state_dict(self) -> dict:
-        return {"value": self.value, "epoch": self.epoch, "weights": self.weights}
+        return {"value": self.value, "epoch": self.epoch, "weights": self.weights, "loss": self.loss}
 
     def load_state_dict(self, state: dict) -> None:
         self.value, self.epoch, self.weights = state["value"], state["epoch"], state["weights"]
+        self.loss = state.get("loss", math.nan)  # absent from checkpoints written before ties went to the loss
 
 
 @dataclass
