@@ -89,6 +89,45 @@ def tiny_config(**sections) -> dict:
     return base
 
 
+GATED_NET = """
+import os
+import time
+
+from torch import nn
+
+GATE = {gate!r}
+
+
+class Gate(nn.Module):
+    \"\"\"Sleeps at every training step while the test's gate file exists.\"\"\"
+
+    def forward(self, x):
+        if self.training and os.path.exists(GATE):
+            time.sleep({delay})
+        return x
+
+
+def gated_cnn(input_shape, config):
+    \"\"\"tiny_config's simple_cnn (two 3x3 conv blocks, 16 and 32 channels), and the gate.\"\"\"
+    return nn.Sequential(
+        Gate(),
+        nn.Conv2d(input_shape[0], 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+    )
+"""
+
+
+def gated_model(folder: Path, delay: float = 0.1) -> tuple[dict, Path]:
+    """A user model (``model`` section) whose training steps each sleep ``delay`` s while the returned gate
+    file exists. A test that must interrupt a trial mid-way keeps the gate while the study runs, so a trial
+    stays mid-way for seconds whatever the machine's speed, and removes it before the resume, which then
+    trains the rest at full speed (digits at batch 64: 17 steps an epoch, so 0.1 s is 1.7 s an epoch)."""
+    gate = folder / "gate"
+    gate.touch()
+    (folder / "gated_net.py").write_text(GATED_NET.format(gate=str(gate), delay=delay))
+    return {"type": f"{folder / 'gated_net.py'}:gated_cnn", "hidden_dim": 32, "dropout": 0.0}, gate
+
+
 # ---------------------------------------------------------------------------
 # writers of real on-disk formats
 

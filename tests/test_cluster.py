@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_config
+from conftest import gated_model, tiny_config
 
 REPO = Path(__file__).parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
@@ -136,8 +136,10 @@ def test_study_across_two_loopback_nodes_survives_losing_one(ray_session, tmp_pa
 
     from geotune.study.cli import main
 
-    # batch 8: about 0.3 s an epoch, so a trial is mid-way long enough for the kill to land while it runs
-    base = tiny_config(train={"epochs": 12, "patience": 0, "batch_size": 8})
+    # about 1.7 s an epoch until the node is killed, so a trial is mid-way long enough for the kill to land while
+    # it runs; then the gate is removed and the rest trains at full speed
+    model, gate = gated_model(tmp_path)
+    base = {**tiny_config(train={"epochs": 12, "patience": 0}), "model": model}
     space = tmp_path / "space.py"
     space.write_text(textwrap.dedent(SPACE % base))
     storage = tmp_path / "store"
@@ -168,6 +170,7 @@ def test_study_across_two_loopback_nodes_survives_losing_one(ray_session, tmp_pa
                 assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
                 time.sleep(0.1)
             cluster.kill_worker_node()
+            gate.unlink()
             rc = proc.wait(timeout=600)
         output = log.read_text()
         assert rc == 0, output[-4000:] + cluster.logs()

@@ -148,44 +148,21 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path):
     assert not out.exists(), "nothing may start before validation passes"
 
 
-@pytest.mark.slow
-def test_cli_refuses_to_overwrite_results(tmp_path):
+def test_cli_refuses_to_overwrite_results(tmp_path, cli, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     (out / "metrics.json").write_text("{}")
-    proc = subprocess.run(
-        [sys.executable, "-m", "geotune", "train", "configs/digits.yaml", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=str(REPO),
-    )
+    monkeypatch.chdir(REPO)  # the README's relative path
+    proc = cli("train", "configs/digits.yaml", out)
     assert proc.returncode == 2
     assert "already holds results" in proc.stderr
     assert (out / "metrics.json").read_text() == "{}"
 
 
-@pytest.mark.slow
-def test_cli_missing_dataset_files_exit_2(tmp_path):
+def test_cli_missing_dataset_files_exit_2(tmp_path, cli):
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "geotune",
-            "train",
-            str(empty),
-            str(tmp_path / "o"),
-            "--set",
-            "dataset.name=cifar10",
-            "--set",
-            f"dataset.root={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = cli("train", empty, tmp_path / "o", "--set", "dataset.name=cifar10", "--set", f"dataset.root={tmp_path}")
     assert proc.returncode == 2
     assert "cifar-10-batches-py" in proc.stderr and "data_batch_1" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

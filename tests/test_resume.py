@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_config
+from conftest import gated_model, tiny_config
 
 REPO = Path(__file__).parents[1]
 
@@ -21,9 +21,18 @@ REPO = Path(__file__).parents[1]
 # and leave no moment when one trial has finished and another is mid-way.
 QUICK_FINISH = {"save_umap": False, "geometry_split": "val"}
 
+
+def gated_base(folder: Path, epochs: int) -> tuple[dict, Path]:
+    """A study's base config whose trials are slow (about 1.7 s an epoch) until the test removes the gate: a
+    trial is still mid-way seconds after Ray's log shows it so (that log lags the training by several epochs),
+    and the resume trains the rest at full speed."""
+    model, gate = gated_model(folder)
+    return {**tiny_config(train={"epochs": epochs, "patience": 0}, logging=QUICK_FINISH), "model": model}, gate
+
+
 GRID_SPACE = """
 SPACE = SearchSpace(name="killed_grid", question="q", base=BASE,
-                  grid=[{"train.epochs": [2, 50, 3]}], seeds=[0], max_concurrent=2)
+                  grid=[{"train.epochs": [2, 12, 3]}], seeds=[0], max_concurrent=2)
 """
 
 OPTUNA_SPACE = """
@@ -119,12 +128,13 @@ def test_sigkill_then_resume(tmp_path, kind, ray_session, cli):
     resumed from a copy in another folder, as from a backup: it must finish there and leave the original
     exactly as it was (Tune restores callbacks and its search algorithm with the first folder's paths)."""
     space = tmp_path / "space.py"
+    # Optuna's three trials run one at a time: 12 gated epochs leave the second mid-way for about 15 s after Ray's
+    # log shows its third epoch (that log lags by seconds: at 15 ungated epochs of 0.27 s the second trial once
+    # finished before the kill landed)
+    base, gate = gated_base(tmp_path, epochs=12)
     space.write_text(
         "from geotune.search_spaces.space import SearchSpace\n"
-        # Optuna's three trials run one at a time: 40 epochs leave the second mid-way when the first has finished.
-        # Batch 8: 0.23-0.5 s an epoch (2026-12-04, two test workers); Tune's result.json, which tells the test a
-        # trial is mid-way, lags by seconds: at 15 epochs (4 s) the second trial once finished before the kill landed
-        f"BASE = {tiny_config(train={'epochs': 40, 'patience': 0, 'batch_size': 8}, logging=QUICK_FINISH)!r}\n"
+        f"BASE = {base!r}\n"
         # the grid one at a time too: the third has not started when the study is killed, so the resume starts it
         + textwrap.dedent(
             GRID_SPACE.replace("max_concurrent=2", "max_concurrent=1") if kind == "grid" else OPTUNA_SPACE
@@ -149,6 +159,7 @@ def test_sigkill_then_resume(tmp_path, kind, ray_session, cli):
     }
     interrupted = {name: checkpointed_history(t) for name, t in before.items() if name not in finished}
     assert finished and any(len(h) >= 3 for h in interrupted.values()), (sorted(finished), interrupted)
+    gate.unlink()  # the resume trains at full speed
     if kind == "grid":
         # The worst case of a kill during Ray's copy of its state into the study directory: empty files.
         for pattern in ("experiment_state-*.json", "basic-variant-state-*.json"):
@@ -203,12 +214,9 @@ def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, p
     """One Ctrl-C lets Ray stop gracefully, two skip that; either way nothing is finalised at the interrupted
     epoch, the run exits 130 naming `geotune resume`, and the resume trains every trial to its plan."""
     space = tmp_path / "space.py"
+    base, gate = gated_base(tmp_path, epochs=12)  # the grid sets the epochs: 2, 12 and 3
     space.write_text(
-        "from geotune.search_spaces.space import SearchSpace\n"
-        # batch 8: about 0.5 s an epoch, so the 50-epoch trial is still training well after Ray's log shows it
-        # mid-way (that log lags the training by several epochs)
-        f"BASE = {tiny_config(train={'epochs': 80, 'patience': 0, 'batch_size': 8}, logging=QUICK_FINISH)!r}\n"
-        + textwrap.dedent(GRID_SPACE)
+        f"from geotune.search_spaces.space import SearchSpace\nBASE = {base!r}\n" + textwrap.dedent(GRID_SPACE)
     )
     study = tmp_path / "runs" / "s"
     log = tmp_path / "run.log"
@@ -225,6 +233,7 @@ def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, p
     assert unfinished, "the interrupted trial must not have been finalised at the interrupted epoch"
     assert not any((t / "stopped_by_scheduler.json").exists() for t in trial_dirs(study))
 
+    gate.unlink()
     proc = cli("resume", study)  # the killed study needed a process; its resume does not
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     after = [t for t in trial_dirs(study) if (t / "params.json").is_file()]
@@ -232,7 +241,7 @@ def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, p
     for trial in after:
         metrics = json.loads((trial / "metrics.json").read_text())
         planned = json.loads((trial / "params.json").read_text())
-        epochs = {"2": 2, "50": 50, "3": 3}[trial.name.split("epochs=")[1].split(",")[0]]
+        epochs = {"2": 2, "12": 12, "3": 3}[trial.name.split("epochs=")[1].split(",")[0]]
         assert metrics["epochs_run"] == epochs and metrics["stop_reason"] == "completed all epochs", (
             trial.name,
             metrics["epochs_run"],
@@ -256,9 +265,8 @@ def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path, how, ray_sessio
     config = tmp_path / "c.yaml"
     import yaml
 
-    # batch 8: about 0.5 s an epoch, so the Ctrl-C after epoch 3 lands mid-training even without Ray's start-up
-    train = {"epochs": 25, "patience": 0, "batch_size": 8}
-    config.write_text(yaml.safe_dump(tiny_config(train=train, logging=QUICK_FINISH)))
+    base, gate = gated_base(tmp_path, epochs=8)  # the Ctrl-C after epoch 3 lands mid-training
+    config.write_text(yaml.safe_dump(base))
     out = tmp_path / "out"
     log = tmp_path / "train.log"
     proc = subprocess.Popen(
@@ -279,10 +287,11 @@ def test_ctrl_c_on_geotune_train_exits_130_and_resumes(tmp_path, how, ray_sessio
         kill_session(proc.pid)
     assert f"geotune resume {out}" in log.read_text()
     assert not (out / "trial" / "metrics.json").exists()
+    gate.unlink()
     done = cli("resume", out)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "resuming from the checkpoint of epoch" in done.stdout + done.stderr
-    assert json.loads((out / "trial" / "metrics.json").read_text())["epochs_run"] == 25
+    assert json.loads((out / "trial" / "metrics.json").read_text())["epochs_run"] == 8
 
 
 def file_states(folder: Path) -> dict[str, tuple[int, int]]:
@@ -304,7 +313,7 @@ def test_ctrl_c_while_every_trial_waits_exits_130_and_resume_trains_them(tmp_pat
     space.write_text(
         "from geotune.search_spaces.space import SearchSpace\n"
         f"BASE = {tiny_config(train={'epochs': 1}, logging=QUICK_FINISH)!r}\n"
-        + textwrap.dedent(GRID_SPACE).replace("[2, 50, 3]", "[1, 2, 3]")
+        + textwrap.dedent(GRID_SPACE).replace("[2, 12, 3]", "[1, 2, 3]")
     )
     study, log = tmp_path / "runs" / "s", tmp_path / "run.log"
     cmd = [sys.executable, "-m", "geotune", "run", str(space), "--storage", str(tmp_path / "runs"), "--name", "s"]

@@ -269,8 +269,9 @@ NEW_SPACES = ("kernels", "bn_gradients", "cifar100_pooling", "custom_layers")  #
 def test_reference_spaces_train_end_to_end_in_small(name, tmp_path, cli, ray_session):
     """One seed, one epoch, small data: every trial of the space trains, and the report gets its size table."""
     small = ["--set", "train.epochs=1", "--num-samples", "1", "--storage", str(tmp_path), "--name", "s"]
-    # figures, UMAP and internals are tested elsewhere; here the space's trials and its report
-    small += ["logging.save_umap=false", "logging.internals=off", "logging.figures=false"]
+    # figures, UMAP, internals and the geometry of the training split are tested elsewhere; here the space's
+    # trials and its report
+    small += ["logging.save_umap=false", "logging.internals=off", "logging.figures=false", "logging.geometry_split=val"]
     data = ["--set", "dataset.shapes.num_samples=300"] if name == "cifar100_pooling" else []
     proc = cli("run", name, *small, *data)
     assert proc.returncode == 0, proc.stderr[-3000:]
