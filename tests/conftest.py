@@ -117,15 +117,18 @@ def gated_cnn(input_shape, config):
 """
 
 
-def gated_model(folder: Path, delay: float = 0.1) -> tuple[dict, Path]:
-    """A user model (``model`` section) whose training steps each sleep ``delay`` s while the returned gate
-    file exists. A test that must interrupt a trial mid-way keeps the gate while the study runs, so a trial
-    stays mid-way for seconds whatever the machine's speed, and removes it before the resume, which then
-    trains the rest at full speed (digits at batch 64: 17 steps an epoch, so 0.1 s is 1.7 s an epoch)."""
+def gated_config(folder: Path, delay: float = 0.1, **sections) -> tuple[dict, Path]:
+    """tiny_config (``sections`` override keys) with a user model whose training steps each sleep ``delay`` s
+    while the returned gate file exists. A test that must interrupt a trial mid-way keeps the gate while the
+    study runs, so a trial stays mid-way for seconds whatever the machine's speed, and removes it before the
+    resume, which then trains the rest at full speed (digits at batch 64: 17 steps an epoch, so 0.1 s is 1.7 s
+    an epoch)."""
     gate = folder / "gate"
     gate.touch()
     (folder / "gated_net.py").write_text(GATED_NET.format(gate=str(gate), delay=delay))
-    return {"type": f"{folder / 'gated_net.py'}:gated_cnn", "hidden_dim": 32, "dropout": 0.0}, gate
+    config = tiny_config(**sections)
+    config["model"] = {"type": f"{folder / 'gated_net.py'}:gated_cnn", "hidden_dim": 32, "dropout": 0.0}
+    return config, gate
 
 
 # ---------------------------------------------------------------------------

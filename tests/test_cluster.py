@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import gated_model, tiny_config
+from conftest import gated_config
 
 REPO = Path(__file__).parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
@@ -138,8 +138,7 @@ def test_study_across_two_loopback_nodes_survives_losing_one(ray_session, tmp_pa
 
     # about 1.7 s an epoch until the node is killed, so a trial is mid-way long enough for the kill to land while
     # it runs; then the gate is removed and the rest trains at full speed
-    model, gate = gated_model(tmp_path)
-    base = {**tiny_config(train={"epochs": 12, "patience": 0}), "model": model}
+    base, gate = gated_config(tmp_path, train={"epochs": 12, "patience": 0})
     space = tmp_path / "space.py"
     space.write_text(textwrap.dedent(SPACE % base))
     storage = tmp_path / "store"

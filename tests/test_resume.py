@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import gated_model, tiny_config
+from conftest import gated_config, tiny_config
 
 REPO = Path(__file__).parents[1]
 
@@ -26,8 +26,7 @@ def gated_base(folder: Path, epochs: int) -> tuple[dict, Path]:
     """A study's base config whose trials are slow (about 1.7 s an epoch) until the test removes the gate: a
     trial is still mid-way seconds after Ray's log shows it so (that log lags the training by several epochs),
     and the resume trains the rest at full speed."""
-    model, gate = gated_model(folder)
-    return {**tiny_config(train={"epochs": epochs, "patience": 0}, logging=QUICK_FINISH), "model": model}, gate
+    return gated_config(folder, train={"epochs": epochs, "patience": 0}, logging=QUICK_FINISH)
 
 
 GRID_SPACE = """
