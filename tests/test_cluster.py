@@ -62,22 +62,32 @@ class LoopbackCluster:
         return int(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else 0
 
     def __enter__(self):
-        self._start(
-            "--head",
-            "--node-ip-address=127.0.0.2",
-            f"--port={self.port}",
-            "--num-cpus=1",
-            "--include-dashboard=false",
-            f"--temp-dir={self.temp_dir}",
-            "--disable-usage-stats",
-        )
-        self._start(f"--address={self.address}", "--node-ip-address=127.0.0.3", "--num-cpus=1")
+        try:
+            self._start(
+                "--head",
+                "--node-ip-address=127.0.0.2",
+                f"--port={self.port}",
+                "--num-cpus=1",
+                "--include-dashboard=false",
+                f"--temp-dir={self.temp_dir}",
+                "--disable-usage-stats",
+            )
+            # the worker joins once the head is up: its raylet waits only 30 s (Ray's own limit) for the head's
+            # GCS, which a loaded 2-core machine once took 33 s to start
+            self._wait_for_nodes(1)
+            self._start(f"--address={self.address}", "--node-ip-address=127.0.0.3", "--num-cpus=1")
+            self._wait_for_nodes(2)
+        except BaseException:
+            self.__exit__(None, None, None)  # stop what did start
+            raise
+        return self
+
+    def _wait_for_nodes(self, count: int) -> None:
         deadline = time.time() + 120
-        while self.alive_nodes() < 2:
+        while self.alive_nodes() < count:
             assert all(p.poll() is None for p in self.procs), self.logs()
             assert time.time() < deadline, "the two-node cluster did not come up:\n" + self.logs()
             time.sleep(1)
-        return self
 
     def kill_worker_node(self) -> None:
         """SIGKILL the second node: `ray start --block` and everything it started, its raylet and its workers
