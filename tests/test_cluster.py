@@ -55,11 +55,13 @@ class LoopbackCluster:
 
     def alive_nodes(self) -> int:
         probe = (
-            f"import ray; ray.init(address='{self.address}', _node_ip_address='127.0.0.2', logging_level='ERROR'); "
-            "print(sum(n['Alive'] for n in ray.nodes()))"
+            f"import ray; ray.init(address='{self.address}', _node_ip_address='127.0.0.2', logging_level='ERROR', "
+            "log_to_driver=False); print('alive nodes:', sum(n['Alive'] for n in ray.nodes()))"
         )
         proc = subprocess.run([sys.executable, "-c", probe], env=self.env, capture_output=True, text=True, timeout=120)
-        return int(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else 0
+        # the line it printed: the nodes' own log lines can reach stdout too (one once came after it)
+        counts = [line.split(":")[1] for line in proc.stdout.splitlines() if line.startswith("alive nodes:")]
+        return int(counts[-1]) if proc.returncode == 0 and counts else 0
 
     def __enter__(self):
         try:
