@@ -5,7 +5,7 @@ process (each ``geotune train``, each Ray worker) compiled them again, about 14 
 on the 2-core machine of BENCHMARKS.md before its first projection. Switching
 numba's own on-disk cache on for those functions, before their first call, makes
 that a load of about 0.5 s. The compiled code is the same, so projections are
-identical (``tests/test_compile_cache.py``).
+identical (``tests/test_train_local.py``).
 
 The cache lives in ``$GEOTUNE_CACHE_DIR/numba`` (default ``~/.cache/geotune/numba``,
 or under ``$XDG_CACHE_HOME``); a ``NUMBA_CACHE_DIR`` the user set wins. Numba keys
@@ -31,9 +31,10 @@ def cache_dir() -> Path:
 
 
 def cache_umap_kernels() -> int:
-    """Turn numba's disk cache on for every jitted function of umap-learn and pynndescent not yet cached.
+    """Turn numba's disk cache on for every jitted function of umap-learn, pynndescent and
+    ``geotune.analysis.umap_neighbors`` not yet cached.
 
-    Call after importing umap and before its first projection; later calls do nothing.
+    Call after importing those and before the first projection; later calls do nothing.
     Returns how many functions were switched (0 when the cache cannot be used: a
     read-only home, say, where the kernels are simply compiled as before).
     """
@@ -57,7 +58,7 @@ def cache_umap_kernels() -> int:
         numba_config.CACHE_DIR = str(folder)  # type: ignore[attr-defined]  # what NUMBA_CACHE_DIR sets at import
     switched = 0
     for name, module in list(sys.modules.items()):
-        if module is None or not name.startswith(("umap", "pynndescent")):
+        if module is None or not name.startswith(("umap", "pynndescent", "geotune.analysis.umap_neighbors")):
             continue
         for obj in list(vars(module).values()):
             # Dispatcher.enable_caching is what numba's own @jit(cache=True) calls at decoration.

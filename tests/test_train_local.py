@@ -172,17 +172,21 @@ def test_in_process_and_ray_give_the_same_trial(tmp_path):
 UMAP_RUN = """
 import json, sys
 import numpy as np
+import umap
 from geotune.analysis import compile_cache
 from geotune.analysis.latent import umap_projection
 x = np.random.default_rng(0).normal(size=(200, 16))
+x[:100] += 20  # two clusters far apart: UMAP's graph falls apart and its pieces are placed as well
 y = umap_projection(x, 10, seed=4)
-print(json.dumps({"switched": compile_cache._done, "y": y.tolist()}))
+own = umap.UMAP(n_neighbors=15, random_state=4, n_jobs=1).fit_transform(x)  # umap-learn's own exact search
+print(json.dumps({"switched": compile_cache._done, "y": y.tolist(), "own": own.tolist()}))
 """
 
 
 @pytest.mark.slow
 def test_cached_umap_kernels_give_the_same_projection(tmp_path):
-    """The first process compiles UMAP's kernels into the cache, the second loads them: same projection."""
+    """The first process compiles UMAP's kernels into the cache, the second loads them: same projection, and
+    the one umap-learn's own call gives (geotune computes the exact neighbours itself: umap_neighbors)."""
     env = {**os.environ, "GEOTUNE_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("NUMBA_CACHE_DIR", None)
     runs = []
@@ -195,3 +199,5 @@ def test_cached_umap_kernels_give_the_same_projection(tmp_path):
     cached = list((tmp_path / "cache" / "numba").rglob("*.nbi"))
     assert len(cached) >= 3, "numba wrote an index for each UMAP kernel it compiled (layout, distances, graph)"
     assert np.array_equal(np.array(runs[0]["y"]), np.array(runs[1]["y"]))
+    assert np.array_equal(np.array(runs[0]["y"]), np.array(runs[0]["own"]))
+    assert list((tmp_path / "cache" / "numba").rglob("umap_neighbors.all_pair_distances*.nbi")), "geotune's kernel"
