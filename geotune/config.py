@@ -355,7 +355,8 @@ class GeodesicConfig:
     refresh_steps: int = param(
         500,
         "memory only: fewest training steps between recomputations of a class's held geodesics; they are recomputed "
-        "only once met (the class's stress, averaged over about 50 steps, a tenth of its first value)",
+        "only once the class's stress against them has stalled (its mean over about 50 steps fell by under 5% in "
+        "the last 300 steps it pulled)",
         ge=1,
     )
 

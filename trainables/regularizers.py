@@ -46,10 +46,11 @@ from geotune.analysis.neighbors import knn_graph
 from geotune.config import GeometryConfig, RegularizerConfig
 
 EPS = 1e-12
-# the flat target's memory: targets are recomputed once the class's stress, a running mean with this decay per
-# step (about 50 steps), has fallen to this share of its first value against them
+# the flat target's memory: targets are recomputed once the class's stress against them has stopped falling: its
+# running mean (this decay per step, about 50 steps) fell by less than STALL_DROP over STALL_WINDOW pulling steps
 STRESS_DECAY = 0.98
-TARGETS_MET = 0.1
+STALL_WINDOW = 300
+STALL_DROP = 0.05
 
 
 def pairwise_distances(z: torch.Tensor) -> torch.Tensor:
@@ -384,8 +385,10 @@ class ClassMemory:
     geodesics: torch.Tensor | None = None
     bent: torch.Tensor | None = None
     refreshed: int = 0
-    # the class's stress on the first step it pulled to these targets, and its running mean since (~50 steps)
-    stress: torch.Tensor | None = None  # [first, recent]
+    # the class's running mean stress against these targets (~50 steps), and that mean when the window began
+    stress: torch.Tensor | None = None  # [recent, window start]
+    window_steps: int = 0  # pulling steps since the window began (STALL_WINDOW)
+    stalled: bool = False  # the last full window's stress fell by less than STALL_DROP
 
 
 class GeodesicMemory:
@@ -401,10 +404,12 @@ class GeodesicMemory:
     or shrink the embedding, and a refresh cannot carry a change of scale into the next targets. A flat class
     has no bent pair: its penalty is exactly 0.
 
-    Targets are recomputed from the remembered embeddings only once they are *met*: ``refresh_steps`` after the
-    last computation at the earliest, and not before the class's stress, averaged over about 50 steps, has fallen
-    to a tenth of its first value. Recomputed while the class is still unrolling, the geodesics of the half-unrolled
-    sheet become the targets and the unrolling stops half-way (docs: Regularizers, measured).
+    Targets are recomputed from the remembered embeddings only once the class's stress against them has
+    *stalled*: ``refresh_steps`` after the last computation at the earliest, and not before its running mean
+    (about 50 steps) has fallen by less than ``STALL_DROP`` over ``STALL_WINDOW`` steps on which it pulled, i.e.
+    once the penalty has stopped making progress against these targets, met or balanced against the task.
+    Recomputed while the class is still unrolling, the geodesics of the half-unrolled sheet become the targets and
+    the unrolling stops part-way (docs: Regularizers, measured).
     """
 
     def __init__(self, capacity: int, k: int, refresh_steps: int, class_sizes: list[int] | None = None):
@@ -453,7 +458,7 @@ class GeodesicMemory:
             memory.positions[rows] = z.detach()[where]
             if memory.geodesics is None and len(memory.rows) >= self._ready_at(label):
                 self._refresh(memory, step)
-            elif memory.geodesics is not None and step - memory.refreshed >= self.refresh_steps and self._met(memory):
+            elif memory.geodesics is not None and step - memory.refreshed >= self.refresh_steps and self._due(memory):
                 self._refresh(memory, step)
         stats = {
             "geodesic_memory_pairs": torch.tensor(float(pairs)),
@@ -468,18 +473,23 @@ class GeodesicMemory:
 
     @staticmethod
     def _follow_stress(memory: ClassMemory, stress: torch.Tensor) -> None:
-        """The class's stress on its first step against these targets, and its running mean since (no host sync)."""
+        """The class's running mean stress against these targets; once per window, whether it still falls (the
+        only host sync, every STALL_WINDOW pulling steps)."""
         if memory.stress is None:
             memory.stress = torch.stack([stress, stress])
-        else:
-            memory.stress = torch.stack(
-                [memory.stress[0], STRESS_DECAY * memory.stress[1] + (1 - STRESS_DECAY) * stress]
-            )
+            return
+        recent = STRESS_DECAY * memory.stress[0] + (1 - STRESS_DECAY) * stress
+        start = memory.stress[1]
+        memory.window_steps += 1
+        if memory.window_steps >= STALL_WINDOW:
+            memory.stalled = bool(recent >= (1 - STALL_DROP) * start)
+            start, memory.window_steps = recent, 0
+        memory.stress = torch.stack([recent, start])
 
     @staticmethod
-    def _met(memory: ClassMemory) -> bool:
-        """Whether the class has come close enough to its targets to get new ones (a class that never pulled has)."""
-        return memory.stress is None or bool(memory.stress[1] <= TARGETS_MET * memory.stress[0])
+    def _due(memory: ClassMemory) -> bool:
+        """Whether the class's targets may be recomputed: it never pulled against them, or its stress stalled."""
+        return memory.stress is None or memory.stalled
 
     def _refresh(self, memory: ClassMemory, step: int) -> None:
         n = len(memory.rows)
@@ -488,7 +498,7 @@ class GeodesicMemory:
         memory.geodesics = torch.as_tensor(geodesics, dtype=memory.positions.dtype, device=device)
         memory.bent = torch.as_tensor(bent, device=device)
         memory.refreshed = step
-        memory.stress = None
+        memory.stress, memory.window_steps, memory.stalled = None, 0, False
 
     def state_dict(self) -> dict:
         """Plain tensors and numbers (a checkpoint loads with weights_only=True)."""
@@ -500,6 +510,8 @@ class GeodesicMemory:
                 "bent": m.bent.cpu() if m.bent is not None else None,
                 "refreshed": m.refreshed,
                 "stress": m.stress.cpu() if m.stress is not None else None,
+                "window_steps": m.window_steps,
+                "stalled": m.stalled,
             }
             for label, m in self.classes.items()
         }
@@ -509,10 +521,20 @@ class GeodesicMemory:
         for label, m in state.items():
             rows = {int(s): r for r, s in enumerate(m["samples"].tolist())}
             held = [None if m[key] is None else m[key].to(device) for key in ("geodesics", "bent")]
-            # "stress" is absent from checkpoints written before targets waited to be met
+            # "stress" is absent from checkpoints written before targets waited to be met, and "window_steps" from
+            # those written before they waited for the stress to stall (its [first, recent]: a new window from recent)
             stress = None if m.get("stress") is None else m["stress"].to(device)
+            if stress is not None and "window_steps" not in m:
+                stress = torch.stack([stress[1], stress[1]])
             self.classes[int(label)] = ClassMemory(
-                rows, m["positions"].to(device), held[0], held[1], m["refreshed"], stress
+                rows,
+                m["positions"].to(device),
+                held[0],
+                held[1],
+                m["refreshed"],
+                stress,
+                m.get("window_steps", 0),
+                m.get("stalled", False),
             )
 
 
