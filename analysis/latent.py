@@ -39,6 +39,7 @@ from geotune.analysis.neighbors import (
     twonn_fit,
     unique_points,
 )
+from geotune.analysis.umap_neighbors import EXACT_POINTS, compiled_loop, exact_neighbors
 
 __all__ = [
     "Flatness",
@@ -349,13 +350,12 @@ def umap_projection(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     layout umap-learn's own call gives, in a third of the time or less."""
     import umap  # deferred: importing umap-learn costs 1.3-1.8 s, and only projections need it
 
-    from geotune.analysis import umap_neighbors  # deferred: imports numba and umap-learn; before the cache is on
-
+    compiled_loop()  # built before the disk cache is switched on, so that it is cached with UMAP's kernels
     cache_umap_kernels()
     options = {"n_neighbors": max(2, min(15, len(x) - 1)), "random_state": seed, "n_jobs": 1}
-    if len(x) >= umap_neighbors.EXACT_POINTS:
+    if len(x) >= EXACT_POINTS:
         return umap.UMAP(**options).fit_transform(x)
-    indices, distances = umap_neighbors.exact_neighbors(x, options["n_neighbors"])
+    indices, distances = exact_neighbors(x, options["n_neighbors"])
     with warnings.catch_warnings():  # a projection never transforms new data: that it cannot says nothing here
         warnings.filterwarnings("ignore", message="precomputed_knn")
         return umap.UMAP(**options, precomputed_knn=(indices, distances, None)).fit_transform(x)

@@ -200,4 +200,4 @@ def test_cached_umap_kernels_give_the_same_projection(tmp_path):
     assert len(cached) >= 3, "numba wrote an index for each UMAP kernel it compiled (layout, distances, graph)"
     assert np.array_equal(np.array(runs[0]["y"]), np.array(runs[1]["y"]))
     assert np.array_equal(np.array(runs[0]["y"]), np.array(runs[0]["own"]))
-    assert list((tmp_path / "cache" / "numba").rglob("umap_neighbors.all_pair_distances*.nbi")), "geotune's kernel"
+    assert list((tmp_path / "cache" / "numba").rglob("*all_pair_distances*.nbi")), "geotune's kernel"
