@@ -353,10 +353,10 @@ class GeodesicConfig:
         ge=0,
     )
     refresh_steps: int = param(
-        500,
-        "memory only: fewest training steps between recomputations of a class's held geodesics; they are recomputed "
-        "only once the class's stress against them has stalled (its mean over about 50 steps fell by under 5% in "
-        "the last 300 steps it pulled)",
+        100,
+        "memory only: every this many training steps a class's kNN graph is compared with the one its held "
+        "geodesics were computed from; they are recomputed once on average fewer than a quarter of each "
+        "remembered point's neighbours are still the held ones (the task rearranged the class)",
         ge=1,
     )
 

@@ -46,11 +46,10 @@ from geotune.analysis.neighbors import knn_graph
 from geotune.config import GeometryConfig, RegularizerConfig
 
 EPS = 1e-12
-# the flat target's memory: targets are recomputed once the class's stress against them has stopped falling: its
-# running mean (this decay per step, about 50 steps) fell by less than STALL_DROP over STALL_WINDOW pulling steps
-STRESS_DECAY = 0.98
-STALL_WINDOW = 300
-STALL_DROP = 0.05
+# the flat target's memory: a class's targets are recomputed once its kNN graph is no longer the one they were
+# computed from: on average fewer than this share of each remembered point's k nearest neighbours are still the
+# held ones (the penalty's own unrolling keeps 0.50-0.79 of them, a network's task 0.07-0.11 within 15 steps; docs)
+NEIGHBOURS_KEPT = 0.25
 
 
 def pairwise_distances(z: torch.Tensor) -> torch.Tensor:
@@ -350,10 +349,11 @@ def geodesic_penalty(
 # geodesic, flat target with a memory
 
 
-def memory_targets(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(geodesics, bent) of a class's remembered points: kNN-graph (k) shortest paths between all pairs, and
-    which pairs bend, i.e. whose straight segment leaves the class (the support test of ``chord_ratios``) while
-    the graph connects them. Straight pairs carry no target: a flat class gets none at all."""
+def memory_targets(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(geodesics, bent, neighbours) of a class's remembered points: kNN-graph (k) shortest paths between all
+    pairs, which pairs bend, i.e. whose straight segment leaves the class (the support test of ``chord_ratios``)
+    while the graph connects them, and each point's k nearest (the graph the geodesics are paths of). Straight
+    pairs carry no target: a flat class gets none at all."""
     n = len(points)
     sq = squared_distances(points)
     dist = np.sqrt(sq.double().numpy())
@@ -372,23 +372,30 @@ def memory_targets(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     bent |= bent.T
     bent &= np.isfinite(geodesics)
     geodesics[~np.isfinite(geodesics)] = 0.0
-    return geodesics, bent
+    return geodesics, bent, idx[:, :k]
+
+
+def neighbours_kept(held: torch.Tensor, points: torch.Tensor) -> float:
+    """The mean share of each point's k nearest neighbours (k = ``held``'s columns) that are still those in
+    ``held``: 1 while the kNN graph is unchanged, about k / n once it is unrelated."""
+    d = torch.cdist(points, points)
+    d.fill_diagonal_(float("inf"))
+    now = d.topk(held.shape[1], largest=False).indices
+    return float((held[:, :, None] == now[:, None, :]).any(-1).float().mean())
 
 
 @dataclass
 class ClassMemory:
-    """One class's remembered samples: row of each sample id, their last detached embeddings, and the geodesics
-    and bent pairs of those rows at the last refresh (None before the first)."""
+    """One class's remembered samples: row of each sample id, their last detached embeddings, and the geodesics,
+    bent pairs and kNN graph (each row's k nearest) of those rows at the last refresh (None before the first)."""
 
     rows: dict[int, int]
     positions: torch.Tensor
     geodesics: torch.Tensor | None = None
     bent: torch.Tensor | None = None
     refreshed: int = 0
-    # the class's running mean stress against these targets (~50 steps), and that mean when the window began
-    stress: torch.Tensor | None = None  # [recent, window start]
-    window_steps: int = 0  # pulling steps since the window began (STALL_WINDOW)
-    stalled: bool = False  # the last full window's stress fell by less than STALL_DROP
+    neighbours: torch.Tensor | None = None  # None with targets: a checkpoint from before the graph was kept
+    checked: int = 0  # the step of the last refresh or check of the graph
 
 
 class GeodesicMemory:
@@ -396,20 +403,21 @@ class GeodesicMemory:
 
     A batch of a few dozen points per class is too sparse to see a bend (``MIN_RESOLVED_POINTS``); the class's
     remembered samples are not. Once a class's memory holds enough samples, its kNN-graph geodesics and its bent
-    pairs (straight segment off the class) are computed and *held* for ``refresh_steps`` steps: a penalty whose
-    targets follow the embedding every step inflates it instead of unrolling it (docs: Regularizers). Each step,
+    pairs (straight segment off the class) are computed and *held* until the class is rearranged (below): a penalty
+    whose targets follow the embedding every step inflates it instead of unrolling it (docs: Regularizers). Each step,
     a batch point that is remembered is compared with every remembered sample of its class over the bent pairs
     only, and the *shape* of those distances is pulled to the shape of the held geodesics:
     sum (d / |d| - g / |g|)^2 per class, the mean over classes. Being scale-free, it leaves the task free to grow
     or shrink the embedding, and a refresh cannot carry a change of scale into the next targets. A flat class
     has no bent pair: its penalty is exactly 0.
 
-    Targets are recomputed from the remembered embeddings only once the class's stress against them has
-    *stalled*: ``refresh_steps`` after the last computation at the earliest, and not before its running mean
-    (about 50 steps) has fallen by less than ``STALL_DROP`` over ``STALL_WINDOW`` steps on which it pulled, i.e.
-    once the penalty has stopped making progress against these targets, met or balanced against the task.
-    Recomputed while the class is still unrolling, the geodesics of the half-unrolled sheet become the targets and
-    the unrolling stops part-way (docs: Regularizers, measured).
+    Targets are recomputed from the remembered embeddings only once they describe another class: every
+    ``refresh_steps`` steps the class's kNN graph is compared with the one the geodesics are paths of, and the
+    targets are recomputed once on average fewer than ``NEIGHBOURS_KEPT`` of each point's k nearest neighbours
+    are still the held ones. The shape-only stress is blind to scale and rotation, and an unrolling keeps
+    neighbours (it is what the penalty asks for), so targets are held while the penalty unrolls a class and follow
+    the task once it has rearranged the class. Recomputed while the class is still unrolling, the geodesics of the
+    half-unrolled sheet would become the targets and the unrolling stop part-way (docs: Regularizers, measured).
     """
 
     def __init__(self, capacity: int, k: int, refresh_steps: int, class_sizes: list[int] | None = None):
@@ -454,12 +462,13 @@ class GeodesicMemory:
                     g = memory.geodesics[held][bent]
                     terms.append(((d / d.norm().clamp_min(EPS) - g / g.norm()) ** 2).sum())
                     bent_pairs += int(bent.sum())
-                    self._follow_stress(memory, terms[-1].detach())
             memory.positions[rows] = z.detach()[where]
             if memory.geodesics is None and len(memory.rows) >= self._ready_at(label):
                 self._refresh(memory, step)
-            elif memory.geodesics is not None and step - memory.refreshed >= self.refresh_steps and self._due(memory):
-                self._refresh(memory, step)
+            elif memory.geodesics is not None and step - memory.checked >= self.refresh_steps:
+                memory.checked = step
+                if self._stale(memory):
+                    self._refresh(memory, step)
         stats = {
             "geodesic_memory_pairs": torch.tensor(float(pairs)),
             "geodesic_bent_fraction": torch.tensor(bent_pairs / max(1, pairs)),
@@ -472,33 +481,21 @@ class GeodesicMemory:
         return penalty, stats
 
     @staticmethod
-    def _follow_stress(memory: ClassMemory, stress: torch.Tensor) -> None:
-        """The class's running mean stress against these targets; once per window, whether it still falls (the
-        only host sync, every STALL_WINDOW pulling steps)."""
-        if memory.stress is None:
-            memory.stress = torch.stack([stress, stress])
-            return
-        recent = STRESS_DECAY * memory.stress[0] + (1 - STRESS_DECAY) * stress
-        start = memory.stress[1]
-        memory.window_steps += 1
-        if memory.window_steps >= STALL_WINDOW:
-            memory.stalled = bool(recent >= (1 - STALL_DROP) * start)
-            start, memory.window_steps = recent, 0
-        memory.stress = torch.stack([recent, start])
-
-    @staticmethod
-    def _due(memory: ClassMemory) -> bool:
-        """Whether the class's targets may be recomputed: it never pulled against them, or its stress stalled."""
-        return memory.stress is None or memory.stalled
+    def _stale(memory: ClassMemory) -> bool:
+        """Whether the class's kNN graph has changed since its targets were computed (the host sync of the check,
+        once every refresh_steps steps); a checkpoint without the held graph recomputes."""
+        if memory.neighbours is None or memory.geodesics is None:
+            return True
+        return neighbours_kept(memory.neighbours, memory.positions[: len(memory.geodesics)]) < NEIGHBOURS_KEPT
 
     def _refresh(self, memory: ClassMemory, step: int) -> None:
         n = len(memory.rows)
-        geodesics, bent = memory_targets(memory.positions[:n].double().cpu().numpy(), self.k)
+        geodesics, bent, neighbours = memory_targets(memory.positions[:n].double().cpu().numpy(), self.k)
         device = memory.positions.device
         memory.geodesics = torch.as_tensor(geodesics, dtype=memory.positions.dtype, device=device)
         memory.bent = torch.as_tensor(bent, device=device)
-        memory.refreshed = step
-        memory.stress, memory.window_steps, memory.stalled = None, 0, False
+        memory.neighbours = torch.as_tensor(neighbours, device=device)
+        memory.refreshed = memory.checked = step
 
     def state_dict(self) -> dict:
         """Plain tensors and numbers (a checkpoint loads with weights_only=True)."""
@@ -509,9 +506,8 @@ class GeodesicMemory:
                 "geodesics": m.geodesics.cpu() if m.geodesics is not None else None,
                 "bent": m.bent.cpu() if m.bent is not None else None,
                 "refreshed": m.refreshed,
-                "stress": m.stress.cpu() if m.stress is not None else None,
-                "window_steps": m.window_steps,
-                "stalled": m.stalled,
+                "neighbours": m.neighbours.cpu() if m.neighbours is not None else None,
+                "checked": m.checked,
             }
             for label, m in self.classes.items()
         }
@@ -520,21 +516,17 @@ class GeodesicMemory:
         self.classes = {}
         for label, m in state.items():
             rows = {int(s): r for r, s in enumerate(m["samples"].tolist())}
-            held = [None if m[key] is None else m[key].to(device) for key in ("geodesics", "bent")]
-            # "stress" is absent from checkpoints written before targets waited to be met, and "window_steps" from
-            # those written before they waited for the stress to stall (its [first, recent]: a new window from recent)
-            stress = None if m.get("stress") is None else m["stress"].to(device)
-            if stress is not None and "window_steps" not in m:
-                stress = torch.stack([stress[1], stress[1]])
+            # "neighbours" is absent from checkpoints written before targets followed the kNN graph (their stress
+            # keys are ignored): such targets are checked at the next check and recomputed
+            held = [None if m.get(key) is None else m[key].to(device) for key in ("geodesics", "bent", "neighbours")]
             self.classes[int(label)] = ClassMemory(
                 rows,
                 m["positions"].to(device),
                 held[0],
                 held[1],
                 m["refreshed"],
-                stress,
-                m.get("window_steps", 0),
-                m.get("stalled", False),
+                held[2],
+                m.get("checked", m["refreshed"]),
             )
 
 
