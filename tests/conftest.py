@@ -32,8 +32,26 @@ def pytest_collection_modifyitems(config, items):
         for name, defs in info.name2fixturedefs.items() if info is not None else ():
             if name != "ray_session" and defs and defs[-1].scope != "function" and defs[-1].baseid:
                 item.add_marker(pytest.mark.xdist_group(name))
+                if config.getoption("loadgroup", default=False):  # set in xdist's workers under --dist loadgroup
+                    in_group(item, name)
                 break
     items.sort(key=lambda item: 0 if item.path.name in LONGEST_FIRST else 1 if item.get_closest_marker("slow") else 2)
+
+
+def in_group(item: pytest.Item, group: str) -> None:
+    """What xdist's loadgroup scheduler groups by: the node id's ``@group`` suffix. xdist 3.8 writes it to
+    ``item._nodeid``, which pytest 9.2's structured node ids no longer read (pytest-dev/pytest-xdist#1386): the
+    groups were silently ignored and a module's fixture was trained again on the other worker (and again after
+    a test of another module). Sets it where pytest 9.2 keeps the id; a no-op once the id has a suffix."""
+    if "@" in item.nodeid.rpartition("]")[2] or "@" in item.nodeid.rpartition("::")[2].partition("[")[0]:
+        return
+    suffixed = f"{item.nodeid}@{group}"
+    if hasattr(item, "_id"):
+        from _pytest.nodeid import NodeId  # pytest >= 9.2 only (its structured ids)
+
+        item._id = NodeId.parse(suffixed)
+    else:
+        item._nodeid = suffixed
 
 
 @pytest.fixture(scope="session")
