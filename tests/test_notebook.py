@@ -21,7 +21,11 @@ def test_the_example_notebook_runs_and_shows_the_study(tmp_path):
     assert not [line for line in imports if "from geotune." in line or "import geotune." in line], "public API only"
     kernel = KernelManager(kernel_name="python3", transport="ipc", ip=str(tmp_path / "kernel"))
     client = nbclient.NotebookClient(notebook, km=kernel, timeout=600, resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()
+    try:
+        client.execute()
+    finally:  # a kernel manager passed in is the caller's to stop: the kernel otherwise idles until the worker exits
+        if kernel.has_kernel:
+            kernel.shutdown_kernel(now=True)
     outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
     assert not [out for out in outputs if out.get("output_type") == "error"]
     shown = [out.get("data", {}) for out in outputs if out.get("output_type") == "execute_result"]
