@@ -42,8 +42,9 @@ def in_group(item: pytest.Item, group: str) -> None:
     """What xdist's loadgroup scheduler groups by: the node id's ``@group`` suffix. xdist 3.8 writes it to
     ``item._nodeid``, which pytest 9.2's structured node ids no longer read (pytest-dev/pytest-xdist#1386): the
     groups were silently ignored and a module's fixture was trained again on the other worker (and again after
-    a test of another module). Sets it where pytest 9.2 keeps the id; a no-op once the id has a suffix."""
-    if "@" in item.nodeid.rpartition("]")[2] or "@" in item.nodeid.rpartition("::")[2].partition("[")[0]:
+    a test of another module). Sets it where pytest 9.2 keeps the id; a no-op once the id has a suffix (the
+    scheduler's own test: an "@" after the last "]")."""
+    if item.nodeid.rfind("@") > item.nodeid.rfind("]"):
         return
     suffixed = f"{item.nodeid}@{group}"
     if hasattr(item, "_id"):

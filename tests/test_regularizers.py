@@ -322,6 +322,12 @@ def test_flat_target_unrolls_a_swiss_roll(rolled_flat):
     assert unrolled_rank_correlation(y, along_sheet) >= 0.8 and intrinsic_dim_twonn(y) <= 2.3
 
 
+def note_computation(memory, computed: list[int]) -> None:
+    """Appends the step of the class's targets' last computation to ``computed`` if it is a new one."""
+    if memory.geodesics is not None and (not computed or memory.refreshed != computed[-1]):
+        computed.append(memory.refreshed)
+
+
 def minimise_with_memory(
     points: np.ndarray,
     refresh_steps: int,
@@ -345,9 +351,8 @@ def minimise_with_memory(
         ids = torch.randperm(len(points), generator=generator)[:batch]
         penalty, stats = reg(z[ids], labels, 1, step, ids)
         acting += int(stats["geodesic_acting"].item())
-        memory = reg.memory.classes[0]
-        if computed is not None and memory.geodesics is not None and (not computed or memory.refreshed != computed[-1]):
-            computed.append(memory.refreshed)
+        if computed is not None:
+            note_computation(reg.memory.classes[0], computed)
         optimizer.zero_grad()
         penalty.backward()
         optimizer.step()
@@ -416,9 +421,7 @@ def test_memory_recomputes_targets_once_the_class_has_new_neighbours():
         for step in range(start, start + count):
             ids = torch.randperm(400, generator=generator)[:64]
             reg(z[ids], labels, 1, step, ids)
-            memory = reg.memory.classes[0]
-            if memory.geodesics is not None and (not computed or memory.refreshed != computed[-1]):
-                computed.append(memory.refreshed)
+            note_computation(reg.memory.classes[0], computed)
 
     z = torch.tensor(x, dtype=torch.float32)
     steps(z, 0, 100)

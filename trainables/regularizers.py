@@ -378,9 +378,7 @@ def memory_targets(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, 
 def neighbours_kept(held: torch.Tensor, points: torch.Tensor) -> float:
     """The mean share of each point's k nearest neighbours (k = ``held``'s columns) that are still those in
     ``held``: 1 while the kNN graph is unchanged, about k / n once it is unrelated."""
-    d = torch.cdist(points, points)
-    d.fill_diagonal_(float("inf"))
-    now = d.topk(held.shape[1], largest=False).indices
+    now = knn_indices(torch.cdist(points, points), held.shape[1])[1]
     return float((held[:, :, None] == now[:, None, :]).any(-1).float().mean())
 
 
