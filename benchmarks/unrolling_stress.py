@@ -1,4 +1,4 @@
-"""Which stress unrolls a swiss roll, and what its targets must be held for (issue 28 item 5, open).
+"""Which stress unrolls a swiss roll, and what its targets must be held for (issue 28 item 5).
 
 Not a timing: an experiment that the Regularizers page quotes. The roll of tests/test_regularizers.py (400
 points in R^64) is moved by plain gradient descent with momentum 0.9 on the stress
