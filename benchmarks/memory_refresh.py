@@ -38,8 +38,8 @@ def run_rule(seeds: list[int], refresh_steps: int, turns: float, height: float) 
     import numpy as np
     from test_regularizers import (
         minimise_with_memory,
+        pair_distances,
         swiss_roll_and_sheet,
-        swiss_roll_unrolling,
         unrolled_rank_correlation,
     )
 
@@ -49,7 +49,7 @@ def run_rule(seeds: list[int], refresh_steps: int, turns: float, height: float) 
     for seed in seeds:
         computed: list[int] = []
         x, sheet = swiss_roll_and_sheet(seed, turns, height)
-        along_sheet = swiss_roll_unrolling(seed, turns, height)[1]
+        along_sheet = pair_distances(sheet)
         y, acting = minimise_with_memory(x, refresh_steps=refresh_steps, seed=seed, computed=computed)
         row = {
             "seed": seed,

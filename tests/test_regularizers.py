@@ -271,11 +271,16 @@ def swiss_roll_and_sheet(seed: int, turns: float = 1.5, height: float = 21.0) ->
     return embedded(roll / 5, seed), np.stack([along, roll[:, 1]], 1) / 5
 
 
+def pair_distances(points: np.ndarray) -> np.ndarray:
+    """The Euclidean distance of every pair i<j (in np.triu_indices order)."""
+    i, j = np.triu_indices(len(points), 1)
+    return np.linalg.norm(points[i] - points[j], axis=1)
+
+
 def swiss_roll_unrolling(seed: int, turns: float = 1.5, height: float = 21.0) -> tuple[np.ndarray, np.ndarray]:
     """A swiss roll of 400 points in R^64, and for each pair i<j its distance along the unrolled sheet."""
     roll, sheet = swiss_roll_and_sheet(seed, turns, height)
-    i, j = np.triu_indices(len(sheet), 1)
-    return roll, np.linalg.norm(sheet[i] - sheet[j], axis=1)
+    return roll, pair_distances(sheet)
 
 
 @pytest.fixture(scope="module")
@@ -298,8 +303,7 @@ def unrolled_rank_correlation(z: np.ndarray, along_sheet: np.ndarray) -> float:
     """Spearman correlation of the pairs' Euclidean distances with their distances along the sheet (1: unrolled)."""
     from scipy.stats import spearmanr
 
-    i, j = np.triu_indices(len(z), 1)
-    return float(spearmanr(np.linalg.norm(z[i] - z[j], axis=1), along_sheet)[0])
+    return float(spearmanr(pair_distances(z), along_sheet)[0])
 
 
 @pytest.mark.slow
@@ -497,7 +501,7 @@ def test_flat_target_with_a_memory_unrolls_a_swiss_roll(seed, turns, height):
     floor is the issue's 1.8: rank 0.735 -> 0.977, TwoNN 1.91 -> 1.94, participation ratio 1.92 -> 2.16. Six
     seeds of both: benchmarks/memory_refresh.py and the Regularizers page."""
     x, sheet = swiss_roll_and_sheet(seed, turns, height)
-    _, along_sheet = swiss_roll_unrolling(seed, turns, height)
+    along_sheet = pair_distances(sheet)
     before = unrolled_rank_correlation(x, along_sheet)
     computed: list[int] = []
     y, acting = minimise_with_memory(x, refresh_steps=100, seed=seed, computed=computed)
