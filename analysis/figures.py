@@ -26,8 +26,10 @@ CLASS_COLOURS = "tab10"
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    """PNG at ``dpi``. A figure with a layout engine (constrained layout) already fits its contents: cropping it
+    as well ("tight") would draw it twice; the others are cropped to what they draw."""
     path = Path(path)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, bbox_inches=None if fig.get_layout_engine() is not None else "tight")
     return path
 
 
@@ -418,25 +420,36 @@ def draw_scatter(data, title: str) -> Figure:
     return fig
 
 
-def draw_grad_norm_groups(tables: dict, columns: int = 2) -> Figure:
-    """One layers x epochs log10 heatmap per group, on a shared colour scale."""
+def draw_grad_norm_groups(tables: dict, columns: int = 0) -> Figure:
+    """One layers x epochs log10 heatmap per group, on one shared colour scale (one colour bar). Groups of the
+    same network share their layer names, written once per row; three columns from five groups up (a study of
+    9 network x loss groups drew a page 64 inches tall)."""
     items = list(tables.items())
+    columns = min(columns or (2 if len(items) <= 4 else 3), len(items))
     rows = math.ceil(len(items) / columns)
-    height = max(3.0, 0.25 * max(len(t.layers) for _, t in items) + 1.5)
-    fig = Figure(figsize=(6.5 * min(columns, len(items)), height * rows), layout="constrained")
+    same_layers = all(t.layers == items[0][1].layers for _, t in items)
+    # 0.12 inch a layer holds its 6-point name; the axis, title and tick labels need about 1.2 inches more
+    height = max(2.5, 0.12 * max(len(t.layers) for _, t in items) + 1.2)
+    width = 5.0 + (0 if same_layers else 1.5)  # room for each panel's own layer names
+    fig = Figure(figsize=(width * columns + 1.0, height * rows), layout="constrained")
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = {label: np.log10(t.values) for label, t in items}
     finite = np.concatenate([v[np.isfinite(v)] for v in logs.values()]) if logs else np.array([0.0])
     vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    axes = []
     for i, (label, table) in enumerate(items):
-        ax = fig.add_subplot(rows, min(columns, len(items)), i + 1)
+        ax = fig.add_subplot(rows, columns, i + 1)
         image = ax.imshow(logs[label], aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest")
-        ax.set_yticks(range(len(table.layers)), table.layers, fontsize=6)
+        if not same_layers or i % columns == 0:
+            ax.set_yticks(range(len(table.layers)), table.layers, fontsize=6)
+        else:
+            ax.set_yticks(range(len(table.layers)), [])
         step = max(1, len(table.epochs) // 10)
         ax.set_xticks(range(0, len(table.epochs), step), [str(e) for e in table.epochs[::step]])
         ax.set_xlabel("epoch")
         ax.set_title(label, fontsize=9)
-        fig.colorbar(image, ax=ax, label="log10 ||grad||")
+        axes.append(ax)
+    fig.colorbar(image, ax=axes, label="log10 ||grad||", shrink=min(1.0, 6.0 / (height * rows)))
     fig.suptitle("mean per-layer gradient L2 norm over each group's trials")
     return fig
 

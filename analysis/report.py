@@ -1314,9 +1314,11 @@ def thumbnail_png(file: Path) -> bytes:
     with Image.open(file) as image:
         image = image.convert("RGB")
         image.thumbnail(THUMBNAIL_BOX, Image.Resampling.LANCZOS)
-        small = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        # the fast octree: half the time of median cut with zlib's extra pass, and smaller files (plots are few
+        # colours and their anti-aliasing)
+        small = image.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
         out = io.BytesIO()
-        small.save(out, format="PNG", optimize=True)
+        small.save(out, format="PNG")
     return out.getvalue()
 
 

@@ -18,22 +18,6 @@ import numpy as np
 import torch
 
 from geotune.analysis.collapse import neural_collapse
-from geotune.analysis.figures import (
-    LayerSeries,
-    draw_activations,
-    draw_confusion_matrix,
-    draw_data_samples,
-    draw_embedding_panels,
-    draw_grad_norms,
-    draw_layer_curves,
-    draw_logits,
-    draw_mask_examples,
-    draw_test_predictions,
-    draw_training_curves,
-    grad_norm_table,
-    save_figure,
-    scatter_html,
-)
 from geotune.analysis.latent import (
     geometry_summary,
     pca_projection,
@@ -87,6 +71,14 @@ from geotune.trainables.loop import EarlyStopping, Evaluation, KeptWeights, eval
 from geotune.trainables.models import count_parameters, linear_head_weight
 from geotune.trainables.parts import TrialParts
 from geotune.trainables.synthetic_data import display_colours
+
+
+def figures():
+    """geotune.analysis.figures, imported where a trial draws: matplotlib is about 0.9 s of a Ray worker's start,
+    which a sweep with ``logging.figures`` off would pay in every worker for nothing."""
+    from geotune.analysis import figures as module  # deferred: see the docstring
+
+    return module
 
 
 def classification_summary(evaluation: Evaluation, class_names: list[str]) -> tuple[dict, np.ndarray]:
@@ -165,7 +157,7 @@ def write_mask_examples(artifact_dir: Path, model, data: DataSplits, dataset_nam
     model.eval()
     with torch.no_grad():
         predicted = model(data.normalize(images)).argmax(1)
-    figure = draw_mask_examples(
+    figure = figures().draw_mask_examples(
         images.cpu().numpy(),
         data.val.labels[:MASK_EXAMPLES].long().cpu().numpy(),
         predicted.cpu().numpy(),
@@ -173,7 +165,7 @@ def write_mask_examples(artifact_dir: Path, model, data: DataSplits, dataset_nam
         "validation images, true and predicted masks (kept model)",
         display_colours(dataset_name),
     )
-    save_figure(figure, artifact_dir / "masks.png")
+    figures().save_figure(figure, artifact_dir / "masks.png")
 
 
 def collapse_of(evaluation: Evaluation, model, chosen: np.ndarray | None = None, prefix: str = "") -> dict:
@@ -240,8 +232,8 @@ def write_test_predictions(artifact_dir: Path, cfg: TrialConfig, data: DataSplit
         f"test images: true class, and the kept model's three most probable ({cfg.model.output} output); "
         "first the first image of each class, then the errors it was surest of"
     )
-    save_figure(
-        draw_test_predictions(
+    figures().save_figure(
+        figures().draw_test_predictions(
             images,
             labels[picks],
             top,
@@ -304,8 +296,8 @@ def write_data_samples(artifact_dir: Path, cfg: TrialConfig, data: DataSplits) -
         else "no augmentation (dataset.augment off)"
     )
     titles = ["as trained"] + [f"augmented {i + 1}" for i in range(len(columns) - 1)]
-    save_figure(
-        draw_data_samples(grid, captions, titles, f"{cfg.dataset.name}, {tuple(data.input_shape)}: {what}"),
+    figures().save_figure(
+        figures().draw_data_samples(grid, captions, titles, f"{cfg.dataset.name}, {tuple(data.input_shape)}: {what}"),
         artifact_dir / "data_samples.png",
     )
 
@@ -499,22 +491,22 @@ def write_trial_artifacts(
         if segmentation
         else f"test confusion matrix (accuracy {test.accuracy:.3f})"
     )
-    figures = cfg.logging.figures  # off: the numbers and files without a PNG (large sweeps; most tests)
-    if figures:
+    draw = cfg.logging.figures  # off: the numbers and files without a PNG (large sweeps; most tests)
+    if draw:
         optional(
             "confusion_matrix.png",
-            lambda: save_figure(
-                draw_confusion_matrix(test_matrix, data.class_names, matrix_title),
+            lambda: figures().save_figure(
+                figures().draw_confusion_matrix(test_matrix, data.class_names, matrix_title),
                 artifact_dir / "confusion_matrix.png",
             ),
         )
-    if segmentation and figures:
+    if segmentation and draw:
         optional("masks.png", lambda: write_mask_examples(artifact_dir, model, data, cfg.dataset.name))
-    if not segmentation and figures:
+    if not segmentation and draw:
         optional("test_predictions.png", lambda: write_test_predictions(artifact_dir, cfg, data, test))
-    if figures:
+    if draw:
         optional("data_samples.png", lambda: write_data_samples(artifact_dir, cfg, data))
-    if history and figures:
+    if history and draw:
         optional("the training curves", lambda: write_curves(artifact_dir, history, kept.epoch))
     optional(
         "the geometry summary",
@@ -570,7 +562,9 @@ def write_internals(artifact_dir: Path, cfg: TrialConfig, model, data: DataSplit
         write_json(artifact_dir / OUTPUT_SPARSITY_FILE, output_sparsity(val.logits))
         title = f"validation logits of the kept model ({cfg.model.output} output)"
         if cfg.logging.figures:
-            save_figure(draw_logits(val.logits.numpy(), labels, data.class_names, title), artifact_dir / "logits.png")
+            figures().save_figure(
+                figures().draw_logits(val.logits.numpy(), labels, data.class_names, title), artifact_dir / "logits.png"
+            )
 
     layer = cfg.logging.activation_layer or first_conv(model)
     if layer is None or not cfg.logging.figures:
@@ -587,7 +581,9 @@ def write_internals(artifact_dir: Path, cfg: TrialConfig, model, data: DataSplit
     if maps.dim() != 4:
         raise ValueError(f"layer {name} outputs shape {list(maps.shape[1:])}, not feature maps")
     mosaic, channels = activation_mosaic(images.cpu().numpy(), maps)
-    save_figure(draw_activations(mosaic, len(picks), channels, name, captions), artifact_dir / "activations.png")
+    figures().save_figure(
+        figures().draw_activations(mosaic, len(picks), channels, name, captions), artifact_dir / "activations.png"
+    )
 
 
 def write_layer_geometry(
@@ -656,10 +652,12 @@ def write_layer_geometry(
         },
     )
     values = {m: [np.nan if r[m] is None else r[m] for r in rows] for m in LAYER_CURVES}
-    panels = [(m, [LayerSeries("this trial", v, v, v)]) for m, v in values.items()]
+    panels = [(m, [figures().LayerSeries("this trial", v, v, v)]) for m, v in values.items()]
     if log.figures:
-        figure = draw_layer_curves([r["layer"] for r in rows], panels, depths=[r["relative_depth"] for r in rows])
-        save_figure(figure, artifact_dir / "layer_geometry.png")
+        figure = figures().draw_layer_curves(
+            [r["layer"] for r in rows], panels, depths=[r["relative_depth"] for r in rows]
+        )
+        figures().save_figure(figure, artifact_dir / "layer_geometry.png")
 
 
 def write_curves(artifact_dir: Path, history: list[dict], kept_epoch: int = 0) -> None:
@@ -667,8 +665,12 @@ def write_curves(artifact_dir: Path, history: list[dict], kept_epoch: int = 0) -
     for quantity, file in (("loss", "train_val_loss.png"), ("accuracy", "train_val_accuracy.png")):
         keys = [f"train_{quantity}", f"val_{quantity}"] + ([f"test_{quantity}"] if with_test else [])
         title = f"training{', validation and test' if with_test else ' and validation'} {quantity}"
-        save_figure(draw_training_curves(history, keys, quantity, title, kept_epoch), artifact_dir / file)
-    save_figure(draw_grad_norms(grad_norm_table(history)), artifact_dir / "grad_norms.png")
+        figures().save_figure(
+            figures().draw_training_curves(history, keys, quantity, title, kept_epoch), artifact_dir / file
+        )
+    figures().save_figure(
+        figures().draw_grad_norms(figures().grad_norm_table(history)), artifact_dir / "grad_norms.png"
+    )
 
 
 def learning_warnings(val_accuracy: float, n_val: int, n_classes: int, lr: float) -> list[str]:
@@ -729,10 +731,12 @@ def write_geometry_artifacts(
     )
     panels = [(projection, title)] + ([(pca, "PCA (first two components)")] if name == "umap" else [])
     if cfg.logging.figures:
-        figure = draw_embedding_panels(
+        figure = figures().draw_embedding_panels(
             panels, labels, class_names, f"{len(labels)} {what}", display_colours(cfg.dataset.name)
         )
-        save_figure(figure, artifact_dir / "umap.png")
+        figures().save_figure(figure, artifact_dir / "umap.png")
     if cfg.logging.interactive_scatter:
-        (artifact_dir / "latent_scatter.html").write_text(scatter_html(projection, labels, class_names, title))
+        (artifact_dir / "latent_scatter.html").write_text(
+            figures().scatter_html(projection, labels, class_names, title)
+        )
     return flat
