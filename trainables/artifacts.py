@@ -651,26 +651,26 @@ def write_layer_geometry(
             "layers": rows,
         },
     )
-    values = {m: [np.nan if r[m] is None else r[m] for r in rows] for m in LAYER_CURVES}
-    panels = [(m, [figures().LayerSeries("this trial", v, v, v)]) for m, v in values.items()]
-    if log.figures:
-        figure = figures().draw_layer_curves(
+    if log.figures:  # the panels only where drawn: building them imports matplotlib
+        drawing = figures()
+        values = {m: [np.nan if r[m] is None else r[m] for r in rows] for m in LAYER_CURVES}
+        panels = [(m, [drawing.LayerSeries("this trial", v, v, v)]) for m, v in values.items()]
+        figure = drawing.draw_layer_curves(
             [r["layer"] for r in rows], panels, depths=[r["relative_depth"] for r in rows]
         )
-        figures().save_figure(figure, artifact_dir / "layer_geometry.png")
+        drawing.save_figure(figure, artifact_dir / "layer_geometry.png")
 
 
 def write_curves(artifact_dir: Path, history: list[dict], kept_epoch: int = 0) -> None:
+    drawing = figures()
     with_test = any("test_loss" in row for row in history)  # logging.test_every_epoch
     for quantity, file in (("loss", "train_val_loss.png"), ("accuracy", "train_val_accuracy.png")):
         keys = [f"train_{quantity}", f"val_{quantity}"] + ([f"test_{quantity}"] if with_test else [])
         title = f"training{', validation and test' if with_test else ' and validation'} {quantity}"
-        figures().save_figure(
-            figures().draw_training_curves(history, keys, quantity, title, kept_epoch), artifact_dir / file
+        drawing.save_figure(
+            drawing.draw_training_curves(history, keys, quantity, title, kept_epoch), artifact_dir / file
         )
-    figures().save_figure(
-        figures().draw_grad_norms(figures().grad_norm_table(history)), artifact_dir / "grad_norms.png"
-    )
+    drawing.save_figure(drawing.draw_grad_norms(drawing.grad_norm_table(history)), artifact_dir / "grad_norms.png")
 
 
 def learning_warnings(val_accuracy: float, n_val: int, n_classes: int, lr: float) -> list[str]:
