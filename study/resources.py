@@ -68,6 +68,8 @@ def train_resources(cpus: float | None, gpus: float | None) -> tuple[float, floa
 def start_ray_for_train(plan: StudyPlan) -> RayInfo:
     """A local Ray sized for the one trial of `geotune train`."""
     info = ensure_ray(num_cpus=max(1, math.ceil(plan.cpus_per_trial)), num_gpus=local_gpu_count() or None)
+    if plan.cpus_per_trial > info.cpus:  # a Ray already running in this process (a notebook's) can be smaller
+        raise ConfigError(f"--cpus-per-trial {plan.cpus_per_trial:g}: the Ray instance has only {info.cpus:g} CPUs")
     plan.gpus_per_trial = gpus_available(plan.gpus_per_trial, info.gpus, "--gpus", "the Ray instance")
     check_devices(plan)
     return info

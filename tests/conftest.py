@@ -57,12 +57,18 @@ def in_group(item: pytest.Item, group: str) -> None:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray instance on 127.0.0.2 with token auth, shared by every test that needs Ray."""
+    """One local Ray instance on 127.0.0.2 with token auth, shared by every test of this pytest worker that needs
+    Ray. Its CPUs: the machine's share of one worker, at most 2 (one each for pyproject's two workers on the
+    2-core CI machine). With both workers busy, a study's second concurrent trial only adds a worker
+    process's start (about 8 CPU-s: torch, the torch._dynamo its optimizer imports, scikit-learn) and
+    contention for the same cores: 14 Ray tests of test_spaces and test_study took 584 CPU-s with 2 CPUs and
+    496 with 1 (run one after the other in one process, 2026-12-06)."""
     import ray
 
     from geotune.study.cluster import LOOPBACK_NODE_IP, ensure_ray
 
-    info = ensure_ray(num_cpus=2, num_gpus=0)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))  # set in xdist's workers; -n 0: this one
+    info = ensure_ray(num_cpus=max(1, min(2, (os.cpu_count() or 1) // workers)), num_gpus=0)
     assert ray.get_runtime_context().gcs_address.startswith(LOOPBACK_NODE_IP + ":")
     yield info
     ray.shutdown()

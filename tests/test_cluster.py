@@ -171,7 +171,10 @@ def test_study_across_two_loopback_nodes_survives_losing_one(ray_session, tmp_pa
         )
         log = tmp_path / "c.log"
         with open(log, "w") as out:
-            proc = subprocess.Popen(geotune("c"), cwd=str(REPO), env=cluster.env, stdout=out, stderr=subprocess.STDOUT)
+            # no report: a recovered trial's report is test_faults'; here the trials and their files
+            proc = subprocess.Popen(
+                geotune("c", "--no-report"), cwd=str(REPO), env=cluster.env, stdout=out, stderr=subprocess.STDOUT
+            )
             deadline = time.time() + 300
             while not any(
                 r.get("node_ip") == "127.0.0.3" and r.get("epoch", 0) >= 2

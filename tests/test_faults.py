@@ -170,6 +170,28 @@ def test_pending_timeout_is_checked(tmp_path, capsys, verb):
     assert "--pending-timeout -1: must be a number of seconds >= 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("verb", ["run", "train"])
+def test_a_trial_wider_than_the_ray_it_joins_is_refused(tmp_path, monkeypatch, verb):
+    """A Ray already running (a notebook's, the suite's) may have fewer CPUs than a trial asks for: one line
+    naming the flag, not a trial pending for ever."""
+    import yaml
+
+    from conftest import tiny_config
+    from geotune.config_loading import load_config
+    from geotune.errors import ConfigError
+    from geotune.study import resources
+    from geotune.study.cluster import RayInfo
+    from geotune.study.plan import train_plan
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config()))
+    plan = train_plan(load_config([str(config)], []), str(tmp_path / "out"), 2.0, 0.0)
+    monkeypatch.setattr(resources, "ensure_ray", lambda **_: RayInfo("127.0.0.2:6379", False, 1.0, 0.0))
+    where = "cluster" if verb == "run" else "instance"
+    with pytest.raises(ConfigError, match=f"^--cpus-per-trial 2: the Ray {where} has only 1 CPUs$"):
+        resources.start_ray_for(plan, None) if verb == "run" else resources.start_ray_for_train(plan)
+
+
 def test_train_with_ray_retries_a_crash_as_run_does(tmp_path, monkeypatch):
     """`geotune train --ray` runs its trial with run's FailureConfig and the retry line (not Ray's 0 retries)."""
     import yaml
