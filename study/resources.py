@@ -28,6 +28,13 @@ def gpus_available(gpus: float, available: float, flag: str, where: str, dry_run
     return gpus
 
 
+def check_cpus(plan: StudyPlan, info: RayInfo, where: str) -> None:
+    """A trial's CPUs must fit the Ray it runs on: a cluster, or a Ray already running in this process (a
+    notebook's) may have fewer, and the trial would wait for ever."""
+    if plan.cpus_per_trial > info.cpus:
+        raise ConfigError(f"--cpus-per-trial {plan.cpus_per_trial:g}: {where} has only {info.cpus:g} CPUs")
+
+
 def check_devices(plan: StudyPlan) -> None:
     """Trials that must run on CUDA need a GPU share: known once the resources are."""
     for config in list(plan.trial_configs().values()) or [plan.base]:  # an Optuna space: its base
@@ -38,8 +45,7 @@ def start_ray_for(plan: StudyPlan, address: str | None) -> RayInfo:
     """Join ``address`` or start a local Ray, and fit the plan's resources to what it has."""
     info = ensure_ray(address=address)
     plan.gpus_per_trial = gpus_available(plan.gpus_per_trial, info.gpus, "--gpus-per-trial", "the Ray cluster")
-    if plan.cpus_per_trial > info.cpus:
-        raise ConfigError(f"--cpus-per-trial {plan.cpus_per_trial:g}: the Ray cluster has only {info.cpus:g} CPUs")
+    check_cpus(plan, info, "the Ray cluster")
     check_devices(plan)
     if not info.started_here:
         check_storage_shared(plan.study_dir)
@@ -68,8 +74,7 @@ def train_resources(cpus: float | None, gpus: float | None) -> tuple[float, floa
 def start_ray_for_train(plan: StudyPlan) -> RayInfo:
     """A local Ray sized for the one trial of `geotune train`."""
     info = ensure_ray(num_cpus=max(1, math.ceil(plan.cpus_per_trial)), num_gpus=local_gpu_count() or None)
-    if plan.cpus_per_trial > info.cpus:  # a Ray already running in this process (a notebook's) can be smaller
-        raise ConfigError(f"--cpus-per-trial {plan.cpus_per_trial:g}: the Ray instance has only {info.cpus:g} CPUs")
+    check_cpus(plan, info, "the Ray instance")
     plan.gpus_per_trial = gpus_available(plan.gpus_per_trial, info.gpus, "--gpus", "the Ray instance")
     check_devices(plan)
     return info

@@ -67,7 +67,7 @@ def ray_session():
 
     from geotune.study.cluster import LOOPBACK_NODE_IP, ensure_ray
 
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))  # set in xdist's workers; -n 0: this one
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))  # unset under -n 0 (one process)
     info = ensure_ray(num_cpus=max(1, min(2, (os.cpu_count() or 1) // workers)), num_gpus=0)
     assert ray.get_runtime_context().gcs_address.startswith(LOOPBACK_NODE_IP + ":")
     yield info

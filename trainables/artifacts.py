@@ -11,6 +11,7 @@ Everything evaluated comes from the kept epoch (``train.keep``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,12 @@ def figures():
     from geotune.analysis import figures as module  # deferred: see the docstring
 
     return module
+
+
+def save_drawn(path: Path, draw: Callable) -> None:
+    """``draw(geotune.analysis.figures)``'s figure as a PNG at ``path``."""
+    drawing = figures()
+    drawing.save_figure(draw(drawing), path)
 
 
 def classification_summary(evaluation: Evaluation, class_names: list[str]) -> tuple[dict, np.ndarray]:
@@ -157,15 +164,17 @@ def write_mask_examples(artifact_dir: Path, model, data: DataSplits, dataset_nam
     model.eval()
     with torch.no_grad():
         predicted = model(data.normalize(images)).argmax(1)
-    figure = figures().draw_mask_examples(
-        images.cpu().numpy(),
-        data.val.labels[:MASK_EXAMPLES].long().cpu().numpy(),
-        predicted.cpu().numpy(),
-        data.class_names,
-        "validation images, true and predicted masks (kept model)",
-        display_colours(dataset_name),
+    save_drawn(
+        artifact_dir / "masks.png",
+        lambda f: f.draw_mask_examples(
+            images.cpu().numpy(),
+            data.val.labels[:MASK_EXAMPLES].long().cpu().numpy(),
+            predicted.cpu().numpy(),
+            data.class_names,
+            "validation images, true and predicted masks (kept model)",
+            display_colours(dataset_name),
+        ),
     )
-    figures().save_figure(figure, artifact_dir / "masks.png")
 
 
 def collapse_of(evaluation: Evaluation, model, chosen: np.ndarray | None = None, prefix: str = "") -> dict:
@@ -232,8 +241,9 @@ def write_test_predictions(artifact_dir: Path, cfg: TrialConfig, data: DataSplit
         f"test images: true class, and the kept model's three most probable ({cfg.model.output} output); "
         "first the first image of each class, then the errors it was surest of"
     )
-    figures().save_figure(
-        figures().draw_test_predictions(
+    save_drawn(
+        artifact_dir / "test_predictions.png",
+        lambda f: f.draw_test_predictions(
             images,
             labels[picks],
             top,
@@ -241,7 +251,6 @@ def write_test_predictions(artifact_dir: Path, cfg: TrialConfig, data: DataSplit
             data.class_names,
             title,
         ),
-        artifact_dir / "test_predictions.png",
     )
     fixed = picks[: min(EXAMPLE_CLASSES, len(np.unique(labels)))]
     small = thumbnails(data.test.images[torch.as_tensor(fixed, device=data.test.images.device)])
@@ -296,9 +305,9 @@ def write_data_samples(artifact_dir: Path, cfg: TrialConfig, data: DataSplits) -
         else "no augmentation (dataset.augment off)"
     )
     titles = ["as trained"] + [f"augmented {i + 1}" for i in range(len(columns) - 1)]
-    figures().save_figure(
-        figures().draw_data_samples(grid, captions, titles, f"{cfg.dataset.name}, {tuple(data.input_shape)}: {what}"),
+    save_drawn(
         artifact_dir / "data_samples.png",
+        lambda f: f.draw_data_samples(grid, captions, titles, f"{cfg.dataset.name}, {tuple(data.input_shape)}: {what}"),
     )
 
 
@@ -495,9 +504,9 @@ def write_trial_artifacts(
     if draw:
         optional(
             "confusion_matrix.png",
-            lambda: figures().save_figure(
-                figures().draw_confusion_matrix(test_matrix, data.class_names, matrix_title),
+            lambda: save_drawn(
                 artifact_dir / "confusion_matrix.png",
+                lambda f: f.draw_confusion_matrix(test_matrix, data.class_names, matrix_title),
             ),
         )
     if segmentation and draw:
@@ -562,9 +571,8 @@ def write_internals(artifact_dir: Path, cfg: TrialConfig, model, data: DataSplit
         write_json(artifact_dir / OUTPUT_SPARSITY_FILE, output_sparsity(val.logits))
         title = f"validation logits of the kept model ({cfg.model.output} output)"
         if cfg.logging.figures:
-            figures().save_figure(
-                figures().draw_logits(val.logits.numpy(), labels, data.class_names, title), artifact_dir / "logits.png"
-            )
+            logits = val.logits.numpy()
+            save_drawn(artifact_dir / "logits.png", lambda f: f.draw_logits(logits, labels, data.class_names, title))
 
     layer = cfg.logging.activation_layer or first_conv(model)
     if layer is None or not cfg.logging.figures:
@@ -581,8 +589,8 @@ def write_internals(artifact_dir: Path, cfg: TrialConfig, model, data: DataSplit
     if maps.dim() != 4:
         raise ValueError(f"layer {name} outputs shape {list(maps.shape[1:])}, not feature maps")
     mosaic, channels = activation_mosaic(images.cpu().numpy(), maps)
-    figures().save_figure(
-        figures().draw_activations(mosaic, len(picks), channels, name, captions), artifact_dir / "activations.png"
+    save_drawn(
+        artifact_dir / "activations.png", lambda f: f.draw_activations(mosaic, len(picks), channels, name, captions)
     )
 
 
@@ -731,10 +739,12 @@ def write_geometry_artifacts(
     )
     panels = [(projection, title)] + ([(pca, "PCA (first two components)")] if name == "umap" else [])
     if cfg.logging.figures:
-        figure = figures().draw_embedding_panels(
-            panels, labels, class_names, f"{len(labels)} {what}", display_colours(cfg.dataset.name)
+        save_drawn(
+            artifact_dir / "umap.png",
+            lambda f: f.draw_embedding_panels(
+                panels, labels, class_names, f"{len(labels)} {what}", display_colours(cfg.dataset.name)
+            ),
         )
-        figures().save_figure(figure, artifact_dir / "umap.png")
     if cfg.logging.interactive_scatter:
         (artifact_dir / "latent_scatter.html").write_text(
             figures().scatter_html(projection, labels, class_names, title)
