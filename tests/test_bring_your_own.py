@@ -4,8 +4,6 @@ freezing. User modules are written by the tests; torchvision weights are saved b
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -454,22 +452,12 @@ def test_precise_bn_is_on_for_external_models_by_default():
 
 
 @pytest.mark.slow
-def test_the_bring_your_own_example_trains(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "geotune",
-            "train",
-            "configs/bring_your_own.yaml",
-            str(tmp_path / "t"),
-            "train.epochs=2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=str(REPO),
-    )
+def test_the_bring_your_own_example_trains(tmp_path, cli, monkeypatch):
+    """The example as the README runs it, from the repository root with its relative paths, in this process (a
+    program's start is tested in test_project.py); its figures, UMAP and internals are tested elsewhere."""
+    monkeypatch.chdir(REPO)
+    light = ["logging.save_umap=false", "logging.figures=false", "logging.internals=off", "logging.geometry_split=val"]
+    proc = cli("train", "configs/bring_your_own.yaml", tmp_path / "t", "train.epochs=2", *light)
     assert proc.returncode == 0, proc.stderr[-3000:]
     config = (tmp_path / "t" / "trial" / "config.yaml").read_text()
     assert f"{REPO / 'configs' / 'my_data.py'}:gratings" in config, "the reference is stored absolute"

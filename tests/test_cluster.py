@@ -46,7 +46,7 @@ class LoopbackCluster:
         self.procs.append(
             subprocess.Popen(
                 [RAY, "start", "--block", *args],
-                env=self.env,
+                env=dict(self.env, PYTHONUNBUFFERED="1"),  # its "Ray runtime started." reaches the log at once
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -84,8 +84,18 @@ class LoopbackCluster:
             raise
         return self
 
+    def _started(self, node: int) -> bool:
+        """Whether node ``node``'s `ray start` has said that its runtime is up: reading its log costs nothing, a
+        probe of the cluster (alive_nodes) is a Python process that imports Ray, 2-3 CPU-s each."""
+        log = Path(self.temp_dir) / f"node{node}.log"
+        return log.is_file() and "Ray runtime started." in log.read_text()
+
     def _wait_for_nodes(self, count: int) -> None:
         deadline = time.time() + 120
+        while not self._started(count - 1):
+            assert all(p.poll() is None for p in self.procs), self.logs()
+            assert time.time() < deadline, "the two-node cluster did not come up:\n" + self.logs()
+            time.sleep(0.2)
         while self.alive_nodes() < count:
             assert all(p.poll() is None for p in self.procs), self.logs()
             assert time.time() < deadline, "the two-node cluster did not come up:\n" + self.logs()

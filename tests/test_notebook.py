@@ -1,8 +1,10 @@
 """examples/reading_a_study.ipynb, executed as a user's Jupyter would (nbclient, a python3 kernel over local
 IPC sockets, no TCP): it uses only the public API and shows the findings, a table, the forest plot and
-measured embeddings."""
+measured embeddings. Its study joins the test worker's shared Ray (RAY_ADDRESS, as a notebook beside a running
+cluster would): a Ray of its own cost the kernel a Ray start and a second trial worker."""
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ REPO = Path(__file__).parents[1]
 
 
 @pytest.mark.slow
-def test_the_example_notebook_runs_and_shows_the_study(tmp_path):
+def test_the_example_notebook_runs_and_shows_the_study(tmp_path, ray_session):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     from jupyter_client.manager import KernelManager
@@ -22,7 +24,7 @@ def test_the_example_notebook_runs_and_shows_the_study(tmp_path):
     kernel = KernelManager(kernel_name="python3", transport="ipc", ip=str(tmp_path / "kernel"))
     client = nbclient.NotebookClient(notebook, km=kernel, timeout=600, resources={"metadata": {"path": str(tmp_path)}})
     try:
-        client.execute()
+        client.execute(env=dict(os.environ, RAY_ADDRESS=ray_session.address))
     finally:  # a kernel manager passed in is the caller's to stop: the kernel otherwise idles until the worker exits
         if kernel.has_kernel:
             kernel.shutdown_kernel(now=True)
