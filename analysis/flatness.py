@@ -327,7 +327,7 @@ class LocalSurface:
         pool = self.pool[anchor]
         # each point meets only its anchor's pool: sparse rows over the samples, one per point, so that the samples
         # are read where they lie (a few hundred kB) instead of gathered into an (N, pool, D) copy (tens of MB a
-        # call: 15x slower at N = 3,200, D = 64)
+        # call); the distances and the mean 15x faster at N = 3,200, D = 64, the projection 4.2x (BENCHMARKS.md 13)
         rows = _pool_rows(pool, len(self.x))
         dots = _sampled_products(rows, p, self.x)  # p . x for each sample of the pool
         d2 = (self.norm2[pool] - 2.0 * dots + (p * p).sum(1, keepdim=True)).clamp_min(0)
