@@ -275,6 +275,24 @@ def test_pooling_bn_and_lambda_figures(tmp_path):
     )
 
 
+def test_gradient_norm_panels_name_their_layers_once_per_row_and_network():
+    """Each heatmap writes its layer names unless the panel to its left has the same layers (text is most of
+    the figure's time; a network's names are the same in each of its groups); three columns from five groups."""
+    from geotune.analysis.figures import GradNormTable, draw_grad_norm_groups
+
+    def table(net: str, n: int) -> GradNormTable:
+        return GradNormTable([f"{net}.layer{i}" for i in range(n)], [1, 2], np.full((n, 2), 0.1))
+
+    groups = {f"{net} {reg}": table(net, n) for net, n in (("a", 3), ("b", 5), ("c", 4)) for reg in ("none", "flat")}
+    fig = draw_grad_norm_groups(groups)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    named = [[t.get_text() for t in ax.get_yticklabels()] for ax in panels]
+    # rows of three: (a none, a flat, b none), (b flat, c none, c flat)
+    assert [bool(n and n[0]) for n in named] == [True, False, True, True, True, False]
+    assert named[2] == named[3] == [f"b.layer{i}" for i in range(5)] and named[4][0] == "c.layer0"
+    assert all(len(ax.get_yticks()) == len(t.layers) for ax, t in zip(panels, groups.values())), "a row per layer"
+
+
 def test_report_cli_on_a_study_and_errors(tmp_path, cli):
     folder = reg_study(tmp_path)
     proc = cli("report", folder)
