@@ -92,14 +92,10 @@ class LoopbackCluster:
 
     def _wait_for_nodes(self, count: int) -> None:
         deadline = time.time() + 120
-        while not self._started(count - 1):
+        while not (self._started(count - 1) and self.alive_nodes() >= count):  # no probe before the log says so
             assert all(p.poll() is None for p in self.procs), self.logs()
             assert time.time() < deadline, "the two-node cluster did not come up:\n" + self.logs()
             time.sleep(0.2)
-        while self.alive_nodes() < count:
-            assert all(p.poll() is None for p in self.procs), self.logs()
-            assert time.time() < deadline, "the two-node cluster did not come up:\n" + self.logs()
-            time.sleep(1)
 
     def kill_worker_node(self) -> None:
         """SIGKILL the second node: `ray start --block` and everything it started, its raylet and its workers
