@@ -231,14 +231,20 @@ def paired_test(diffs: Sequence[float]) -> tuple[str | None, float | None, float
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjustment (Holm 1979), by statsmodels' ``multipletests``: the family-wise error stays
-    at alpha over all the tests together. Holm rather than Benjamini-Hochberg: the findings name effects one by
-    one, and Holm bounds the chance that any named one is a false alarm, not only their expected share."""
-    if len(p_values) == 0:
+    """Holm's step-down adjustment (Holm 1979): the family-wise error stays at alpha over all the tests together.
+    Holm rather than Benjamini-Hochberg: the findings name effects one by one, and Holm bounds the chance that any
+    named one is a false alarm, not only their expected share. Sorted ascending, the i-th of m p-values is
+    multiplied by m - i + 1, capped at 1 and never below the one before it. Written here rather than called from
+    statsmodels' ``multipletests`` (the same values: tests/test_analysis.py), which runs a full garbage collection
+    on every call: 176 ms a family in a process that has imported torch, Ray and matplotlib (0.01 ms here)."""
+    p = np.asarray(p_values, dtype=float)
+    if len(p) == 0:
         return []
-    from statsmodels.stats.multitest import multipletests  # deferred: statsmodels costs 0.5 s to import
-
-    return [float(p) for p in multipletests(list(p_values), method="holm")[1]]
+    order = np.argsort(p, kind="stable")
+    stepped = np.maximum.accumulate(np.minimum(1.0, p[order] * np.arange(len(p), 0, -1)))
+    adjusted = np.empty(len(p))
+    adjusted[order] = stepped
+    return [float(v) for v in adjusted]
 
 
 POWER = 0.8  # the chance of detecting an effect of the detectable size, for 'smallest detectable difference'

@@ -369,6 +369,15 @@ def test_holm_adjusts_for_the_whole_family():
     assert holm([0.04, 0.01, 0.5, 0.02]) == pytest.approx([0.08, 0.04, 0.5, 0.06])
     assert holm([0.03, 0.03]) == pytest.approx([0.06, 0.06])
     assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])  # 0.8 x 2 caps at 1; 0.9 may not fall below it
+    assert holm([]) == [] and holm([0.3]) == [0.3]
+    # the reference implementation on families of every size, with ties, zeros and ones
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    for size in (2, 3, 5, 8, 20, 60):
+        for _ in range(20):
+            p = rng.choice([rng.uniform(0, 1), rng.uniform(0, 0.01), 0.0, 1.0, 0.03], size=size)
+            assert holm(list(p)) == pytest.approx(list(multipletests(p, method="holm")[1]), abs=1e-15), p
 
 
 def collapse_study(tmp_path: Path, spread_drop: float) -> Path:
