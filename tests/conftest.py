@@ -16,7 +16,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 # Modules whose tests start programs and wait on them (a study killed and resumed, a two-node cluster, whole
-# named studies): they run first, so that with pyproject's three workers the short tests fill the gaps
+# named studies): they run first, so that with two workers (pyproject's -n 2) the short tests fill the gaps
 # instead of one long test running alone at the end.
 LONGEST_FIRST = ("test_resume.py", "test_cluster.py", "test_spaces.py")
 
@@ -58,8 +58,8 @@ def in_group(item: pytest.Item, group: str) -> None:
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance on 127.0.0.2 with token auth, shared by every test of this pytest worker that needs
-    Ray. Its CPUs: the machine's share of one worker, at most 2 (one each for pyproject's three workers on the
-    2-core CI machine). With the workers busy, a study's second concurrent trial only adds a worker
+    Ray. Its CPUs: the machine's share of one worker, at most 2 (one each for pyproject's two workers on the
+    2-core CI machine). With both workers busy, a study's second concurrent trial only adds a worker
     process's start (about 8 CPU-s: torch, the torch._dynamo its optimizer imports, scikit-learn) and
     contention for the same cores: 14 Ray tests of test_spaces and test_study took 584 CPU-s with 2 CPUs and
     496 with 1 (run one after the other in one process, 2026-12-06)."""
