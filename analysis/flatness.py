@@ -66,7 +66,14 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components, dijkstra
 
-from geotune.analysis.neighbors import Neighbors, knn_graph, nearest_neighbors, twonn_fit, within_two_hops
+from geotune.analysis.neighbors import (
+    Neighbors,
+    isometric_coordinates,
+    knn_graph,
+    nearest_neighbors,
+    twonn_fit,
+    within_two_hops,
+)
 
 SUPPORT_QUANTILE = 0.99  # share of points lying on the data that the ball and thickness tests accept
 SHORT_CHORD_NEIGHBORS = 20  # paths may use supported segments between each point and its 20 nearest
@@ -295,14 +302,18 @@ class LocalSurface:
         member = self.member[:, : TANGENT_NEIGHBORS + 1, None].float()
         centre = (points * member).sum(1, keepdim=True) / member.sum(1, keepdim=True)
         a = (points - centre) * member  # (n, m, D): m = 41 members, D the embedding's dimension
-        # the top right singular vectors of a from the eigenvectors of its m x m Gram matrix (in float64, where
-        # repeated points cannot stall it): 2.5x faster than a batched float32 SVD at m = 41, D = 64, the
-        # subspaces agree to 1e-5; QR keeps the axes orthonormal where a neighbourhood spans fewer than d
-        # directions (its small eigenvalues are rounding)
+        # the top right singular vectors of a from the eigenvectors of the smaller of its m x m Gram and D x D
+        # covariance matrices (in float64, where repeated points cannot stall it): 2.5x faster than a batched
+        # float32 SVD at m = 41, D = 64, the subspaces agree to 1e-5. From the Gram matrix, QR keeps the axes
+        # orthonormal where a neighbourhood spans fewer than d directions (its small eigenvalues are rounding)
         try:
-            _, u = torch.linalg.eigh((a @ a.transpose(1, 2)).double())
-            top = u[:, :, -dimension:].flip(-1).to(a.dtype)
-            axes, _ = torch.linalg.qr((top.transpose(1, 2) @ a).transpose(1, 2))
+            if a.shape[2] < a.shape[1]:  # the covariance's eigenvectors are the axes themselves
+                _, v = torch.linalg.eigh((a.transpose(1, 2) @ a).double())
+                axes = v[:, :, -dimension:].flip(-1).to(a.dtype)
+            else:
+                _, u = torch.linalg.eigh((a @ a.transpose(1, 2)).double())
+                top = u[:, :, -dimension:].flip(-1).to(a.dtype)
+                axes, _ = torch.linalg.qr((top.transpose(1, 2) @ a).transpose(1, 2))
             if torch.isfinite(axes).all():  # float32 eigh once returned NaN without an error: checked, not trusted
                 return axes.transpose(1, 2).contiguous()
         except torch.linalg.LinAlgError:  # should float64 not converge either
@@ -489,7 +500,7 @@ class _Reading:
     flatness: Flatness
     i: np.ndarray
     j: np.ndarray
-    points: np.ndarray  # the (projected) points the pairs were measured on
+    points: np.ndarray  # the (projected) points the pairs were measured on, in the coordinates of their span
 
 
 def chord_flatness(
@@ -570,6 +581,9 @@ def _read(
     none = np.zeros(0, dtype=np.int64)
     if n < 3:
         return _Reading(result, none, none, x)
+    # a set in a subspace (noise-free data, dead units) in that subspace's coordinates: the same distances, and
+    # the tangent planes' eigenproblems, projections and segment tests at its size instead of the space's
+    x = isometric_coordinates(x, subspace=True)
     m = min(n - 1, max(k, SHORT_CHORD_NEIGHBORS, KERNEL_NEIGHBORS))
     if neighbors is None or neighbors[0].shape[1] < m:
         neighbors = nearest_neighbors(x, m)

@@ -108,19 +108,28 @@ def unique_points(x: np.ndarray) -> tuple[np.ndarray, int]:
     return x[np.sort(first)], len(x) - len(first)
 
 
-def isometric_coordinates(x: np.ndarray) -> np.ndarray:
-    """``x`` (N x D) in coordinates of its own span when D > N: a shift and a rotation onto its principal axes,
-    so every distance, spectrum and neighbourhood stays the same (to float64 rounding) while each point has at
-    most N coordinates instead of D. A class of 126 points of a 2,048-wide layer is measured in 126 dimensions.
-    Identical rows stay identical (each distinct row is rotated once). Returned unchanged (as float64) when
-    D <= N."""
+def isometric_coordinates(x: np.ndarray, *, subspace: bool = False) -> np.ndarray:
+    """``x`` (N x D) in coordinates of its own span: a shift and a rotation onto its principal axes, so every
+    distance, spectrum and neighbourhood stays the same (to float64 rounding) with fewer coordinates.
+
+    By default only when D > N: at most N coordinates (a class of 126 points of a 2,048-wide layer is measured in
+    126 dimensions). ``subspace``: also when the set lies in an r-dimensional subspace of R^D (its other singular
+    values at float64 rounding: noise-free data, dead units), in r + 1 coordinates: the last one holds only
+    rounding, so rules that compare a dimension with the space's (a surface has fewer dimensions than the space
+    it lies in) read the set as they read it in R^D. Identical rows stay identical (each distinct row is rotated
+    once). Returned unchanged (as float64) otherwise."""
     x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] <= x.shape[0]:
+    if x.ndim != 2 or len(x) == 0 or (x.shape[1] <= x.shape[0] and not subspace):
+        return x
+    mean = x.mean(0)
+    _, s, axes = np.linalg.svd(x - mean, full_matrices=False)  # axes (min(N, D), D): the span's orthonormal basis
+    keep = len(s)
+    if subspace:  # numpy's matrix_rank threshold
+        keep = min(keep, int((s > s[0] * max(x.shape) * np.finfo(np.float64).eps).sum()) + 1)
+    if keep >= x.shape[1]:
         return x
     distinct, inverse = np.unique(x, axis=0, return_inverse=True)
-    centred = distinct - x.mean(0)
-    axes = np.linalg.svd(x - x.mean(0), full_matrices=False)[2]  # (min(N, D), D): the span's orthonormal basis
-    return (centred @ axes.T)[inverse.reshape(-1)]
+    return ((distinct - mean) @ axes[:keep].T)[inverse.reshape(-1)]
 
 
 def twonn_fit(r1: np.ndarray, r2: np.ndarray, discard_fraction: float = 0.1) -> float | None:

@@ -3,9 +3,11 @@ and a trial session that reports nowhere (for timing trials outside Ray: geotune
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import statistics
 import time
 
 from geotune.trainables.trial import NoSession  # re-exported for the scripts
@@ -21,6 +23,24 @@ def today() -> str:
     return time.strftime("%Y-%m-%d")
 
 
+def arguments(doc: str, repeats: int = 3) -> argparse.Namespace:
+    """The command line of a timing script: --repeats (how many timed calls give each median) and --json."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--json")
+    return parser.parse_args()
+
+
+def median_time(fn, repeats: int) -> tuple[float, object]:
+    """The median of ``repeats`` timed calls of ``fn`` (seconds), and the last call's result."""
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
 def emit(result: dict, json_path: str | None) -> None:
     """Print the result, and write it to ``json_path`` when given (benchmarks/results/ keeps the recorded run)."""
     print(json.dumps(result, indent=2))
@@ -29,4 +49,4 @@ def emit(result: dict, json_path: str | None) -> None:
             json.dump(result, fh, indent=2)
 
 
-__all__ = ["NoSession", "emit", "machine", "today"]
+__all__ = ["NoSession", "arguments", "emit", "machine", "median_time", "today"]

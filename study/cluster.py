@@ -67,6 +67,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, num_gpus
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
             check_reachable(address)
+            check_token(address)
         try:
             if address:
                 with captured_stderr() as captured:
@@ -116,6 +117,38 @@ def check_reachable(address: str, timeout: float = JOIN_TIMEOUT_S) -> None:
             f"--address {address}: no Ray cluster answered within {timeout:g} s "
             f"({exc.strerror or type(exc).__name__}); is the head node running?"
         ) from None
+
+
+TOKEN_CHECK_S = 3.0  # how long the token check waits for the cluster's answer (it comes in milliseconds)
+
+
+def check_token(address: str, timeout: float = TOKEN_CHECK_S) -> None:
+    """Fail at once, in one line, where the cluster refuses this process's token: Ray's own join retries for
+    about 20 s (RAY_NUM_REDIS_GET_RETRIES x 1 s) before it says so. A client of the cluster's GCS asks for the
+    cluster's id, which the GCS gives only to its token. In a thread (the call releases the GIL), since where
+    the address answers but is not a GCS the same call waits 40 s: after ``timeout`` the join goes on, and Ray's
+    own error says what is wrong. Anything but a refused token is left to the join."""
+    if "://" in address or ":" not in address:
+        return  # Ray Client's protocol, or "auto": Ray finds and checks it itself
+    raylet = importlib.import_module("ray._raylet")  # Ray's private API: every name is looked up with a guard
+    client = getattr(raylet, "GcsClient", None)
+    if client is None:  # pragma: no cover - a Ray without it
+        return
+    refused: list[Exception] = []
+
+    def ask() -> None:
+        try:
+            client(address=address)
+        except Exception as exc:
+            if _is_auth_failure(exc):
+                refused.append(exc)
+
+    with captured_stderr():  # Ray's C++ core logs the refusal too: the one line below says it
+        probe = threading.Thread(target=ask, name="geotune-token-check", daemon=True)
+        probe.start()
+        probe.join(timeout)
+        if refused:
+            raise ClusterError(_explain_init_failure(refused[0], address))
 
 
 def _sync_cached_auth_mode() -> None:
@@ -171,10 +204,16 @@ def captured_stderr():
                 sys.stderr.write(text())
 
 
-def _explain_init_failure(exc: Exception, address: str | None, stderr_text: str = "") -> str:
+def _is_auth_failure(exc: Exception, stderr_text: str = "") -> bool:
+    """Whether Ray refused this process's token (the words of Ray 2.5x-2.60's errors and its C++ core's log)."""
     text = " ".join(str(exc).split())
     auth_words = ("InvalidAuthToken", "Unauthenticated", "AuthenticationError", "authentication token")
-    if any(word in text or word in stderr_text for word in auth_words) or "Unauthenticated" in type(exc).__name__:
+    return any(word in text or word in stderr_text or word in type(exc).__name__ for word in auth_words)
+
+
+def _explain_init_failure(exc: Exception, address: str | None, stderr_text: str = "") -> str:
+    text = " ".join(str(exc).split())
+    if _is_auth_failure(exc, stderr_text):
         if not address:
             return f"cannot start a local Ray instance: authentication failed ({text[:160]})"
         return (

@@ -110,9 +110,20 @@ class LoopbackCluster:
         return "\n".join(p.read_text()[-2000:] for p in sorted(Path(self.temp_dir).glob("node*.log")))
 
     def __exit__(self, *exc):
-        for proc in reversed(self.procs):  # SIGTERM to `ray start --block` stops the processes it started
+        # SIGTERM to `ray start --block` stops the processes it started; after the second node is lost the head's
+        # GCS takes 30 s to go (measured 2026-12-06: raylet gone in 10 s, gcs_server in 32), so whatever of them
+        # is left after 5 s is killed, as the lost node's processes were
+        started = [(pid, _start_time(pid)) for proc in self.procs for pid in _descendants(proc.pid)]
+        for proc in reversed(self.procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.time() + 5
+        while any(proc.poll() is None for proc in self.procs) and time.time() < deadline:
+            time.sleep(0.1)
+        for pid, since in started:
+            if since is not None and _start_time(pid) == since:  # the same process, not a new one with its id
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         for proc in self.procs:
             proc.wait(timeout=120)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
@@ -273,6 +284,15 @@ def _listening_inodes() -> dict[str, str]:
                 ip = socket.inet_ntop(socket.AF_INET6, b"".join(words[i : i + 4][::-1] for i in range(0, 16, 4)))
             out[fields[9]] = f"{ip}:{int(hex_port, 16)}"
     return out
+
+
+def _start_time(pid: int) -> str | None:
+    """When the process started (clock ticks since boot), None when it is gone: a pid with its start time names
+    one process, whatever later reuses the id."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def _descendants(root: int) -> list[int]:

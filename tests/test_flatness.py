@@ -245,6 +245,36 @@ def test_local_dimension_is_the_first_drop_of_the_local_spectrum():
     assert dimension(gaussian(64, 600, seed=1, std=1.0 / np.arange(1, 65))) is None  # no drop: no surface
 
 
+@pytest.mark.slow
+def test_a_set_in_a_subspace_reads_as_in_the_whole_space(monkeypatch):
+    """A noise-free set spans a few of its 64 dimensions: it is read in that span's coordinates and one more
+    (its tangent planes then from the small covariance instead of the 41 x 41 Gram matrix). The same sets read in
+    all 64 coordinates (the reduction turned off) give the same readings to 1e-4 (rounding can turn a pair whose
+    segment sits on the support test's boundary: 3e-5 measured on a 2-sphere); a set that spans every
+    dimension is read as it is."""
+    from scipy.spatial.distance import pdist
+
+    from geotune.analysis import flatness
+    from geotune.analysis.neighbors import isometric_coordinates
+
+    roll = swiss_roll(500, seed=1)[0]
+    roll[7] = roll[3]  # a duplicated point stays one point
+    reduced = isometric_coordinates(roll, subspace=True)
+    assert reduced.shape == (500, 4) and np.array_equal(reduced[7], reduced[3])
+    assert np.allclose(pdist(reduced), pdist(roll), rtol=1e-9, atol=1e-12)
+    noisy_sphere = sphere(500, seed=1, noise=0.01)
+    assert np.array_equal(isometric_coordinates(noisy_sphere, subspace=True), noisy_sphere)
+    sets = (roll, arc(math.pi, 500, seed=1))
+    readings = [chord_flatness(x, K, check_resolution=True) for x in sets]
+    monkeypatch.setattr(flatness, "isometric_coordinates", lambda x, subspace: x)
+    for x, reading in zip(sets, readings):
+        whole = chord_flatness(x, K, check_resolution=True)
+        assert reading.surface_dimension == whole.surface_dimension and reading.resolved == whole.resolved
+        assert reading.calibrated == pytest.approx(whole.calibrated, rel=1e-4)
+        assert reading.probe_reading == pytest.approx(whole.probe_reading, rel=1e-4)
+        assert reading.thickness == pytest.approx(whole.thickness, rel=1e-3, abs=1e-6)
+
+
 def test_a_flat_set_projects_onto_itself_and_a_sphere_onto_a_sphere():
     for x, d in ((gaussian(3, 400, seed=2), 3), (sphere(400, seed=2), 2)):
         neighbors = nearest_neighbors(x, 40)
