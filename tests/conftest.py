@@ -121,14 +121,32 @@ import time
 from torch import nn
 
 GATE = {gate!r}
+FIRST_FREE = {first_free!r}
+
+
+def claim_first() -> bool:
+    \"\"\"True for the first network to ask (the gate's ".first" file is created once, atomically).\"\"\"
+    try:
+        os.close(os.open(GATE + ".first", os.O_CREAT | os.O_EXCL))
+        return True
+    except FileExistsError:
+        return False
 
 
 class Gate(nn.Module):
-    \"\"\"Sleeps at every training step while the test's gate file exists.\"\"\"
+    \"\"\"Sleeps at every training step while the test's gate file exists; with FIRST_FREE, not in the first
+    network to train (the study's first trial).\"\"\"
+
+    def __init__(self):
+        super().__init__()
+        self.free = None
 
     def forward(self, x):
         if self.training and os.path.exists(GATE):
-            time.sleep({delay})
+            if self.free is None:
+                self.free = FIRST_FREE and claim_first()
+            if not self.free:
+                time.sleep({delay})
         return x
 
 
@@ -142,15 +160,16 @@ def gated_cnn(input_shape, config):
 """
 
 
-def gated_config(folder: Path, delay: float = 0.1, **sections) -> tuple[dict, Path]:
+def gated_config(folder: Path, delay: float = 0.1, first_free: bool = False, **sections) -> tuple[dict, Path]:
     """tiny_config (``sections`` override keys) with a user model whose training steps each sleep ``delay`` s
     while the returned gate file exists. A test that must interrupt a trial mid-way keeps the gate while the
     study runs, so a trial stays mid-way for seconds whatever the machine's speed, and removes it before the
     resume, which then trains the rest at full speed (digits at batch 64: 17 steps an epoch, so 0.1 s is 1.7 s
-    an epoch)."""
+    an epoch). ``first_free``: the first network to train does not sleep (a study whose trials run one at a
+    time, whose first must finish before the second is interrupted)."""
     gate = folder / "gate"
     gate.touch()
-    (folder / "gated_net.py").write_text(GATED_NET.format(gate=str(gate), delay=delay))
+    (folder / "gated_net.py").write_text(GATED_NET.format(gate=str(gate), delay=delay, first_free=first_free))
     config = tiny_config(**sections)
     config["model"] = {"type": f"{folder / 'gated_net.py'}:gated_cnn", "hidden_dim": 32, "dropout": 0.0}
     return config, gate

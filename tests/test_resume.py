@@ -22,11 +22,11 @@ REPO = Path(__file__).parents[1]
 QUICK_FINISH = {"save_umap": False, "geometry_split": "val"}
 
 
-def gated_base(folder: Path, epochs: int) -> tuple[dict, Path]:
+def gated_base(folder: Path, epochs: int, first_free: bool = False) -> tuple[dict, Path]:
     """A study's base config whose trials are slow (about 1.7 s an epoch) until the test removes the gate: a
     trial is still mid-way seconds after Ray's log shows it so (that log lags the training by several epochs),
-    and the resume trains the rest at full speed."""
-    return gated_config(folder, train={"epochs": epochs, "patience": 0}, logging=QUICK_FINISH)
+    and the resume trains the rest at full speed. ``first_free``: but for the first trial to train."""
+    return gated_config(folder, first_free=first_free, train={"epochs": epochs, "patience": 0}, logging=QUICK_FINISH)
 
 
 GRID_SPACE = """
@@ -129,8 +129,9 @@ def test_sigkill_then_resume(tmp_path, kind, ray_session, cli):
     space = tmp_path / "space.py"
     # Optuna's three trials run one at a time: 12 gated epochs leave the second mid-way for about 15 s after Ray's
     # log shows its third epoch (that log lags by seconds: at 15 ungated epochs of 0.27 s the second trial once
-    # finished before the kill landed)
-    base, gate = gated_base(tmp_path, epochs=12)
+    # finished before the kill landed); the first, which must finish before the kill, trains ungated (its 12
+    # gated epochs were 20 s of sleep)
+    base, gate = gated_base(tmp_path, epochs=12, first_free=True)
     space.write_text(
         "from geotune.search_spaces.space import SearchSpace\n"
         f"BASE = {base!r}\n"
