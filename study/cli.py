@@ -601,7 +601,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from geotune.study.finish import close_study  # deferred: start-up
-    from geotune.study.progress import finished_count  # deferred: start-up
+    from geotune.study.progress import finished_trials  # deferred: start-up
     from geotune.study.run import resume_study, train_and_finish  # deferred: start-up
 
     study_dir = args.study_dir if is_uri(args.study_dir) else str(Path(args.study_dir).expanduser().resolve())
@@ -609,7 +609,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if plan.kind is PlanKind.TRAIN:
         return _train(plan, resume=True, through_ray=False)
     timeout = _pending_timeout(args)
-    if not is_uri(study_dir) and finished_count(study_dir) >= plan.to_train:
+    if not is_uri(study_dir) and len(finished_trials(study_dir)) >= plan.to_train:
         # nothing to train: no Ray, no Tune state rewritten; the report (and trackers) as a finished study's end
         notice(f"all {plan.to_train} trials of {study_dir} have finished: nothing to train")
         return close_study(plan, not args.no_report)

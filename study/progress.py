@@ -41,9 +41,21 @@ class TrialLines(tune.Callback):
         self.total = total
         self.metric = metric
         self.done = 0
+        self.counted: set[str] = set()
+
+    def setup(self, **info):
+        # a resume counts on from the trials finished before (StudyProgress.already_done)
+        self.counted = set(StudyProgress.already_done)
+        self.done = min(len(self.counted), self.total)
+
+    def _count(self, trial) -> None:
+        name = Path(trial.path).name if trial.path else trial.trial_id
+        if name not in self.counted:
+            self.counted.add(name)
+            self.done += 1
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.done += 1
+        self._count(trial)
         r = trial.last_result or {}
         if "test_accuracy" in r:
             how = f"{r.get('stop_reason', 'completed')}, {r.get('epochs_run', r.get('epoch'))} epochs"
@@ -58,7 +70,7 @@ class TrialLines(tune.Callback):
         )
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.done += 1
+        self._count(trial)
         error = trial_error_text(trial)
         tqdm.write(
             f"[{self.done}/{self.total}] {Path(trial.path).name}: FAILED: "
@@ -108,15 +120,19 @@ class StudyProgress(tune.Callback):
     """One line on stderr that keeps itself current: trials done / running / pending, elapsed time and an
     ETA (tqdm's, from the pace of the trials finished so far). Ray's table replaces it with --verbose."""
 
-    already_done = 0  # trials a resumed study finished before (set by study.run before the fit)
+    # the folders of the trials a resumed study finished before (set by study.run before the fit): counted once,
+    # also where Tune had not seen a trial's end before an interruption and ends it again
+    already_done: frozenset[str] = frozenset()
 
     def __init__(self, total: int):
         self.total = total
         self.bar: tqdm | None = None
         self.running: set[str] = set()
+        self.counted: set[str] = set()
 
     def setup(self, **info):
-        done = min(StudyProgress.already_done, self.total)
+        self.counted = set(StudyProgress.already_done)
+        done = min(len(self.counted), self.total)
         self.running = set()
         self.bar = tqdm(
             total=self.total,
@@ -140,7 +156,9 @@ class StudyProgress(tune.Callback):
 
     def _ended(self, trial) -> None:
         self.running.discard(trial.trial_id)
-        if self.bar is not None:
+        name = Path(trial.path).name if trial.path else trial.trial_id
+        if self.bar is not None and name not in self.counted:
+            self.counted.add(name)
             self.bar.update(1)
         self._show()
 
@@ -180,12 +198,14 @@ class EpochLines(tune.Callback):
         print(epoch_line(result, self.epochs, stopped), flush=True)
 
 
-def finished_count(study_dir: str) -> int:
-    """Trial folders of a local study that hold final metrics (for the progress line of a resume)."""
+def finished_trials(study_dir: str) -> frozenset[str]:
+    """The trial folders of a local study that hold final metrics (for the progress lines of a resume)."""
     folder = Path(study_dir)
     if not folder.is_dir():
-        return 0
-    return sum(1 for p in folder.iterdir() if (p / METRICS_FILE).is_file() and not p.name.startswith(REUSED_PREFIX))
+        return frozenset()
+    return frozenset(
+        p.name for p in folder.iterdir() if (p / METRICS_FILE).is_file() and not p.name.startswith(REUSED_PREFIX)
+    )
 
 
 class TrialLedger(tune.Callback):

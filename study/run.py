@@ -27,7 +27,7 @@ from geotune.study.progress import (
     TrialLedger,
     TrialLines,
     TrialRetries,
-    finished_count,
+    finished_trials,
     unfinished_count,
 )
 from geotune.study.recovery import StateKeeper, install_snapshot
@@ -62,7 +62,7 @@ def run_study(
     watch = PendingWatch(pending_timeout_s)
     tuner = build_tuner(plan, space, study_callbacks(plan, space, verbose) + [watch], verbose, stop=watch)
     TrialLedger.active = None
-    StudyProgress.already_done = 0
+    StudyProgress.already_done = frozenset()
     return tuner.fit()
 
 
@@ -109,7 +109,7 @@ def resume_study(plan: StudyPlan, verbose: bool = False, pending_timeout_s: floa
     if not verbose:  # the progress line instead of Ray's table, whatever the first run chose
         run_config.verbose, run_config.progress_reporter = 0, None
     TrialLedger.active = None  # studies from before the ledger existed resume without one
-    StudyProgress.already_done = finished_count(study_dir)  # the progress line counts them as done
+    StudyProgress.already_done = finished_trials(study_dir)  # the progress lines count them as done
     return tuner.fit()
 
 

@@ -78,6 +78,35 @@ def test_the_progress_line_counts_a_retried_trial_pending_until_it_runs_again(tm
     progress.on_experiment_end([trial])
 
 
+def test_a_resume_counts_each_trial_once(tmp_path, monkeypatch, capsys):
+    """A trial that finished (its metrics.json written) just before Ctrl-C, before Tune saw its end, is ended again
+    by the resume: the progress lines count it once (the bar once read "4/? done" for a study of 3)."""
+    from geotune.study.progress import TrialLines, finished_trials
+
+    folders = [tmp_path / name for name in ("00000_a", "00001_b", "00002_c")]
+    for folder in folders:
+        folder.mkdir()
+    (folders[0] / "metrics.json").write_text("{}")
+    (folders[2] / "metrics.json").write_text("{}")  # finished, but Tune had not seen it end
+    monkeypatch.setattr(StudyProgress, "already_done", finished_trials(str(tmp_path)))
+    assert StudyProgress.already_done == {"00000_a", "00002_c"}
+    progress, lines = StudyProgress(total=3), TrialLines(3, "val_accuracy")
+    progress.setup()
+    lines.setup()
+    assert progress.bar.n == 2
+    for i, folder in enumerate(folders[1:]):
+        trial = _trial(folder, "TERMINATED")
+        trial.trial_id = f"t{i}"
+        trial.last_result = {"epoch": 3, "val_accuracy": 0.9, "test_accuracy": 0.9, "epochs_run": 3}
+        progress.on_trial_start(0, [trial], trial)
+        progress.on_trial_complete(0, [trial], trial)
+        lines.on_trial_complete(0, [trial], trial)
+    assert progress.bar.n == 3 and "0 running, 0 pending" in progress.bar.postfix
+    out = capsys.readouterr().out
+    assert "[3/3] 00001_b:" in out and "[3/3] 00002_c:" in out, out
+    progress.on_experiment_end([])
+
+
 def test_the_closing_summary_names_the_recovered_trials():
     rows = [
         TrialSummary("00000_a", TrialStatus.COMPLETED, 4, 0.9, 0.9, None, "p", failures=1, epochs_retrained=1),
