@@ -34,28 +34,30 @@ def _number(value) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
 
 
+def count_once(counted: set[str], trial) -> bool:
+    """Adds the trial's folder to ``counted``; False where it was there already (a resume ends again a trial that
+    wrote its metrics just before an interruption, before Tune saw it end)."""
+    name = Path(trial.path).name if trial.path else trial.trial_id
+    if name in counted:
+        return False
+    counted.add(name)
+    return True
+
+
 class TrialLines(tune.Callback):
     """Prints '[done/total] trial: metric ...' when a trial completes, stops early or fails."""
 
     def __init__(self, total: int, metric: str):
         self.total = total
         self.metric = metric
-        self.done = 0
-        self.counted: set[str] = set()
+        self.counted: set[str] = set()  # the trial folders counted as done
 
     def setup(self, **info):
         # a resume counts on from the trials finished before (StudyProgress.already_done)
         self.counted = set(StudyProgress.already_done)
-        self.done = min(len(self.counted), self.total)
-
-    def _count(self, trial) -> None:
-        name = Path(trial.path).name if trial.path else trial.trial_id
-        if name not in self.counted:
-            self.counted.add(name)
-            self.done += 1
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._count(trial)
+        count_once(self.counted, trial)
         r = trial.last_result or {}
         if "test_accuracy" in r:
             how = f"{r.get('stop_reason', 'completed')}, {r.get('epochs_run', r.get('epoch'))} epochs"
@@ -64,16 +66,16 @@ class TrialLines(tune.Callback):
             how = f"{'stopped by ASHA' if stopped else 'ended without final metrics'} after epoch {r.get('epoch')}"
         score = test_score(r)
         tqdm.write(
-            f"[{self.done}/{self.total}] {Path(trial.path).name}: {self.metric} {_number(r.get(self.metric))}"
+            f"[{len(self.counted)}/{self.total}] {Path(trial.path).name}: {self.metric} {_number(r.get(self.metric))}"
             f", {score} {_number(r.get(score))} ({how})",
             file=sys.stdout,
         )
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._count(trial)
+        count_once(self.counted, trial)
         error = trial_error_text(trial)
         tqdm.write(
-            f"[{self.done}/{self.total}] {Path(trial.path).name}: FAILED: "
+            f"[{len(self.counted)}/{self.total}] {Path(trial.path).name}: FAILED: "
             f"{error_line(error) if error else 'unknown error'}",
             file=sys.stdout,
         )
@@ -156,9 +158,7 @@ class StudyProgress(tune.Callback):
 
     def _ended(self, trial) -> None:
         self.running.discard(trial.trial_id)
-        name = Path(trial.path).name if trial.path else trial.trial_id
-        if self.bar is not None and name not in self.counted:
-            self.counted.add(name)
+        if count_once(self.counted, trial) and self.bar is not None:
             self.bar.update(1)
         self._show()
 
