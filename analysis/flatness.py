@@ -64,13 +64,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from scipy.sparse.csgraph import connected_components, dijkstra
+from scipy.sparse.csgraph import connected_components
 
 from geotune.analysis.neighbors import (
     Neighbors,
     isometric_coordinates,
     knn_graph,
     nearest_neighbors,
+    symmetric_dijkstra,
     twonn_fit,
     within_two_hops,
 )
@@ -82,6 +83,10 @@ MAX_PAIRS = 8000  # all pairs up to this many (n <= 127); else N_SOURCES sources
 N_SOURCES = 1000  # sources of the sampled pairs (each a Dijkstra run when its pairs bend)
 MAX_RELAXED = 200  # bent pairs whose paths are relaxed on the surface; the rest by the ratio estimator
 MAX_LEVEL = 11  # a segment is tested at up to 2^11 - 1 points
+GPU_BLOCK = 2048  # segments the support test takes together on a GPU (fewer, larger kernels)
+# on a CPU, block x points of the support test's float32 rows (2 MiB, about a core's L2): at 1,000 points 512
+# segments at a time took 35 ms where 2,048 took 73 (benchmarks/graph_walk.py)
+CPU_BLOCK_FLOATS = 2**19
 BRIDGE_SAG = 0.25  # a kNN edge whose midpoint is farther off the surface than this share of its length is cut
 SURFACE_NEIGHBORS = 20  # neighbours of the local spectrum, tangent plane and thickness
 KERNEL_NEIGHBORS = 40  # samples the kernel mean of a projection may use
@@ -112,6 +117,12 @@ def support_tolerance(k: int, dimension: float | None, quantile: float = SUPPORT
     return (math.log(max(1, n) / (1.0 - quantile)) / max(1, k)) ** (1.0 / d)
 
 
+def cpu_block(n: int) -> int:
+    """Segments the support test takes together on a CPU among ``n`` points: a power of two whose (block, n)
+    float32 rows fill about CPU_BLOCK_FLOATS (a core's L2), from 64 to GPU_BLOCK."""
+    return int(min(GPU_BLOCK, max(64, 2 ** math.floor(math.log2(max(1, CPU_BLOCK_FLOATS // max(1, n)))))))
+
+
 def squared_distances(x: np.ndarray):
     """All squared Euclidean distances as a float32 torch matrix (computed centred, in float64)."""
     import torch  # deferred: torch takes seconds to import and only the support test needs it
@@ -123,12 +134,15 @@ def squared_distances(x: np.ndarray):
     return sq.float()
 
 
-def segments_supported(sq, i: np.ndarray, j: np.ndarray, radius2, spacing: float, block: int = 2048) -> np.ndarray:
+def segments_supported(
+    sq, i: np.ndarray, j: np.ndarray, radius2, spacing: float, block: int | None = None
+) -> np.ndarray:
     """Whether each segment x_i -> x_j stays in the union of balls B(x_q, sqrt(radius2[q])).
 
     ``sq``: (n, n) torch matrix of squared distances; ``radius2``: (n,) torch vector on the
     same device. Each segment is tested at evenly spaced points no more than ``spacing``
     apart (its midpoint first, then the quarter points, ...; a failed segment stops early).
+    ``block``: segments tested together (default: GPU_BLOCK on a GPU, ``cpu_block(n)`` on a CPU).
     """
     import torch  # deferred: see squared_distances
 
@@ -136,6 +150,8 @@ def segments_supported(sq, i: np.ndarray, j: np.ndarray, radius2, spacing: float
     if len(i) == 0:
         return ok
     device = sq.device
+    if block is None:
+        block = cpu_block(len(sq)) if device.type == "cpu" else GPU_BLOCK
     it, jt = torch.as_tensor(np.asarray(i), device=device), torch.as_tensor(np.asarray(j), device=device)
     length = np.sqrt(sq[it, jt].double().cpu().numpy())
     levels = np.ceil(np.log2(np.maximum(length / max(spacing, 1e-300), 1.0))).astype(int)
@@ -647,7 +663,7 @@ def _read(
     bent = np.nonzero(~direct)[0]
     if len(bent):
         sources, row = np.unique(i[bent], return_inverse=True)
-        dist, pred = dijkstra(graph, directed=False, return_predecessors=True, indices=sources)
+        dist, pred = symmetric_dijkstra(graph, sources, predecessors=True)  # chord_graph stores both directions
         lengths = np.maximum(dist[row, j[bent]], euclid[bent])  # a path is never shorter than the segment
         if surface is not None and surface.dimension >= RELAX_FROM_DIMENSION:
             relax = bent if len(bent) <= MAX_RELAXED else np.sort(rng.choice(bent, MAX_RELAXED, replace=False))

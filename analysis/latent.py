@@ -26,7 +26,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy.sparse.csgraph import connected_components, shortest_path
+from scipy.sparse.csgraph import connected_components
 
 from geotune.analysis.compile_cache import cache_umap_kernels
 from geotune.analysis.flatness import Flatness, chord_flatness
@@ -36,6 +36,7 @@ from geotune.analysis.neighbors import (
     isometric_coordinates,
     knn_graph,
     nearest_neighbors,
+    symmetric_dijkstra,
     twonn_fit,
     unique_points,
 )
@@ -122,7 +123,7 @@ def geodesic_stats(
     else:
         sources = np.sort(np.random.default_rng(seed).choice(n, size=n_sources, replace=False))
         stats.sampled_sources = int(n_sources)
-    geo = shortest_path(graph, method="D", directed=False, indices=sources)
+    geo = symmetric_dijkstra(graph, sources)
     euclid = _euclidean_rows(x, sources)
     mask = np.isfinite(geo) & (euclid > 1e-12)
     if stats.sampled_sources is None:

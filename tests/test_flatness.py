@@ -275,6 +275,43 @@ def test_a_set_in_a_subspace_reads_as_in_the_whole_space(monkeypatch):
         assert reading.thickness == pytest.approx(whole.thickness, rel=1e-3, abs=1e-6)
 
 
+@pytest.mark.slow
+def test_the_graphs_walked_one_way_hold_each_edge_both_ways_and_give_the_undirected_paths(monkeypatch):
+    """symmetric_dijkstra reads a graph as directed: each edge must be stored in both directions with one length
+    (the kNN graph, the chord graph of a surface and of a noisy set), and then its lengths and predecessors are
+    those of scipy's undirected search exactly. The support test's answers do not depend on how many segments
+    it takes at a time."""
+    import torch
+    from scipy.sparse.csgraph import dijkstra
+
+    from geotune.analysis import flatness
+    from geotune.analysis.flatness import cpu_block, segments_supported, squared_distances
+
+    walked = []
+    real = flatness.symmetric_dijkstra
+    monkeypatch.setattr(
+        flatness, "symmetric_dijkstra", lambda g, s, predecessors: walked.append((g, s)) or real(g, s, predecessors)
+    )
+    sets = (swiss_roll(300, seed=1)[0], sphere(300, seed=1, d=4, noise=0.01), gaussian(12, 300, seed=1, noise=0.05))
+    for x in sets:
+        chord_flatness(x, K)
+        walked.append((knn_graph(x, K), np.arange(0, len(x), 7)))
+    assert len(walked) == 2 * len(sets)
+    for graph, sources in walked:
+        assert (graph != graph.T).nnz == 0
+        lengths, predecessors = real(graph, sources, predecessors=True)
+        undirected = dijkstra(graph, directed=False, indices=sources, return_predecessors=True)
+        assert np.array_equal(lengths, undirected[0]) and np.array_equal(predecessors, undirected[1])
+
+    x = swiss_roll(1000, seed=1)[0]
+    sq = squared_distances(x)
+    i, j = np.random.default_rng(0).integers(0, len(x), (2, 3000))
+    radius2 = torch.from_numpy(np.sort(sq.numpy(), 1)[:, K]) * 1.5
+    by_block = [segments_supported(sq, i, j, radius2, 0.1, block=b) for b in (None, 64, 2048)]
+    assert cpu_block(len(x)) == 512 and 0.2 < by_block[0].mean() < 0.9, by_block[0].mean()
+    assert all(np.array_equal(by_block[0], other) for other in by_block[1:])
+
+
 def test_a_flat_set_projects_onto_itself_and_a_sphere_onto_a_sphere():
     for x, d in ((gaussian(3, 400, seed=2), 3), (sphere(400, seed=2), 2)):
         neighbors = nearest_neighbors(x, 40)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy import sparse
-from scipy.sparse.csgraph import connected_components, dijkstra, shortest_path
+from scipy.sparse.csgraph import connected_components, dijkstra
 
 from geotune.analysis.flatness import (
     MIN_RESOLVED_POINTS,
@@ -42,7 +42,7 @@ from geotune.analysis.flatness import (
     support_tolerance,
 )
 from geotune.analysis.latent import intrinsic_dim_twonn
-from geotune.analysis.neighbors import knn_graph
+from geotune.analysis.neighbors import knn_graph, symmetric_dijkstra
 from geotune.config import GeometryConfig, RegularizerConfig
 
 EPS = 1e-12
@@ -297,7 +297,7 @@ def chord_ratios(
     weights, rows, cols = (np.concatenate(parts) for parts in zip(*graphs))
     graph = sparse.csr_matrix((weights, (rows, cols)), shape=(n, n))
     starts, row = np.unique(i, return_inverse=True)
-    _, pred = dijkstra(graph, directed=False, return_predecessors=True, indices=starts)
+    _, pred = symmetric_dijkstra(graph, starts, predecessors=True)  # the classes' chord graphs, both directions
     hop_a, hop_b, hop_mask, hops = _unroll(pred, row, i, j)
     paths = ShortestPaths(i, j, hop_a, hop_b, hop_mask, hops, total)
     return _live_ratios(dist, paths, np.ones(len(i), dtype=bool)), counted, paths
@@ -366,7 +366,7 @@ def memory_targets(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, 
     support = support_tolerance(k, dimension) * nbr[:, k - 1]
     i, j = np.triu_indices(n, 1)
     straight = segments_supported(sq, i, j, torch.as_tensor(support**2, dtype=torch.float32), float(np.median(support)))
-    geodesics = shortest_path(knn_graph(points, k, (nbr, idx)), method="D", directed=False)
+    geodesics = symmetric_dijkstra(knn_graph(points, k, (nbr, idx)))
     bent = np.zeros((n, n), dtype=bool)
     bent[i[~straight], j[~straight]] = True
     bent |= bent.T
