@@ -85,7 +85,7 @@ MAX_RELAXED = 200  # bent pairs whose paths are relaxed on the surface; the rest
 MAX_LEVEL = 11  # a segment is tested at up to 2^11 - 1 points
 GPU_BLOCK = 2048  # segments the support test takes together on a GPU (fewer, larger kernels)
 # on a CPU, block x points of the support test's float32 rows (2 MiB, about a core's L2): at 1,000 points 512
-# segments at a time took 35 ms where 2,048 took 73 (benchmarks/graph_walk.py)
+# segments at a time were 1.8-2.3x faster than 2,048 in four runs (benchmarks/graph_walk.py)
 CPU_BLOCK_FLOATS = 2**19
 BRIDGE_SAG = 0.25  # a kNN edge whose midpoint is farther off the surface than this share of its length is cut
 SURFACE_NEIGHBORS = 20  # neighbours of the local spectrum, tangent plane and thickness
@@ -120,7 +120,8 @@ def support_tolerance(k: int, dimension: float | None, quantile: float = SUPPORT
 def cpu_block(n: int) -> int:
     """Segments the support test takes together on a CPU among ``n`` points: a power of two whose (block, n)
     float32 rows fill about CPU_BLOCK_FLOATS (a core's L2), from 64 to GPU_BLOCK."""
-    return int(min(GPU_BLOCK, max(64, 2 ** math.floor(math.log2(max(1, CPU_BLOCK_FLOATS // max(1, n)))))))
+    rows = max(1, CPU_BLOCK_FLOATS // max(1, n))
+    return min(GPU_BLOCK, max(64, 1 << (rows.bit_length() - 1)))  # the power of two at or below ``rows``
 
 
 def squared_distances(x: np.ndarray):

@@ -99,8 +99,8 @@ def graph_geodesics(x: np.ndarray, k: int, sources: np.ndarray | None = None) ->
 def symmetric_dijkstra(graph: sparse.csr_matrix, sources: np.ndarray | None = None, predecessors: bool = False):
     """Dijkstra from ``sources`` on a graph stored with both directions of every edge, equal (``knn_graph``, the
     flatness's chord graph): read as directed, which gives the same lengths and predecessors as scipy's
-    undirected search, without the transpose that search builds and walks beside the graph (18% less time on
-    the flatness's graphs of 1,000 points; benchmarks/graph_walk.py)."""
+    undirected search, without the transpose that search builds and walks beside the graph (13-19% less time
+    on the flatness's graphs of 1,000 points in three runs; benchmarks/graph_walk.py)."""
     return dijkstra(graph, directed=True, indices=sources, return_predecessors=predecessors)
 
 

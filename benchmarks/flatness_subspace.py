@@ -59,17 +59,20 @@ def full_rank_sets() -> dict[str, np.ndarray]:
     }
 
 
-def side_by_side(module, x: np.ndarray, name: str, before, repeats: int) -> dict:
-    """A reading of ``x`` (resolution probe included) with ``module.name`` swapped for ``before``, and as it is."""
+def side_by_side(module, x: np.ndarray, swaps: dict, repeats: int) -> dict:
+    """A reading of ``x`` (resolution probe included) with each ``module.<name>`` of ``swaps`` replaced by its
+    value, and as it is."""
     from geotune.analysis.flatness import chord_flatness
 
-    now, row = getattr(module, name), {}
-    for label, part in (("before", before), ("now", now)):
-        setattr(module, name, part)
+    now, row = {name: getattr(module, name) for name in swaps}, {}
+    for label, parts in (("before", swaps), ("now", now)):
+        for name, part in parts.items():
+            setattr(module, name, part)
         try:
             seconds, reading = median_time(lambda: chord_flatness(x, 10, check_resolution=True), repeats)
         finally:
-            setattr(module, name, now)
+            for name, part in now.items():
+                setattr(module, name, part)
         row[label] = {"s": round(seconds, 3), "calibrated": reading.calibrated, "probe": reading.probe_reading}
         row[label]["resolved"] = reading.resolved
     old, new = row["before"], row["now"]
@@ -91,7 +94,7 @@ def main() -> None:
     result: dict = {"machine": machine(f"torch {torch.__version__}, 1 thread"), "date": today(), "readings": {}}
     in_span = flatness.isometric_coordinates
     for name, x in test_sets().items():
-        row = side_by_side(flatness, x, "isometric_coordinates", lambda x, subspace: x, args.repeats)
+        row = side_by_side(flatness, x, {"isometric_coordinates": lambda x, subspace: x}, args.repeats)
         row["coordinates read"] = int(in_span(x, subspace=True).shape[1])
         result["readings"][name] = row
 
@@ -102,7 +105,7 @@ def main() -> None:
     result["top eigenvectors"] = {}
     for name, x in full_rank_sets().items():
         result["top eigenvectors"][name] = side_by_side(
-            flatness, x, "_top_eigenvectors", all_eigenvectors, args.repeats
+            flatness, x, {"_top_eigenvectors": all_eigenvectors}, args.repeats
         )
     emit(result, args.json)
 

@@ -18,7 +18,7 @@ import multiprocessing
 
 import numpy as np
 from common import arguments, emit, machine, median_time, today
-from flatness_subspace import embed, full_rank_sets, test_sets
+from flatness_subspace import embed, full_rank_sets, side_by_side, test_sets
 
 
 def support_case(n: int):
@@ -117,25 +117,8 @@ def readings(repeats: int) -> dict:
     def undirected(graph, sources, predecessors):
         return dijkstra(graph, directed=False, indices=sources, return_predecessors=predecessors)
 
-    sets = {**test_sets(), **full_rank_sets()}
-    rows, now = {}, (flatness.symmetric_dijkstra, flatness.cpu_block)
-    for name, x in sets.items():
-        row = {}
-        for label, parts in (("before", (undirected, lambda n: flatness.GPU_BLOCK)), ("now", now)):
-            flatness.symmetric_dijkstra, flatness.cpu_block = parts
-            try:
-                seconds, reading = median_time(
-                    lambda x=x: flatness.chord_flatness(x, 10, check_resolution=True), repeats
-                )
-            finally:
-                flatness.symmetric_dijkstra, flatness.cpu_block = now
-            row[label] = {"s": round(seconds, 3), "calibrated": reading.calibrated, "probe": reading.probe_reading}
-        row["speed-up"] = round(row["before"]["s"] / row["now"]["s"], 2)
-        row["same readings"] = row["before"]["calibrated"] == row["now"]["calibrated"] and (
-            row["before"]["probe"] == row["now"]["probe"]
-        )
-        rows[name] = row
-    return rows
+    before = {"symmetric_dijkstra": undirected, "cpu_block": lambda n: flatness.GPU_BLOCK}
+    return {name: side_by_side(flatness, x, before, repeats) for name, x in {**test_sets(), **full_rank_sets()}.items()}
 
 
 def main() -> None:
@@ -147,7 +130,7 @@ def main() -> None:
     result = {"machine": machine(f"torch {torch.__version__}, 1 thread"), "date": today()}
     result["support test"] = support_timings(args.repeats)
     result["shortest paths"] = walks(args.repeats)
-    result["readings"] = readings(max(1, args.repeats // 2))
+    result["readings"] = readings(args.repeats)
     emit(result, args.json)
 
 
