@@ -128,20 +128,15 @@ def test_a_swallowed_ctrl_c_still_stops_the_trial_at_its_next_report(tmp_path):
 
 
 @pytest.mark.slow
-def test_in_process_and_ray_give_the_same_trial(tmp_path):
-    """`geotune train` and `geotune train --ray`: the same files and, for one seed, the same metrics."""
+def test_in_process_and_ray_give_the_same_trial(tmp_path, cli, ray_session):
+    """`geotune train` and `geotune train --ray`: the same files and, for one seed, the same metrics. Both in this
+    process, the second on the worker's shared Ray (its start as a program of its own: test_resume's Ctrl-C test
+    of `train --ray`)."""
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(tiny_config(train={"epochs": 2, "seed": 5}, logging={"save_umap": True})))
     trials, outputs = {}, {}
     for name, extra in (("here", []), ("ray", ["--ray"])):
-        done = subprocess.run(
-            [sys.executable, "-m", "geotune", "train", str(config), str(tmp_path / name), "--cpus-per-trial", "1"]
-            + extra,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=400,
-        )
+        done = cli("train", config, tmp_path / name, "--cpus-per-trial", "1", *extra)
         assert done.returncode == 0, (name, done.stdout[-2000:], done.stderr[-2000:])
         trials[name] = tmp_path / name / "trial"
         outputs[name] = done.stdout
