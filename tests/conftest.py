@@ -18,8 +18,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Modules whose tests mostly wait: on a study they started as a program (gated epochs, a Ctrl-C, a SIGKILL), on a
 # two-node cluster, on Ray's 20 s refusal of a wrong token. They are spread evenly through the other slow tests:
 # all at the front, both workers (pyproject's -n 2) waited at once (a run's first 220 s used 86% of the two cores,
-# the rest 97%). With the in-process `train --ray` test, two pairs of whole runs, one after the other on one
-# machine (2026-12-06): 575 -> 532 s and 654 -> 597 s.
+# the rest 97%). With the in-process `train --ray` test, three pairs of whole runs, one after the other on one
+# machine (2026-12-06): 575 -> 532 s, 654 (a profile beside it) -> 597 s and 585 -> 516 s.
 WAITING = ("test_resume.py", "test_cluster.py")
 # Whole named studies: long, so they start early instead of one running alone at the end.
 LONGEST_FIRST = ("test_spaces.py",)
