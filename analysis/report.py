@@ -15,6 +15,7 @@ import html
 import io
 import math
 import re
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1235,11 +1236,17 @@ def _figure_specs(study: StudyData, usable: pd.DataFrame, features: dict[str, np
 # rendering
 
 
-def _markdown(report: Report, figure_files: dict[str, str]) -> str:
+NO_FIGURES_NOTE = "Figures not drawn (--no-figures): `geotune report` on the study draws them."
+
+
+def _markdown(report: Report, figure_files: dict[str, str] | None) -> str:
+    """REPORT.md; ``figure_files`` (key -> path relative to it) is None where the figures were not drawn."""
     lines = [f"# {report.title}", ""]
     if report.question:
         lines += [f"**Question:** {report.question}", ""]
-    if report.forest is not None:
+    if figure_files is None:
+        lines += [f"_{NO_FIGURES_NOTE}_", ""]
+    if report.forest is not None and figure_files is not None:
         f = report.forest
         lines += [f"## {f.title}", "", f"![{f.title}]({figure_files[f.key]})", "", f"_{f.caption}_", ""]
     lines += ["## Findings", ""] + [f"- {f}" for f in report.findings] + [""]
@@ -1269,8 +1276,9 @@ def _markdown(report: Report, figure_files: dict[str, str]) -> str:
         ]
     for table in report.tables:
         lines += [f"## {table.title}", "", markdown_table(table.headers, table.rows), "", f"_{table.caption}_", ""]
-    for spec in report.figures:
-        lines += [f"## {spec.title}", "", f"![{spec.title}]({figure_files[spec.key]})", "", f"_{spec.caption}_", ""]
+    drawn = [] if figure_files is None else [(spec, figure_files[spec.key]) for spec in report.figures]
+    for spec, file in drawn:
+        lines += [f"## {spec.title}", "", f"![{spec.title}]({file})", "", f"_{spec.caption}_", ""]
     return "\n".join(lines)
 
 
@@ -1333,22 +1341,26 @@ def _html_figure(spec: FigureSpec, file: Path) -> str:
     )
 
 
-def _html(report: Report, figure_files: dict[str, Path]) -> str:
+def _html(report: Report, figure_files: dict[str, Path] | None) -> str:
+    """index.html; ``figure_files`` (key -> PNG) is None where the figures were not drawn."""
     parts = [
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>"
         f"<style>{CSS}</style></head><body><h1>{html.escape(report.title)}</h1>"
     ]
     if report.question:
         parts.append(f"<p><strong>Question:</strong> {html.escape(report.question)}</p>")
+    if figure_files is None:
+        parts.append(f"<p class='caption'>{_inline(NO_FIGURES_NOTE)}</p>")
+    drawn = figure_files is not None
     nav = (
-        (["forest"] if report.forest else [])
+        (["forest"] if report.forest and drawn else [])
         + ["findings", "plan", "trials"]
         + (["best"] if report.best else [])
         + [t.key for t in report.tables]
-        + [f.key for f in report.figures]
+        + [f.key for f in report.figures if drawn]
     )
     parts.append("<nav>" + "".join(f"<a href='#{k}'>{k.replace('_', ' ')}</a>" for k in nav) + "</nav>")
-    if report.forest is not None:
+    if report.forest is not None and figure_files is not None:
         parts.append(_html_figure(report.forest, figure_files[report.forest.key]))
     findings = [_inline(f) for f in report.findings]
     if len(findings) > HTML_FINDINGS_MAX:  # hundreds of settings: the page keeps the general ones, REPORT.md all
@@ -1384,8 +1396,8 @@ def _html(report: Report, figure_files: dict[str, Path]) -> str:
             + _html_table(table.headers, table.rows)
             + f"<p class='caption'>{html.escape(table.caption)}</p>"
         )
-    for spec in report.figures:
-        parts.append(_html_figure(spec, figure_files[spec.key]))
+    for spec, file in [] if figure_files is None else [(spec, figure_files[spec.key]) for spec in report.figures]:
+        parts.append(_html_figure(spec, file))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -1405,20 +1417,28 @@ def report_folder(dirs: list, out_dir: str | Path | None = None) -> Path:
     return Path(out_dir) if out_dir else Path(dirs[0]) / (REPORT_DIR if len(dirs) == 1 else f"{REPORT_DIR}_combined")
 
 
-def save_report(report: Report, out: Path) -> Path:
+def save_report(report: Report, out: Path, draw_figures: bool = True) -> Path:
     """Write a built report into ``out``: summary.csv, tables.md, comparison_report.json, the figures, REPORT.md
-    and index.html (returned)."""
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    and index.html (returned). Without ``draw_figures`` (--no-figures: the figures are most of a small study's
+    report, 7-11 of them in 1.7-4.6 CPU-s) the rest is written and says so; figures/ goes, so that what is in it
+    always belongs to the REPORT.md beside it."""
+    if not draw_figures:
+        shutil.rmtree(out / "figures", ignore_errors=True)
+    (out / "figures" if draw_figures else out).mkdir(parents=True, exist_ok=True)
     report.summary.to_csv(out / "summary.csv", index=False)
     (out / "tables.md").write_text(
         "\n\n".join([f"## {t.title}\n\n{markdown_table(t.headers, t.rows)}\n\n_{t.caption}_" for t in report.tables])
         + "\n"
     )
     write_comparison_report(out, report.paired)
-    files: dict[str, Path] = {}
-    for spec in ([report.forest] if report.forest is not None else []) + report.figures:
-        files[spec.key] = figures.save_figure(spec.draw(spec.data), out / "figures" / f"{spec.key}.png")
-    (out / "REPORT.md").write_text(_markdown(report, {k: f"figures/{p.name}" for k, p in files.items()}))
+    files: dict[str, Path] | None = None
+    if draw_figures:
+        files = {
+            spec.key: figures.save_figure(spec.draw(spec.data), out / "figures" / f"{spec.key}.png")
+            for spec in ([report.forest] if report.forest is not None else []) + report.figures
+        }
+    linked = None if files is None else {k: f"figures/{p.name}" for k, p in files.items()}
+    (out / "REPORT.md").write_text(_markdown(report, linked))
     index = out / "index.html"
     index.write_text(_html(report, files))
     return index

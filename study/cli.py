@@ -15,6 +15,7 @@ Verbs:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -75,6 +76,16 @@ def _add_study_args(parser: argparse.ArgumentParser, address_help: str) -> None:
     """What every verb that runs a study takes: where Ray is, and whether to write the report at the end."""
     parser.add_argument("--address", help=address_help)
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    _add_no_figures(parser)
+
+
+def _add_no_figures(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="write the report's findings and tables without drawing its figures (quicker; "
+        "'geotune report' draws them later)",
+    )
 
 
 class Renamed(argparse.Action):
@@ -264,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 2 when part of a study could not be read (a damaged study.json); the report is written anyway",
     )
+    _add_no_figures(report)
     report.set_defaults(handler=cmd_report)
 
     spaces = verbs.add_parser(
@@ -489,7 +501,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not folder.is_dir():
             raise ConfigError(f"study directory '{folder}' does not exist")
     dirs = list(dict.fromkeys(str(f.resolve()) for f in folders))
-    return report_study(dirs if len(dirs) > 1 else dirs[0], args.out, detect_sizes(args.detect), args.strict)
+    dirs_or_one = dirs if len(dirs) > 1 else dirs[0]
+    return report_study(dirs_or_one, args.out, detect_sizes(args.detect), args.strict, not args.no_figures)
 
 
 def detect_sizes(texts: list[str]) -> dict[str, float]:
@@ -561,9 +574,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         link_reused(plan, reused)
         if len(reused) == plan.trial_count:
             notice(f"all {plan.trial_count} planned trials finished before: nothing to train")
-            return finish_without_training(plan, not args.no_report)
+            return finish_without_training(plan, not args.no_report, not args.no_figures)
     study = lambda: run_study(plan, space, verbose=args.verbose, pending_timeout_s=timeout)  # noqa: E731
-    return train_and_finish(plan, args.address, study, not args.no_report)
+    return train_and_finish(plan, args.address, study, not args.no_report, not args.no_figures)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -595,7 +608,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print("\n" + comparison_text(report, *compared_levels(plan)))
     print(f"comparison: {Path(plan.study_dir) / COMPARISON_FILE}")
     if not args.no_report:
-        code = max(code, report_study(plan.study_dir))
+        code = max(code, report_study(plan.study_dir, draw_figures=not args.no_figures))
     return code
 
 
@@ -612,8 +625,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not is_uri(study_dir) and len(finished_trials(study_dir)) >= plan.to_train:
         # nothing to train: no Ray, no Tune state rewritten; the report (and trackers) as a finished study's end
         notice(f"all {plan.to_train} trials of {study_dir} have finished: nothing to train")
-        return close_study(plan, not args.no_report)
-    return train_and_finish(plan, args.address, lambda: resume_study(plan, args.verbose, timeout), not args.no_report)
+        return close_study(plan, not args.no_report, not args.no_figures)
+    fit = functools.partial(resume_study, plan, args.verbose, timeout)  # called once Ray is up
+    return train_and_finish(plan, args.address, fit, not args.no_report, not args.no_figures)
 
 
 def cmd_geometry(args: argparse.Namespace) -> int:

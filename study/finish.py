@@ -24,8 +24,8 @@ def interrupted(plan: StudyPlan, results) -> bool:
     return bool(unfinished)
 
 
-def finish_study(plan: StudyPlan, results, with_report: bool = True) -> int:
-    """Finalise, summarise and report a fitted study; returns the exit code."""
+def finish_study(plan: StudyPlan, results, with_report: bool = True, draw_figures: bool = True) -> int:
+    """Finalise, summarise and report a fitted study (``draw_figures``: the report's); returns the exit code."""
     watch = PendingWatch.last
     if watch is not None and watch.fired:  # no trial could be placed: what was missing, and the way on
         print(f"geotune: error: {stuck_message(plan, watch, largest_node())}", file=sys.stderr, flush=True)
@@ -39,21 +39,21 @@ def finish_study(plan: StudyPlan, results, with_report: bool = True) -> int:
     rows = summarize_results(results, plan.metric)
     print("\n" + summary_text(rows, plan.metric, plan.mode))
     code = EXIT_FAILED if any(r.status is TrialStatus.FAILED for r in rows) else 0
-    return max(code, close_study(plan, with_report))
+    return max(code, close_study(plan, with_report, draw_figures))
 
 
-def finish_without_training(plan: StudyPlan, with_report: bool = True) -> int:
+def finish_without_training(plan: StudyPlan, with_report: bool = True, draw_figures: bool = True) -> int:
     """A study whose every planned trial --reuse took from earlier studies: save the plan, then report."""
     plan.save()
-    return close_study(plan, with_report)
+    return close_study(plan, with_report, draw_figures)
 
 
-def close_study(plan: StudyPlan, with_report: bool) -> int:
+def close_study(plan: StudyPlan, with_report: bool, draw_figures: bool = True) -> int:
     """What every finished study does last: its reused trials named, trackers given the artifacts, the report."""
     if plan.reused:
         print(f"{len(plan.reused)} trial(s) reused from earlier studies (reused_* folders)")
     print(f"study directory: {plan.study_dir}")
-    code = report_study(plan.study_dir) if with_report else 0
+    code = report_study(plan.study_dir, draw_figures=draw_figures) if with_report else 0
     if plan.loggers:  # after the report, which the trackers' study run keeps
         from geotune.study.loggers import log_trial_artifacts  # deferred: MLflow and W&B are optional
 

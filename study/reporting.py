@@ -13,11 +13,16 @@ from geotune.storage import is_uri
 
 
 def report_study(
-    study_dir: str | list[str], out: str | None = None, detect: dict[str, float] | None = None, strict: bool = False
+    study_dir: str | list[str],
+    out: str | None = None,
+    detect: dict[str, float] | None = None,
+    strict: bool = False,
+    draw_figures: bool = True,
 ) -> int:
     """Write the report (of one study, or of several as one); a failure is one line and leaves the studies'
     results untouched. ``detect`` (metric -> change): also print the seeds each effect needs to detect it.
-    What could not be read (a damaged study.json) is a warning line each, and with ``strict`` exit code 2."""
+    What could not be read (a damaged study.json) is a warning line each, and with ``strict`` exit code 2.
+    ``draw_figures`` False (--no-figures): the tables and findings only."""
     dirs = [study_dir] if isinstance(study_dir, str) else list(study_dir)
     remote = [d for d in dirs if is_uri(d)]
     if remote:
@@ -30,7 +35,7 @@ def report_study(
     try:
         study = load_studies(list[str | Path](dirs))
         report = build_report(study, detect)
-        index = save_report(report, report_folder(dirs, out))
+        index = save_report(report, report_folder(dirs, out), draw_figures)
     except ConfigError:
         raise
     except Exception as exc:  # the study itself is complete: say why the report is missing, keep going

@@ -113,13 +113,20 @@ def resume_study(plan: StudyPlan, verbose: bool = False, pending_timeout_s: floa
     return tuner.fit()
 
 
-def train_and_finish(plan: StudyPlan, address: str | None, fit: Callable[[], Any], with_report: bool = True) -> int:
+def train_and_finish(
+    plan: StudyPlan,
+    address: str | None,
+    fit: Callable[[], Any],
+    with_report: bool = True,
+    draw_figures: bool = True,
+) -> int:
     """What run, resume and compare share: start (or join) Ray for the plan, ``fit`` the study, finish it
-    (stopped trials finalised, the summary, the report) and leave Ray as it was found; the exit code."""
+    (stopped trials finalised, the summary, the report: ``draw_figures``, its figures) and leave Ray as it was
+    found; the exit code."""
     info = None
     try:
         info = start_ray_for(plan, address)  # may set gpus_per_trial to 0 where the cluster has no GPU
-        return finish_study(plan, fit(), with_report)
+        return finish_study(plan, fit(), with_report, draw_figures)
     except KeyboardInterrupt:  # Ctrl-C outside Tune's own handling: starting Ray, finalising, the report
         return interrupted_outside_tune(plan.study_dir)
     finally:

@@ -303,6 +303,38 @@ def test_report_cli_on_a_study_and_errors(tmp_path, cli):
     assert proc.returncode == 2 and "holds no trials" in proc.stderr
 
 
+def test_a_report_without_figures_has_the_same_findings_and_tables_and_says_so(tmp_path, cli):
+    """--no-figures: the findings, tables, summary and paired effects of the full report, no PNG anywhere and
+    no link to one; the page says how to draw them. Figures of an earlier report go with it (figures/ holds
+    only what the REPORT.md beside it shows), and a later full report draws them again."""
+    folder = reg_study(tmp_path)
+    out = folder / "report"
+    assert cli("report", folder).returncode == 0
+    full = {name: (out / name).read_text() for name in ("summary.csv", "tables.md", "comparison_report.json")}
+    full_md = (out / "REPORT.md").read_text()
+    assert list((out / "figures").glob("*.png"))
+
+    proc = cli("report", folder, "--no-figures")
+    assert proc.returncode == 0 and "report:" in proc.stdout
+    assert {name: (out / name).read_text() for name in full} == full
+    md, page = (out / "REPORT.md").read_text(), (out / "index.html").read_text()
+    assert not list(out.rglob("*.png")) and "figures/" not in md and "<img" not in page and "figures/" not in page
+    assert "Figures not drawn (--no-figures)" in md and "Figures not drawn (--no-figures)" in page
+    sections = [line for line in full_md.splitlines() if line.startswith("## ")]
+    drawn = {line for line in sections if f"![{line[3:]}]" in full_md}  # a section that is only a figure
+    assert drawn and [line for line in md.splitlines() if line.startswith("## ")] == [
+        line for line in sections if line not in drawn
+    ]
+
+    def findings(text: str) -> str:
+        return text.split("## Findings")[1].split("\n## ")[0]
+
+    assert findings(md) == findings(full_md) and "**geodesic** vs no regularizer" in findings(md)
+
+    assert cli("report", folder).returncode == 0
+    assert (out / "REPORT.md").read_text() == full_md and list((out / "figures").glob("*.png"))
+
+
 @pytest.mark.slow
 def test_loading_500_trials_is_fast_enough_to_use(tmp_path):
     """Functional check on a large study (timing goals live in benchmarks/)."""

@@ -52,6 +52,7 @@ def test_grid_study_with_asha_a_diverging_trial_and_no_gpu(ray_session, tmp_path
             "0.5",
             "--set",
             "train.epochs=4",
+            "--no-figures",  # the trials' PNGs are looked for, not the report's
         ]
     )
     out, err = capsys.readouterr()
@@ -202,7 +203,7 @@ def test_compare_writes_the_paired_report(ray_session, tmp_path, capsys):
         )
     )  # fixed: acts at any batch size
     out = tmp_path / "cmp"
-    assert main(["compare", str(config), str(out)]) == 0
+    assert main(["compare", str(config), str(out), "--no-figures"]) == 0  # its own training curves are drawn
     report = json.loads((out / "comparison_report.json").read_text())
     assert (out / "training_curves_comparison.png").read_bytes()[:4] == b"\x89PNG"
     reg = json.loads(Path(report["runs"]["regularized"]["trial"], "metrics.json").read_text())
