@@ -52,7 +52,6 @@ def test_grid_study_with_asha_a_diverging_trial_and_no_gpu(ray_session, tmp_path
             "0.5",
             "--set",
             "train.epochs=4",
-            "--no-figures",  # the trials' PNGs are looked for, not the report's
         ]
     )
     out, err = capsys.readouterr()
