@@ -15,13 +15,12 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-# Modules whose slow tests mostly wait: on a study they started as a program (gated epochs, a Ctrl-C, a SIGKILL),
-# on a two-node cluster. They run one after the other on one worker (the xdist group WAITING_GROUP), while the other
-# computes. All at the front of the order, both workers (pyproject's -n 2) had waited at once (a run's first 220 s
-# used 86% of the two cores); spread evenly through the order, two of them still ran side by side at times, since
-# both workers take the next test as they free up (a run of 2026-12-07: 28 of its 77 idle core-s in such moments).
+# Modules whose tests mostly wait: on a study they started as a program (gated epochs, a Ctrl-C, a SIGKILL), on a
+# two-node cluster, on Ray's 20 s refusal of a wrong token. They are spread evenly through the other slow tests:
+# all at the front, both workers (pyproject's -n 2) waited at once (a run's first 220 s used 86% of the two cores,
+# the rest 97%). With the in-process `train --ray` test, three pairs of whole runs, one after the other on one
+# machine (2026-12-06): 575 -> 532 s, 654 (a profile beside it) -> 597 s and 585 -> 516 s.
 WAITING = ("test_resume.py", "test_cluster.py")
-WAITING_GROUP = "waiting"
 # Whole named studies: long, so they start early instead of one running alone at the end.
 LONGEST_FIRST = ("test_spaces.py",)
 
@@ -29,28 +28,34 @@ LONGEST_FIRST = ("test_spaces.py",)
 def pytest_collection_modifyitems(config, items):
     """Every test that needs the shared Ray runs trials through it: it is slow (pyproject's `slow` marker).
     Tests that share a module's fixture (a study or a trial trained once) run on one worker (``--dist
-    loadgroup``), so it is trained once; each worker has its own shared Ray. The waiting tests are one group too.
-    (xdist hands out the groups first, the largest first, then the other tests in this order.)"""
+    loadgroup``), so it is trained once; each worker has its own shared Ray."""
     for item in items:
         if "ray_session" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
-        group = WAITING_GROUP if item.path.name in WAITING and item.get_closest_marker("slow") else fixture_group(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-            if config.getoption("loadgroup", default=False):  # set in xdist's workers under --dist loadgroup
-                in_group(item, group)
+        info = getattr(item, "_fixtureinfo", None)
+        for name, defs in info.name2fixturedefs.items() if info is not None else ():
+            if name != "ray_session" and defs and defs[-1].scope != "function" and defs[-1].baseid:
+                item.add_marker(pytest.mark.xdist_group(name))
+                if config.getoption("loadgroup", default=False):  # set in xdist's workers under --dist loadgroup
+                    in_group(item, name)
+                break
+    items[:] = interleaved(items)
+
+
+def interleaved(items: list) -> list:
+    """The slow tests (the long studies first), with the waiting ones spread evenly among them; then the rest."""
     slow = [item for item in items if item.get_closest_marker("slow")]
+    waiting = [item for item in slow if item.path.name in WAITING]
+    slow = [item for item in slow if item.path.name not in WAITING]
     slow.sort(key=lambda item: item.path.name not in LONGEST_FIRST)  # stable: the collection's order otherwise
-    items[:] = slow + [item for item in items if not item.get_closest_marker("slow")]
-
-
-def fixture_group(item: pytest.Item) -> str | None:
-    """The module- or session-scoped fixture (but the shared Ray) a test uses, if any: its tests share a worker."""
-    info = getattr(item, "_fixtureinfo", None)
-    for name, defs in info.name2fixturedefs.items() if info is not None else ():
-        if name != "ray_session" and defs and defs[-1].scope != "function" and defs[-1].baseid:
-            return name
-    return None
+    fast = [item for item in items if not item.get_closest_marker("slow")]
+    spacing = len(slow) / max(1, len(waiting))
+    merged, taken = [], 0
+    for i, item in enumerate(waiting):
+        upto = round(i * spacing)
+        merged += slow[taken:upto] + [item]
+        taken = upto
+    return merged + slow[taken:] + fast
 
 
 def in_group(item: pytest.Item, group: str) -> None:
