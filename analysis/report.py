@@ -1351,13 +1351,13 @@ def _html(report: Report, figure_files: dict[str, Path] | None) -> str:
         parts.append(f"<p><strong>Question:</strong> {html.escape(report.question)}</p>")
     if figure_files is None:
         parts.append(f"<p class='caption'>{_inline(NO_FIGURES_NOTE)}</p>")
-    drawn = figure_files is not None
+    drawn = [] if figure_files is None else [(spec, figure_files[spec.key]) for spec in report.figures]
     nav = (
-        (["forest"] if report.forest and drawn else [])
+        (["forest"] if report.forest and figure_files is not None else [])
         + ["findings", "plan", "trials"]
         + (["best"] if report.best else [])
         + [t.key for t in report.tables]
-        + [f.key for f in report.figures if drawn]
+        + [spec.key for spec, _ in drawn]
     )
     parts.append("<nav>" + "".join(f"<a href='#{k}'>{k.replace('_', ' ')}</a>" for k in nav) + "</nav>")
     if report.forest is not None and figure_files is not None:
@@ -1396,7 +1396,7 @@ def _html(report: Report, figure_files: dict[str, Path] | None) -> str:
             + _html_table(table.headers, table.rows)
             + f"<p class='caption'>{html.escape(table.caption)}</p>"
         )
-    for spec, file in [] if figure_files is None else [(spec, figure_files[spec.key]) for spec in report.figures]:
+    for spec, file in drawn:
         parts.append(_html_figure(spec, file))
     parts.append("</body></html>")
     return "\n".join(parts)

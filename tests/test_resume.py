@@ -134,10 +134,10 @@ def test_sigkill_then_resume(tmp_path, kind, ray_session, cli):
     # finished before the kill landed); the first, which must finish before the kill, trains ungated (its 12
     # gated epochs were 20 s of sleep)
     base, gate = gated_base(tmp_path, epochs=12, first_free=True)
+    # the grid's third trial has not started when the study is killed, so the resume starts it
     space.write_text(
         "from geotune.search_spaces.space import SearchSpace\n"
         f"BASE = {base!r}\n" + textwrap.dedent(GRID_SPACE if kind == "grid" else OPTUNA_SPACE)
-        # the grid's third trial has not started when the study is killed, so the resume starts it
     )
     original = tmp_path / "runs" / "s"
     run_until_interruptible(
