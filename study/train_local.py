@@ -52,6 +52,9 @@ def run_train_in_process(plan: StudyPlan, verbose: bool = True) -> TrialOutcome:
     trial_dir = Path(plan.study_dir) / TRAIN_TRIAL_DIR
     trial_dir.mkdir(parents=True, exist_ok=True)
     session = FolderSession(trial_dir, plan.base)
+    # The trial's torch threads are this process's only while it trains: a notebook (or a test run in one
+    # process) keeps its own count for what it does next, not the trial's.
+    threads = torch.get_num_threads()
     try:
         cfg = local_trial_config(plan)
         with stop_on_ctrl_c(session):
@@ -64,6 +67,7 @@ def run_train_in_process(plan: StudyPlan, verbose: bool = True) -> TrialOutcome:
         return TrialOutcome(trial_dir, {}, error_line(details))
     finally:
         session.close()
+        torch.set_num_threads(threads)
     (trial_dir / ERROR_FILE).unlink(missing_ok=True)  # an earlier attempt's error no longer stands
     return TrialOutcome(trial_dir, metrics, None)
 

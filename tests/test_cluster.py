@@ -40,6 +40,8 @@ class LoopbackCluster:
             os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), RAY_USAGE_STATS_ENABLED="0"
         )
         self.procs: list[subprocess.Popen] = []
+        self.started: list[tuple[int, str | None]] = []  # every process of the nodes, when stop() was asked
+        self.stopping: float | None = None  # when stop() was asked
 
     def _start(self, *args: str) -> None:
         log = open(Path(self.temp_dir) / f"node{len(self.procs)}.log", "w")
@@ -109,15 +111,23 @@ class LoopbackCluster:
     def logs(self) -> str:
         return "\n".join(p.read_text()[-2000:] for p in sorted(Path(self.temp_dir).glob("node*.log")))
 
+    def stop(self) -> None:
+        """Ask the nodes to stop (SIGTERM to `ray start --block`, which stops the processes it started); leaving
+        the ``with`` block waits for them. A test can do other work in between."""
+        if self.stopping is None:
+            self.started = [(pid, _start_time(pid)) for proc in self.procs for pid in _descendants(proc.pid)]
+            for proc in reversed(self.procs):
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+            self.stopping = time.time()
+
     def __exit__(self, *exc):
-        # SIGTERM to `ray start --block` stops the processes it started; after the second node is lost the head's
-        # GCS takes 30 s to go (measured 2026-12-06: raylet gone in 10 s, gcs_server in 32), so whatever of them
-        # is left after 5 s is killed, as the lost node's processes were
-        started = [(pid, _start_time(pid)) for proc in self.procs for pid in _descendants(proc.pid)]
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.time() + 5
+        # After the second node is lost the head's GCS takes 30 s to go (measured 2026-12-06: raylet gone in 10 s,
+        # gcs_server in 32), so whatever of them is left 5 s after stop() is killed, as the lost node's processes
+        # were
+        self.stop()
+        deadline = self.stopping + 5
+        started = self.started
         while any(proc.poll() is None for proc in self.procs) and time.time() < deadline:
             time.sleep(0.1)
         for pid, since in started:
@@ -177,39 +187,57 @@ def test_study_across_two_loopback_nodes_survives_losing_one(ray_session, tmp_pa
             cmd = ["run", str(space), "--address", cluster.address, "--storage", str(storage), "--name", name]
             return [sys.executable, "-m", "geotune", *cmd, *extra]
 
-        # a trial needing 2 CPUs: the cluster has 2, but no node holds them both, so none can be placed
-        stuck = subprocess.run(
-            geotune("stuck", "--cpus-per-trial", "2", "--pending-timeout", "3"),
-            cwd=str(REPO),
-            env=cluster.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        log = tmp_path / "c.log"
-        with open(log, "w") as out:
+        # Three programs at once, as their waits overlap (a program's start, the pending timeout, the gated
+        # epochs): a trial needing 2 CPUs (the cluster has 2, but no node holds them both, so none can be placed),
+        # a client with a wrong token, and the study whose node is lost.
+        outputs = {name: tmp_path / f"{name}.log" for name in ("stuck", "denied", "c")}
+        wrong = dict(cluster.env, RAY_AUTH_TOKEN=secrets.token_hex(32))
+        started = [
+            ("stuck", geotune("stuck", "--cpus-per-trial", "2", "--pending-timeout", "3"), cluster.env),
+            ("denied", geotune("denied"), wrong),
             # no report: a recovered trial's report is test_faults'; here the trials and their files
-            proc = subprocess.Popen(
-                geotune("c", "--no-report"), cwd=str(REPO), env=cluster.env, stdout=out, stderr=subprocess.STDOUT
-            )
-            deadline = time.time() + 300
-            while not any(
-                r.get("node_ip") == "127.0.0.3" and r.get("epoch", 0) >= 2
-                for folder in (storage / "c").glob("0*")
-                for r in _results_on(folder)
-            ):
-                assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-                time.sleep(0.1)
-            cluster.kill_worker_node()
-            gate.unlink()
-            rc = proc.wait(timeout=600)
+            ("c", geotune("c", "--no-report"), cluster.env),
+        ]
+        procs = {}
+        for name, cmd, env in started:
+            with open(outputs[name], "w") as out, open(outputs[name].with_suffix(".err"), "w") as err:
+                procs[name] = subprocess.Popen(
+                    cmd, cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT if name == "c" else err
+                )
+        proc, log = procs["c"], outputs["c"]
+        # the stuck study's message counts the alive nodes: both, until it has exited
+        procs["stuck"].wait(timeout=300)
+        deadline = time.time() + 300
+        while not any(  # a trial mid-way on the second node
+            r.get("node_ip") == "127.0.0.3" and r.get("epoch", 0) >= 2 and not (folder / "metrics.json").exists()
+            for folder in (storage / "c").glob("0*")
+            for r in _results_on(folder)
+        ):
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        cluster.kill_worker_node()
+        gate.unlink()
+        rc = proc.wait(timeout=600)
         output = log.read_text()
         assert rc == 0, output[-4000:] + cluster.logs()
-
-        wrong = dict(cluster.env, RAY_AUTH_TOKEN=secrets.token_hex(32))
-        denied = subprocess.run(
-            geotune("denied"), cwd=str(REPO), env=wrong, capture_output=True, text=True, timeout=300
+        procs["denied"].wait(timeout=300)
+        stuck, denied = (
+            subprocess.CompletedProcess(
+                procs[name].args,
+                procs[name].returncode,
+                outputs[name].read_text(),
+                outputs[name].with_suffix(".err").read_text(),
+            )
+            for name in ("stuck", "denied")
         )
+        # the nodes stop while this process trains each retried trial again in one go (an uninterrupted run)
+        cluster.stop()
+        references = {}
+        for done in (storage / "c").glob("*/metrics.json"):
+            if json.loads(done.read_text())["failures"]:
+                reference = tmp_path / "reference" / done.parent.name
+                code = main(["train", str(done.parent / "config.yaml"), str(reference)])
+                references[done.parent.name] = (code, reference / "trial")
     assert not cluster.leftover_processes(), "stopping the cluster stopped what it started"
     assert ray.is_initialized() and ray.get(ray.remote(lambda: 42).remote()) == 42, "the session's Ray is untouched"
 
@@ -236,12 +264,13 @@ def test_study_across_two_loopback_nodes_survives_losing_one(ray_session, tmp_pa
     assert all(" failed on node 127.0.0.3 after epoch " in line and "attempt 1 of 2" in line for line in retries)
     summary = next(line for line in output.splitlines() if line.startswith("recovered after failures"))
     assert all(f"{t.name} (" in summary for t in lost), summary
+    assert set(references) == {t.name for t in lost}
     for trial in lost:  # the results of an uninterrupted run: the same trial trained in one go, in this process
-        reference = tmp_path / "reference" / trial.name
-        assert main(["train", str(trial / "config.yaml"), str(reference)]) == 0
-        kept, again = (json.loads((d / "training_history.json").read_text()) for d in (trial, reference / "trial"))
+        code, reference = references[trial.name]
+        assert code == 0, trial.name
+        kept, again = (json.loads((d / "training_history.json").read_text()) for d in (trial, reference))
         assert _comparable(kept) == _comparable(again), trial.name
-        got, want = (json.loads((d / "metrics.json").read_text()) for d in (trial, reference / "trial"))
+        got, want = (json.loads((d / "metrics.json").read_text()) for d in (trial, reference))
         for key in ("val_accuracy", "test_accuracy", "val_loss", "intrinsic_dim_twonn", "nc1"):
             assert got[key] == want[key], (trial.name, key)
 

@@ -101,7 +101,8 @@ def wait_for_finished_and_midway(proc: subprocess.Popen, study: Path, log: Path,
 
 
 def kill_session(sid: int) -> None:
-    """SIGKILL every process of the study's session: the driver, the Ray it started and its workers.
+    """SIGKILL every process of the study's session: the driver, the Ray it started and its workers (a study that
+    joined a running Ray: its driver; Ray then stops the trials the driver owned).
 
     Ray workers get their own process group, but stay in the session the test created for the study.
     """
@@ -127,7 +128,9 @@ def test_sigkill_then_resume(tmp_path, kind, ray_session, cli):
     """A study killed with SIGKILL resumes: finished trials are not rerun (their files byte for byte the
     same), interrupted ones continue from their checkpoints, the plan's trials all finish. The grid study is
     resumed from a copy in another folder, as from a backup: it must finish there and leave the original
-    exactly as it was (Tune restores callbacks and its search algorithm with the first folder's paths)."""
+    exactly as it was (Tune restores callbacks and its search algorithm with the first folder's paths). The grid
+    study starts its own Ray, which dies with it (a laptop's study); the Optuna study joins a running one
+    (--address, the session's: a cluster's study), where only its driver dies."""
     space = tmp_path / "space.py"
     # Optuna's three trials run one at a time: 12 gated epochs leave the second mid-way for about 15 s after Ray's
     # log shows its third epoch (that log lags by seconds: at 15 ungated epochs of 0.27 s the second trial once
@@ -140,8 +143,10 @@ def test_sigkill_then_resume(tmp_path, kind, ray_session, cli):
         f"BASE = {base!r}\n" + textwrap.dedent(GRID_SPACE if kind == "grid" else OPTUNA_SPACE)
     )
     original = tmp_path / "runs" / "s"
+    joined = ["--address", ray_session.address] if kind == "optuna" else []
     run_until_interruptible(
-        [sys.executable, "-m", "geotune", "run", str(space), "--storage", str(tmp_path / "runs"), "--name", "s"],
+        [sys.executable, "-m", "geotune", "run", str(space), "--storage", str(tmp_path / "runs"), "--name", "s"]
+        + joined,
         original,
         tmp_path / "run.log",
     )
@@ -212,7 +217,8 @@ def interrupt_with_ctrl_c(cmd: list[str], study: Path, log: Path, presses: int, 
 @pytest.mark.parametrize("presses", [1, 2])
 def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, presses, ray_session, cli):
     """One Ctrl-C lets Ray stop gracefully, two skip that; either way nothing is finalised at the interrupted
-    epoch, the run exits 130 naming `geotune resume`, and the resume trains every trial to its plan."""
+    epoch, the run exits 130 naming `geotune resume`, and the resume trains every trial to its plan. With one
+    press the study has its own Ray; with two it has joined a running one (--address, the session's)."""
     space = tmp_path / "space.py"
     base, gate = gated_base(tmp_path, epochs=12, first_free=True)  # the grid sets the epochs: 2, 12 and 3
     space.write_text(
@@ -220,8 +226,10 @@ def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, p
     )
     study = tmp_path / "runs" / "s"
     log = tmp_path / "run.log"
+    joined = ["--address", ray_session.address] if presses == 2 else []
     code = interrupt_with_ctrl_c(
-        [sys.executable, "-m", "geotune", "run", str(space), "--storage", str(tmp_path / "runs"), "--name", "s"],
+        [sys.executable, "-m", "geotune", "run", str(space), "--storage", str(tmp_path / "runs"), "--name", "s"]
+        + joined,
         study,
         log,
         presses,

@@ -131,15 +131,21 @@ def test_a_swallowed_ctrl_c_still_stops_the_trial_at_its_next_report(tmp_path):
 def test_in_process_and_ray_give_the_same_trial(tmp_path, cli, ray_session):
     """`geotune train` and `geotune train --ray`: the same files and, for one seed, the same metrics. Both in this
     process, the second on the worker's shared Ray (its start as a program of its own: test_resume's Ctrl-C test
-    of `train --ray`)."""
+    of `train --ray`). The in-process trial sets torch's threads for itself and gives the process's count back."""
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(tiny_config(train={"epochs": 2, "seed": 5}, logging={"save_umap": True})))
     trials, outputs = {}, {}
-    for name, extra in (("here", []), ("ray", ["--ray"])):
-        done = cli("train", config, tmp_path / name, "--cpus-per-trial", "1", *extra)
-        assert done.returncode == 0, (name, done.stdout[-2000:], done.stderr[-2000:])
-        trials[name] = tmp_path / name / "trial"
-        outputs[name] = done.stdout
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)  # this process's own count, which the in-process trial (1 thread) must give back
+    try:
+        for name, extra in (("here", []), ("ray", ["--ray"])):
+            done = cli("train", config, tmp_path / name, "--cpus-per-trial", "1", *extra)
+            assert done.returncode == 0, (name, done.stdout[-2000:], done.stderr[-2000:])
+            assert torch.get_num_threads() == 3, name
+            trials[name] = tmp_path / name / "trial"
+            outputs[name] = done.stdout
+    finally:
+        torch.set_num_threads(threads)
     here, ray = trials["here"], trials["ray"]
     # Through Ray too, the terminal shows the epoch lines and the summary: no Ray status boxes, no worker
     # prefixes or colour codes, no path outside the output folder.
