@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -118,14 +119,10 @@ def regularizer_label(frame: pd.DataFrame) -> pd.Series:
     """'geodesic' or 'geodesic, lambda_reg=0.2, n_neighbors=5': the name plus the regularizer settings that vary."""
     reg_cols = [c for c in frame.columns if c.startswith("regularizer.") and c != "regularizer.name"]
     active = frame[~is_baseline(frame)]
-    varying = []
-    for col in reg_cols:
-        for _, part in active.groupby("regularizer.name", observed=True):
-            if part[col].astype(str).nunique() > 1:
-                varying.append(col)
-                break
+    parts = [part for _, part in active.groupby("regularizer.name", observed=True)] if reg_cols else []
+    varying = [col for col in reg_cols if any(part[col].astype(str).nunique() > 1 for part in parts)]
     labels = []
-    for _, row in frame.iterrows():
+    for row in _records(frame, ["regularizer.name", *varying]):
         parts = [str(row.get("regularizer.name", "none"))]
         section = f"regularizer.{row.get('regularizer.name')}."
         parts += [
@@ -154,29 +151,48 @@ def pair_with_baselines(frame: pd.DataFrame, metrics: Sequence[str] = SUMMARY) -
         return Pairing(pd.DataFrame(), [])
     keys = pair_key_columns(frame)
     frame = frame.copy()
-    frame["_key"] = frame[keys].map(repr).agg("|".join, axis=1) if keys else ""
+    frame["_key"] = _blocks(frame, keys)
     frame["_baseline"] = is_baseline(frame)
     frame["_label"] = regularizer_label(frame)
     rows, unpaired = [], []
-    baselines = frame[frame["_baseline"]]
-    by_key = {key: part for key, part in baselines.groupby("_key")}
-    for _, trial in frame[~frame["_baseline"]].iterrows():
+    # rows as dicts, grouped by hand: pandas' per-group frames and iterrows cost most of a report's statistics
+    records = _records(frame, ["trial", "_key", "_baseline", "_label", "regularizer.name", "train.seed", *metrics])
+    by_key = _grouped(r for r in records if r["_baseline"])
+    for trial in (r for r in records if not r["_baseline"]):
         match = by_key.get(trial["_key"])
-        if match is not None and len(match) > 1 and "regularizer.name" in match:
+        if match is not None and len(match) > 1 and "regularizer.name" in frame:
             # a 'none' trial and a lambda_reg-0 one trained alike (no penalty): the unregularized config is the twin
-            match = match[match["regularizer.name"] == "none"]
+            match = [m for m in match if m["regularizer.name"] == "none"]
         if match is None or len(match) != 1:
             unpaired.append(trial["trial"])
             continue
-        rows.append(_pair_row(trial, match.iloc[0], trial["_label"], metrics))
+        rows.append(_pair_row(trial, match[0], trial["_label"], metrics))
     return Pairing(pd.DataFrame(rows), unpaired)
 
 
-def _pair_row(trial: pd.Series, base: pd.Series, label: str, metrics: Sequence[str]) -> dict:
+def _records(frame: pd.DataFrame, columns: Iterable[str]) -> list[dict]:
+    """The rows of ``frame`` as dicts of those of ``columns`` it has (the values iterrows gives): a report's frames
+    hold every metric and key, and turning all of them into dicts cost more than the pairing."""
+    return frame[[c for c in dict.fromkeys(columns) if c in frame]].to_dict("records")
+
+
+def _grouped(records: Iterable[dict], *keys: str) -> dict:
+    """Rows (dicts) by their value of ``keys`` (one key: the value; more: a tuple of them), each group in the
+    rows' order; the groups in order of their keys, as pandas' groupby gives them."""
+    names = keys or ("_key",)
+    groups: dict = {}
+    for row in records:
+        key = tuple(row[k] for k in names) if len(names) > 1 else row[names[0]]
+        groups.setdefault(key, []).append(row)
+    return {key: groups[key] for key in sorted(groups)}
+
+
+def _pair_row(trial: Mapping[str, Any], base: Mapping[str, Any], label: str, metrics: Sequence[str]) -> dict:
     """One pair: both trials, what is compared (``label``), the seed, and each metric's values and difference."""
     row = {"trial": trial["trial"], "baseline": base["trial"], "regularizer": label, "seed": trial.get("train.seed")}
     for metric in metrics:
-        a, b = trial.get(metric), base.get(metric)
+        a: Any = trial.get(metric)
+        b: Any = base.get(metric)
         row[f"{metric}_regularized"], row[f"{metric}_baseline"] = a, b
         row[f"{metric}_diff"] = (a - b) if _finite(a) and _finite(b) else None
     return row
@@ -455,14 +471,15 @@ def _aliases(frame: pd.DataFrame, a: str, b: str) -> bool:
 
 def _pair_levels(part: pd.DataFrame, reference: str, metrics: Sequence[str]) -> Pairing:
     """Each trial of another ``_level`` than ``reference`` with the one reference trial of its ``_block``."""
-    twins = {block: rows for block, rows in part[part["_level"] == reference].groupby("_block")}
+    records = _records(part, ["trial", "_level", "_block", "train.seed", *metrics])
+    twins = _grouped((r for r in records if r["_level"] == reference), "_block")
     rows, unpaired = [], []
-    for _, trial in part[part["_level"] != reference].iterrows():
+    for trial in (r for r in records if r["_level"] != reference):
         twin = twins.get(trial["_block"])
         if twin is None or len(twin) != 1:
             unpaired.append(trial["trial"])
             continue
-        rows.append(_pair_row(trial, twin.iloc[0], f"{trial['_level']} vs {reference}", metrics))
+        rows.append(_pair_row(trial, twin[0], f"{trial['_level']} vs {reference}", metrics))
     return Pairing(pd.DataFrame(rows), unpaired)
 
 
@@ -475,7 +492,8 @@ def adjust_together(effects: Sequence[PairedEffect]) -> None:
 
 def _blocks(frame: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
     """Each trial's block: its values of ``keys`` as one comparable text ('' without keys)."""
-    return frame[list(keys)].map(repr).agg("|".join, axis=1) if keys else pd.Series("", index=frame.index)
+    columns = [frame[key].map(repr).tolist() for key in keys]  # joined row by row in Python: no per-row Series
+    return pd.Series(["|".join(values) for values in zip(*columns)] if keys else "", index=frame.index)
 
 
 def interaction_factors(factors: Sequence[str]) -> list[str]:
@@ -501,15 +519,17 @@ def factor_interactions(
             others = [f for f in factors if f not in (a, b) and f in frame] + seed
             part = frame.assign(_a=frame[a].map(_short), _b=frame[b].map(_short), _block=_blocks(frame, others))
             a0, b0 = reference_level(frame, a, references)[0], reference_level(frame, b, references)[0]
-            cells = {key: rows_ for key, rows_ in part.groupby(["_block", "_a", "_b"])}
+            cells = _grouped(
+                _records(part, ["trial", "_block", "_a", "_b", "train.seed", *metrics]), "_block", "_a", "_b"
+            )
             for (block, la, lb), cell in cells.items():
                 if la == a0 or lb == b0:
                     continue
                 corners = [cells.get((block, x, y)) for x, y in ((a0, lb), (la, b0), (a0, b0))]
                 if len(cell) != 1 or any(c is None or len(c) != 1 for c in corners):
-                    unpaired.append(cell["trial"].iloc[0])
+                    unpaired.append(cell[0]["trial"])
                     continue
-                trial, (ref_b, ref_a, ref) = cell.iloc[0], (c.iloc[0] for c in corners)  # type: ignore[union-attr]
+                trial, (ref_b, ref_a, ref) = cell[0], (c[0] for c in corners)  # type: ignore[index]
                 label = f"{_tail(a)}={la} x {_tail(b)}={lb}"  # each against its reference (the table says which)
                 row = _pair_row(trial, ref, label, ())
                 for metric in metrics:
@@ -529,13 +549,16 @@ def _trend(part: pd.DataFrame, factor: str, metrics: Sequence[str]) -> list[Pair
     values = pd.to_numeric(part[factor], errors="coerce")
     if values.isna().any() or part[factor].map(lambda v: isinstance(v, bool)).any() or values.nunique() < 3:
         return []
+    x = values.to_numpy(float)
+    blocks = part.groupby("_block").indices  # each block's row positions, in the frame's order
     trend = []
     for metric in (m for m in metrics if m in part):
+        y = pd.to_numeric(part[metric], errors="coerce").to_numpy(float)
         slopes = []
-        for _, block in part.assign(_x=values).groupby("_block"):
-            ok = block[[metric, "_x"]].apply(pd.to_numeric, errors="coerce").dropna()
-            if ok["_x"].nunique() >= 2:
-                slopes.append(float(np.polyfit(ok["_x"].to_numpy(float), ok[metric].to_numpy(float), 1)[0]))
+        for block in sorted(blocks):  # groupby's order of blocks
+            rows = blocks[block][~np.isnan(y[blocks[block]])]  # x has no NaN (checked above)
+            if len(np.unique(x[rows])) >= 2:
+                slopes.append(float(np.polyfit(x[rows], y[rows], 1)[0]))
         trend.append(effect_of("trend (per unit)", metric, slopes, unit="block"))
     return trend
 
