@@ -119,8 +119,8 @@ def regularizer_label(frame: pd.DataFrame) -> pd.Series:
     """'geodesic' or 'geodesic, lambda_reg=0.2, n_neighbors=5': the name plus the regularizer settings that vary."""
     reg_cols = [c for c in frame.columns if c.startswith("regularizer.") and c != "regularizer.name"]
     active = frame[~is_baseline(frame)]
-    parts = [part for _, part in active.groupby("regularizer.name", observed=True)] if reg_cols else []
-    varying = [col for col in reg_cols if any(part[col].astype(str).nunique() > 1 for part in parts)]
+    groups = [part for _, part in active.groupby("regularizer.name", observed=True)] if reg_cols else []
+    varying = [col for col in reg_cols if any(part[col].astype(str).nunique() > 1 for part in groups)]
     labels = []
     for row in _records(frame, ["regularizer.name", *varying]):
         parts = [str(row.get("regularizer.name", "none"))]
@@ -157,7 +157,7 @@ def pair_with_baselines(frame: pd.DataFrame, metrics: Sequence[str] = SUMMARY) -
     rows, unpaired = [], []
     # rows as dicts, grouped by hand: pandas' per-group frames and iterrows cost most of a report's statistics
     records = _records(frame, ["trial", "_key", "_baseline", "_label", "regularizer.name", "train.seed", *metrics])
-    by_key = _grouped(r for r in records if r["_baseline"])
+    by_key = _grouped((r for r in records if r["_baseline"]), "_key")
     for trial in (r for r in records if not r["_baseline"]):
         match = by_key.get(trial["_key"])
         if match is not None and len(match) > 1 and "regularizer.name" in frame:
@@ -179,10 +179,9 @@ def _records(frame: pd.DataFrame, columns: Iterable[str]) -> list[dict]:
 def _grouped(records: Iterable[dict], *keys: str) -> dict:
     """Rows (dicts) by their value of ``keys`` (one key: the value; more: a tuple of them), each group in the
     rows' order; the groups in order of their keys, as pandas' groupby gives them."""
-    names = keys or ("_key",)
     groups: dict = {}
     for row in records:
-        key = tuple(row[k] for k in names) if len(names) > 1 else row[names[0]]
+        key = tuple(row[k] for k in keys) if len(keys) > 1 else row[keys[0]]
         groups.setdefault(key, []).append(row)
     return {key: groups[key] for key in sorted(groups)}
 
