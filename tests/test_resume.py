@@ -75,6 +75,12 @@ def reported_epochs(trial: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def study_command(space: Path, folder: Path, address: str | None = None) -> list[str]:
+    """`geotune run SPACE` as a program, its study at FOLDER/runs/s; ``address``: joining that running Ray."""
+    cmd = [sys.executable, "-m", "geotune", "run", str(space), "--storage", str(folder / "runs"), "--name", "s"]
+    return cmd + (["--address", address] if address else [])
+
+
 def run_until_interruptible(cmd: list[str], study: Path, log: Path, timeout: float = 240) -> None:
     """Start the study in its own process group; SIGKILL it once one trial finished and another is mid-way."""
     proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -143,10 +149,8 @@ def test_sigkill_then_resume(tmp_path, kind, ray_session, cli):
         f"BASE = {base!r}\n" + textwrap.dedent(GRID_SPACE if kind == "grid" else OPTUNA_SPACE)
     )
     original = tmp_path / "runs" / "s"
-    joined = ["--address", ray_session.address] if kind == "optuna" else []
     run_until_interruptible(
-        [sys.executable, "-m", "geotune", "run", str(space), "--storage", str(tmp_path / "runs"), "--name", "s"]
-        + joined,
+        study_command(space, tmp_path, ray_session.address if kind == "optuna" else None),
         original,
         tmp_path / "run.log",
     )
@@ -226,10 +230,8 @@ def test_ctrl_c_then_resume_trains_every_trial_to_its_planned_epochs(tmp_path, p
     )
     study = tmp_path / "runs" / "s"
     log = tmp_path / "run.log"
-    joined = ["--address", ray_session.address] if presses == 2 else []
     code = interrupt_with_ctrl_c(
-        [sys.executable, "-m", "geotune", "run", str(space), "--storage", str(tmp_path / "runs"), "--name", "s"]
-        + joined,
+        study_command(space, tmp_path, ray_session.address if presses == 2 else None),
         study,
         log,
         presses,
@@ -324,7 +326,7 @@ def test_ctrl_c_while_every_trial_waits_exits_130_and_resume_trains_them(tmp_pat
         + textwrap.dedent(GRID_SPACE).replace("[2, 12, 3]", "[1, 2, 3]")
     )
     study, log = tmp_path / "runs" / "s", tmp_path / "run.log"
-    cmd = [sys.executable, "-m", "geotune", "run", str(space), "--storage", str(tmp_path / "runs"), "--name", "s"]
+    cmd = study_command(space, tmp_path)
     proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 120
